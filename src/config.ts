@@ -1,0 +1,226 @@
+import { z } from 'zod';
+
+// The only reader of process.env. Every variable of DESIGN.md §4, parsed once; a bad value
+// stops start-up with one message naming every bad variable.
+
+export const FLOW_IDS = ['ansatt-contactperson', 'ansatt-employee', 'kunde-customer'] as const;
+export type FlowId = (typeof FLOW_IDS)[number];
+
+export const UNMATCHED_POLICIES = [
+  'link-only',
+  'create-in-poweroffice',
+  'create-in-tidsbanken',
+  'create-both',
+] as const;
+export type UnmatchedPolicy = (typeof UNMATCHED_POLICIES)[number];
+
+export const CONFLICT_POLICIES = ['newest-wins', 'tidsbanken-wins', 'poweroffice-wins'] as const;
+export type ConflictPolicy = (typeof CONFLICT_POLICIES)[number];
+
+/** `kunde-customer` → `FLOW_KUNDE_CUSTOMER_ON_UNMATCHED` */
+export function unmatchedVariableName(flow: FlowId): string {
+  return `FLOW_${flow.toUpperCase().replaceAll('-', '_')}_ON_UNMATCHED`;
+}
+
+// An unset variable and an empty one mean the same: "not configured".
+const optionalString = z
+  .string()
+  .optional()
+  .transform((v) => (v === undefined || v.trim() === '' ? undefined : v));
+
+const url = (fallback: string) =>
+  z
+    .string()
+    .default(fallback)
+    .transform((v) => v.replace(/\/+$/, ''))
+    .pipe(z.url({ protocol: /^https?$/, error: 'must be an http(s) URL' }));
+
+const positiveNumber = (fallback: number) =>
+  z.coerce
+    .number({ error: 'must be a number' })
+    .positive({ error: 'must be greater than 0' })
+    .default(fallback);
+
+const booleanString = z
+  .enum(['true', 'false', '1', '0'], { error: 'must be true or false' })
+  .default('false')
+  .transform((v) => v === 'true' || v === '1');
+
+const webhookSecret = optionalString.refine(
+  (v) => v === undefined || !v.startsWith('whsec_') || /^whsec_[A-Za-z0-9+/=]+$/.test(v),
+  { error: 'must be whsec_ followed by base64' },
+);
+
+const EnvSchema = z.object({
+  PORT: z.coerce
+    .number({ error: 'must be a port number' })
+    .int({ error: 'must be a whole number' })
+    .min(0)
+    .max(65535)
+    .default(8080),
+  DATABASE_URL: optionalString.refine((v) => v === undefined || /^postgres(ql)?:\/\//.test(v), {
+    error: 'must be a postgres:// or postgresql:// connection string',
+  }),
+  DATA_DIR: z.string().min(1).default('./data'),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+
+  TIDSBANKEN_BASE_URL: url('https://api.tidsbanken.net'),
+  TIDSBANKEN_API_KEY: optionalString,
+  TIDSBANKEN_SUBSCRIPTION_KEY: optionalString,
+  TIDSBANKEN_WEBHOOK_SECRET: webhookSecret,
+  TIDSBANKEN_RATE_LIMIT_PER_SECOND: positiveNumber(5),
+
+  POWEROFFICE_BASE_URL: url('https://goapi.poweroffice.net/v2'),
+  POWEROFFICE_TOKEN_URL: url('https://goapi.poweroffice.net/OAuth/Token'),
+  POWEROFFICE_APPLICATION_KEY: optionalString,
+  POWEROFFICE_CLIENT_KEY: optionalString,
+  POWEROFFICE_SUBSCRIPTION_KEY: optionalString,
+  POWEROFFICE_WEBHOOK_SECRET: webhookSecret,
+  POWEROFFICE_RATE_LIMIT_PER_SECOND: positiveNumber(10),
+  POWEROFFICE_CONTACT_PARENT_ID: optionalString.refine((v) => v === undefined || /^\d+$/.test(v), {
+    error: 'must be a PowerOffice customer or supplier id (digits)',
+  }),
+
+  POLL_INTERVAL_MS: z.coerce
+    .number({ error: 'must be a number of milliseconds' })
+    .int()
+    .min(0, { error: 'must be 0 (off) or more' })
+    .default(60_000),
+  FLOW_ANSATT_CONTACTPERSON_ON_UNMATCHED: z.enum(UNMATCHED_POLICIES).default('link-only'),
+  FLOW_ANSATT_EMPLOYEE_ON_UNMATCHED: z.enum(UNMATCHED_POLICIES).default('link-only'),
+  FLOW_KUNDE_CUSTOMER_ON_UNMATCHED: z.enum(UNMATCHED_POLICIES).default('link-only'),
+  CONFLICT_POLICY: z.enum(CONFLICT_POLICIES).default('newest-wins'),
+  DRY_RUN: booleanString,
+  ADMIN_TOKEN: optionalString.refine((v) => v === undefined || v.length >= 16, {
+    error: 'must be at least 16 characters',
+  }),
+  SHUTDOWN_TIMEOUT_MS: z.coerce.number().int().positive().default(10_000),
+});
+
+export interface TidsbankenConfig {
+  baseUrl: string;
+  apiKey: string;
+  subscriptionKey: string;
+}
+
+export interface PowerOfficeConfig {
+  baseUrl: string;
+  tokenUrl: string;
+  applicationKey: string;
+  clientKey: string;
+  subscriptionKey: string;
+}
+
+export interface Config {
+  port: number;
+  databaseUrl: string | undefined;
+  dataDir: string;
+  logLevel: string;
+  tidsbanken: {
+    baseUrl: string;
+    /** Undefined when the side is off (no API key). */
+    credentials: TidsbankenConfig | undefined;
+    webhookSecret: string | undefined;
+    rateLimitPerSecond: number;
+  };
+  poweroffice: {
+    baseUrl: string;
+    tokenUrl: string;
+    /** Undefined when the side is off (any of the three keys missing). */
+    credentials: PowerOfficeConfig | undefined;
+    webhookSecret: string | undefined;
+    rateLimitPerSecond: number;
+    contactParentId: string | undefined;
+  };
+  pollIntervalMs: number;
+  unmatched: Record<FlowId, UnmatchedPolicy>;
+  conflictPolicy: ConflictPolicy;
+  dryRun: boolean;
+  adminToken: string | undefined;
+  shutdownTimeoutMs: number;
+}
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`Invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Config> {
+  const parsed = EnvSchema.safeParse(env);
+  if (!parsed.success) {
+    // Never echo the value: it may be a secret.
+    const problems = parsed.error.issues.map((issue) => {
+      const name = issue.path.join('.') || '(environment)';
+      return `${name}: ${issue.message}`;
+    });
+    throw new ConfigError(problems);
+  }
+  const e = parsed.data;
+  const tidsbankenCredentials =
+    e.TIDSBANKEN_API_KEY !== undefined
+      ? {
+          baseUrl: e.TIDSBANKEN_BASE_URL,
+          apiKey: e.TIDSBANKEN_API_KEY,
+          subscriptionKey: e.TIDSBANKEN_SUBSCRIPTION_KEY ?? '',
+        }
+      : undefined;
+  const powerofficeCredentials =
+    e.POWEROFFICE_APPLICATION_KEY !== undefined &&
+    e.POWEROFFICE_CLIENT_KEY !== undefined &&
+    e.POWEROFFICE_SUBSCRIPTION_KEY !== undefined
+      ? {
+          baseUrl: e.POWEROFFICE_BASE_URL,
+          tokenUrl: e.POWEROFFICE_TOKEN_URL,
+          applicationKey: e.POWEROFFICE_APPLICATION_KEY,
+          clientKey: e.POWEROFFICE_CLIENT_KEY,
+          subscriptionKey: e.POWEROFFICE_SUBSCRIPTION_KEY,
+        }
+      : undefined;
+  const config: Config = {
+    port: e.PORT,
+    databaseUrl: e.DATABASE_URL,
+    dataDir: e.DATA_DIR,
+    logLevel: e.LOG_LEVEL,
+    tidsbanken: {
+      baseUrl: e.TIDSBANKEN_BASE_URL,
+      credentials: tidsbankenCredentials,
+      webhookSecret: e.TIDSBANKEN_WEBHOOK_SECRET,
+      rateLimitPerSecond: e.TIDSBANKEN_RATE_LIMIT_PER_SECOND,
+    },
+    poweroffice: {
+      baseUrl: e.POWEROFFICE_BASE_URL,
+      tokenUrl: e.POWEROFFICE_TOKEN_URL,
+      credentials: powerofficeCredentials,
+      webhookSecret: e.POWEROFFICE_WEBHOOK_SECRET,
+      rateLimitPerSecond: e.POWEROFFICE_RATE_LIMIT_PER_SECOND,
+      contactParentId: e.POWEROFFICE_CONTACT_PARENT_ID,
+    },
+    pollIntervalMs: e.POLL_INTERVAL_MS,
+    unmatched: {
+      'ansatt-contactperson': e.FLOW_ANSATT_CONTACTPERSON_ON_UNMATCHED,
+      'ansatt-employee': e.FLOW_ANSATT_EMPLOYEE_ON_UNMATCHED,
+      'kunde-customer': e.FLOW_KUNDE_CUSTOMER_ON_UNMATCHED,
+    },
+    conflictPolicy: e.CONFLICT_POLICY,
+    dryRun: e.DRY_RUN,
+    adminToken: e.ADMIN_TOKEN,
+    shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
+  };
+  return Object.freeze(config);
+}
+
+/** Values that must never reach a log line. */
+export function secretsOf(config: Config): string[] {
+  return [
+    config.tidsbanken.credentials?.apiKey,
+    config.tidsbanken.credentials?.subscriptionKey,
+    config.tidsbanken.webhookSecret,
+    config.poweroffice.credentials?.applicationKey,
+    config.poweroffice.credentials?.clientKey,
+    config.poweroffice.credentials?.subscriptionKey,
+    config.poweroffice.webhookSecret,
+    config.adminToken,
+  ].filter((s): s is string => typeof s === 'string' && s.length > 0);
+}

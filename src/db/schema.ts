@@ -1,0 +1,179 @@
+import type { ColumnType, Generated, Insertable, Selectable, Updateable } from 'kysely';
+
+// Table types for the schema in migrations/. Kept by hand: the migrations are frozen,
+// this file follows them.
+
+type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>;
+type NullableTimestamp = ColumnType<
+  Date | null,
+  Date | string | null | undefined,
+  Date | string | null
+>;
+type Json<T = unknown> = ColumnType<T, string, string>;
+type JsonObject = Record<string, unknown>;
+// bigserial/bigint come back from `pg` as strings; we keep them as strings (ids are strings
+// on the admin API too) and never do arithmetic on them.
+type BigId = ColumnType<string, never, never>;
+
+export type SystemName = 'tidsbanken' | 'poweroffice';
+
+export interface InboundEventsTable {
+  id: BigId;
+  source: SystemName;
+  origin: 'webhook' | 'poller' | 'reconcile' | 'operator';
+  event_id: string;
+  event_type: string;
+  record_type: string;
+  record_id: string;
+  parent_id: string | null;
+  payload: Json<JsonObject>;
+  is_thin: Generated<boolean>;
+  content_hash: string | null;
+  occurred_at: NullableTimestamp;
+  status: Generated<'pending' | 'done' | 'dead'>;
+  attempts: Generated<number>;
+  last_error: string | null;
+  run_at: Generated<Timestamp>;
+  locked_at: NullableTimestamp;
+  locked_by: string | null;
+  processed_at: NullableTimestamp;
+  created_at: Generated<Timestamp>;
+}
+
+export interface RecordsTable {
+  system: SystemName;
+  record_type: string;
+  record_id: string;
+  parent_id: string | null;
+  data: Json<JsonObject>;
+  email_key: string | null;
+  national_id_key: string | null;
+  number_key: ColumnType<string | null, string | number | null, string | number | null>;
+  source_updated_at: NullableTimestamp;
+  deleted_at: NullableTimestamp;
+  last_event_id: ColumnType<string | null, string | number | null, string | number | null>;
+  created_at: Generated<Timestamp>;
+  updated_at: Generated<Timestamp>;
+}
+
+export interface LinksTable {
+  id: BigId;
+  flow: string;
+  tidsbanken_type: string;
+  tidsbanken_id: string;
+  poweroffice_type: string;
+  poweroffice_id: string;
+  poweroffice_parent_id: string | null;
+  linked_by: string;
+  shadow: Json<JsonObject>;
+  last_synced_at: NullableTimestamp;
+  unlinked_at: NullableTimestamp;
+  unlink_reason: string | null;
+  created_at: Generated<Timestamp>;
+  updated_at: Generated<Timestamp>;
+}
+
+export interface ConflictsTable {
+  id: BigId;
+  flow: string;
+  kind: 'ambiguous_match' | 'field_conflict';
+  system: SystemName;
+  record_type: string;
+  record_id: string;
+  link_id: ColumnType<string | null, string | number | null, string | number | null>;
+  field: string | null;
+  tidsbanken_value: Json<unknown> | null;
+  poweroffice_value: Json<unknown> | null;
+  candidates: Json<unknown> | null;
+  resolution: string | null;
+  status: Generated<'open' | 'resolved'>;
+  resolved_at: NullableTimestamp;
+  created_at: Generated<Timestamp>;
+}
+
+export type CommandStatus = 'pending' | 'sent' | 'dead' | 'dry_run';
+
+export interface OutboundCommandsTable {
+  id: BigId;
+  system: SystemName;
+  operation: 'create' | 'update';
+  record_type: string;
+  record_id: string | null;
+  parent_id: string | null;
+  flow: string | null;
+  link_id: ColumnType<string | null, string | number | null, string | number | null>;
+  origin_system: SystemName | null;
+  origin_id: string | null;
+  origin_record_id: string | null;
+  payload: Json<JsonObject>;
+  status: Generated<CommandStatus>;
+  attempts: Generated<number>;
+  max_attempts: Generated<number>;
+  last_error: Json<unknown> | null;
+  run_at: Generated<Timestamp>;
+  locked_at: NullableTimestamp;
+  locked_by: string | null;
+  sent_at: NullableTimestamp;
+  result: Json<unknown> | null;
+  created_at: Generated<Timestamp>;
+  updated_at: Generated<Timestamp>;
+}
+
+export interface PollerCursorsTable {
+  system: SystemName;
+  record_type: string;
+  cursor: string | null;
+  full_read_at: NullableTimestamp;
+  last_polled_at: NullableTimestamp;
+  last_success_at: NullableTimestamp;
+  last_error: string | null;
+  created_at: Generated<Timestamp>;
+  updated_at: Generated<Timestamp>;
+}
+
+export interface ReconcileRunsTable {
+  id: BigId;
+  status: Generated<'running' | 'done' | 'failed'>;
+  progress: Json<JsonObject>;
+  error: string | null;
+  started_at: Generated<Timestamp>;
+  finished_at: NullableTimestamp;
+  created_at: Generated<Timestamp>;
+}
+
+export interface AuditEntriesTable {
+  id: BigId;
+  system: SystemName;
+  record_type: string;
+  record_id: string;
+  kind: string;
+  flow: string | null;
+  link_id: ColumnType<string | null, string | number | null, string | number | null>;
+  event_id: ColumnType<string | null, string | number | null, string | number | null>;
+  command_id: ColumnType<string | null, string | number | null, string | number | null>;
+  detail: Json<JsonObject>;
+  created_at: Generated<Timestamp>;
+}
+
+export interface Database {
+  inbound_events: InboundEventsTable;
+  records: RecordsTable;
+  links: LinksTable;
+  conflicts: ConflictsTable;
+  outbound_commands: OutboundCommandsTable;
+  poller_cursors: PollerCursorsTable;
+  reconcile_runs: ReconcileRunsTable;
+  audit_entries: AuditEntriesTable;
+}
+
+export type InboundEventRow = Selectable<InboundEventsTable>;
+export type NewInboundEvent = Insertable<InboundEventsTable>;
+export type RecordRow = Selectable<RecordsTable>;
+export type LinkRow = Selectable<LinksTable>;
+export type LinkUpdate = Updateable<LinksTable>;
+export type ConflictRow = Selectable<ConflictsTable>;
+export type OutboundCommandRow = Selectable<OutboundCommandsTable>;
+export type NewOutboundCommand = Insertable<OutboundCommandsTable>;
+export type PollerCursorRow = Selectable<PollerCursorsTable>;
+export type ReconcileRunRow = Selectable<ReconcileRunsTable>;
+export type AuditEntryRow = Selectable<AuditEntriesTable>;

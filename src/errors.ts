@@ -1,0 +1,79 @@
+// A small AppError hierarchy. The error handler (http/error-handler.ts) is the one place
+// these become HTTP; codes are a closed union so clients can branch on them.
+
+export type ErrorCode =
+  | 'bad_request'
+  | 'validation_failed'
+  | 'invalid_json'
+  | 'unauthorized'
+  | 'not_found'
+  | 'payload_too_large'
+  | 'unsupported_media_type'
+  | 'not_configured'
+  | 'conflict'
+  | 'upstream_error'
+  | 'internal';
+
+export class AppError extends Error {
+  constructor(
+    readonly code: ErrorCode,
+    readonly status: number,
+    message: string,
+    readonly details?: Record<string, unknown>,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+export class BadRequestError extends AppError {
+  constructor(message: string, details?: Record<string, unknown>) {
+    super('bad_request', 400, message, details);
+  }
+}
+
+export class ValidationError extends AppError {
+  constructor(message: string, details?: Record<string, unknown>) {
+    super('validation_failed', 400, message, details);
+  }
+}
+
+export class UnauthorizedError extends AppError {
+  constructor(message = 'Missing or invalid credentials.') {
+    super('unauthorized', 401, message);
+  }
+}
+
+export class NotFoundError extends AppError {
+  constructor(message = 'Not found.') {
+    super('not_found', 404, message);
+  }
+}
+
+export class ConflictError extends AppError {
+  constructor(message: string) {
+    super('conflict', 409, message);
+  }
+}
+
+export class NotConfiguredError extends AppError {
+  constructor(message: string) {
+    super('not_configured', 503, message);
+  }
+}
+
+/** A non-2xx answer (or no answer) from Tidsbanken or PowerOffice. */
+export class UpstreamError extends AppError {
+  constructor(
+    readonly system: 'tidsbanken' | 'poweroffice',
+    readonly upstreamStatus: number | undefined,
+    readonly retryable: boolean,
+    message: string,
+    readonly body?: unknown,
+    readonly retryAfterMs?: number,
+    options?: ErrorOptions,
+  ) {
+    super('upstream_error', 502, message, { system, status: upstreamStatus, body }, options);
+  }
+}

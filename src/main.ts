@@ -1,0 +1,116 @@
+import type { Server } from 'node:http';
+import { createApp } from './app.js';
+import { ConfigError, loadConfig, secretsOf, type Config } from './config.js';
+import { migrateToLatest, openDatabase, type DatabaseHandle } from './db/database.js';
+import { createLogger, type Logger } from './lib/logger.js';
+import { createMetrics } from './lib/metrics.js';
+
+// config → database → migrations → HTTP server + workers → graceful shutdown
+
+function readConfig(): Readonly<Config> {
+  try {
+    return loadConfig();
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`${err.message}\n`);
+      process.exit(78); // EX_CONFIG
+    }
+    throw err;
+  }
+}
+
+async function main(): Promise<void> {
+  const config = readConfig();
+  const logger = createLogger({ level: config.logLevel, secrets: secretsOf(config) });
+  installCrashHandlers(logger);
+
+  const database = await openDatabase(config);
+  logger.info(
+    { database: database.kind, dataDir: database.kind === 'pglite' ? config.dataDir : undefined },
+    'database opened',
+  );
+  const applied = await migrateToLatest(database.db);
+  logger.info({ applied }, 'migrations done');
+
+  const metrics = createMetrics();
+  const app = createApp({ config, db: database.db, logger, metrics });
+  const server = app.listen(config.port);
+  await new Promise<void>((resolve, reject) => {
+    server.once('listening', resolve);
+    server.once('error', reject);
+  });
+  const address = server.address();
+  logger.info(
+    {
+      port: typeof address === 'object' && address !== null ? address.port : config.port,
+      tidsbanken: config.tidsbanken.credentials !== undefined ? 'on' : 'off',
+      poweroffice: config.poweroffice.credentials !== undefined ? 'on' : 'off',
+      dryRun: config.dryRun,
+    },
+    'listening',
+  );
+
+  installShutdown({ server, database, logger, timeoutMs: config.shutdownTimeoutMs });
+}
+
+function installShutdown(ctx: {
+  server: Server;
+  database: DatabaseHandle;
+  logger: Logger;
+  timeoutMs: number;
+}): void {
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    ctx.logger.info({ signal }, 'shutting down');
+    // Bounded: whatever has not drained by then is cut off; nothing accepted is lost
+    // because every accepted event is already in the database.
+    const deadline = setTimeout(() => {
+      ctx.logger.error({ timeoutMs: ctx.timeoutMs }, 'shutdown timed out; exiting');
+      process.exit(1);
+    }, ctx.timeoutMs);
+    deadline.unref();
+    void (async () => {
+      await new Promise<void>((resolve) => {
+        ctx.server.close(() => resolve());
+        ctx.server.closeIdleConnections();
+      });
+      await ctx.database.close();
+      ctx.logger.info('stopped');
+      clearTimeout(deadline);
+      process.exit(0);
+    })().catch((err: unknown) => {
+      ctx.logger.error({ err }, 'shutdown failed');
+      process.exit(1);
+    });
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+function installCrashHandlers(logger: Logger): void {
+  // An error nobody caught leaves the process in an unknown state: log it, then die, and let
+  // the orchestrator restart us (the database holds everything that matters).
+  const crash = (kind: string) => (err: unknown) => {
+    logger.fatal({ err }, kind);
+    logger.flush();
+    process.exit(1);
+  };
+  process.on('uncaughtException', crash('uncaught exception'));
+  process.on('unhandledRejection', crash('unhandled rejection'));
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(
+    `start-up failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
+  );
+  if (err instanceof Error && err.cause !== undefined) {
+    const cause =
+      err.cause instanceof Error
+        ? (err.cause.stack ?? err.cause.message)
+        : JSON.stringify(err.cause);
+    process.stderr.write(`cause: ${cause}\n`);
+  }
+  process.exit(1);
+});

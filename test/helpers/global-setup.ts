@@ -1,0 +1,18 @@
+import type { TestProject } from 'vitest/node';
+import { prepareTemplateDatabase, dropTemplateDatabase } from './database.js';
+
+// With DATABASE_URL: migrate one template database once; each test file clones it.
+// Without: nothing to prepare, each file opens its own in-memory PGlite.
+export async function setup(project: TestProject): Promise<() => Promise<void>> {
+  const template = await prepareTemplateDatabase();
+  project.provide('templateDatabase', template ?? '');
+  return async () => {
+    if (template !== undefined) await dropTemplateDatabase(template);
+  };
+}
+
+declare module 'vitest' {
+  export interface ProvidedContext {
+    templateDatabase: string;
+  }
+}
