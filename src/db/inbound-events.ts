@@ -1,0 +1,112 @@
+import { createHash } from 'node:crypto';
+import { sql } from 'kysely';
+import type { DbOrTrx } from './database.js';
+import type { InboundEventRow, SystemName } from './schema.js';
+
+/** JSON with object keys sorted, so equal records hash equal whatever their key order. */
+export function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  if (value !== null && typeof value === 'object') {
+    const entries = Object.entries(value as Record<string, unknown>)
+      .filter(([, v]) => v !== undefined)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`;
+  }
+  return JSON.stringify(value ?? null);
+}
+
+export function contentHash(payload: unknown): string {
+  return createHash('sha256').update(canonicalJson(payload)).digest('base64url');
+}
+
+export interface NewInboxEvent {
+  source: SystemName;
+  origin: 'webhook' | 'poller' | 'reconcile' | 'operator';
+  /** The webhook-id, or for polled records a stable id of the read. */
+  eventId: string;
+  eventType: string;
+  recordType: string;
+  recordId: string;
+  parentId?: string | null;
+  payload: Record<string, unknown>;
+  /** Only an id: the worker completes it with a GET. Never deduplicated by content. */
+  isThin: boolean;
+  /** The source's own change time (envelope timestamp or the record's last-changed field). */
+  occurredAt?: Date | string | null;
+}
+
+/**
+ * One durable insert. A repeated (source, event id), or the same record with the same
+ * content, stores nothing and reports a duplicate.
+ */
+export async function insertInboundEvent(
+  db: DbOrTrx,
+  event: NewInboxEvent,
+): Promise<{ id: string | undefined; duplicate: boolean }> {
+  const row = await db
+    .insertInto('inbound_events')
+    .values({
+      source: event.source,
+      origin: event.origin,
+      event_id: event.eventId,
+      event_type: event.eventType,
+      record_type: event.recordType,
+      record_id: event.recordId,
+      parent_id: event.parentId ?? null,
+      payload: JSON.stringify(event.payload),
+      is_thin: event.isThin,
+      content_hash: event.isThin ? null : contentHash(event.payload),
+      occurred_at: event.occurredAt ?? null,
+    })
+    .onConflict((oc) => oc.doNothing())
+    .returning('id')
+    .executeTakeFirst();
+  return { id: row?.id, duplicate: row === undefined };
+}
+
+/** Many events in one statement (pollers, reconcile); returns how many were new. */
+export async function insertInboundEvents(db: DbOrTrx, events: NewInboxEvent[]): Promise<number> {
+  if (events.length === 0) return 0;
+  const result = await db
+    .insertInto('inbound_events')
+    .values(
+      events.map((event) => ({
+        source: event.source,
+        origin: event.origin,
+        event_id: event.eventId,
+        event_type: event.eventType,
+        record_type: event.recordType,
+        record_id: event.recordId,
+        parent_id: event.parentId ?? null,
+        payload: JSON.stringify(event.payload),
+        is_thin: event.isThin,
+        content_hash: event.isThin ? null : contentHash(event.payload),
+        occurred_at: event.occurredAt ?? null,
+      })),
+    )
+    .onConflict((oc) => oc.doNothing())
+    .returning('id')
+    .execute();
+  return result.length;
+}
+
+export async function countInboundEvents(db: DbOrTrx): Promise<number> {
+  const row = await sql<{ n: string }>`select count(*) as n from inbound_events`.execute(db);
+  return Number(row.rows[0]?.n ?? 0);
+}
+
+export async function listInboundEventsForRecord(
+  db: DbOrTrx,
+  source: SystemName,
+  recordType: string,
+  recordId: string,
+): Promise<InboundEventRow[]> {
+  return db
+    .selectFrom('inbound_events')
+    .selectAll()
+    .where('source', '=', source)
+    .where('record_type', '=', recordType)
+    .where('record_id', '=', recordId)
+    .orderBy('id')
+    .execute();
+}

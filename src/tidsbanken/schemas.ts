@@ -1,0 +1,61 @@
+import { z } from 'zod';
+
+// Tidsbanken API v3 records as the API returns them (../shared/apis/tidsbanken.md §2–3).
+// Loose: unknown fields are kept (they belong to the record), only the fields we use are
+// typed. Blank text comes back as "" rather than null; both are accepted.
+
+const text = z.string().nullish();
+const flag = z.boolean().nullish();
+
+export const AnsattSchema = z.looseObject({
+  // The employee number; numeric, supplied by the caller on create.
+  Id: z.number().int().nonnegative(),
+  Fornavn: text,
+  Etternavn: text,
+  Adresse: text,
+  Postnummer: text,
+  Poststed: text,
+  TlfPrivat: text,
+  Mobil: text,
+  Epost: text,
+  Fodt: text,
+  Tittel: text,
+  AnsattDato: text,
+  Personnummer: text,
+  Sluttet: flag,
+  SluttetDato: text,
+  AvdelingId: text,
+  Aktiv: flag,
+  SistEndretDato: text,
+  OpprettetDato: text,
+});
+export type Ansatt = z.infer<typeof AnsattSchema>;
+
+export const KundeSchema = z.looseObject({
+  // A string key (quoted in OData); a number is taken as its decimal string.
+  Id: z.union([z.string().min(1), z.number().int().nonnegative()]).transform(String),
+  Navn: text,
+  Epost: text,
+  Telefon: text,
+  Mobil: text,
+  Url: text,
+  Organisasjonsnummer: text,
+  Gateadresse: text,
+  Postadresse: text,
+  Postnr: text,
+  Poststed: text,
+  SistEndretDato: text,
+});
+export type Kunde = z.infer<typeof KundeSchema>;
+
+/** A thin reference: only the id, to be completed with a GET before processing. */
+export const AnsattRefSchema = z.looseObject({ Id: AnsattSchema.shape.Id });
+export const KundeRefSchema = z.looseObject({ Id: KundeSchema.shape.Id });
+
+/** OData v4 list envelope: `{ "@odata.context": …, "value": [...] }`. */
+export function odataList<T extends z.ZodType>(item: T) {
+  return z.looseObject({ value: z.array(item) });
+}
+
+export const TIDSBANKEN_RECORD_TYPES = ['ansatt', 'kunde'] as const;
+export type TidsbankenRecordType = (typeof TIDSBANKEN_RECORD_TYPES)[number];
