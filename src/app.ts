@@ -6,6 +6,7 @@ import type { Config } from './config.js';
 import type { Db } from './db/database.js';
 import { errorHandler, notFoundHandler } from './http/error-handler.js';
 import { healthRouter } from './http/health.js';
+import { webhooksRouter } from './http/webhooks.js';
 import type { Logger } from './lib/logger.js';
 import type { Metrics } from './lib/metrics.js';
 
@@ -70,6 +71,7 @@ export function createApp(deps: AppDeps): Express {
   });
 
   app.use(healthRouter(deps));
+  app.use(webhooksRouter(deps));
 
   app.use(notFoundHandler());
   app.use(errorHandler(deps.logger.child({ module: 'http' })));

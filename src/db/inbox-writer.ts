@@ -1,0 +1,119 @@
+import type { Db } from './database.js';
+import { contentHash, insertInboundEvent, type NewInboxEvent } from './inbound-events.js';
+
+// Group commit for the webhook inbox. Every accepted webhook needs one durable insert
+// before its 202; one transaction per request makes the commit (and its WAL flush) the
+// bottleneck under load. Here concurrent requests share one multi-row INSERT: each caller
+// still gets its answer only after the statement holding its row has committed, so
+// "answered 202" still means "durable". With no load a batch is one row and costs nothing
+// extra: a batch starts as soon as a flush slot is free.
+
+export interface InboxWriteResult {
+  duplicate: boolean;
+}
+
+export interface InboxWriter {
+  write(event: NewInboxEvent): Promise<InboxWriteResult>;
+}
+
+interface Pending {
+  event: NewInboxEvent;
+  resolve(result: InboxWriteResult): void;
+  reject(err: unknown): void;
+}
+
+export function createInboxWriter(
+  db: Db,
+  options: { maxBatch?: number; maxConcurrentFlushes?: number } = {},
+): InboxWriter {
+  const maxBatch = options.maxBatch ?? 200;
+  const maxConcurrent = options.maxConcurrentFlushes ?? 2;
+  let queue: Pending[] = [];
+  let flushing = 0;
+  let scheduled = false;
+
+  const schedule = () => {
+    if (scheduled || flushing >= maxConcurrent || queue.length === 0) return;
+    scheduled = true;
+    // setImmediate, not a microtask: requests whose bodies finished in the same I/O poll
+    // phase join this batch.
+    setImmediate(() => {
+      scheduled = false;
+      const batch = queue.slice(0, maxBatch);
+      queue = queue.slice(batch.length);
+      flushing += 1;
+      void flush(db, batch).finally(() => {
+        flushing -= 1;
+        schedule();
+      });
+      schedule();
+    });
+  };
+
+  return {
+    write(event) {
+      return new Promise<InboxWriteResult>((resolve, reject) => {
+        queue.push({ event, resolve, reject });
+        schedule();
+      });
+    },
+  };
+}
+
+const keyOf = (event: NewInboxEvent) => `${event.source}\u0000${event.eventId}`;
+
+async function flush(db: Db, batch: Pending[]): Promise<void> {
+  if (batch.length === 1) {
+    const only = batch[0]!;
+    try {
+      const { duplicate } = await insertInboundEvent(db, only.event);
+      only.resolve({ duplicate });
+    } catch (err) {
+      only.reject(err);
+    }
+    return;
+  }
+  // A webhook-id repeated inside one batch: the first occurrence goes to the database, the
+  // others are duplicates whatever the database says about the first.
+  const firsts = new Map<string, Pending>();
+  const repeats: Pending[] = [];
+  for (const pending of batch) {
+    const key = keyOf(pending.event);
+    if (firsts.has(key)) repeats.push(pending);
+    else firsts.set(key, pending);
+  }
+  const unique = [...firsts.values()];
+  let inserted: Set<string>;
+  try {
+    const rows = await db
+      .insertInto('inbound_events')
+      .values(
+        unique.map(({ event }) => ({
+          source: event.source,
+          origin: event.origin,
+          event_id: event.eventId,
+          event_type: event.eventType,
+          record_type: event.recordType,
+          record_id: event.recordId,
+          parent_id: event.parentId ?? null,
+          payload: JSON.stringify(event.payload),
+          is_thin: event.isThin,
+          content_hash: event.isThin ? null : contentHash(event.payload),
+          occurred_at: event.occurredAt ?? null,
+        })),
+      )
+      // Both unique indexes (source+event id, record+content) turn a conflict into "skip";
+      // rows skipped are exactly the ones missing from RETURNING.
+      .onConflict((oc) => oc.doNothing())
+      .returning(['source', 'event_id'])
+      .execute();
+    inserted = new Set(rows.map((r) => `${r.source}\u0000${r.event_id}`));
+  } catch {
+    // One bad row must not fail its neighbours: fall back to one insert each, so only the
+    // row that really fails gets an error.
+    await Promise.all(batch.map((pending) => flush(db, [pending])));
+    return;
+  }
+  for (const pending of unique) pending.resolve({ duplicate: !inserted.has(keyOf(pending.event)) });
+  for (const pending of repeats) pending.resolve({ duplicate: true });
+}

@@ -1,0 +1,209 @@
+import { z } from 'zod';
+import type { SystemName } from '../db/schema.js';
+import {
+  ContactPersonRefSchema,
+  ContactPersonSchema,
+  CustomerSchema,
+  EmployeeSchema,
+  PowerOfficeRefSchema,
+} from '../poweroffice/schemas.js';
+import {
+  AnsattRefSchema,
+  AnsattSchema,
+  KundeRefSchema,
+  KundeSchema,
+} from '../tidsbanken/schemas.js';
+
+// Webhook bodies (DESIGN.md §4): `{ type, timestamp?, data }`. `data` is the record as that
+// system's API returns it, or a thin reference holding only its key.
+//
+// Full or thin: a `data` object is THIN when it holds no field of the record's schema other
+// than its key fields (`Id`; contact persons `Id` + `ContactId`). Unknown extra fields
+// (`@odata.etag`, a sender's own notes) do not make it full, because the worker could not
+// map them anyway; they are still stored. PowerOffice keys are matched case-insensitively
+// on the first letter, as the PowerOffice record schemas read them.
+
+export const TIDSBANKEN_EVENT_TYPES = [
+  'ansatt.created',
+  'ansatt.updated',
+  'ansatt.deleted',
+  'kunde.created',
+  'kunde.updated',
+  'kunde.deleted',
+] as const;
+
+export const POWEROFFICE_EVENT_TYPES = [
+  'employee.created',
+  'employee.updated',
+  'employee.deleted',
+  'customer.created',
+  'customer.updated',
+  'customer.deleted',
+  'contactperson.created',
+  'contactperson.updated',
+  'contactperson.deleted',
+] as const;
+
+export type TidsbankenEventType = (typeof TIDSBANKEN_EVENT_TYPES)[number];
+export type PowerOfficeEventType = (typeof POWEROFFICE_EVENT_TYPES)[number];
+
+const timestamp = z.iso
+  .datetime({ offset: true, error: 'must be an ISO 8601 date-time with a time zone' })
+  .refine((v) => Number.isFinite(Date.parse(v)), { error: 'must be a real date-time' })
+  .nullish();
+
+// A loose object: extra envelope fields are kept (and ignored).
+const data = z.record(z.string(), z.unknown(), { error: 'must be a JSON object' });
+
+export const TidsbankenWebhookSchema = z.looseObject({
+  type: z.enum(TIDSBANKEN_EVENT_TYPES, {
+    error: `must be one of ${TIDSBANKEN_EVENT_TYPES.join(', ')}`,
+  }),
+  timestamp,
+  data,
+});
+export type TidsbankenWebhook = z.infer<typeof TidsbankenWebhookSchema>;
+
+export const PowerOfficeWebhookSchema = z.looseObject({
+  type: z.enum(POWEROFFICE_EVENT_TYPES, {
+    error: `must be one of ${POWEROFFICE_EVENT_TYPES.join(', ')}`,
+  }),
+  timestamp,
+  data,
+});
+export type PowerOfficeWebhook = z.infer<typeof PowerOfficeWebhookSchema>;
+
+export const WEBHOOK_ENVELOPE_SCHEMAS = {
+  tidsbanken: TidsbankenWebhookSchema,
+  poweroffice: PowerOfficeWebhookSchema,
+} as const satisfies Record<SystemName, z.ZodType>;
+
+// Ids end up in unique btree indexes (PostgreSQL caps an index row near 2.7 kB) and in
+// admin URLs; no real record id comes near this.
+export const MAX_ID_LENGTH = 200;
+
+interface RecordKind {
+  /** Full record schema (src/<system>/schemas.ts). */
+  full: z.ZodType;
+  /** Thin reference schema. */
+  thin: z.ZodType;
+  /** Key fields: a `data` holding nothing known besides these is thin. */
+  keys: readonly string[];
+  /** Every field the full schema knows, key fields included. */
+  known: ReadonlySet<string>;
+  /** Whether keys are read with the first letter upper-cased (PowerOffice). */
+  pascal: boolean;
+  /** The record's own last-changed field. */
+  changedField: string;
+}
+
+function shapeKeys(schema: z.ZodType): ReadonlySet<string> {
+  // EmployeeSchema etc. are z.preprocess(pascalKeys, object): the object is the pipe's `out`.
+  const object =
+    schema instanceof z.ZodPipe ? (schema.out as unknown as z.ZodObject) : (schema as z.ZodObject);
+  return new Set(Object.keys(object.shape));
+}
+
+function kind(
+  full: z.ZodType,
+  thin: z.ZodType,
+  keys: readonly string[],
+  pascal: boolean,
+  changedField: string,
+): RecordKind {
+  return { full, thin, keys, known: shapeKeys(full), pascal, changedField };
+}
+
+export const RECORD_KINDS = {
+  ansatt: kind(AnsattSchema, AnsattRefSchema, ['Id'], false, 'SistEndretDato'),
+  kunde: kind(KundeSchema, KundeRefSchema, ['Id'], false, 'SistEndretDato'),
+  employee: kind(EmployeeSchema, PowerOfficeRefSchema, ['Id'], true, 'LastChangedDateTimeOffset'),
+  customer: kind(CustomerSchema, PowerOfficeRefSchema, ['Id'], true, 'LastChangedDateTimeOffset'),
+  contactperson: kind(
+    ContactPersonSchema,
+    ContactPersonRefSchema,
+    ['Id', 'ContactId'],
+    true,
+    'LastChangedDateTimeOffset',
+  ),
+} as const satisfies Record<string, RecordKind>;
+
+export type WebhookRecordType = keyof typeof RECORD_KINDS;
+
+function pascal(key: string): string {
+  return key.length > 0 ? key[0]!.toUpperCase() + key.slice(1) : key;
+}
+
+/** The field names of `data` as the record schema reads them. */
+function schemaKeys(kind: RecordKind, record: Record<string, unknown>): string[] {
+  return Object.keys(record).map((k) => (kind.pascal ? pascal(k) : k));
+}
+
+export function isThinRecord(kind: RecordKind, record: Record<string, unknown>): boolean {
+  return !schemaKeys(kind, record).some((k) => kind.known.has(k) && !kind.keys.includes(k));
+}
+
+export type ParsedWebhookData =
+  | {
+      ok: true;
+      recordType: WebhookRecordType;
+      recordId: string;
+      parentId: string | null;
+      isThin: boolean;
+      /** The record's own last-changed time, when it has a usable one. */
+      changedAt: Date | null;
+    }
+  | { ok: false; issues: z.core.$ZodIssue[] };
+
+/** Validates `data` for an event type (`<recordType>.<action>`) and extracts its keys. */
+export function parseWebhookData(
+  eventType: TidsbankenEventType | PowerOfficeEventType,
+  record: Record<string, unknown>,
+): ParsedWebhookData {
+  const recordType = eventType.slice(0, eventType.indexOf('.')) as WebhookRecordType;
+  const kind = RECORD_KINDS[recordType];
+  const isThin = isThinRecord(kind, record);
+  const parsed = (isThin ? kind.thin : kind.full).safeParse(record);
+  if (!parsed.success) return { ok: false, issues: parsed.error.issues };
+  const value = parsed.data as Record<string, unknown>;
+  const recordId = String(value.Id);
+  if (recordId.length > MAX_ID_LENGTH) {
+    return {
+      ok: false,
+      issues: [
+        {
+          code: 'too_big',
+          origin: 'string',
+          maximum: MAX_ID_LENGTH,
+          inclusive: true,
+          path: ['Id'],
+          message: `must be at most ${MAX_ID_LENGTH} characters`,
+          input: value.Id,
+        },
+      ],
+    };
+  }
+  const parentId = recordType === 'contactperson' ? String(value.ContactId) : null;
+  return {
+    ok: true,
+    recordType,
+    recordId,
+    parentId,
+    isThin,
+    changedAt: toTimestamp(value[kind.changedField]),
+  };
+}
+
+/**
+ * A time PostgreSQL's timestamptz surely accepts, or null. Record timestamps are loosely
+ * typed text (Tidsbanken sends ISO UTC strings; apis/tidsbanken.md §2), so a value we cannot
+ * read is dropped rather than refused: it only orders events, and the record is still good.
+ */
+export function toTimestamp(value: unknown): Date | null {
+  if (typeof value !== 'string' || value.length > 64) return null;
+  const ms = Date.parse(value);
+  if (!Number.isFinite(ms)) return null;
+  const date = new Date(ms);
+  const year = date.getUTCFullYear();
+  return year >= 1 && year <= 9999 ? date : null;
+}

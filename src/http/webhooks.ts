@@ -1,0 +1,261 @@
+import express, {
+  Router,
+  type NextFunction,
+  type Request,
+  type RequestHandler,
+  type Response,
+} from 'express';
+import type { z } from 'zod';
+import type { Config } from '../config.js';
+import type { Db } from '../db/database.js';
+import { createInboxWriter, type InboxWriter } from '../db/inbox-writer.js';
+import type { SystemName } from '../db/schema.js';
+import { AppError, NotConfiguredError, UnauthorizedError, ValidationError } from '../errors.js';
+import type { Logger } from '../lib/logger.js';
+import type { Metrics } from '../lib/metrics.js';
+import { createWebhookVerifier, type VerifierResult } from './webhook-signature.js';
+import {
+  MAX_ID_LENGTH,
+  WEBHOOK_ENVELOPE_SCHEMAS,
+  parseWebhookData,
+  toTimestamp,
+} from './webhook-schemas.js';
+
+// POST /webhooks/{tidsbanken,poweroffice} (DESIGN.md §4). The request path is: configured?
+// → JSON content type → size → signature over the raw bytes → JSON → schema → ONE durable
+// insert → 202. Nothing else runs here: the sync worker picks the row up later.
+//
+// Checks run in that order so a caller learns the cheapest fact first and nothing unsigned
+// is ever parsed. Every refusal is problem+json, counted by reason, and stores nothing.
+
+export const MAX_WEBHOOK_BYTES = 1024 * 1024;
+// JSON nesting deeper than any real record: deeper input would only cost stack.
+const MAX_DEPTH = 32;
+
+type RejectReason = 'not_configured' | 'media_type' | 'size' | 'signature' | 'json' | 'schema';
+
+class PayloadTooLargeError extends AppError {
+  constructor() {
+    super('payload_too_large', 413, `The request body is larger than ${MAX_WEBHOOK_BYTES} bytes.`);
+  }
+}
+
+class UnsupportedMediaTypeError extends AppError {
+  constructor() {
+    super(
+      'unsupported_media_type',
+      415,
+      'The request body must be JSON (Content-Type: application/json; charset=utf-8).',
+    );
+  }
+}
+
+class InvalidJsonError extends AppError {
+  constructor(message: string) {
+    super('invalid_json', 400, message);
+  }
+}
+
+interface WebhookDeps {
+  config: Readonly<Config>;
+  db: Db;
+  logger: Logger;
+  metrics: Metrics;
+  /** Defaults to a group-committing writer on `db`. */
+  inbox?: InboxWriter;
+}
+
+export function webhooksRouter(deps: WebhookDeps): Router {
+  const router = Router();
+  const inbox = deps.inbox ?? createInboxWriter(deps.db);
+  const logger = deps.logger.child({ module: 'webhooks' });
+  for (const system of ['tidsbanken', 'poweroffice'] as const) {
+    router.post(`/webhooks/${system}`, ...webhookHandlers(system, deps, inbox, logger));
+  }
+  return router;
+}
+
+function webhookHandlers(
+  system: SystemName,
+  deps: WebhookDeps,
+  inbox: InboxWriter,
+  logger: Logger,
+): RequestHandler[] {
+  const secret = deps.config[system].webhookSecret;
+  const verifier: VerifierResult | undefined =
+    secret !== undefined ? createWebhookVerifier(secret) : undefined;
+  if (verifier?.ok === false) {
+    logger.error({ system }, 'the configured webhook secret is not usable (whsec_ needs base64)');
+  }
+  const { metrics } = deps;
+  const reject = (reason: RejectReason, err: AppError): AppError => {
+    metrics.webhooksRejected.inc({ system, reason });
+    return err;
+  };
+  const rawBody = express.raw({ type: () => true, limit: MAX_WEBHOOK_BYTES, inflate: false });
+
+  const gate: RequestHandler = (req, res, next) => {
+    res.locals.webhookTimer = metrics.webhookAcceptDuration.startTimer({ system });
+    if (verifier === undefined || !verifier.ok) {
+      next(
+        reject(
+          'not_configured',
+          new NotConfiguredError(`The ${system} webhook endpoint is not configured.`),
+        ),
+      );
+      return;
+    }
+    if (!isJsonContentType(req.headers['content-type'])) {
+      next(reject('media_type', new UnsupportedMediaTypeError()));
+      return;
+    }
+    rawBody(req, res, (err?: unknown) => {
+      if (err === undefined || err === null) {
+        next();
+        return;
+      }
+      const status = (err as { status?: unknown }).status;
+      if (status === 413) next(reject('size', new PayloadTooLargeError()));
+      else if (status === 415) next(reject('media_type', new UnsupportedMediaTypeError()));
+      // An aborted or broken upload: a 400, never a 5xx.
+      else next(reject('json', new InvalidJsonError('The request body could not be read.')));
+    });
+  };
+
+  const accept = async (req: Request, res: Response, next: NextFunction): Promise<void> => {
+    if (verifier === undefined || !verifier.ok) return; // unreachable: gate answered 503
+    const body: Buffer = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
+    const signed = verifier.verifier.verify(body, req.headers);
+    if (!signed.ok) {
+      // The reason goes to the log only: a caller probing signatures learns nothing.
+      logger.warn({ system, requestId: String(req.id), reason: signed.reason }, 'webhook refused');
+      next(
+        reject('signature', new UnauthorizedError('The webhook signature is missing or invalid.')),
+      );
+      return;
+    }
+    if (signed.id.length > MAX_ID_LENGTH) {
+      next(
+        reject(
+          'schema',
+          new ValidationError(`webhook-id is longer than ${MAX_ID_LENGTH} characters.`, {
+            field: 'webhook-id',
+          }),
+        ),
+      );
+      return;
+    }
+
+    const json = parseJson(body);
+    if (!json.ok) {
+      next(reject('json', new InvalidJsonError(json.message)));
+      return;
+    }
+    const envelope = WEBHOOK_ENVELOPE_SCHEMAS[system].safeParse(json.value);
+    if (!envelope.success) {
+      next(reject('schema', schemaError(envelope.error.issues, [])));
+      return;
+    }
+    // Store `data` exactly as sent (key case, unknown fields, number vs string ids); the
+    // schemas only vouch for it and pull out the keys.
+    const data = (json.value as { data: Record<string, unknown> }).data;
+    const record = parseWebhookData(envelope.data.type, data);
+    if (!record.ok) {
+      next(reject('schema', schemaError(record.issues, ['data'])));
+      return;
+    }
+
+    const { duplicate } = await inbox.write({
+      source: system,
+      origin: 'webhook',
+      eventId: signed.id,
+      eventType: envelope.data.type,
+      recordType: record.recordType,
+      recordId: record.recordId,
+      parentId: record.parentId,
+      payload: data,
+      isThin: record.isThin,
+      occurredAt: toTimestamp(envelope.data.timestamp) ?? record.changedAt,
+    });
+    (duplicate ? metrics.webhooksDuplicate : metrics.webhooksAccepted).inc({ system });
+    (res.locals.webhookTimer as (() => void) | undefined)?.();
+    logger.info(
+      {
+        system,
+        requestId: String(req.id),
+        eventId: signed.id,
+        eventType: envelope.data.type,
+        recordId: record.recordId,
+        duplicate,
+      },
+      duplicate ? 'webhook duplicate' : 'webhook stored',
+    );
+    res.status(202).json({ id: signed.id, duplicate });
+  };
+
+  return [gate, accept];
+}
+
+/** `application/json`, any case, with or without `charset=utf-8`. Other charsets: no. */
+function isJsonContentType(header: string | undefined): boolean {
+  if (header === undefined) return false;
+  const [type, ...params] = header.split(';').map((p) => p.trim().toLowerCase());
+  if (type !== 'application/json') return false;
+  return params.every((p) => {
+    if (!p.startsWith('charset=')) return true;
+    const charset = p.slice('charset='.length).replace(/^"|"$/g, '');
+    return charset === 'utf-8' || charset === 'utf8';
+  });
+}
+
+type JsonResult = { ok: true; value: unknown } | { ok: false; message: string };
+
+// PostgreSQL's jsonb refuses \u0000 and lone surrogates; refuse them here as 400 so no
+// input can make the insert fail with a 5xx.
+const UNSTORABLE = /\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+
+function parseJson(body: Buffer): JsonResult {
+  let value: unknown;
+  try {
+    value = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(body));
+  } catch {
+    return { ok: false, message: 'The request body is not valid UTF-8 JSON.' };
+  }
+  const problem = findUnstorable(value, 0);
+  return problem === undefined ? { ok: true, value } : { ok: false, message: problem };
+}
+
+function findUnstorable(value: unknown, depth: number): string | undefined {
+  if (typeof value === 'string') {
+    return UNSTORABLE.test(value)
+      ? 'The request body holds a NUL character or an unpaired surrogate.'
+      : undefined;
+  }
+  if (value === null || typeof value !== 'object') return undefined;
+  if (depth >= MAX_DEPTH) return `The request body is nested deeper than ${MAX_DEPTH} levels.`;
+  if (Array.isArray(value)) {
+    for (const item of value) {
+      const problem = findUnstorable(item, depth + 1);
+      if (problem !== undefined) return problem;
+    }
+    return undefined;
+  }
+  for (const [key, item] of Object.entries(value)) {
+    const problem = findUnstorable(key, depth) ?? findUnstorable(item, depth + 1);
+    if (problem !== undefined) return problem;
+  }
+  return undefined;
+}
+
+function schemaError(issues: z.core.$ZodIssue[], prefix: PropertyKey[]): ValidationError {
+  const first = issues[0];
+  const field = [...prefix, ...(first?.path ?? [])].map(String).join('.') || '(body)';
+  const message = first?.message ?? 'is invalid';
+  return new ValidationError(`Invalid webhook body: ${field} ${message}.`, {
+    field,
+    errors: issues.slice(0, 10).map((issue) => ({
+      field: [...prefix, ...issue.path].map(String).join('.') || '(body)',
+      message: issue.message,
+    })),
+  });
+}
