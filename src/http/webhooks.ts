@@ -128,7 +128,10 @@ function webhookHandlers(
     const signed = verifier.verifier.verify(body, req.headers);
     if (!signed.ok) {
       // The reason goes to the log only: a caller probing signatures learns nothing.
-      logger.warn({ system, requestId: String(req.id), reason: signed.reason }, 'webhook refused');
+      logger.warn(
+        { system, requestId: requestIdOf(req), reason: signed.reason },
+        'webhook refused',
+      );
       next(
         reject('signature', new UnauthorizedError('The webhook signature is missing or invalid.')),
       );
@@ -182,7 +185,7 @@ function webhookHandlers(
     logger.info(
       {
         system,
-        requestId: String(req.id),
+        requestId: requestIdOf(req),
         eventId: signed.id,
         eventType: envelope.data.type,
         recordId: record.recordId,
@@ -212,7 +215,8 @@ type JsonResult = { ok: true; value: unknown } | { ok: false; message: string };
 
 // PostgreSQL's jsonb refuses \u0000 and lone surrogates; refuse them here as 400 so no
 // input can make the insert fail with a 5xx.
-const UNSTORABLE = /\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+const hasUnstorable = (s: string) => s.includes('\u0000') || LONE_SURROGATE.test(s);
 
 function parseJson(body: Buffer): JsonResult {
   let value: unknown;
@@ -227,7 +231,7 @@ function parseJson(body: Buffer): JsonResult {
 
 function findUnstorable(value: unknown, depth: number): string | undefined {
   if (typeof value === 'string') {
-    return UNSTORABLE.test(value)
+    return hasUnstorable(value)
       ? 'The request body holds a NUL character or an unpaired surrogate.'
       : undefined;
   }
@@ -258,4 +262,8 @@ function schemaError(issues: z.core.$ZodIssue[], prefix: PropertyKey[]): Validat
       message: issue.message,
     })),
   });
+}
+
+function requestIdOf(req: Request): string {
+  return typeof req.id === 'string' || typeof req.id === 'number' ? String(req.id) : '';
 }
