@@ -1,0 +1,256 @@
+import type { Db } from '../db/database.js';
+import { contentHash, insertInboundEvents, type NewInboxEvent } from '../db/inbound-events.js';
+import { getPollerCursor, recordPollFailure, recordPollSuccess } from '../db/poller-cursors.js';
+import type { SystemName } from '../db/schema.js';
+import type { Logger } from './logger.js';
+import type { RequestOptions } from './upstream.js';
+
+// The change poller: a "virtual webhook" (DESIGN.md §3.1). Neither API pushes master-data
+// changes, so each (system, record type) is read every interval from a stored cursor, and
+// every record read goes to the same inbox a webhook writes to. Re-reading is free: the
+// inbox stores a (record, content) pair once, so the overlap window costs requests, not rows.
+
+/** What a poller needs to know about one record type of one system. */
+export interface PollSource<T> {
+  system: SystemName;
+  recordType: string;
+  /** Pages of records changed after `since` (a value from `formatSince`); all without it. */
+  list(since: string | undefined, options: RequestOptions): AsyncIterable<T[]>;
+  /** The vendor's filter value for an instant (epoch ms). */
+  formatSince(ms: number): string;
+  /** The record's id, parent (contact persons), last-changed time, and the payload to store. */
+  describe(record: T): {
+    recordId: string;
+    parentId?: string | null;
+    lastChanged: string | null | undefined;
+    payload: Record<string, unknown>;
+  };
+}
+
+export interface PollResult {
+  system: SystemName;
+  recordType: string;
+  /** Whether this run read everything (first run, or an on-demand full read). */
+  full: boolean;
+  pages: number;
+  records: number;
+  /** New inbox rows (records not seen with this content before). */
+  inserted: number;
+  /** The stored cursor after the run. */
+  cursor: string | undefined;
+}
+
+export interface ChangePollerOptions {
+  db: Db;
+  logger: Logger;
+  /** Period between the end of one poll and the start of the next; 0 turns polling off. */
+  intervalMs: number;
+  /** How far before the cursor each poll starts reading again (clock skew, late commits). */
+  overlapMs: number;
+}
+
+/** The public face of a poller, whatever record type it reads. */
+export interface Poller {
+  readonly system: SystemName;
+  readonly recordType: string;
+  readonly isRunning: boolean;
+  start(): void;
+  stop(options?: { abort?: boolean }): Promise<void>;
+  pollOnce(): Promise<PollResult>;
+  fullRead(options?: { origin?: 'poller' | 'reconcile' }): Promise<PollResult>;
+}
+
+export class ChangePoller<T = unknown> implements Poller {
+  readonly system: SystemName;
+  readonly recordType: string;
+  private readonly db: Db;
+  private readonly logger: Logger;
+  private readonly intervalMs: number;
+  private readonly overlapMs: number;
+  private timer: NodeJS.Timeout | undefined;
+  private started = false;
+  private inFlight: Promise<unknown> | undefined;
+  private tail: Promise<unknown> = Promise.resolve();
+  private abort = new AbortController();
+
+  constructor(
+    private readonly source: PollSource<T>,
+    options: ChangePollerOptions,
+  ) {
+    this.system = source.system;
+    this.recordType = source.recordType;
+    this.db = options.db;
+    this.intervalMs = options.intervalMs;
+    this.overlapMs = options.overlapMs;
+    this.logger = options.logger.child({
+      module: 'poller',
+      system: source.system,
+      recordType: source.recordType,
+    });
+  }
+
+  /** Polls now, then every interval after each poll ends. No-op when the interval is 0. */
+  start(): void {
+    if (this.started || this.intervalMs <= 0) return;
+    this.started = true;
+    this.abort = new AbortController();
+    this.scheduleNext(0);
+  }
+
+  /** Stops the timer and waits for a poll in flight; `abort` cuts its requests short. */
+  async stop(options: { abort?: boolean } = {}): Promise<void> {
+    this.started = false;
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    if (options.abort === true) this.abort.abort();
+    // Whatever poll or full read is running (timed or called directly) ends before we return.
+    await this.inFlight;
+    await this.tail;
+  }
+
+  get isRunning(): boolean {
+    return this.started;
+  }
+
+  /** One incremental poll (a full read when no cursor is stored yet). Rejects on failure. */
+  pollOnce(): Promise<PollResult> {
+    return this.exclusive(() => this.run(false, 'poller'));
+  }
+
+  /**
+   * Reads everything now, whatever the cursor, and stamps full_read_at. The reconcile
+   * feature uses this with origin 'reconcile'.
+   */
+  fullRead(options: { origin?: 'poller' | 'reconcile' } = {}): Promise<PollResult> {
+    return this.exclusive(() => this.run(true, options.origin ?? 'poller'));
+  }
+
+  private scheduleNext(delayMs: number): void {
+    this.timer = setTimeout(() => {
+      const poll = this.pollOnce()
+        .then((result) => {
+          this.logger.debug(result, 'poll done');
+        })
+        .catch(() => {
+          // Already logged and recorded on the cursor row; the next interval tries again.
+        })
+        .finally(() => {
+          this.inFlight = undefined;
+          if (this.started) this.scheduleNext(this.intervalMs);
+        });
+      this.inFlight = poll;
+    }, delayMs);
+    // The HTTP server keeps the process alive; a poller alone must not.
+    this.timer.unref();
+  }
+
+  /** Runs one read at a time per poller: a full read and a timed poll never interleave. */
+  private exclusive<R>(fn: () => Promise<R>): Promise<R> {
+    const next = this.tail.then(fn, fn);
+    this.tail = next.catch(() => undefined);
+    return next;
+  }
+
+  private async run(forceFull: boolean, origin: 'poller' | 'reconcile'): Promise<PollResult> {
+    const { system, recordType } = this;
+    try {
+      const row = await getPollerCursor(this.db, system, recordType);
+      const cursorMs = row?.cursor != null ? parseTimestamp(row.cursor) : undefined;
+      const full = forceFull || cursorMs === undefined;
+      const since =
+        full || cursorMs === undefined
+          ? undefined
+          : this.source.formatSince(cursorMs - this.overlapMs);
+
+      let pages = 0;
+      let records = 0;
+      let inserted = 0;
+      let maxChanged: number | undefined;
+      const options: RequestOptions = { priority: 'poll', signal: this.abort.signal };
+      for await (const page of this.source.list(since, options)) {
+        pages++;
+        records += page.length;
+        const events: NewInboxEvent[] = page.map((record) => {
+          const { recordId, parentId, lastChanged, payload } = this.source.describe(record);
+          const changedMs = lastChanged != null ? parseTimestamp(lastChanged) : undefined;
+          if (changedMs !== undefined && (maxChanged === undefined || changedMs > maxChanged)) {
+            maxChanged = changedMs;
+          }
+          return {
+            source: system,
+            origin,
+            // Stable per content: a re-read of an unchanged record is the same event.
+            eventId: `poll:${recordType}:${recordId}:${contentHash(payload)}`,
+            eventType: `${recordType}.updated`,
+            recordType,
+            recordId,
+            parentId: parentId ?? null,
+            payload,
+            isThin: false,
+            occurredAt: changedMs !== undefined ? new Date(changedMs) : null,
+          };
+        });
+        // Stored page by page; the cursor moves only after the last page is stored, so a
+        // poll that fails half-way reads the same range again next time.
+        inserted += await insertInboundEvents(this.db, events);
+      }
+
+      const cursor = maxChanged !== undefined ? new Date(maxChanged).toISOString() : undefined;
+      await recordPollSuccess(this.db, { system, recordType, cursor, fullRead: full });
+      const stored = await getPollerCursor(this.db, system, recordType);
+      return {
+        system,
+        recordType,
+        full,
+        pages,
+        records,
+        inserted,
+        cursor: stored?.cursor ?? undefined,
+      };
+    } catch (error) {
+      const message = error instanceof Error ? error.message : String(error);
+      this.logger.error({ err: error }, 'poll failed; the cursor stays where it was');
+      try {
+        await recordPollFailure(this.db, { system, recordType, error: message.slice(0, 2000) });
+      } catch (recordError) {
+        this.logger.error({ err: recordError }, 'could not record the poll failure');
+      }
+      throw error;
+    }
+  }
+}
+
+/**
+ * Epoch ms of a vendor timestamp. A timestamp without an offset is taken as UTC (Tidsbanken
+ * Kunde timestamps have been seen an hour off, tidsbanken.md §3: the overlap window absorbs
+ * that, we do not guess). PowerOffice's "2021-09-25 08:03:00.123456+00:00" parses as is.
+ */
+export function parseTimestamp(value: string): number | undefined {
+  const trimmed = value.trim();
+  if (trimmed === '') return undefined;
+  const hasZone = /(?:z|[+-]\d{2}:?\d{2})$/i.test(trimmed);
+  const hasTime = /\d[t ]\d/i.test(trimmed);
+  const ms = Date.parse(hasZone || !hasTime ? trimmed : `${trimmed}Z`);
+  return Number.isFinite(ms) ? ms : undefined;
+}
+
+export function startPollers(pollers: readonly Poller[]): void {
+  for (const poller of pollers) poller.start();
+}
+
+export async function stopPollers(
+  pollers: readonly Poller[],
+  options: { abort?: boolean } = {},
+): Promise<void> {
+  await Promise.all(pollers.map((poller) => poller.stop(options)));
+}
+
+/** A full read of every given poller, one after the other (they share the vendor's pacer). */
+export async function fullReadAll(
+  pollers: readonly Poller[],
+  origin: 'poller' | 'reconcile' = 'reconcile',
+): Promise<PollResult[]> {
+  const results: PollResult[] = [];
+  for (const poller of pollers) results.push(await poller.fullRead({ origin }));
+  return results;
+}

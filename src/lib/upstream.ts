@@ -1,0 +1,413 @@
+import type { z } from 'zod';
+import { UpstreamError } from '../errors.js';
+import type { Logger } from './logger.js';
+import type { Metrics } from './metrics.js';
+import type { Pacer, Priority } from './pacer.js';
+
+// The one request function both API clients use (DESIGN.md §3.6). Every attempt — first
+// try, retry after a 429, retry after a 5xx, retry after a token renewal — takes its own
+// turn in the system's pacer, so the vendor's per-second limit holds whatever fails.
+
+export type UpstreamSystem = 'tidsbanken' | 'poweroffice';
+export type HttpMethod = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
+
+/** Per-call options every client operation takes. */
+export interface RequestOptions {
+  /** Pacer priority; reads default to 'read', writes to 'write'. Pollers pass 'poll'. */
+  priority?: Priority;
+  /** Cancels waiting and in-flight attempts (shutdown). */
+  signal?: AbortSignal;
+}
+
+/** Bearer-style authentication that can be renewed once when the API answers 401. */
+export interface UpstreamAuth {
+  headers(): Promise<Record<string, string>>;
+  /** The API refused the credentials from `headers()`: drop them so the next call renews. */
+  invalidate(rejected: Record<string, string>): void;
+}
+
+export interface UpstreamContext {
+  system: UpstreamSystem;
+  pacer: Pacer;
+  logger: Logger;
+  metrics: Metrics;
+  fetch: typeof fetch;
+  /** Per attempt, from leaving the pacer to the last byte of the body. */
+  timeoutMs: number;
+  /** Attempts in all (first try included) before an error is handed to the caller. */
+  maxAttempts: number;
+  /** Base and cap of the exponential backoff after a 5xx, network error or timeout. */
+  backoffBaseMs: number;
+  backoffCapMs: number;
+  /** Extra random wait added to a 429 pause, so paused callers don't stampede at once. */
+  jitterMs: number;
+  random: () => number;
+  sleep: (ms: number, signal?: AbortSignal) => Promise<void>;
+}
+
+export interface UpstreamContextOptions {
+  system: UpstreamSystem;
+  pacer: Pacer;
+  logger: Logger;
+  metrics: Metrics;
+  fetch?: typeof fetch;
+  timeoutMs?: number;
+  maxAttempts?: number;
+  backoffBaseMs?: number;
+  backoffCapMs?: number;
+  jitterMs?: number;
+  random?: () => number;
+}
+
+export const DEFAULT_TIMEOUT_MS = 30_000;
+export const DEFAULT_MAX_ATTEMPTS = 5;
+
+export function createUpstreamContext(options: UpstreamContextOptions): UpstreamContext {
+  return {
+    system: options.system,
+    pacer: options.pacer,
+    logger: options.logger,
+    metrics: options.metrics,
+    fetch: options.fetch ?? globalThis.fetch,
+    timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS,
+    maxAttempts: Math.max(1, options.maxAttempts ?? DEFAULT_MAX_ATTEMPTS),
+    backoffBaseMs: options.backoffBaseMs ?? 250,
+    backoffCapMs: options.backoffCapMs ?? 30_000,
+    jitterMs: options.jitterMs ?? 250,
+    random: options.random ?? Math.random,
+    sleep,
+  };
+}
+
+export interface UpstreamRequest<S extends z.ZodType> {
+  method: HttpMethod;
+  url: string;
+  /** Label for metrics and logs, e.g. 'read', 'write', 'poll', 'token'. Defaults to the priority. */
+  kind?: string;
+  priority: Priority;
+  headers?: Record<string, string>;
+  auth?: UpstreamAuth;
+  /** A JSON value (serialized here) or a ready string / form body. */
+  json?: unknown;
+  body?: string | URLSearchParams;
+  contentType?: string;
+  /** Parses the JSON body of a 2xx answer. */
+  schema: S;
+  /** The value parsed in place of an empty body (204, or 200 with no content). */
+  empty?: unknown;
+  /** Non-2xx statuses answered as `{ status, data: undefined }` instead of an error (404 on get). */
+  acceptStatus?: readonly number[];
+  /**
+   * Whether a 5xx, network error or timeout may be retried here. Defaults to false for POST:
+   * the request may have landed, so the caller must look the record up before re-sending.
+   * A 429 or 401 is always retried: the request was refused, nothing was applied.
+   */
+  idempotent?: boolean;
+  signal?: AbortSignal;
+}
+
+export interface UpstreamResponse<T> {
+  status: number;
+  data: T;
+}
+
+const MAX_BODY_CHARS = 2000;
+
+/**
+ * Sends one logical request, with the retries the system tolerates, and returns the
+ * parsed body. Throws UpstreamError for everything that did not end in a 2xx (or an
+ * accepted status); `retryable` tells the caller whether trying later may help.
+ */
+export async function upstreamRequest<S extends z.ZodType>(
+  ctx: UpstreamContext,
+  req: UpstreamRequest<S>,
+): Promise<UpstreamResponse<z.infer<S> | undefined>> {
+  const idempotent = req.idempotent ?? req.method !== 'POST';
+  const kind = req.kind ?? req.priority;
+  const path = safePath(req.url);
+  const log = ctx.logger.child({ system: ctx.system, method: req.method, path, kind });
+  let authRenewed = false;
+
+  for (let attempt = 1; ; attempt++) {
+    const authHeaders = req.auth !== undefined ? await req.auth.headers() : {};
+    const outcome = await ctx.pacer.schedule(() => sendOnce(ctx, req, authHeaders), req.priority);
+    const statusLabel = outcome.type === 'response' ? String(outcome.status) : outcome.type;
+    ctx.metrics.upstreamRequests.inc({ system: ctx.system, kind, status: statusLabel });
+    if (outcome.type !== 'aborted') {
+      ctx.metrics.upstreamDuration.observe({ system: ctx.system }, outcome.seconds);
+    }
+    log.debug(
+      { attempt, status: statusLabel, ms: Math.round(outcome.seconds * 1000) },
+      'upstream request',
+    );
+
+    if (outcome.type === 'aborted') {
+      throw new UpstreamError(ctx.system, undefined, true, `${req.method} ${path} aborted`);
+    }
+    const lastAttempt = attempt >= ctx.maxAttempts;
+
+    if (outcome.type === 'timeout' || outcome.type === 'network') {
+      const error = new UpstreamError(
+        ctx.system,
+        undefined,
+        true,
+        `${ctx.system} ${req.method} ${path}: ${outcome.type === 'timeout' ? `no answer within ${ctx.timeoutMs} ms` : 'network error'}`,
+        undefined,
+        undefined,
+        { cause: outcome.error },
+      );
+      if (!idempotent || lastAttempt) throw error;
+      ctx.metrics.upstreamRetries.inc({ system: ctx.system, reason: outcome.type });
+      await ctx.sleep(backoffMs(ctx, attempt), req.signal);
+      continue;
+    }
+
+    if (outcome.type !== 'response') continue;
+    const { status, text, retryAfterMs } = outcome;
+    if (status >= 200 && status < 300) {
+      return { status, data: parseBody(ctx, req, path, status, text) };
+    }
+    if (req.acceptStatus?.includes(status) === true) {
+      return { status, data: undefined };
+    }
+
+    const body = problemBody(text);
+    if (status === 401 && req.auth !== undefined && !authRenewed) {
+      // PowerOffice: a token can expire or be revoked early; renew once, then give up
+      // (poweroffice.md §1 "Token").
+      authRenewed = true;
+      req.auth.invalidate(authHeaders);
+      ctx.metrics.upstreamRetries.inc({ system: ctx.system, reason: 'token' });
+      log.info({ attempt }, 'upstream answered 401; renewing the token once');
+      attempt--; // a refused token is not a failed attempt of the request itself
+      continue;
+    }
+    if (status === 429) {
+      // Both vendors sit behind Azure APIM: wait Retry-After, at least 1 s, plus jitter, and
+      // pause the whole system, since the limit is per subscription key (poweroffice.md §1
+      // "Rate limits").
+      const waitMs = Math.max(retryAfterMs ?? 0, 1000) + Math.floor(ctx.random() * ctx.jitterMs);
+      ctx.pacer.pauseFor(waitMs);
+      if (lastAttempt) {
+        throw new UpstreamError(
+          ctx.system,
+          status,
+          true,
+          `${ctx.system} ${req.method} ${path} answered 429 ${attempt} times`,
+          body,
+          waitMs,
+        );
+      }
+      ctx.metrics.upstreamRetries.inc({ system: ctx.system, reason: '429' });
+      log.warn({ attempt, waitMs }, 'upstream rate limit hit; pausing');
+      // The pacer is paused for everyone; this request re-queues and waits its turn after it.
+      continue;
+    }
+    if (status >= 500) {
+      const error = new UpstreamError(
+        ctx.system,
+        status,
+        true,
+        `${ctx.system} ${req.method} ${path} answered ${status}${describeProblem(body)}`,
+        body,
+      );
+      if (!idempotent || lastAttempt) throw error;
+      ctx.metrics.upstreamRetries.inc({ system: ctx.system, reason: '5xx' });
+      await ctx.sleep(backoffMs(ctx, attempt), req.signal);
+      continue;
+    }
+    throw new UpstreamError(
+      ctx.system,
+      status,
+      false,
+      `${ctx.system} ${req.method} ${path} answered ${status}${describeProblem(body)}`,
+      body,
+    );
+  }
+}
+
+type Outcome =
+  | { type: 'response'; status: number; text: string; retryAfterMs?: number; seconds: number }
+  | { type: 'timeout' | 'network'; error: unknown; seconds: number }
+  | { type: 'aborted'; seconds: number };
+
+async function sendOnce<S extends z.ZodType>(
+  ctx: UpstreamContext,
+  req: UpstreamRequest<S>,
+  authHeaders: Record<string, string>,
+): Promise<Outcome> {
+  const started = performance.now();
+  const seconds = () => (performance.now() - started) / 1000;
+  if (isAborted(req.signal)) return { type: 'aborted', seconds: 0 };
+  const timeout = AbortSignal.timeout(ctx.timeoutMs);
+  const signal = req.signal !== undefined ? AbortSignal.any([timeout, req.signal]) : timeout;
+  const headers: Record<string, string> = {
+    accept: 'application/json',
+    ...req.headers,
+    ...authHeaders,
+  };
+  let body: string | URLSearchParams | undefined = req.body;
+  if (req.json !== undefined) {
+    body = JSON.stringify(req.json);
+    headers['content-type'] = req.contentType ?? 'application/json';
+  } else if (body !== undefined && req.contentType !== undefined) {
+    headers['content-type'] = req.contentType;
+  }
+  try {
+    const res = await ctx.fetch(req.url, { method: req.method, headers, body, signal });
+    // The body is read under the same timeout: a server that stalls mid-body is a timeout.
+    const text = await res.text();
+    const retryAfterMs = parseRetryAfter(res.headers.get('retry-after'), text);
+    return {
+      type: 'response',
+      status: res.status,
+      text,
+      seconds: seconds(),
+      ...(retryAfterMs !== undefined ? { retryAfterMs } : {}),
+    };
+  } catch (error) {
+    if (isAborted(req.signal)) return { type: 'aborted', seconds: seconds() };
+    if (timeout.aborted) return { type: 'timeout', error, seconds: seconds() };
+    return { type: 'network', error, seconds: seconds() };
+  }
+}
+
+function isAborted(signal: AbortSignal | undefined): boolean {
+  return signal?.aborted === true;
+}
+
+function parseBody<S extends z.ZodType>(
+  ctx: UpstreamContext,
+  req: UpstreamRequest<S>,
+  path: string,
+  status: number,
+  text: string,
+): z.infer<S> {
+  let value: unknown = req.empty;
+  if (text.trim() !== '') {
+    try {
+      value = JSON.parse(text);
+    } catch (error) {
+      throw new UpstreamError(
+        ctx.system,
+        status,
+        false,
+        `${ctx.system} ${req.method} ${path} answered ${status} with a body that is not JSON`,
+        truncate(text),
+        undefined,
+        { cause: error },
+      );
+    }
+  }
+  const parsed = req.schema.safeParse(value);
+  if (!parsed.success) {
+    throw new UpstreamError(
+      ctx.system,
+      status,
+      false,
+      `${ctx.system} ${req.method} ${path} answered ${status} with an unexpected body`,
+      { issues: parsed.error.issues.slice(0, 5), body: truncate(text) },
+      undefined,
+      { cause: parsed.error },
+    );
+  }
+  return parsed.data;
+}
+
+/** Capped exponential backoff with "equal jitter": half fixed, half random. */
+export function backoffMs(
+  ctx: Pick<UpstreamContext, 'backoffBaseMs' | 'backoffCapMs' | 'random'>,
+  failedAttempt: number,
+): number {
+  const exp = Math.min(ctx.backoffCapMs, ctx.backoffBaseMs * 2 ** (failedAttempt - 1));
+  return Math.floor(exp / 2 + ctx.random() * (exp / 2));
+}
+
+/**
+ * Retry-After in seconds or as an HTTP date; PowerOffice's token endpoint puts it only in
+ * the body ("Try again in 1 seconds", poweroffice.md §1 "Token").
+ */
+export function parseRetryAfter(header: string | null, body?: string): number | undefined {
+  if (header !== null && header.trim() !== '') {
+    const seconds = Number(header);
+    if (Number.isFinite(seconds) && seconds >= 0) return seconds * 1000;
+    const date = Date.parse(header);
+    if (Number.isFinite(date)) return Math.max(0, date - Date.now());
+  }
+  const match = body !== undefined ? /try again in (\d+(?:\.\d+)?) seconds?/i.exec(body) : null;
+  return match?.[1] !== undefined ? Number(match[1]) * 1000 : undefined;
+}
+
+/** The error body as JSON (problem details, OData error) when it parses, else truncated text. */
+function problemBody(text: string): unknown {
+  if (text.trim() === '') return undefined;
+  if (text.length <= MAX_BODY_CHARS) {
+    try {
+      return JSON.parse(text) as unknown;
+    } catch {
+      // not JSON: keep the text
+    }
+  }
+  return truncate(text);
+}
+
+function describeProblem(body: unknown): string {
+  if (typeof body === 'string') return `: ${body.slice(0, 200)}`;
+  if (body === null || typeof body !== 'object') return '';
+  const record = body as Record<string, unknown>;
+  const pick = (...keys: string[]) => {
+    for (const key of keys) {
+      const v = record[key];
+      if (typeof v === 'string' && v !== '') return v;
+    }
+    return undefined;
+  };
+  // RFC 7807 keys in either casing (poweroffice.md §1 "Errors"), an OData error, an APIM message.
+  const odata = record.error;
+  const odataMessage =
+    odata !== null && typeof odata === 'object'
+      ? (odata as Record<string, unknown>).message
+      : undefined;
+  const parts = [
+    pick('title', 'Title'),
+    pick('detail', 'Detail', 'message', 'Message', 'error_description'),
+    typeof odataMessage === 'string' ? odataMessage : undefined,
+  ].filter((p): p is string => p !== undefined);
+  return parts.length > 0 ? `: ${parts.join(' — ').slice(0, 300)}` : '';
+}
+
+function truncate(text: string): string {
+  return text.length > MAX_BODY_CHARS ? `${text.slice(0, MAX_BODY_CHARS)}…` : text;
+}
+
+/** Path only: never a query string in logs or error messages (a vendor could put a key there). */
+function safePath(url: string): string {
+  try {
+    return new URL(url).pathname;
+  } catch {
+    return '(invalid url)';
+  }
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted === true) return resolve();
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    }
+    signal?.addEventListener('abort', done, { once: true });
+  });
+}
+
+/** `a=1&b=2` with every value percent-encoded (a `+` in an offset must travel as %2B). */
+export function queryString(params: Record<string, string | number | undefined>): string {
+  const parts: string[] = [];
+  for (const [key, value] of Object.entries(params)) {
+    if (value === undefined) continue;
+    parts.push(`${key}=${encodeURIComponent(String(value))}`);
+  }
+  return parts.join('&');
+}

@@ -1,0 +1,417 @@
+import { z } from 'zod';
+import type { PowerOfficeConfig } from '../config.js';
+import { UpstreamError } from '../errors.js';
+import type { Logger } from '../lib/logger.js';
+import type { Metrics } from '../lib/metrics.js';
+import type { Pacer } from '../lib/pacer.js';
+import {
+  backoffMs,
+  createUpstreamContext,
+  queryString,
+  upstreamRequest,
+  type HttpMethod,
+  type RequestOptions,
+  type UpstreamContext,
+} from '../lib/upstream.js';
+import {
+  ContactPersonSchema,
+  CustomerSchema,
+  EmployeeSchema,
+  type ContactPerson,
+  type Customer,
+  type Employee,
+} from './schemas.js';
+import { PowerOfficeTokenProvider } from './token.js';
+
+// PowerOffice Go v2 (../shared/apis/poweroffice.md). Bare JSON arrays for lists and 204 when
+// nothing matches; JSON Patch for updates; ExternalImportReference / ExternalCode as the
+// idempotency key of a create.
+
+/** One RFC 6902 operation; PATCH bodies are arrays of these (poweroffice.md §1 "Create / update"). */
+export type JsonPatchOperation =
+  | { op: 'add' | 'replace' | 'test'; path: string; value: unknown }
+  | { op: 'remove'; path: string }
+  | { op: 'copy' | 'move'; from: string; path: string };
+
+export interface PowerOfficeClientOptions {
+  config: PowerOfficeConfig;
+  pacer: Pacer;
+  logger: Logger;
+  metrics: Metrics;
+  timeoutMs?: number;
+  maxAttempts?: number;
+  fetch?: typeof fetch;
+  /** `PageSize` of a list page: default 5000, at most 20 000 (poweroffice.md §1 "Listing"). */
+  pageSize?: number;
+  backoffBaseMs?: number;
+  /** A shared token provider; one is made from `config` otherwise. */
+  token?: PowerOfficeTokenProvider;
+}
+
+/** Options of a create: `lookupFirst` checks whether an earlier attempt already landed. */
+export interface CreateOptions extends RequestOptions {
+  lookupFirst?: boolean;
+}
+
+export type EmployeePostBody = Record<string, unknown> & { ExternalImportReference?: string };
+export type CustomerPostBody = Record<string, unknown> & { ExternalImportReference?: string };
+export type ContactPersonPostBody = Record<string, unknown> & { ExternalCode?: string };
+
+const MAX_PAGE_SIZE = 20_000;
+
+export class PowerOfficeClient {
+  readonly token: PowerOfficeTokenProvider;
+  private readonly upstream: UpstreamContext;
+  private readonly baseUrl: string;
+  private readonly pageSize: number;
+
+  constructor(options: PowerOfficeClientOptions) {
+    this.baseUrl = options.config.baseUrl.replace(/\/+$/, '');
+    this.pageSize = Math.min(options.pageSize ?? 5000, MAX_PAGE_SIZE);
+    const logger = options.logger.child({ module: 'poweroffice-client' });
+    this.token =
+      options.token ??
+      new PowerOfficeTokenProvider({
+        config: options.config,
+        pacer: options.pacer,
+        logger: options.logger,
+        metrics: options.metrics,
+        ...(options.fetch !== undefined ? { fetch: options.fetch } : {}),
+        ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
+        ...(options.maxAttempts !== undefined ? { maxAttempts: options.maxAttempts } : {}),
+      });
+    this.upstream = createUpstreamContext({
+      system: 'poweroffice',
+      pacer: options.pacer,
+      logger,
+      metrics: options.metrics,
+      ...(options.fetch !== undefined ? { fetch: options.fetch } : {}),
+      ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
+      ...(options.maxAttempts !== undefined ? { maxAttempts: options.maxAttempts } : {}),
+      ...(options.backoffBaseMs !== undefined ? { backoffBaseMs: options.backoffBaseMs } : {}),
+    });
+  }
+
+  // ---- Employees ---------------------------------------------------------------------
+
+  getEmployee(id: number | string, options: RequestOptions = {}): Promise<Employee | undefined> {
+    return this.getOne(`Employees/${encodeURIComponent(String(id))}`, EmployeeSchema, options);
+  }
+
+  listEmployeesChangedSince(
+    since?: string,
+    options: RequestOptions = {},
+  ): AsyncGenerator<Employee[], void, undefined> {
+    return this.pages(
+      'Employees',
+      { lastChangedDateTimeOffsetGreaterThan: since },
+      EmployeeSchema,
+      options,
+    );
+  }
+
+  listAllEmployees(options: RequestOptions = {}): AsyncGenerator<Employee[], void, undefined> {
+    return this.pages('Employees', {}, EmployeeSchema, options);
+  }
+
+  async findEmployeeByExternalImportReference(
+    ref: string,
+    options: RequestOptions = {},
+  ): Promise<Employee | undefined> {
+    return this.findFirst(
+      'Employees',
+      { externalImportReference: ref },
+      EmployeeSchema,
+      options,
+      (e) => e.ExternalImportReference === ref,
+    );
+  }
+
+  createEmployee(body: EmployeePostBody, options: CreateOptions = {}): Promise<Employee> {
+    const ref = body.ExternalImportReference;
+    return this.createIdempotently(
+      () => this.send('POST', 'Employees', body, EmployeeSchema, options),
+      ref !== undefined && ref !== ''
+        ? () => this.findEmployeeByExternalImportReference(ref, options)
+        : undefined,
+      options,
+    );
+  }
+
+  patchEmployee(
+    id: number | string,
+    ops: JsonPatchOperation[],
+    options: RequestOptions = {},
+  ): Promise<Employee> {
+    return this.send(
+      'PATCH',
+      `Employees/${encodeURIComponent(String(id))}`,
+      ops,
+      EmployeeSchema,
+      options,
+    );
+  }
+
+  // ---- Customers ---------------------------------------------------------------------
+
+  getCustomer(id: number | string, options: RequestOptions = {}): Promise<Customer | undefined> {
+    return this.getOne(`Customers/${encodeURIComponent(String(id))}`, CustomerSchema, options);
+  }
+
+  listCustomersChangedSince(
+    since?: string,
+    options: RequestOptions = {},
+  ): AsyncGenerator<Customer[], void, undefined> {
+    return this.pages(
+      'Customers',
+      { lastChangedDateTimeOffsetGreaterThan: since },
+      CustomerSchema,
+      options,
+    );
+  }
+
+  listAllCustomers(options: RequestOptions = {}): AsyncGenerator<Customer[], void, undefined> {
+    return this.pages('Customers', {}, CustomerSchema, options);
+  }
+
+  async findCustomerByExternalImportReference(
+    ref: string,
+    options: RequestOptions = {},
+  ): Promise<Customer | undefined> {
+    return this.findFirst(
+      'Customers',
+      { externalImportReference: ref },
+      CustomerSchema,
+      options,
+      (c) => c.ExternalImportReference === ref,
+    );
+  }
+
+  createCustomer(body: CustomerPostBody, options: CreateOptions = {}): Promise<Customer> {
+    const ref = body.ExternalImportReference;
+    return this.createIdempotently(
+      () => this.send('POST', 'Customers', body, CustomerSchema, options),
+      ref !== undefined && ref !== ''
+        ? () => this.findCustomerByExternalImportReference(ref, options)
+        : undefined,
+      options,
+    );
+  }
+
+  patchCustomer(
+    id: number | string,
+    ops: JsonPatchOperation[],
+    options: RequestOptions = {},
+  ): Promise<Customer> {
+    return this.send(
+      'PATCH',
+      `Customers/${encodeURIComponent(String(id))}`,
+      ops,
+      CustomerSchema,
+      options,
+    );
+  }
+
+  // ---- ContactPersons: a top-level path keyed by the parent contact (poweroffice.md §4) -
+
+  getContactPerson(
+    contactId: number | string,
+    id: number | string,
+    options: RequestOptions = {},
+  ): Promise<ContactPerson | undefined> {
+    return this.getOne(contactPersonPath(contactId, id), ContactPersonSchema, options);
+  }
+
+  listContactPersonsChangedSince(
+    since?: string,
+    options: RequestOptions = {},
+  ): AsyncGenerator<ContactPerson[], void, undefined> {
+    return this.pages(
+      'ContactPersons',
+      { lastChangedDateTimeOffsetGreaterThan: since },
+      ContactPersonSchema,
+      options,
+    );
+  }
+
+  listAllContactPersons(
+    options: RequestOptions = {},
+  ): AsyncGenerator<ContactPerson[], void, undefined> {
+    return this.pages('ContactPersons', {}, ContactPersonSchema, options);
+  }
+
+  async findContactPersonByExternalCode(
+    code: string,
+    options: RequestOptions = {},
+  ): Promise<ContactPerson | undefined> {
+    return this.findFirst(
+      'ContactPersons',
+      { externalCodes: code },
+      ContactPersonSchema,
+      options,
+      (p) => p.ExternalCode === code,
+    );
+  }
+
+  createContactPerson(
+    contactId: number | string,
+    body: ContactPersonPostBody,
+    options: CreateOptions = {},
+  ): Promise<ContactPerson> {
+    const code = body.ExternalCode;
+    return this.createIdempotently(
+      () =>
+        this.send(
+          'POST',
+          `ContactPersons/${encodeURIComponent(String(contactId))}`,
+          body,
+          ContactPersonSchema,
+          options,
+        ),
+      code !== undefined && code !== ''
+        ? () => this.findContactPersonByExternalCode(code, options)
+        : undefined,
+      options,
+    );
+  }
+
+  patchContactPerson(
+    contactId: number | string,
+    id: number | string,
+    ops: JsonPatchOperation[],
+    options: RequestOptions = {},
+  ): Promise<ContactPerson> {
+    return this.send('PATCH', contactPersonPath(contactId, id), ops, ContactPersonSchema, options);
+  }
+
+  // ---- plumbing ----------------------------------------------------------------------
+
+  private async getOne<S extends z.ZodType>(
+    path: string,
+    schema: S,
+    options: RequestOptions,
+  ): Promise<z.infer<S> | undefined> {
+    const { data } = await upstreamRequest(this.upstream, {
+      method: 'GET',
+      url: `${this.baseUrl}/${path}`,
+      priority: options.priority ?? 'read',
+      auth: this.token,
+      schema,
+      acceptStatus: [404],
+      ...(options.signal !== undefined ? { signal: options.signal } : {}),
+    });
+    return data;
+  }
+
+  private async list<T>(
+    path: string,
+    query: Record<string, string | number | undefined>,
+    schema: z.ZodType<T>,
+    options: RequestOptions,
+  ): Promise<T[]> {
+    const { data } = await upstreamRequest(this.upstream, {
+      method: 'GET',
+      url: `${this.baseUrl}/${path}?${queryString(query)}`,
+      priority: options.priority ?? 'read',
+      auth: this.token,
+      schema: z.array(schema),
+      // 204 No Content when nothing matches (poweroffice.md §1 "Listing").
+      empty: [],
+      ...(options.signal !== undefined ? { signal: options.signal } : {}),
+    });
+    return data ?? [];
+  }
+
+  /**
+   * Pages until an empty, 204 or short page: there is no total count or next link
+   * (poweroffice.md §1 "Listing", Sesam's `not-full-page`). PageNumber is 1-based.
+   */
+  private async *pages<T>(
+    path: string,
+    filter: Record<string, string | undefined>,
+    schema: z.ZodType<T>,
+    options: RequestOptions,
+  ): AsyncGenerator<T[], void, undefined> {
+    for (let pageNumber = 1; ; pageNumber++) {
+      const items = await this.list(
+        path,
+        { ...filter, PageNumber: pageNumber, PageSize: this.pageSize },
+        schema,
+        options,
+      );
+      if (items.length > 0) yield items;
+      if (items.length < this.pageSize) return;
+    }
+  }
+
+  /** The filter narrows server-side; the predicate guards against a filter the API ignores. */
+  private async findFirst<T>(
+    path: string,
+    filter: Record<string, string>,
+    schema: z.ZodType<T>,
+    options: RequestOptions,
+    matches: (item: T) => boolean,
+  ): Promise<T | undefined> {
+    const items = await this.list(
+      path,
+      { ...filter, PageNumber: 1, PageSize: 10 },
+      schema,
+      options,
+    );
+    return items.find(matches);
+  }
+
+  private async send<S extends z.ZodType>(
+    method: HttpMethod,
+    path: string,
+    json: unknown,
+    schema: S,
+    options: RequestOptions,
+  ): Promise<z.infer<S>> {
+    const { data } = await upstreamRequest(this.upstream, {
+      method,
+      url: `${this.baseUrl}/${path}`,
+      priority: options.priority ?? 'write',
+      auth: this.token,
+      json,
+      ...(method === 'PATCH' ? { contentType: 'application/json-patch+json' } : {}),
+      schema,
+      ...(options.signal !== undefined ? { signal: options.signal } : {}),
+    });
+    return data as z.infer<S>;
+  }
+
+  /**
+   * POST, and when the answer is lost (5xx, timeout, network), look the origin id up before
+   * sending again: a POST is never repeated blindly (DESIGN.md §1 "A create is idempotent").
+   * Without an origin id there is nothing to look up, and the error goes to the caller.
+   */
+  private async createIdempotently<T>(
+    post: () => Promise<T>,
+    lookup: (() => Promise<T | undefined>) | undefined,
+    options: CreateOptions,
+  ): Promise<T> {
+    if (lookup !== undefined && options.lookupFirst === true) {
+      const existing = await lookup();
+      if (existing !== undefined) return existing;
+    }
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await post();
+      } catch (error) {
+        const unknownOutcome =
+          error instanceof UpstreamError && error.retryable && error.upstreamStatus !== 429;
+        if (!unknownOutcome || lookup === undefined || attempt >= this.upstream.maxAttempts) {
+          throw error;
+        }
+        const existing = await lookup();
+        if (existing !== undefined) return existing;
+        await this.upstream.sleep(backoffMs(this.upstream, attempt), options.signal);
+      }
+    }
+  }
+}
+
+function contactPersonPath(contactId: number | string, id: number | string): string {
+  return `ContactPersons/${encodeURIComponent(String(contactId))}/${encodeURIComponent(String(id))}`;
+}

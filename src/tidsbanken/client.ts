@@ -1,0 +1,342 @@
+import { z } from 'zod';
+import type { TidsbankenConfig } from '../config.js';
+import { UpstreamError } from '../errors.js';
+import type { Logger } from '../lib/logger.js';
+import type { Metrics } from '../lib/metrics.js';
+import type { Pacer } from '../lib/pacer.js';
+import {
+  backoffMs,
+  createUpstreamContext,
+  queryString,
+  upstreamRequest,
+  type RequestOptions,
+  type UpstreamContext,
+} from '../lib/upstream.js';
+import { AnsattSchema, KundeSchema, odataList, type Ansatt, type Kunde } from './schemas.js';
+
+// Tidsbanken API v3 (../shared/apis/tidsbanken.md). OData v4 reads with a `value`
+// envelope; writes as Sesam's connector does them, since the official reference could not
+// be reached (§2–3: array bodies, caller-supplied Id, no nulls on insert).
+
+export interface TidsbankenClientOptions {
+  config: TidsbankenConfig;
+  pacer: Pacer;
+  logger: Logger;
+  metrics: Metrics;
+  timeoutMs?: number;
+  maxAttempts?: number;
+  fetch?: typeof fetch;
+  /** `$top` of a list page; the API's maximum is not documented (tidsbanken.md §1). */
+  pageSize?: number;
+  /** Backoff base between create attempts and 5xx retries (tests shorten it). */
+  backoffBaseMs?: number;
+}
+
+/** Options of a create: `lookupFirst` checks whether an earlier attempt already landed. */
+export interface CreateOptions extends RequestOptions {
+  lookupFirst?: boolean;
+}
+
+const AnsattListSchema = odataList(AnsattSchema);
+const KundeListSchema = odataList(KundeSchema);
+// What a write answers is not documented (tidsbanken.md §7.4): maybe the entity, maybe an
+// array of them, maybe nothing. Accept anything and look for a record in it.
+const AnyBody = z.unknown();
+
+export class TidsbankenClient {
+  private readonly upstream: UpstreamContext;
+  private readonly baseUrl: string;
+  private readonly headers: Record<string, string>;
+  private readonly pageSize: number;
+
+  constructor(options: TidsbankenClientOptions) {
+    this.baseUrl = options.config.baseUrl.replace(/\/+$/, '');
+    this.headers = {
+      'tb-key': options.config.apiKey,
+      'ocp-apim-subscription-key': options.config.subscriptionKey,
+      'x-api-version': '3.0',
+    };
+    this.pageSize = options.pageSize ?? 100;
+    this.upstream = createUpstreamContext({
+      system: 'tidsbanken',
+      pacer: options.pacer,
+      logger: options.logger.child({ module: 'tidsbanken-client' }),
+      metrics: options.metrics,
+      ...(options.fetch !== undefined ? { fetch: options.fetch } : {}),
+      ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
+      ...(options.maxAttempts !== undefined ? { maxAttempts: options.maxAttempts } : {}),
+      ...(options.backoffBaseMs !== undefined ? { backoffBaseMs: options.backoffBaseMs } : {}),
+    });
+  }
+
+  // ---- Ansatt ------------------------------------------------------------------------
+
+  /** One employee by Id (the employee number), or undefined when there is none. */
+  async getAnsatt(id: number, options: RequestOptions = {}): Promise<Ansatt | undefined> {
+    // Key syntax `ansatt/ansatt(100)` is not confirmed; Sesam's filter lookup is (§2).
+    const page = await this.get(
+      'ansatt/ansatt',
+      { $filter: `Id eq ${assertAnsattId(id)}`, $select: '*', $top: 1 },
+      AnsattListSchema,
+      options,
+    );
+    return page.value[0];
+  }
+
+  /** Pages of employees changed after `since` (an ISO timestamp); all of them without it. */
+  listAnsatteChangedSince(
+    since?: string,
+    options: RequestOptions = {},
+  ): AsyncGenerator<Ansatt[], void, undefined> {
+    return this.pages('ansatt/ansatt', since, AnsattListSchema, options);
+  }
+
+  listAllAnsatte(options: RequestOptions = {}): AsyncGenerator<Ansatt[], void, undefined> {
+    return this.pages('ansatt/ansatt', undefined, AnsattListSchema, options);
+  }
+
+  /**
+   * Creates an employee. The caller supplies `Id` (tidsbanken.md §2: "Need to supply primary
+   * key at insert"), which also makes the create idempotent: when the answer is lost, the Id
+   * is looked up before anything is sent again.
+   */
+  async createAnsatt(
+    record: Ansatt | Record<string, unknown>,
+    options: CreateOptions = {},
+  ): Promise<Ansatt> {
+    const id = assertAnsattId((record as { Id?: unknown }).Id);
+    return this.createIdempotently(
+      () =>
+        this.write(
+          'POST',
+          // Plural, capital A, and an array body (Sesam commit 8c94492, tidsbanken.md §2).
+          'ansatt/Ansatte',
+          [stripNulls(record)],
+          options,
+        ),
+      () => this.getAnsatt(id, options),
+      AnsattSchema,
+      options,
+    );
+  }
+
+  /** Replaces an employee: the full object, keyed by Id, in an array (tidsbanken.md §2). */
+  async updateAnsatt(
+    record: Ansatt | Record<string, unknown>,
+    options: RequestOptions = {},
+  ): Promise<Ansatt | undefined> {
+    assertAnsattId((record as { Id?: unknown }).Id);
+    const body = await this.write('PUT', 'ansatt/ansatt', [record], options);
+    return findRecord(body, AnsattSchema);
+  }
+
+  // ---- Kunde -------------------------------------------------------------------------
+
+  /** One customer by its string Id, or undefined when there is none. */
+  async getKunde(id: string, options: RequestOptions = {}): Promise<Kunde | undefined> {
+    // `$filter=Id eq '…'` rather than the key syntax `Kunde('…')`, which Sesam had to drop
+    // for Prosjekt (IS-17087, tidsbanken.md §1 "Key lookups").
+    const page = await this.get(
+      'prosjekt/Kunde',
+      { $filter: `Id eq ${odataString(id)}`, $select: '*', $top: 1 },
+      KundeListSchema,
+      options,
+    );
+    return page.value[0];
+  }
+
+  listKunderChangedSince(
+    since?: string,
+    options: RequestOptions = {},
+  ): AsyncGenerator<Kunde[], void, undefined> {
+    return this.pages('prosjekt/Kunde', since, KundeListSchema, options);
+  }
+
+  listAllKunder(options: RequestOptions = {}): AsyncGenerator<Kunde[], void, undefined> {
+    return this.pages('prosjekt/Kunde', undefined, KundeListSchema, options);
+  }
+
+  /** Creates a customer: a single object, not an array, caller-supplied Id (tidsbanken.md §3). */
+  async createKunde(
+    record: Kunde | Record<string, unknown>,
+    options: CreateOptions = {},
+  ): Promise<Kunde> {
+    const id = assertKundeId((record as { Id?: unknown }).Id);
+    return this.createIdempotently(
+      () => this.write('POST', 'prosjekt/Kunde', stripNulls({ ...record, Id: id }), options),
+      () => this.getKunde(id, options),
+      KundeSchema,
+      options,
+    );
+  }
+
+  /** Replaces a customer: the full object in an array (tidsbanken.md §3). */
+  async updateKunde(
+    record: Kunde | Record<string, unknown>,
+    options: RequestOptions = {},
+  ): Promise<Kunde | undefined> {
+    const id = assertKundeId((record as { Id?: unknown }).Id);
+    const body = await this.write('PUT', 'prosjekt/Kunde', [{ ...record, Id: id }], options);
+    return findRecord(body, KundeSchema);
+  }
+
+  // ---- plumbing ----------------------------------------------------------------------
+
+  private async get<S extends z.ZodType>(
+    path: string,
+    query: Record<string, string | number | undefined>,
+    schema: S,
+    options: RequestOptions,
+  ): Promise<z.infer<S>> {
+    const { data } = await upstreamRequest(this.upstream, {
+      method: 'GET',
+      url: `${this.baseUrl}/${path}?${queryString(query)}`,
+      priority: options.priority ?? 'read',
+      headers: this.headers,
+      schema,
+      ...(options.signal !== undefined ? { signal: options.signal } : {}),
+    });
+    return data as z.infer<S>;
+  }
+
+  private async write(
+    method: 'POST' | 'PUT',
+    path: string,
+    json: unknown,
+    options: RequestOptions,
+  ): Promise<unknown> {
+    const { data } = await upstreamRequest(this.upstream, {
+      method,
+      url: `${this.baseUrl}/${path}`,
+      priority: options.priority ?? 'write',
+      headers: this.headers,
+      json,
+      schema: AnyBody,
+      ...(options.signal !== undefined ? { signal: options.signal } : {}),
+    });
+    return data;
+  }
+
+  /**
+   * OData paging as Sesam does it: `$top`/`$skip`, stable by `$orderby=Id`, until a short or
+   * empty page; no `@odata.nextLink` has been seen (tidsbanken.md §1 "Query language").
+   */
+  private async *pages<T>(
+    path: string,
+    since: string | undefined,
+    schema: z.ZodType<{ value: T[] }>,
+    options: RequestOptions,
+  ): AsyncGenerator<T[], void, undefined> {
+    const readOptions = { ...options, priority: options.priority ?? 'read' } as RequestOptions;
+    for (let skip = 0; ; skip += this.pageSize) {
+      const page = await this.get(
+        path,
+        {
+          $select: '*',
+          // Unquoted timestamp literal, as Sesam sends it (tidsbanken.md §1 "Date filters").
+          $filter: since !== undefined ? `SistEndretDato gt ${since}` : undefined,
+          $orderby: 'Id',
+          $top: this.pageSize,
+          $skip: skip,
+        },
+        schema,
+        readOptions,
+      );
+      if (page.value.length > 0) yield page.value;
+      if (page.value.length < this.pageSize) return;
+    }
+  }
+
+  /**
+   * POST, and when the answer is lost (5xx, timeout, network), look the Id up before sending
+   * again: a POST is never repeated blindly (DESIGN.md §1 "A create is idempotent").
+   */
+  private async createIdempotently<T>(
+    post: () => Promise<unknown>,
+    lookup: () => Promise<T | undefined>,
+    schema: z.ZodType<T>,
+    options: CreateOptions,
+  ): Promise<T> {
+    if (options.lookupFirst === true) {
+      const existing = await lookup();
+      if (existing !== undefined) return existing;
+    }
+    for (let attempt = 1; ; attempt++) {
+      let body: unknown;
+      try {
+        body = await post();
+      } catch (error) {
+        // A 429 after all attempts was refused, not lost; anything else retryable may have
+        // landed.
+        const unknownOutcome =
+          error instanceof UpstreamError && error.retryable && error.upstreamStatus !== 429;
+        if (!unknownOutcome || attempt >= this.upstream.maxAttempts) throw error;
+        const existing = await lookup();
+        if (existing !== undefined) return existing;
+        await this.upstream.sleep(backoffMs(this.upstream, attempt), options.signal);
+        continue;
+      }
+      return findRecord(body, schema) ?? (await landed(lookup));
+    }
+  }
+}
+
+async function landed<T>(lookup: () => Promise<T | undefined>): Promise<T> {
+  const found = await lookup();
+  if (found === undefined) {
+    throw new UpstreamError(
+      'tidsbanken',
+      undefined,
+      true,
+      'tidsbanken accepted a create, but the record cannot be read back',
+    );
+  }
+  return found;
+}
+
+/** The record in a write's answer: the entity itself, `[entity]`, or `{ value: [entity] }`. */
+function findRecord<T>(body: unknown, schema: z.ZodType<T>): T | undefined {
+  const candidates: unknown[] = Array.isArray(body)
+    ? body.slice(0, 1)
+    : body !== null &&
+        typeof body === 'object' &&
+        Array.isArray((body as { value?: unknown }).value)
+      ? (body as { value: unknown[] }).value.slice(0, 1)
+      : [body];
+  for (const candidate of candidates) {
+    const parsed = schema.safeParse(candidate);
+    if (parsed.success) return parsed.data;
+  }
+  return undefined;
+}
+
+/** Tidsbanken rejects null values on insert (Sesam's ansatt.json/kunde.json, tidsbanken.md §1). */
+export function stripNulls(record: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(record)) {
+    if (value === null || value === undefined) continue;
+    out[key] =
+      typeof value === 'object' && !Array.isArray(value)
+        ? stripNulls(value as Record<string, unknown>)
+        : value;
+  }
+  return out;
+}
+
+/** OData string literal: single quotes, an embedded quote doubled. */
+function odataString(value: string): string {
+  return `'${value.replaceAll("'", "''")}'`;
+}
+
+function assertAnsattId(id: unknown): number {
+  if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 0) {
+    throw new TypeError('An Ansatt needs a numeric Id (the employee number)');
+  }
+  return id;
+}
+
+function assertKundeId(id: unknown): string {
+  if (typeof id === 'number' && Number.isSafeInteger(id)) return String(id);
+  if (typeof id !== 'string' || id === '') throw new TypeError('A Kunde needs a string Id');
+  return id;
+}
