@@ -52,6 +52,11 @@ export class Pacer {
     this.resumeTimer.unref();
   }
 
+  /** Whether a 429 has paused this system right now. */
+  get isPaused(): boolean {
+    return this.pausedUntil > Date.now();
+  }
+
   /** Requests waiting for their turn. */
   get size(): number {
     return this.queue.size;

@@ -126,7 +126,7 @@ export class TidsbankenClient {
     options: RequestOptions = {},
   ): Promise<Ansatt | undefined> {
     assertAnsattId((record as { Id?: unknown }).Id);
-    const body = await this.write('PUT', 'ansatt/ansatt', [record], options);
+    const body = await this.write('PUT', 'ansatt/ansatt', [withoutAnnotations(record)], options);
     return findRecord(body, AnsattSchema);
   }
 
@@ -176,7 +176,12 @@ export class TidsbankenClient {
     options: RequestOptions = {},
   ): Promise<Kunde | undefined> {
     const id = assertKundeId((record as { Id?: unknown }).Id);
-    const body = await this.write('PUT', 'prosjekt/Kunde', [{ ...record, Id: id }], options);
+    const body = await this.write(
+      'PUT',
+      'prosjekt/Kunde',
+      [withoutAnnotations({ ...record, Id: id })],
+      options,
+    );
     return findRecord(body, KundeSchema);
   }
 
@@ -304,17 +309,26 @@ function findRecord<T>(body: unknown, schema: z.ZodType<T>): T | undefined {
       ? (body as { value: unknown[] }).value.slice(0, 1)
       : [body];
   for (const candidate of candidates) {
-    const parsed = schema.safeParse(candidate);
+    const parsed = schema.safeParse(withoutAnnotations(candidate));
     if (parsed.success) return parsed.data;
   }
   return undefined;
+}
+
+/**
+ * Drops OData annotations (`@odata.context` on a single-entity answer): they are not
+ * properties, and the API rejects unknown properties in a write body.
+ */
+function withoutAnnotations(value: unknown): unknown {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) return value;
+  return Object.fromEntries(Object.entries(value).filter(([key]) => !key.includes('@')));
 }
 
 /** Tidsbanken rejects null values on insert (Sesam's ansatt.json/kunde.json, tidsbanken.md §1). */
 export function stripNulls(record: Record<string, unknown>): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(record)) {
-    if (value === null || value === undefined) continue;
+    if (value === null || value === undefined || key.includes('@')) continue;
     out[key] =
       typeof value === 'object' && !Array.isArray(value)
         ? stripNulls(value as Record<string, unknown>)
