@@ -1,0 +1,240 @@
+import { afterAll, beforeAll, beforeEach, describe, expect, inject, it } from 'vitest';
+import { sql } from 'kysely';
+import { getPollerCursor, haveFullReads } from '../../src/db/poller-cursors.js';
+import { createLogger } from '../../src/lib/logger.js';
+import { createMetrics } from '../../src/lib/metrics.js';
+import { Pacer } from '../../src/lib/pacer.js';
+import { fullReadAll, stopPollers, type Poller } from '../../src/lib/pollers.js';
+import { TidsbankenClient } from '../../src/tidsbanken/client.js';
+import { createTidsbankenPollers } from '../../src/tidsbanken/poller.js';
+import { startFakeTidsbanken, type FakeTidsbanken } from '../fakes/tidsbanken.js';
+import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
+
+let database: TestDatabase;
+let fake: FakeTidsbanken;
+const logger = createLogger({ level: 'silent' });
+const metrics = createMetrics();
+
+function tidsbankenClient(pageSize = 2) {
+  return new TidsbankenClient({
+    config: { baseUrl: fake.url, apiKey: fake.apiKey, subscriptionKey: fake.subscriptionKey },
+    pacer: new Pacer('tidsbanken', 1000),
+    logger,
+    metrics,
+    timeoutMs: 300,
+    maxAttempts: 2,
+    backoffBaseMs: 5,
+    pageSize,
+  });
+}
+
+function pollers(overrides: { intervalMs?: number; overlapMs?: number; pageSize?: number } = {}) {
+  const [ansatt, kunde] = createTidsbankenPollers({
+    client: tidsbankenClient(overrides.pageSize),
+    db: database.db,
+    logger,
+    intervalMs: overrides.intervalMs ?? 0,
+    ...(overrides.overlapMs !== undefined ? { overlapMs: overrides.overlapMs } : {}),
+  });
+  if (ansatt === undefined || kunde === undefined) throw new Error('expected two pollers');
+  return { ansatt, kunde };
+}
+
+async function inbox(recordType: string) {
+  return database.db
+    .selectFrom('inbound_events')
+    .selectAll()
+    .where('record_type', '=', recordType)
+    .orderBy('id')
+    .execute();
+}
+
+beforeAll(async () => {
+  database = await createTestDatabase(inject('templateDatabase'));
+  fake = await startFakeTidsbanken();
+});
+afterAll(async () => {
+  await fake.close();
+  await database.close();
+});
+beforeEach(async () => {
+  fake.ansatte.clear();
+  fake.kunder.clear();
+  fake.faults.clear();
+  fake.clearRequests();
+  await sql`delete from inbound_events`.execute(database.db);
+  await sql`delete from poller_cursors`.execute(database.db);
+});
+
+describe('Tidsbanken change pollers', () => {
+  it('the first poll is a full read across pages: one inbox event per record, full_read_at set', async () => {
+    for (let id = 1; id <= 5; id++) {
+      fake.seedAnsatt({
+        Id: id,
+        Fornavn: `N${id}`,
+        SistEndretDato: `2025-01-0${id}T10:00:00.000Z`,
+      });
+    }
+    const { ansatt } = pollers();
+    const result = await ansatt.pollOnce();
+    expect(result).toMatchObject({ full: true, pages: 3, records: 5, inserted: 5 });
+    expect(result.cursor).toBe('2025-01-05T10:00:00.000Z');
+    // No filter on a full read; $top 2 → pages at $skip 0, 2, 4.
+    expect(fake.requests.map((r) => [r.query.$filter, r.query.$skip])).toEqual([
+      [undefined, '0'],
+      [undefined, '2'],
+      [undefined, '4'],
+    ]);
+
+    const rows = await inbox('ansatt');
+    expect(rows).toHaveLength(5);
+    expect(rows[0]).toMatchObject({
+      source: 'tidsbanken',
+      origin: 'poller',
+      event_type: 'ansatt.updated',
+      record_id: '1',
+      parent_id: null,
+      is_thin: false,
+    });
+    expect(rows[0]!.event_id).toMatch(/^poll:ansatt:1:/);
+    expect(rows[0]!.payload).toMatchObject({ Id: 1, Fornavn: 'N1' });
+    expect(new Date(rows[0]!.occurred_at!).toISOString()).toBe('2025-01-01T10:00:00.000Z');
+
+    const cursor = await getPollerCursor(database.db, 'tidsbanken', 'ansatt');
+    expect(cursor?.cursor).toBe('2025-01-05T10:00:00.000Z');
+    expect(cursor?.full_read_at).not.toBeNull();
+    expect(cursor?.last_error).toBeNull();
+    expect(await haveFullReads(database.db, [{ system: 'tidsbanken', recordType: 'ansatt' }])).toBe(
+      true,
+    );
+    expect(await haveFullReads(database.db, [{ system: 'tidsbanken', recordType: 'kunde' }])).toBe(
+      false,
+    );
+  });
+
+  it('the next poll reads from cursor − overlap and stores only what changed', async () => {
+    fake.seedKunde({ Id: 'K1', Navn: 'One', SistEndretDato: '2025-03-01T12:00:00.000Z' });
+    fake.seedKunde({ Id: 'K2', Navn: 'Two', SistEndretDato: '2025-03-01T11:30:00.000Z' });
+    const { kunde } = pollers();
+    await kunde.pollOnce();
+    fake.clearRequests();
+
+    // Nothing changed: the overlap re-reads both records, and the inbox stays as it was.
+    const again = await kunde.pollOnce();
+    expect(again).toMatchObject({ full: false, records: 2, inserted: 0 });
+    expect(fake.requests[0]!.query.$filter).toBe('SistEndretDato gt 2025-03-01T10:00:00.000Z');
+    expect(await inbox('kunde')).toHaveLength(2);
+
+    // A Kunde edited now but stamped an hour behind the cursor (tidsbanken.md §3) is
+    // still inside the two-hour overlap.
+    fake.editKunde('K2', { Navn: 'Two v2', SistEndretDato: '2025-03-01T11:45:00.000Z' });
+    const third = await kunde.pollOnce();
+    expect(third).toMatchObject({ inserted: 1 });
+    const rows = await inbox('kunde');
+    expect(rows).toHaveLength(3);
+    expect(rows[2]).toMatchObject({ record_id: 'K2', event_type: 'kunde.updated' });
+    expect(rows[2]!.payload).toMatchObject({ Navn: 'Two v2' });
+    expect((await getPollerCursor(database.db, 'tidsbanken', 'kunde'))?.cursor).toBe(
+      '2025-03-01T12:00:00.000Z',
+    );
+  });
+
+  it('the overlap window is a constructor option', async () => {
+    fake.seedAnsatt({ Id: 1, SistEndretDato: '2025-01-01T10:00:00.000Z' });
+    const { ansatt } = pollers({ overlapMs: 60_000 });
+    await ansatt.pollOnce();
+    fake.clearRequests();
+    await ansatt.pollOnce();
+    expect(fake.requests[0]!.query.$filter).toBe('SistEndretDato gt 2025-01-01T09:59:00.000Z');
+  });
+
+  it('a failing poll records last_error, stores nothing more and leaves the cursor unchanged', async () => {
+    fake.seedAnsatt({ Id: 1, SistEndretDato: '2025-01-01T10:00:00.000Z' });
+    const { ansatt } = pollers({ pageSize: 1 });
+    await ansatt.pollOnce();
+    const before = await getPollerCursor(database.db, 'tidsbanken', 'ansatt');
+
+    fake.seedAnsatt({ Id: 2, SistEndretDato: '2025-02-01T10:00:00.000Z' });
+    fake.seedAnsatt({ Id: 3, SistEndretDato: '2025-03-01T10:00:00.000Z' });
+    // The second page fails on both attempts: page one is stored, the cursor does not move.
+    fake.faults.inject(2, '500', { match: (r) => r.query.$skip === '1' });
+    await expect(ansatt.pollOnce()).rejects.toMatchObject({ upstreamStatus: 500 });
+
+    const after = await getPollerCursor(database.db, 'tidsbanken', 'ansatt');
+    expect(after?.cursor).toBe(before?.cursor);
+    expect(after?.last_error).toContain('500');
+    expect(after?.full_read_at?.toString()).toBe(before?.full_read_at?.toString());
+
+    // The next interval reads the same range again and catches up.
+    const retry = await ansatt.pollOnce();
+    expect(retry.cursor).toBe('2025-03-01T10:00:00.000Z');
+    expect((await getPollerCursor(database.db, 'tidsbanken', 'ansatt'))?.last_error).toBeNull();
+    expect((await inbox('ansatt')).map((r) => r.record_id)).toEqual(['1', '2', '3']);
+  });
+
+  it('a failed first full read does not mark full_read_at', async () => {
+    fake.seedAnsatt({ Id: 1 });
+    fake.faults.inject(2, '503');
+    const { ansatt } = pollers();
+    await expect(ansatt.pollOnce()).rejects.toBeDefined();
+    const row = await getPollerCursor(database.db, 'tidsbanken', 'ansatt');
+    expect(row?.full_read_at).toBeNull();
+    expect(row?.cursor).toBeNull();
+    expect(row?.last_error).toContain('503');
+  });
+
+  it('fullRead on demand reads everything whatever the cursor, with the given origin', async () => {
+    fake.seedAnsatt({ Id: 1, SistEndretDato: '2025-01-01T10:00:00.000Z' });
+    const { ansatt, kunde } = pollers();
+    await ansatt.pollOnce();
+    fake.seedKunde({ Id: 'K9', SistEndretDato: '2025-01-01T10:00:00.000Z' });
+    fake.clearRequests();
+
+    const results = await fullReadAll([ansatt, kunde], 'reconcile');
+    expect(results.map((r) => [r.recordType, r.full, r.records, r.inserted])).toEqual([
+      ['ansatt', true, 1, 0],
+      ['kunde', true, 1, 1],
+    ]);
+    expect(fake.requests.every((r) => r.query.$filter === undefined)).toBe(true);
+    const kundeRows = await inbox('kunde');
+    expect(kundeRows[0]).toMatchObject({ origin: 'reconcile', record_id: 'K9' });
+  });
+
+  it('start() polls at once and then every interval; stop() waits for the poll in flight', async () => {
+    fake.seedAnsatt({ Id: 1 });
+    const { ansatt } = pollers({ intervalMs: 20 });
+    ansatt.start();
+    expect(ansatt.isRunning).toBe(true);
+    await expect.poll(() => fake.requests.length, { timeout: 5000 }).toBeGreaterThanOrEqual(3);
+    await stopPollers([ansatt]);
+    expect(ansatt.isRunning).toBe(false);
+    const seen = fake.requests.length;
+    await new Promise((resolve) => setTimeout(resolve, 60));
+    expect(fake.requests.length).toBe(seen);
+    expect((await inbox('ansatt')).length).toBe(1);
+  });
+
+  it('with POLL_INTERVAL_MS=0 start() does nothing', async () => {
+    fake.seedAnsatt({ Id: 1 });
+    const { ansatt, kunde } = pollers({ intervalMs: 0 });
+    const all: Poller[] = [ansatt, kunde];
+    for (const p of all) p.start();
+    expect(all.map((p) => p.isRunning)).toEqual([false, false]);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(fake.requests).toHaveLength(0);
+  });
+
+  it('without credentials (no client) there is nothing to poll', () => {
+    expect(
+      createTidsbankenPollers({ client: undefined, db: database.db, logger, intervalMs: 10 }),
+    ).toEqual([]);
+  });
+
+  it('a full read of an empty record type completes with no cursor', async () => {
+    const { kunde } = pollers();
+    const result = await kunde.pollOnce();
+    expect(result).toMatchObject({ full: true, records: 0, inserted: 0, cursor: undefined });
+    const row = await getPollerCursor(database.db, 'tidsbanken', 'kunde');
+    expect(row?.full_read_at).not.toBeNull();
+  });
+});
