@@ -174,13 +174,6 @@ function parseOperations(body: unknown): Operation[] {
   });
 }
 
-/** The first path segment of each operation (and `from`), as sent. */
-export function patchedTopLevelProperties(body: unknown): string[] {
-  return parseOperations(body).flatMap((op) =>
-    [op.path, op.from].filter((p): p is string => p !== undefined).map((p) => parsePointer(p)[0]!),
-  );
-}
-
 /**
  * Applies a JSON Patch document to a copy of `doc`; all or nothing. Throws JsonPatchError
  * with ASP.NET-like messages prefixed by `typeName` (e.g. "CustomerPatchDto").

@@ -275,7 +275,8 @@ export class FakeTidsbanken extends FakeHttpServer {
   /** Adds an employee as if created in Tidsbanken (no request logged). Returns a copy. */
   seedAnsatt(partial: TbRecord = {}): TbRecord {
     const id = partial.Id ?? Math.max(99, ...this.ansatte.keys()) + 1;
-    if (!Number.isInteger(id)) throw new Error(`Ansatt Id must be an integer, got ${String(id)}`);
+    if (!Number.isInteger(id))
+      throw new Error(`Ansatt Id must be an integer, got ${JSON.stringify(id)}`);
     const record = this.newRecord(this.ansattSet, { ...partial, Id: id }, partial);
     this.ansatte.set(id as number, record);
     return structuredClone(record);

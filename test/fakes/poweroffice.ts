@@ -1,0 +1,958 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import {
+  FakeHttpServer,
+  jsonResponse,
+  type FakeRequest,
+  type FakeResponse,
+  type FakeRoute,
+} from './fake-server.js';
+import { applyJsonPatch, JsonPatchError } from './json-patch.js';
+import {
+  schemaProperties,
+  validateAgainst,
+  type PowerOfficeSchemaName,
+} from './poweroffice-schemas.js';
+
+// A fake PowerOffice Go v2 API (../shared/apis/poweroffice.md): OAuth client-credentials
+// tokens, Customers, Employees and ContactPersons, JSON Patch, 204 on empty lists, and
+// APIM's 10 requests per second per subscription key. Bodies are validated against the
+// spec's schemas (test/fixtures/poweroffice/). See README.md for the unconfirmed choices.
+
+type PoRecord = Record<string, unknown>;
+
+export interface FakePowerOfficeOptions {
+  applicationKey?: string;
+  clientKey?: string;
+  subscriptionKey?: string;
+  /** expires_in of issued tokens (default 1200, as observed on demo: poweroffice.md §1 "Token"). */
+  tokenTtlSeconds?: number;
+  /** Default 10: "10 requests per second, for each subscription key" (poweroffice.md §1 "Rate limits"). */
+  rateLimitPerSecond?: number;
+  /** Read NationalIdNumber / Gender back as stored, as with the special privilege. Default false. */
+  revealHidden?: boolean;
+}
+
+export const POWEROFFICE_DEFAULT_PAGE_SIZE = 5000;
+export const POWEROFFICE_MAX_PAGE_SIZE = 20000;
+
+type Kind = 'Customer' | 'Employee' | 'ContactPerson';
+
+interface Resource {
+  kind: Kind;
+  store: Map<number, PoRecord>;
+  post: PowerOfficeSchemaName;
+  patch: PowerOfficeSchemaName;
+  dto: PowerOfficeSchemaName;
+  address: PowerOfficeSchemaName;
+  /** The property holding the unique external key, and how it is named in messages. */
+  uniqueKey: 'ExternalImportReference' | 'ExternalCode';
+  createdField: string;
+}
+
+class ProblemError extends Error {
+  constructor(
+    readonly status: number,
+    readonly title: string,
+    readonly detail: string,
+    readonly errors?: Record<string, string[]>,
+  ) {
+    super(detail);
+  }
+}
+
+// The spec's examples use lower-case ProblemDetails keys (`title`, `detail`); ASP.NET also
+// writes `type` and `status`. Content type per the spec: application/json.
+function problem(
+  status: number,
+  title: string,
+  detail: string,
+  errors?: Record<string, string[]>,
+): FakeResponse {
+  const type =
+    status === 404
+      ? 'https://tools.ietf.org/html/rfc7231#section-6.5.4'
+      : status === 415
+        ? 'https://tools.ietf.org/html/rfc7231#section-6.5.13'
+        : status >= 500
+          ? 'https://tools.ietf.org/html/rfc7231#section-6.6.1'
+          : 'https://tools.ietf.org/html/rfc7231#section-6.5.1';
+  return jsonResponse(status, { type, title, status, detail, ...(errors ? { errors } : {}) });
+}
+
+const TIMESTAMP =
+  /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,7}))?)?)?(Z|[+-]\d{2}:?\d{2})?$/i;
+
+/**
+ * A timestamp as 100 ns ticks since the epoch (.NET precision), or undefined when it does not
+ * parse. Accepts ISO 8601 and the spec's `2021-09-25 08:03:00.123456+00:00`. A `+` that was
+ * not URL-encoded arrives as a space and is rejected, as ASP.NET would (poweroffice.md §1).
+ */
+export function parsePowerOfficeTimestamp(text: string): bigint | undefined {
+  const m = TIMESTAMP.exec(text.trim());
+  if (!m) return undefined;
+  const [, y, mo, d, h = '0', mi = '0', s = '0', fraction = '', zone = 'Z'] = m;
+  let offsetMinutes = 0;
+  if (zone.toUpperCase() !== 'Z') {
+    const digits = zone.replace(':', '');
+    offsetMinutes =
+      (zone.startsWith('-') ? -1 : 1) *
+      (Number(digits.slice(1, 3)) * 60 + Number(digits.slice(3, 5)));
+  }
+  const ms =
+    Date.UTC(Number(y), Number(mo) - 1, Number(d), Number(h), Number(mi), Number(s)) -
+    offsetMinutes * 60_000;
+  if (Number.isNaN(ms)) return undefined;
+  return BigInt(ms) * 10_000n + BigInt(fraction.padEnd(7, '0'));
+}
+
+function formatTicks(ticks: bigint): string {
+  const iso = new Date(Number(ticks / 10_000n)).toISOString();
+  const fraction = String(ticks % 10_000_000n).padStart(7, '0');
+  return `${iso.slice(0, 19)}.${fraction}+00:00`;
+}
+
+function lowerKeys(query: Record<string, string>): Record<string, string> {
+  return Object.fromEntries(
+    Object.entries(query).map(([name, value]) => [name.toLowerCase(), value]),
+  );
+}
+
+/** `"10000-11000, 12000, 13000-"` (the spec's customerNos syntax) → a predicate. */
+function numberRanges(text: string, parameter: string): (n: unknown) => boolean {
+  const ranges = text.split(',').map((part) => {
+    const m = /^\s*(\d+)?\s*(-)?\s*(\d+)?\s*$/.exec(part);
+    if (!m || (m[1] === undefined && m[3] === undefined)) {
+      throw new ProblemError(
+        400,
+        'Unable to cast object(s)',
+        `${parameter} contains an invalid number or range: '${part.trim()}'.`,
+      );
+    }
+    const low = m[1] === undefined ? -Infinity : Number(m[1]);
+    const high = m[2] === undefined ? low : m[3] === undefined ? Infinity : Number(m[3]);
+    return [low, high] as const;
+  });
+  return (n) => typeof n === 'number' && ranges.some(([low, high]) => n >= low && n <= high);
+}
+
+function idList(text: string, parameter: string): number[] {
+  return text.split(',').map((part) => {
+    const value = part.trim();
+    if (!/^\d+$/.test(value)) {
+      throw new ProblemError(
+        400,
+        'Unable to cast object(s)',
+        `${parameter} contains negative numbers and/or range of numbers. '-' is not allowed, only comma ',' separated single positive numbers are allowed.`,
+      );
+    }
+    return Number(value);
+  });
+}
+
+const JSON_TYPES = new Set(['application/json', 'text/json', 'application/json-patch+json']);
+
+function mediaType(req: FakeRequest): string {
+  return (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+}
+
+export class FakePowerOffice extends FakeHttpServer {
+  readonly applicationKey: string;
+  readonly clientKey: string;
+  readonly subscriptionKey: string;
+  tokenTtlSeconds: number;
+  revealHidden: boolean;
+  readonly employees = new Map<number, PoRecord>();
+  readonly customers = new Map<number, PoRecord>();
+  readonly contactPersons = new Map<number, PoRecord>();
+  tokensIssued = 0;
+  private readonly tokens = new Map<string, number>();
+  private nextId = 100_001;
+  private lastTicks = 0n;
+  private readonly resources: Record<Kind, Resource>;
+
+  constructor(opts: FakePowerOfficeOptions = {}) {
+    const routes: FakeRoute[] = [];
+    super({
+      routes,
+      rateLimitPerSecond: opts.rateLimitPerSecond ?? 10,
+      rateLimitKey: (req) => subscriptionKeyOf(req) ?? '',
+      gateway: (req) => this.checkSubscription(req),
+      // The gateway's body, documented for /Token (poweroffice.md §1 "Token"), used everywhere.
+      tooManyRequests: (seconds) =>
+        jsonResponse(
+          429,
+          {
+            statusCode: '429',
+            message: `Rate limit is exceeded. Try again in ${seconds} seconds.`,
+          },
+          { 'Retry-After': String(seconds) },
+        ),
+      serverError: (status) =>
+        status === 500
+          ? problem(
+              500,
+              'An error occurred while processing your request.',
+              'Internal server error.',
+            )
+          : jsonResponse(503, { statusCode: '503', message: 'Service Unavailable' }),
+      notFound: (req) =>
+        jsonResponse(404, {
+          statusCode: 404,
+          message: `Resource not found: ${req.method} ${req.path}`,
+        }),
+      methodNotAllowed: (req) =>
+        problem(405, 'Method Not Allowed', `${req.method} is not allowed on ${req.path}.`),
+    });
+    this.applicationKey = opts.applicationKey ?? randomUUID();
+    this.clientKey = opts.clientKey ?? randomUUID();
+    this.subscriptionKey = opts.subscriptionKey ?? randomUUID().replaceAll('-', '');
+    this.tokenTtlSeconds = opts.tokenTtlSeconds ?? 1200;
+    this.revealHidden = opts.revealHidden ?? false;
+    this.resources = {
+      Customer: {
+        kind: 'Customer',
+        store: this.customers,
+        post: 'CustomerPostDto',
+        patch: 'CustomerPatchDto',
+        dto: 'CustomerDto',
+        address: 'ContactAddressDto',
+        uniqueKey: 'ExternalImportReference',
+        createdField: 'CustomerCreatedDateTimeOffset',
+      },
+      Employee: {
+        kind: 'Employee',
+        store: this.employees,
+        post: 'EmployeePostDto',
+        patch: 'EmployeePatchDto',
+        dto: 'EmployeeDto',
+        address: 'ContactAddressDto',
+        uniqueKey: 'ExternalImportReference',
+        createdField: 'EmployeeCreatedDateTimeOffset',
+      },
+      ContactPerson: {
+        kind: 'ContactPerson',
+        store: this.contactPersons,
+        post: 'ContactPersonPostDto',
+        patch: 'ContactPersonPatchDto',
+        dto: 'ContactPersonDto',
+        address: 'AddressDto',
+        uniqueKey: 'ExternalCode',
+        createdField: 'CreatedDateTimeOffset',
+      },
+    };
+    const v2 = '^/(?:demo/)?v2';
+    const route = (
+      method: string,
+      path: string,
+      handle: (req: FakeRequest) => FakeResponse,
+    ): FakeRoute => ({
+      method,
+      pattern: new RegExp(`${v2}${path}/?$`, 'i'),
+      handle: (req) => this.api(req, handle),
+    });
+    const { Customer, Employee, ContactPerson } = this.resources;
+    routes.push(
+      // poweroffice.md §1 "Token": /OAuth/Token, /oauth/token … all used by working clients.
+      {
+        method: 'POST',
+        pattern: /^\/(?:demo\/)?oauth\/token\/?$/i,
+        handle: (req) => this.issueToken(req),
+      },
+      route('GET', '/Customers', (req) => this.list(Customer, req)),
+      route('POST', '/Customers', (req) => this.create(Customer, req, undefined)),
+      route('GET', '/Customers/(\\d+)', (req) => this.getOne(Customer, req)),
+      route('PATCH', '/Customers/(\\d+)', (req) => this.patch(Customer, req)),
+      route('GET', '/Employees', (req) => this.list(Employee, req)),
+      route('POST', '/Employees', (req) => this.create(Employee, req, undefined)),
+      route('GET', '/Employees/(\\d+)', (req) => this.getOne(Employee, req)),
+      route('PATCH', '/Employees/(\\d+)', (req) => this.patch(Employee, req)),
+      route('GET', '/ContactPersons', (req) => this.list(ContactPerson, req)),
+      route('POST', '/ContactPersons/(\\d+)', (req) =>
+        this.create(ContactPerson, req, Number(req.params[0])),
+      ),
+      route('GET', '/ContactPersons/(\\d+)/(\\d+)', (req) => this.getOne(ContactPerson, req)),
+      route('PATCH', '/ContactPersons/(\\d+)/(\\d+)', (req) => this.patch(ContactPerson, req)),
+    );
+  }
+
+  /** POWEROFFICE_BASE_URL */
+  get baseUrl(): string {
+    return `${this.url}/v2`;
+  }
+
+  get tokenUrl(): string {
+    return `${this.url}/OAuth/Token`;
+  }
+
+  /** Every issued token becomes invalid: the next API call with one answers 401. */
+  expireTokens(): void {
+    this.tokens.clear();
+  }
+
+  seedCustomer(partial: PoRecord = {}): PoRecord {
+    return this.seed(this.resources.Customer, partial, undefined);
+  }
+
+  seedEmployee(partial: PoRecord = {}): PoRecord {
+    return this.seed(this.resources.Employee, partial, undefined);
+  }
+
+  seedContactPerson(contactId: number, partial: PoRecord = {}): PoRecord {
+    return this.seed(this.resources.ContactPerson, partial, contactId);
+  }
+
+  /** A user edits the customer in the PowerOffice UI: LastChangedDateTimeOffset moves. */
+  editCustomer(id: number, patch: PoRecord): PoRecord {
+    return this.edit(this.resources.Customer, id, patch);
+  }
+
+  editEmployee(id: number, patch: PoRecord): PoRecord {
+    return this.edit(this.resources.Employee, id, patch);
+  }
+
+  editContactPerson(id: number, patch: PoRecord): PoRecord {
+    return this.edit(this.resources.ContactPerson, id, patch);
+  }
+
+  /** The stored records (NationalIdNumber as stored, not "hidden"). */
+  getCustomer(id: number): PoRecord | undefined {
+    return structuredClone(this.customers.get(id));
+  }
+
+  getEmployee(id: number): PoRecord | undefined {
+    return structuredClone(this.employees.get(id));
+  }
+
+  getContactPerson(id: number): PoRecord | undefined {
+    return structuredClone(this.contactPersons.get(id));
+  }
+
+  /** What the API would answer for a stored record (hidden fields masked). */
+  toDto(record: PoRecord): PoRecord {
+    const dto = structuredClone(record);
+    if (!this.revealHidden) {
+      // "Reads return "hidden" unless a special privilege is granted" (poweroffice.md §2, §3).
+      if (typeof dto.NationalIdNumber === 'string' && dto.NationalIdNumber !== '')
+        dto.NationalIdNumber = 'hidden';
+      if ('Gender' in dto && dto.Gender !== null && 'EmployeeCreatedDateTimeOffset' in dto)
+        dto.Gender = 'Hidden';
+    }
+    return dto;
+  }
+
+  /** Strictly increasing, 100 ns precision like .NET, in the `+00:00` form System.Text.Json writes. */
+  timestamp(): string {
+    const now = BigInt(Date.now()) * 10_000n;
+    this.lastTicks = now > this.lastTicks ? now : this.lastTicks + 1n;
+    return formatTicks(this.lastTicks);
+  }
+
+  private seed(resource: Resource, partial: PoRecord, contactId: number | undefined): PoRecord {
+    if (resource.kind === 'ContactPerson' && !this.customers.has(contactId!)) {
+      throw new Error(
+        `seedContactPerson: customer ${String(contactId)} does not exist in the fake`,
+      );
+    }
+    const { MailAddress, ...rest } = partial;
+    const record = this.newRecord(resource, rest, contactId);
+    if (MailAddress !== undefined)
+      record.MailAddress = this.address(resource, MailAddress, record.MailAddress);
+    if (partial.Id !== undefined) {
+      record.Id = partial.Id;
+      if (resource.kind !== 'ContactPerson') (record.MailAddress as PoRecord).Id = partial.Id;
+    }
+    for (const field of ['LastChangedDateTimeOffset', resource.createdField]) {
+      if (partial[field] !== undefined) record[field] = partial[field];
+    }
+    resource.store.set(record.Id as number, record);
+    return this.toDto(record);
+  }
+
+  private edit(resource: Resource, id: number, patch: PoRecord): PoRecord {
+    const record = resource.store.get(id);
+    if (!record) throw new Error(`${resource.kind} ${id} does not exist in the fake`);
+    const { MailAddress, ...rest } = patch;
+    Object.assign(record, rest);
+    if (MailAddress !== undefined)
+      record.MailAddress = this.address(resource, MailAddress, record.MailAddress);
+    record.LastChangedDateTimeOffset = patch.LastChangedDateTimeOffset ?? this.timestamp();
+    return this.toDto(record);
+  }
+
+  /** A full Dto with every property of the spec's *Dto, defaults for what was not given. */
+  private newRecord(resource: Resource, fields: PoRecord, contactId: number | undefined): PoRecord {
+    const id = this.nextId++;
+    const now = this.timestamp();
+    const record: PoRecord = Object.fromEntries(
+      schemaProperties(resource.dto).map((name) => [name, null]),
+    );
+    record.Id = id;
+    record.MailAddress = this.address(resource, null, undefined, id);
+    record.LastChangedDateTimeOffset = now;
+    record[resource.createdField] = now;
+    switch (resource.kind) {
+      case 'Customer': {
+        const email = fields.EmailAddress ?? fields.InvoiceEmailAddress;
+        // poweroffice.md §2: "PowerOffice requires either an email, or for the invoice
+        // delivery type to be print" (reported, not in the spec): default accordingly.
+        const delivery = email ? 'PdfByEmail' : 'Print';
+        Object.assign(record, {
+          Number: this.nextNumber(this.customers, 10000),
+          IsPerson: false,
+          IsArchived: false,
+          IsActive: true,
+          IsVatFree: false,
+          CurrencyCode: 'NOK',
+          ContactGroupIds: [],
+          InvoiceDeliveryType: delivery,
+          ReminderDeliveryType: delivery,
+          NoticeOfDebtCollectionDeliveryType: delivery,
+          SubledgerAccountId: id,
+          ContactCreatedDateTimeOffset: now,
+        });
+        break;
+      }
+      case 'Employee':
+        Object.assign(record, {
+          Number: this.nextNumber(this.employees, 1),
+          IsArchived: false,
+          ContactGroupIds: [],
+          InternationalIdReportToAltinn: false,
+          SubledgerAccountId: id,
+          ContactCreatedDateTimeOffset: now,
+        });
+        break;
+      case 'ContactPerson':
+        Object.assign(record, { ContactId: contactId, IsActive: true, IsDefault: false });
+        break;
+    }
+    const dtoProperties = new Set(schemaProperties(resource.dto));
+    for (const [name, value] of Object.entries(fields)) {
+      // PostDto-only fields (SubLedgerNumberSeriesId) have no place in the Dto.
+      if (dtoProperties.has(name) && name !== 'MailAddress') record[name] = value;
+    }
+    return record;
+  }
+
+  private nextNumber(store: Map<number, PoRecord>, first: number): number {
+    let max = first - 1;
+    for (const record of store.values())
+      if (typeof record.Number === 'number') max = Math.max(max, record.Number);
+    return max + 1;
+  }
+
+  /** The stored address object, always present (so `/MailAddress/City` can be patched). */
+  private address(resource: Resource, given: unknown, current: unknown, id?: number): PoRecord {
+    const base: PoRecord =
+      typeof current === 'object' && current !== null
+        ? structuredClone(current as PoRecord)
+        : Object.fromEntries(schemaProperties(resource.address).map((name) => [name, null]));
+    if ('Id' in base && base.Id === null) base.Id = id ?? this.nextId++;
+    if (typeof given === 'object' && given !== null) Object.assign(base, given);
+    if (given !== null && given !== undefined) base.CountryCode ??= 'NO';
+    if ('LastChangedDateTimeOffset' in base) base.LastChangedDateTimeOffset = this.timestamp();
+    return base;
+  }
+
+  // poweroffice.md §1 "Token": Basic base64(appKey:clientKey), subscription key, form body.
+  private issueToken(req: FakeRequest): FakeResponse {
+    const oauthError = (error: string, description: string) =>
+      jsonResponse(400, { error, error_description: description }, { 'Cache-Control': 'no-store' });
+    if (mediaType(req) !== 'application/x-www-form-urlencoded') {
+      return oauthError(
+        'invalid_request',
+        'The request must be application/x-www-form-urlencoded.',
+      );
+    }
+    const form = new URLSearchParams(req.rawBody);
+    const grantType = form.get('grant_type');
+    if (grantType === null)
+      return oauthError('invalid_request', 'The grant_type parameter is missing.');
+    if (grantType !== 'client_credentials') {
+      return oauthError(
+        'unsupported_grant_type',
+        `The grant type '${grantType}' is not supported.`,
+      );
+    }
+    const authorization = req.headers.authorization ?? '';
+    const basic = /^Basic\s+(.+)$/i.exec(authorization);
+    const [appKey, clientKey] = basic
+      ? Buffer.from(basic[1]!, 'base64').toString('utf8').split(':')
+      : [];
+    if (appKey !== this.applicationKey || clientKey !== this.clientKey) {
+      return oauthError(
+        'invalid_client',
+        'Client integration not found. Please ensure the provided keys are matching the desired environment.',
+      );
+    }
+    const token = randomBytes(32).toString('base64url');
+    this.tokens.set(token, Date.now() + this.tokenTtlSeconds * 1000);
+    this.tokensIssued += 1;
+    return jsonResponse(
+      200,
+      { access_token: token, token_type: 'bearer', expires_in: this.tokenTtlSeconds },
+      { 'Cache-Control': 'no-store' },
+    );
+  }
+
+  // APIM checks the subscription key (header, or the `subscription-key` query alternative
+  // from the auth spec) on every call before anything else; these are Azure APIM's messages.
+  private checkSubscription(req: FakeRequest): FakeResponse | undefined {
+    const key = subscriptionKeyOf(req);
+    if (key === undefined) {
+      return jsonResponse(401, {
+        statusCode: 401,
+        message:
+          'Access denied due to missing subscription key. Make sure to include subscription key when making requests to an API.',
+      });
+    }
+    if (key !== this.subscriptionKey) {
+      return jsonResponse(401, {
+        statusCode: 401,
+        message:
+          'Access denied due to invalid subscription key. Make sure to provide a valid key for an active subscription.',
+      });
+    }
+    return undefined;
+  }
+
+  /** Bearer check (the exact 401 body is unconfirmed: empty, with WWW-Authenticate), then the handler. */
+  private api(req: FakeRequest, handle: (req: FakeRequest) => FakeResponse): FakeResponse {
+    const bearer = /^Bearer\s+(.+)$/i.exec(req.headers.authorization ?? '')?.[1];
+    const expiresAt = bearer === undefined ? undefined : this.tokens.get(bearer);
+    if (expiresAt === undefined || expiresAt <= Date.now()) {
+      const reason =
+        bearer === undefined
+          ? 'error="invalid_request"'
+          : 'error="invalid_token", error_description="The token is expired or invalid"';
+      return { status: 401, headers: { 'WWW-Authenticate': `Bearer ${reason}` } };
+    }
+    try {
+      return handle(req);
+    } catch (error) {
+      if (error instanceof ProblemError)
+        return problem(error.status, error.title, error.detail, error.errors);
+      throw error;
+    }
+  }
+
+  private list(resource: Resource, req: FakeRequest): FakeResponse {
+    const odata = Object.keys(req.query).find((name) => name.startsWith('$'));
+    if (odata !== undefined) {
+      // poweroffice.md §1 "Listing": OData options are v1 only and give 400 on v2.
+      throw new ProblemError(
+        400,
+        'Invalid query parameter(s)',
+        `The query parameter '${odata}' is not supported in v2. Use PageNumber, PageSize and the filter parameters.`,
+      );
+    }
+    const query = lowerKeys(req.query);
+    const pageNumber = this.intParameter(
+      query,
+      'pagenumber',
+      'PageNumber',
+      1,
+      1,
+      Number.MAX_SAFE_INTEGER,
+    );
+    const pageSize = this.intParameter(
+      query,
+      'pagesize',
+      'PageSize',
+      POWEROFFICE_DEFAULT_PAGE_SIZE,
+      1,
+      POWEROFFICE_MAX_PAGE_SIZE,
+    );
+    const filters: ((record: PoRecord) => boolean)[] = [];
+    const after = (parameter: string, field: string) => {
+      const value = query[parameter.toLowerCase()];
+      if (value === undefined || value.trim() === '') return;
+      const ticks = parsePowerOfficeTimestamp(value);
+      if (ticks === undefined) {
+        throw new ProblemError(
+          400,
+          'Unable to cast object(s)',
+          `The value '${value}' is not valid for ${parameter}.`,
+        );
+      }
+      // "greater than … not inclusive" (poweroffice.md §1 "Listing").
+      filters.push(
+        (record) =>
+          (typeof record[field] === 'string'
+            ? (parsePowerOfficeTimestamp(record[field]) ?? -1n)
+            : -1n) > ticks,
+      );
+    };
+    after('lastChangedDateTimeOffsetGreaterThan', 'LastChangedDateTimeOffset');
+    const createdParameter = {
+      Customer: 'customerCreatedDateTimeOffsetGreaterThan',
+      Employee: 'employeeCreatedDateTimeOffsetGreaterThan',
+      ContactPerson: 'createdDateTimeOffsetGreaterThan',
+    }[resource.kind];
+    after(createdParameter, resource.createdField);
+    const text = (name: string) => {
+      const value = query[name.toLowerCase()];
+      return value === undefined || value.trim() === '' ? undefined : value;
+    };
+    if (resource.kind === 'ContactPerson') {
+      const contactIds = text('contactIds');
+      if (contactIds !== undefined) {
+        const ids = new Set(idList(contactIds, 'contactIds'));
+        filters.push((record) => ids.has(record.ContactId as number));
+      }
+      const codes = text('externalCodes');
+      if (codes !== undefined) {
+        const wanted = new Set(codes.split(',').map((code) => code.trim().toLowerCase()));
+        filters.push(
+          (record) =>
+            typeof record.ExternalCode === 'string' &&
+            wanted.has(record.ExternalCode.toLowerCase()),
+        );
+      }
+    } else {
+      const reference = text('externalImportReference');
+      if (reference !== undefined) {
+        // SQL Server's default collation: the match ignores case.
+        filters.push(
+          (record) =>
+            typeof record.ExternalImportReference === 'string' &&
+            record.ExternalImportReference.toLowerCase() === reference.trim().toLowerCase(),
+        );
+      }
+      const numbersParameter = resource.kind === 'Customer' ? 'customerNos' : 'employeeNos';
+      const numbers = text(numbersParameter);
+      if (numbers !== undefined) {
+        const matches = numberRanges(numbers, numbersParameter);
+        filters.push((record) => matches(record.Number));
+      }
+      const externalNos = text('externalNos');
+      if (externalNos !== undefined) {
+        const matches = numberRanges(externalNos, 'externalNos');
+        filters.push((record) => matches(record.ExternalNumber));
+      }
+      const groups = text('contactGroupIds');
+      if (groups !== undefined) {
+        const wanted = idList(groups, 'contactGroupIds');
+        filters.push((record) =>
+          wanted.some((id) => ((record.ContactGroupIds as number[] | null) ?? []).includes(id)),
+        );
+      }
+    }
+    const rows = [...resource.store.values()]
+      .filter((record) => filters.every((filter) => filter(record)))
+      .sort(this.orderBy(resource, text('OrderBy')));
+    const page = rows.slice((pageNumber - 1) * pageSize, pageNumber * pageSize);
+    // poweroffice.md §1: "204 No Content with an empty body when nothing matches".
+    if (page.length === 0) return { status: 204 };
+    const fields = text('Fields');
+    return jsonResponse(
+      200,
+      page.map((record) => this.project(resource, this.toDto(record), fields)),
+    );
+  }
+
+  private intParameter(
+    query: Record<string, string>,
+    key: string,
+    name: string,
+    fallback: number,
+    min: number,
+    max: number,
+  ): number {
+    const raw = query[key];
+    if (raw === undefined || raw.trim() === '') return fallback;
+    const value = Number(raw);
+    if (!Number.isInteger(value) || value < min || value > max) {
+      throw new ProblemError(
+        400,
+        'Invalid query parameter(s)',
+        `${name} must be an integer between ${min} and ${max}; got '${raw}'.`,
+      );
+    }
+    return value;
+  }
+
+  private orderBy(
+    resource: Resource,
+    text: string | undefined,
+  ): (a: PoRecord, b: PoRecord) => number {
+    const properties = schemaProperties(resource.dto);
+    const keys = (text ?? 'Id').split(',').map((part) => {
+      const [name = '', direction = 'asc'] = part.trim().split(/\s+/);
+      const property = properties.find((p) => p.toLowerCase() === name.toLowerCase());
+      if (!property || !['asc', 'desc'].includes(direction.toLowerCase())) {
+        throw new ProblemError(
+          400,
+          'Invalid query parameter(s)',
+          `OrderBy '${part.trim()}' is not valid for ${resource.dto}.`,
+        );
+      }
+      return { property, sign: direction.toLowerCase() === 'desc' ? -1 : 1 };
+    });
+    return (a, b) => {
+      for (const { property, sign } of keys) {
+        const x = a[property] ?? null;
+        const y = b[property] ?? null;
+        if (x === y) continue;
+        if (x === null) return -sign;
+        if (y === null) return sign;
+        const order =
+          typeof x === 'number' && typeof y === 'number'
+            ? x - y
+            : JSON.stringify(x).localeCompare(JSON.stringify(y));
+        if (order !== 0) return sign * order;
+      }
+      return 0;
+    };
+  }
+
+  private project(resource: Resource, dto: PoRecord, fields: string | undefined): PoRecord {
+    if (fields === undefined) return dto;
+    const properties = schemaProperties(resource.dto);
+    const picked: PoRecord = {};
+    for (const name of fields.split(',').map((field) => field.trim())) {
+      const property = properties.find((p) => p.toLowerCase() === name.toLowerCase());
+      if (!property) {
+        throw new ProblemError(
+          400,
+          'Invalid query parameter(s)',
+          `Fields: '${name}' is not a property of ${resource.dto}.`,
+        );
+      }
+      picked[property] = dto[property];
+    }
+    return picked;
+  }
+
+  private find(resource: Resource, req: FakeRequest): PoRecord {
+    const contactId = resource.kind === 'ContactPerson' ? Number(req.params[0]) : undefined;
+    const id = Number(req.params[resource.kind === 'ContactPerson' ? 1 : 0]);
+    const record = resource.store.get(id);
+    if (!record || (contactId !== undefined && record.ContactId !== contactId)) {
+      const where = contactId === undefined ? '' : ` on contact with id = ${contactId}`;
+      const label = resource.kind === 'ContactPerson' ? 'Contact person' : resource.kind;
+      throw new ProblemError(
+        404,
+        'Object(s) not found',
+        `${label} with id = ${id} not found${where}.`,
+      );
+    }
+    return record;
+  }
+
+  private getOne(resource: Resource, req: FakeRequest): FakeResponse {
+    return jsonResponse(200, this.toDto(this.find(resource, req)));
+  }
+
+  private jsonBody(req: FakeRequest, allowed: Set<string>): unknown {
+    const type = mediaType(req);
+    if (!allowed.has(type)) {
+      throw new ProblemError(
+        415,
+        'Unsupported Media Type',
+        `Content-Type '${type || '(none)'}' is not supported here.`,
+      );
+    }
+    if (req.bodyError !== undefined || req.body === undefined) {
+      throw new ProblemError(
+        400,
+        'One or more validation errors occurred.',
+        `The request body is not valid JSON: ${req.bodyError ?? 'empty body'}.`,
+      );
+    }
+    return req.body;
+  }
+
+  private validationError(
+    resource: Resource,
+    schema: string,
+    errors: Record<string, string[]>,
+  ): ProblemError {
+    const detail = Object.entries(errors)
+      .map(([field, messages]) => `${field}: ${messages.join(' ')}`)
+      .join(' ');
+    const label = resource.kind === 'ContactPerson' ? 'Contact person' : resource.kind;
+    return new ProblemError(400, `${label} validation error(s)`, `${schema}: ${detail}`, errors);
+  }
+
+  /** Rules the real API enforces beyond the schema (poweroffice.md §2–4), on POST and after PATCH. */
+  private checkRules(resource: Resource, candidate: PoRecord, selfId: number | undefined): void {
+    const errors: Record<string, string[]> = {};
+    const blank = (value: unknown) => typeof value !== 'string' || value.trim() === '';
+    if (resource.kind === 'Customer') {
+      if (candidate.IsPerson === true) {
+        if (blank(candidate.FirstName))
+          errors.FirstName = ['FirstName is required when IsPerson is true.'];
+        if (blank(candidate.LastName))
+          errors.LastName = ['LastName is required when IsPerson is true.'];
+      } else if (blank(candidate.Name)) {
+        errors.Name = ['Name is required for a customer that is not a person.'];
+      }
+      if (
+        candidate.InvoiceDeliveryType === 'PdfByEmail' &&
+        blank(candidate.EmailAddress) &&
+        blank(candidate.InvoiceEmailAddress)
+      ) {
+        errors.InvoiceDeliveryType = ['PdfByEmail requires EmailAddress or InvoiceEmailAddress.'];
+      }
+    } else {
+      if (blank(candidate.FirstName)) errors.FirstName = ['The FirstName field is required.'];
+      if (blank(candidate.LastName)) errors.LastName = ['The LastName field is required.'];
+    }
+    if (Object.keys(errors).length > 0) throw this.validationError(resource, resource.kind, errors);
+    const key = resource.uniqueKey;
+    const value = candidate[key];
+    if (typeof value === 'string' && value !== '') {
+      for (const other of resource.store.values()) {
+        if (other.Id !== selfId && other[key] === value) {
+          const label = resource.kind === 'ContactPerson' ? 'Contact person' : resource.kind;
+          const on = resource.kind === 'ContactPerson' ? 'contact person' : '(contact)';
+          throw new ProblemError(
+            400,
+            `${label} validation error(s)`,
+            `${key} is already in use. '${value}' is used on ${on} Id = ${String(other.Id)}.`,
+          );
+        }
+      }
+    }
+    if (resource.kind !== 'ContactPerson' && typeof candidate.Number === 'number') {
+      for (const other of resource.store.values()) {
+        if (other.Id !== selfId && other.Number === candidate.Number) {
+          throw new ProblemError(
+            400,
+            `${resource.kind} validation error(s)`,
+            `Number is already in use. '${candidate.Number}' is used on (contact) Id = ${String(other.Id)}.`,
+          );
+        }
+      }
+    }
+  }
+
+  // POST: 201 with the full Dto (poweroffice.md §1 "Create / update semantics").
+  private create(
+    resource: Resource,
+    req: FakeRequest,
+    contactId: number | undefined,
+  ): FakeResponse {
+    const body = this.jsonBody(req, new Set([...JSON_TYPES, 'application/*+json']));
+    if (
+      typeof body === 'object' &&
+      body !== null &&
+      !Array.isArray(body) &&
+      (body as PoRecord).MailAddress === null
+    ) {
+      // ASP.NET binds a null object to "no address"; the spec's $ref just cannot say nullable.
+      delete (body as PoRecord).MailAddress;
+    }
+    const errors = validateAgainst(resource.post, body);
+    if (Object.keys(errors).length > 0) throw this.validationError(resource, resource.post, errors);
+    const fields = body as PoRecord;
+    if (contactId !== undefined) {
+      const parent = this.customers.get(contactId);
+      if (!parent) {
+        if (this.employees.has(contactId)) {
+          throw new ProblemError(
+            400,
+            'Contact person validation error(s)',
+            'Contact persons are not available for employee contacts.',
+          );
+        }
+        throw new ProblemError(
+          404,
+          'Object(s) not found',
+          `Contact with id = ${contactId} not found.`,
+        );
+      }
+      if (parent.IsPerson === true) {
+        throw new ProblemError(
+          400,
+          'Contact person validation error(s)',
+          'Contact persons are not available for person customers.',
+        );
+      }
+    }
+    this.checkRules(resource, { ...fields, Number: fields.Number ?? null }, undefined);
+    const { MailAddress, ...rest } = fields;
+    const record = this.newRecord(resource, rest, contactId);
+    if (MailAddress !== undefined)
+      record.MailAddress = this.address(resource, MailAddress, record.MailAddress);
+    resource.store.set(record.Id as number, record);
+    if (record.IsDefault === true) this.clearOtherDefaults(record);
+    return jsonResponse(201, this.toDto(record));
+  }
+
+  // PATCH: RFC 6902 on the *PatchDto view of the record; the result is validated against
+  // the *PatchDto schema, then merged (poweroffice.md §1 "Create / update semantics").
+  private patch(resource: Resource, req: FakeRequest): FakeResponse {
+    const record = this.find(resource, req);
+    const body = this.jsonBody(req, new Set(['application/json-patch+json']));
+    const patchProperties = schemaProperties(resource.patch);
+    const addressProperties = schemaProperties(
+      resource.patch === 'ContactPersonPatchDto' ? 'AddressDto' : 'ContactAddressDto',
+    ).filter((name) => name !== 'Id' && name !== 'LastChangedDateTimeOffset');
+    const view: PoRecord = {};
+    for (const name of patchProperties) view[name] = structuredClone(record[name] ?? null);
+    if (view.MailAddress !== null) {
+      const address = view.MailAddress as PoRecord;
+      view.MailAddress = Object.fromEntries(
+        addressProperties.map((name) => [name, address[name] ?? null]),
+      );
+    }
+    let patched: PoRecord;
+    try {
+      patched = applyJsonPatch(view, body, resource.patch);
+    } catch (error) {
+      if (error instanceof JsonPatchError) {
+        const label = resource.kind === 'ContactPerson' ? 'Contact person' : resource.kind;
+        throw new ProblemError(400, `${label} validation error(s)`, error.message);
+      }
+      throw error;
+    }
+    const errors = validateAgainst(resource.patch, patched);
+    if (Object.keys(errors).length > 0)
+      throw this.validationError(resource, resource.patch, errors);
+    this.checkRules(resource, { ...record, ...patched }, record.Id as number);
+    const { MailAddress, ...rest } = patched;
+    Object.assign(record, rest);
+    if (!isDeepStrictEqualJson(view.MailAddress, MailAddress)) {
+      // A replaced address keeps its Id; fields the new value leaves out become null.
+      const old = record.MailAddress as PoRecord | null;
+      const fresh: PoRecord = Object.fromEntries(addressProperties.map((name) => [name, null]));
+      Object.assign(fresh, MailAddress ?? {});
+      fresh.CountryCode ??= 'NO';
+      record.MailAddress =
+        resource.kind === 'ContactPerson'
+          ? fresh
+          : { Id: old?.Id ?? record.Id, ...fresh, LastChangedDateTimeOffset: this.timestamp() };
+    }
+    record.LastChangedDateTimeOffset = this.timestamp();
+    if (record.IsDefault === true && view.IsDefault !== true) this.clearOtherDefaults(record);
+    return jsonResponse(200, this.toDto(record));
+  }
+
+  /** One default contact person per parent: setting IsDefault clears it on the others. */
+  private clearOtherDefaults(record: PoRecord): void {
+    for (const other of this.contactPersons.values()) {
+      if (other !== record && other.ContactId === record.ContactId && other.IsDefault === true) {
+        other.IsDefault = false;
+        other.LastChangedDateTimeOffset = this.timestamp();
+      }
+    }
+  }
+}
+
+function isDeepStrictEqualJson(a: unknown, b: unknown): boolean {
+  return JSON.stringify(a) === JSON.stringify(b);
+}
+
+function subscriptionKeyOf(req: FakeRequest): string | undefined {
+  return req.headers['ocp-apim-subscription-key'] ?? req.query['subscription-key'];
+}
+
+export async function startFakePowerOffice(
+  opts: FakePowerOfficeOptions = {},
+): Promise<FakePowerOffice> {
+  const fake = new FakePowerOffice(opts);
+  await fake.listen();
+  return fake;
+}
