@@ -6,7 +6,10 @@ const PRIORITY: Record<Priority, number> = { write: 2, read: 1, poll: 0 };
 
 // The vendor measures at its gateway, after our request has crossed the network; a little
 // slack on our window keeps a request that left late from landing in the previous second.
-const WINDOW_SLACK_MS = 25;
+// The window starts when a request starts, and a request that must open a new connection
+// arrives some 20 ms later than one on a kept-alive socket (measured against the fakes), so
+// 25 ms proved too tight. 40 ms keeps 96% of the limit usable.
+const WINDOW_SLACK_MS = 40;
 
 /**
  * One pacer per target system: every request to that system (token, polling, reads, writes)
