@@ -8,10 +8,14 @@ import { fullReadAll, stopPollers, type Poller } from '../../src/lib/pollers.js'
 import { TidsbankenClient } from '../../src/tidsbanken/client.js';
 import { createTidsbankenPollers } from '../../src/tidsbanken/poller.js';
 import { startFakeTidsbanken, type FakeTidsbanken } from '../fakes/tidsbanken.js';
+import { PowerOfficeClient } from '../../src/poweroffice/client.js';
+import { createPowerOfficePollers } from '../../src/poweroffice/poller.js';
+import { startFakePowerOffice, type FakePowerOffice } from '../fakes/poweroffice.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 
 let database: TestDatabase;
 let fake: FakeTidsbanken;
+let po: FakePowerOffice;
 const logger = createLogger({ level: 'silent' });
 const metrics = createMetrics();
 
@@ -52,9 +56,11 @@ async function inbox(recordType: string) {
 beforeAll(async () => {
   database = await createTestDatabase(inject('templateDatabase'));
   fake = await startFakeTidsbanken();
+  po = await startFakePowerOffice({ rateLimitPerSecond: 1000 });
 });
 afterAll(async () => {
   await fake.close();
+  await po.close();
   await database.close();
 });
 beforeEach(async () => {
@@ -62,6 +68,10 @@ beforeEach(async () => {
   fake.kunder.clear();
   fake.faults.clear();
   fake.clearRequests();
+  po.employees.clear();
+  po.customers.clear();
+  po.contactPersons.clear();
+  po.clearRequests();
   await sql`delete from inbound_events`.execute(database.db);
   await sql`delete from poller_cursors`.execute(database.db);
 });
@@ -236,5 +246,92 @@ describe('Tidsbanken change pollers', () => {
     expect(result).toMatchObject({ full: true, records: 0, inserted: 0, cursor: undefined });
     const row = await getPollerCursor(database.db, 'tidsbanken', 'kunde');
     expect(row?.full_read_at).not.toBeNull();
+  });
+});
+
+function powerofficePollers() {
+  const client = new PowerOfficeClient({
+    config: {
+      baseUrl: po.baseUrl,
+      tokenUrl: po.tokenUrl,
+      applicationKey: po.applicationKey,
+      clientKey: po.clientKey,
+      subscriptionKey: po.subscriptionKey,
+    },
+    pacer: new Pacer('poweroffice', 1000),
+    logger,
+    metrics,
+    timeoutMs: 300,
+    maxAttempts: 2,
+    backoffBaseMs: 5,
+    pageSize: 2,
+  });
+  const [employee, customer, contactPerson] = createPowerOfficePollers({
+    client,
+    db: database.db,
+    logger,
+    intervalMs: 0,
+  });
+  if (employee === undefined || customer === undefined || contactPerson === undefined) {
+    throw new Error('expected three pollers');
+  }
+  return { employee, customer, contactPerson };
+}
+
+const apiRequests = () => po.requests.filter((r) => !/oauth\/token/i.test(r.path));
+
+describe('PowerOffice change pollers', () => {
+  it('reads contact persons across pages, with ContactId as the parent, then polls from the cursor', async () => {
+    const parent = po.seedCustomer({ Name: 'Parent AS', EmailAddress: 'p@p.no' });
+    for (let n = 1; n <= 3; n++) {
+      po.seedContactPerson(parent.Id as number, {
+        FirstName: `C${n}`,
+        LastName: 'P',
+        LastChangedDateTimeOffset: `2025-01-0${n} 10:00:00.1234567+00:00`,
+      });
+    }
+    const { contactPerson } = powerofficePollers();
+    const first = await contactPerson.pollOnce();
+    // Pages of 2: 2 + 1 (short page ends it).
+    expect(first).toMatchObject({ full: true, pages: 2, records: 3, inserted: 3 });
+    expect(first.cursor).toBe('2025-01-03T10:00:00.123Z');
+    const rows = await inbox('contactperson');
+    expect(rows.map((r) => [r.source, r.event_type, r.parent_id])).toEqual([
+      ['poweroffice', 'contactperson.updated', String(parent.Id)],
+      ['poweroffice', 'contactperson.updated', String(parent.Id)],
+      ['poweroffice', 'contactperson.updated', String(parent.Id)],
+    ]);
+
+    po.clearRequests();
+    const second = await contactPerson.pollOnce();
+    // Five minutes of overlap before the cursor, in the spec's format with "+" intact.
+    expect(apiRequests()[0]!.query.lastChangedDateTimeOffsetGreaterThan).toBe(
+      '2025-01-03 09:55:00.123000+00:00',
+    );
+    expect(second).toMatchObject({ full: false, records: 1, inserted: 0 });
+    expect(await inbox('contactperson')).toHaveLength(3);
+  });
+
+  it('an empty answer (204) completes the full read; a later change is picked up', async () => {
+    const { employee } = powerofficePollers();
+    const empty = await employee.pollOnce();
+    expect(empty).toMatchObject({ full: true, pages: 0, records: 0 });
+    expect(apiRequests().map((r) => r.status)).toEqual([204]);
+    expect(
+      (await getPollerCursor(database.db, 'poweroffice', 'employee'))?.full_read_at,
+    ).not.toBeNull();
+
+    const seeded = po.seedEmployee({ FirstName: 'New', LastName: 'Hire', Number: 7 });
+    const next = await employee.pollOnce();
+    expect(next).toMatchObject({ records: 1, inserted: 1 });
+    const rows = await inbox('employee');
+    expect(rows[0]).toMatchObject({ record_id: String(seeded.Id), parent_id: null });
+    expect(rows[0]!.payload).toMatchObject({ FirstName: 'New', Number: 7 });
+  });
+
+  it('without credentials (no client) there is nothing to poll', () => {
+    expect(
+      createPowerOfficePollers({ client: undefined, db: database.db, logger, intervalMs: 10 }),
+    ).toEqual([]);
   });
 });
