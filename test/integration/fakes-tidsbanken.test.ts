@@ -5,6 +5,10 @@ import {
   type FakeTidsbanken,
 } from '../fakes/tidsbanken.js';
 
+// Response bodies are asserted on, not typed: any JSON value.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type Body = any;
+
 let fake: FakeTidsbanken;
 
 function headers(extra: Record<string, string> = {}): Record<string, string> {
@@ -16,7 +20,7 @@ function headers(extra: Record<string, string> = {}): Record<string, string> {
   };
 }
 
-async function get(path: string, init: RequestInit = {}): Promise<{ status: number; body: any }> {
+async function get(path: string, init: RequestInit = {}): Promise<{ status: number; body: Body }> {
   const res = await fetch(`${fake.url}${path}`, { headers: headers(), ...init });
   const text = await res.text();
   return { status: res.status, body: text ? JSON.parse(text) : undefined };
@@ -26,7 +30,7 @@ async function send(
   method: string,
   path: string,
   body: unknown,
-): Promise<{ status: number; body: any }> {
+): Promise<{ status: number; body: Body }> {
   return get(path, {
     method,
     headers: headers({ 'Content-Type': 'application/json' }),
