@@ -329,7 +329,7 @@ describe('PowerOffice token lifecycle', () => {
     const c = makeClient({
       // Every token dies just before each API call: the renewed one too.
       fetch: (input, init) => {
-        if (!/oauth\/token/i.test(String(input))) {
+        if (!/oauth\/token/i.test(input instanceof Request ? input.url : input.toString())) {
           apiCalls++;
           fake.expireTokens();
         }
