@@ -182,7 +182,8 @@ function webhookHandlers(
     });
     (duplicate ? metrics.webhooksDuplicate : metrics.webhooksAccepted).inc({ system });
     (res.locals.webhookTimer as (() => void) | undefined)?.();
-    logger.info(
+    // pino-http already logs the request at info; this line adds the event and record ids.
+    logger.debug(
       {
         system,
         requestId: requestIdOf(req),

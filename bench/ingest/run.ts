@@ -1,0 +1,318 @@
+// Webhook ingest benchmark (bench/README.md, "ingest").
+//
+//   npx tsx bench/ingest/run.ts [--duration 10] [--connections 32]
+//   env: DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres), BENCH_DURATION,
+//        BENCH_CONNECTIONS, BENCH_LOG_LEVEL (default info; lines go to /dev/null)
+//
+// The real app (createApp, real config, pino at info, metrics, helmet) listens on
+// 127.0.0.1 against a fresh PostgreSQL database this script creates and drops. A bare
+// Express 5 JSON route in the same process is the baseline. autocannon runs in a CHILD
+// process (this file again, BENCH_ROLE=load) so the load generator does not share the
+// app's event loop; on a 2-core machine it still shares the CPUs with the app and
+// PostgreSQL, which the numbers include.
+import { fork } from 'node:child_process';
+import { createHmac, randomBytes, randomUUID } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import autocannon from 'autocannon';
+import express from 'express';
+import { sql } from 'kysely';
+import pg from 'pg';
+import { pino } from 'pino';
+import { createApp } from '../../src/app.js';
+import { loadConfig, secretsOf } from '../../src/config.js';
+import { migrateToLatest, openPostgres } from '../../src/db/database.js';
+import { createLogger } from '../../src/lib/logger.js';
+import { createMetrics } from '../../src/lib/metrics.js';
+
+interface LoadJob {
+  url: string;
+  secret: string;
+  duration: number;
+  connections: number;
+  overallRate: number | undefined;
+}
+
+interface LoadResult {
+  requests: number;
+  non2xx: number;
+  errors: number;
+  timeouts: number;
+  rps: number;
+  p50: number;
+  p90: number;
+  p99: number;
+  max: number;
+}
+
+function arg(name: string, envName: string, fallback: number): number {
+  const i = process.argv.indexOf(`--${name}`);
+  const raw = i >= 0 ? process.argv[i + 1] : process.env[envName];
+  const n = Number(raw);
+  return raw !== undefined && Number.isFinite(n) && n > 0 ? n : fallback;
+}
+
+// --- load generator (child process) ---------------------------------------------------
+
+async function runLoad(job: LoadJob): Promise<LoadResult> {
+  // Record ids unique across phases too, so the content dedupe never hits.
+  let seq = randomBytes(4).readUInt32BE() * 1000;
+  const prefix = randomBytes(4).toString('hex');
+  const key = Buffer.from(job.secret.slice('whsec_'.length), 'base64');
+  const result = await autocannon({
+    url: job.url,
+    connections: job.connections,
+    duration: job.duration,
+    // autocannon's coordinated-omission correction uses an expected interval of
+    // ceil(1/rate) = 1 ms whatever the rate, which invents samples; report what was measured.
+    ...(job.overallRate !== undefined
+      ? { overallRate: job.overallRate, ignoreCoordinatedOmission: true }
+      : {}),
+    requests: [
+      {
+        method: 'POST',
+        // Every request a new webhook-id and a new record, so each one is a real insert
+        // (neither the id nor the content dedupe may turn it into a no-op).
+        setupRequest: (req) => {
+          seq += 1;
+          const id = `msg_${prefix}_${seq}`;
+          const body = JSON.stringify({
+            type: 'ansatt.updated',
+            timestamp: new Date().toISOString(),
+            data: {
+              Id: seq,
+              Fornavn: 'Kari',
+              Etternavn: 'Nordmann',
+              Epost: `kari.${seq}@example.no`,
+              Mobil: '+4791234567',
+              Aktiv: true,
+              SistEndretDato: '2026-01-05T10:00:00Z',
+            },
+          });
+          const headers: Record<string, string> = { 'content-type': 'application/json' };
+          {
+            const ts = Math.floor(Date.now() / 1000);
+            headers['webhook-id'] = id;
+            headers['webhook-timestamp'] = String(ts);
+            // The sender's side: node:crypto, not the verifier library (pure-JS SHA-256), so
+            // the generator spends its CPU on load, not on hashing. Same scheme.
+            headers['webhook-signature'] =
+              `v1,${createHmac('sha256', key).update(`${id}.${ts}.${body}`).digest('base64')}`;
+          }
+          return { ...req, headers, body };
+        },
+      },
+    ],
+  });
+  return {
+    requests: result.requests.total,
+    non2xx: result.non2xx,
+    errors: result.errors,
+    timeouts: result.timeouts,
+    rps: result.requests.average,
+    p50: result.latency.p50,
+    p90: result.latency.p90,
+    p99: result.latency.p99,
+    max: result.latency.max,
+  };
+}
+
+function loadInChild(job: LoadJob): Promise<LoadResult> {
+  return new Promise((resolve, reject) => {
+    const child = fork(fileURLToPath(import.meta.url), [], {
+      env: { ...process.env, BENCH_ROLE: 'load', BENCH_JOB: JSON.stringify(job) },
+      execArgv: ['--import', 'tsx'],
+    });
+    let result: LoadResult | undefined;
+    child.on('message', (m) => {
+      result = m as LoadResult;
+    });
+    child.on('error', reject);
+    child.on('exit', (code) => {
+      if (result !== undefined) resolve(result);
+      else reject(new Error(`load generator exited with ${code}`));
+    });
+  });
+}
+
+// --- orchestrator ---------------------------------------------------------------------
+
+async function admin(databaseUrl: string, text: string): Promise<void> {
+  const client = new pg.Client({ connectionString: databaseUrl });
+  await client.connect();
+  try {
+    await client.query(text);
+  } finally {
+    await client.end();
+  }
+}
+
+async function listen(app: express.Express): Promise<{ url: string; close(): Promise<void> }> {
+  const server = app.listen(0, '127.0.0.1');
+  await new Promise<void>((resolve, reject) => {
+    server.once('listening', resolve);
+    server.once('error', reject);
+  });
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}
+
+const fmt = (n: number) => (Number.isInteger(n) ? String(n) : n.toFixed(2));
+
+async function main(): Promise<void> {
+  const duration = arg('duration', 'BENCH_DURATION', 10);
+  const connections = arg('connections', 'BENCH_CONNECTIONS', 32);
+  const halfConnections = arg('half-connections', 'BENCH_HALF_CONNECTIONS', 8);
+  const databaseUrl = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+  const secret = `whsec_${randomBytes(32).toString('base64')}`;
+  const dbName = `bench_ingest_${randomBytes(4).toString('hex')}`;
+
+  await admin(databaseUrl, `create database ${dbName}`);
+  const dbUrl = new URL(databaseUrl);
+  dbUrl.pathname = `/${dbName}`;
+  const database = openPostgres(dbUrl.toString(), 10);
+  const servers: { close(): Promise<void> }[] = [];
+  try {
+    await migrateToLatest(database.db);
+    const config = loadConfig({
+      DATABASE_URL: dbUrl.toString(),
+      TIDSBANKEN_WEBHOOK_SECRET: secret,
+      POLL_INTERVAL_MS: '0',
+    });
+    // Real log level, but the lines go to /dev/null: we measure serialization, not a TTY.
+    const logger = createLogger({
+      level: process.env.BENCH_LOG_LEVEL ?? 'info',
+      secrets: secretsOf(config),
+      destination: pino.destination({ dest: '/dev/null', sync: false }),
+    });
+    const app = await listen(
+      process.env.BENCH_SCRATCH === 'noop'
+        ? (await import('./scratch.js')).noopApp({
+            config,
+            db: database.db,
+            logger,
+            metrics: createMetrics(),
+          })
+        : createApp({ config, db: database.db, logger, metrics: createMetrics() }),
+    );
+    servers.push(app);
+
+    const bare = express();
+    bare.post('/webhooks/tidsbanken', express.json(), (_req, res) => {
+      res.status(202).json({ id: randomUUID(), duplicate: false });
+    });
+    const baseline = await listen(bare);
+    servers.push(baseline);
+
+    const job = (url: string, overallRate?: number): LoadJob => ({
+      url: `${url}/webhooks/tidsbanken`,
+      // The baseline gets the same signed requests (it ignores the headers), so the load
+      // generator does the same work in every phase.
+      secret,
+      duration,
+      connections,
+      overallRate,
+    });
+
+    const count = async () =>
+      Number(
+        (await sql<{ n: string }>`select count(*) as n from inbound_events`.execute(database.db))
+          .rows[0]?.n ?? 0,
+      );
+
+    console.error(`baseline: bare Express JSON route, ${connections} connections, ${duration} s`);
+    const base = await loadInChild(job(baseline.url));
+    console.error(`app: POST /webhooks/tidsbanken at max rate`);
+    const before = await count();
+    const max = await loadInChild(job(app.url));
+    const storedMax = (await count()) - before;
+    const halfRate = Math.max(1, Math.floor(max.rps / 2));
+    console.error(`app: at half the max rate (${halfRate}/s)`);
+    const before2 = await count();
+    // autocannon paces with a per-connection quota per second, so each second starts with a
+    // burst at full concurrency; fewer connections keep that burst small (bench/README.md).
+    const half = await loadInChild({
+      ...job(app.url, halfRate),
+      connections: halfConnections,
+    });
+    const storedHalf = (await count()) - before2;
+
+    const ratio = max.rps / base.rps;
+    const report = {
+      machine: {
+        nproc: (await import('node:os')).availableParallelism(),
+        node: process.version,
+      },
+      settings: {
+        duration,
+        connections,
+        halfConnections,
+        loadGenerator: 'child process (autocannon)',
+      },
+      baseline: base,
+      appMax: { ...max, stored: storedMax },
+      appHalf: { ...half, rate: halfRate, stored: storedHalf },
+      ratio,
+      targets: { ratioAtLeast07: ratio >= 0.7, p99HalfUnder15ms: half.p99 < 15 },
+    };
+    await writeFile(
+      new URL('./last-result.json', import.meta.url),
+      `${JSON.stringify(report, null, 2)}\n`,
+    );
+    const rows = [
+      ['phase', 'req/s', 'p50 ms', 'p99 ms', 'max ms', 'non-2xx', 'rows stored'],
+      [
+        'baseline (bare Express JSON), max',
+        fmt(base.rps),
+        fmt(base.p50),
+        fmt(base.p99),
+        fmt(base.max),
+        String(base.non2xx),
+        '-',
+      ],
+      [
+        'webhook ingest, max',
+        fmt(max.rps),
+        fmt(max.p50),
+        fmt(max.p99),
+        fmt(max.max),
+        String(max.non2xx),
+        String(storedMax),
+      ],
+      [
+        `webhook ingest, half rate (${halfRate}/s)`,
+        fmt(half.rps),
+        fmt(half.p50),
+        fmt(half.p99),
+        fmt(half.max),
+        String(half.non2xx),
+        String(storedHalf),
+      ],
+    ];
+    for (const r of rows) console.log(`| ${r.join(' | ')} |`);
+    console.log(`\nratio ingest/baseline: ${ratio.toFixed(2)} (target ≥ 0.7)`);
+    console.log(`p99 at half rate: ${fmt(half.p99)} ms (target < 15 ms)`);
+  } finally {
+    for (const s of servers) await s.close();
+    await database.close();
+    await admin(databaseUrl, `drop database if exists ${dbName} with (force)`);
+  }
+}
+
+if (process.env.BENCH_ROLE === 'load') {
+  const job = JSON.parse(process.env.BENCH_JOB ?? '{}') as LoadJob;
+  void runLoad(job).then((result) => {
+    process.send?.(result);
+    process.disconnect?.();
+  });
+} else {
+  await main();
+}
