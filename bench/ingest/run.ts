@@ -194,14 +194,7 @@ async function main(): Promise<void> {
       destination: pino.destination({ dest: '/dev/null', sync: false }),
     });
     const app = await listen(
-      process.env.BENCH_SCRATCH === 'noop'
-        ? (await import('./scratch.js')).noopApp({
-            config,
-            db: database.db,
-            logger,
-            metrics: createMetrics(),
-          })
-        : createApp({ config, db: database.db, logger, metrics: createMetrics() }),
+      createApp({ config, db: database.db, logger, metrics: createMetrics() }),
     );
     servers.push(app);
 
