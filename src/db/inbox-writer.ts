@@ -73,8 +73,8 @@ async function flush(db: Db, batch: Pending[]): Promise<void> {
     }
     return;
   }
-  // A webhook-id repeated inside one batch: the first occurrence goes to the database, the
-  // others are duplicates whatever the database says about the first.
+  // A webhook-id repeated inside one batch: only the first occurrence goes into the
+  // multi-row insert (see the end for the others).
   const firsts = new Map<string, Pending>();
   const repeats: Pending[] = [];
   for (const pending of batch) {
@@ -115,5 +115,11 @@ async function flush(db: Db, batch: Pending[]): Promise<void> {
     return;
   }
   for (const pending of unique) pending.resolve({ duplicate: !inserted.has(keyOf(pending.event)) });
-  for (const pending of repeats) pending.resolve({ duplicate: true });
+  // As if sent one after another: a repeat is a duplicate of a stored first occurrence;
+  // when the first was not stored (its content was already known) the repeat gets its own
+  // try, in order.
+  for (const pending of repeats) {
+    if (inserted.has(keyOf(pending.event))) pending.resolve({ duplicate: true });
+    else await flush(db, [pending]);
+  }
 }

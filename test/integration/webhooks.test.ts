@@ -4,6 +4,7 @@ import { sql } from 'kysely';
 import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { InboundEventRow } from '../../src/db/schema.js';
+import { createInboxWriter } from '../../src/db/inbox-writer.js';
 import { signWebhook } from '../../src/http/webhook-signature.js';
 import { createTestApp, type TestApp } from '../helpers/app.js';
 import { expectDocumentedResponse } from '../helpers/openapi.js';
@@ -556,6 +557,57 @@ describe('group commit', () => {
     expect(sharedAnswers.filter((d) => !d)).toHaveLength(1);
     for (const id of ids) expect(await rows({ eventId: id })).toHaveLength(1);
     expect(await rows({ eventId: shared })).toHaveLength(1);
+  });
+});
+
+describe('inbox writer (group commit)', () => {
+  it('stores a webhook-id repeated inside one batch once, and same-content rows once', async () => {
+    const writer = createInboxWriter(t.database.db);
+    const event = (eventId: string, recordId: string, payload: Record<string, unknown>) => ({
+      source: 'tidsbanken' as const,
+      origin: 'webhook' as const,
+      eventId,
+      eventType: 'ansatt.updated',
+      recordType: 'ansatt',
+      recordId,
+      payload,
+      isThin: false,
+    });
+    const repeated = `msg_${randomUUID()}`;
+    const n = nextId();
+    const sameContent = { Id: n, Fornavn: 'Same' };
+    // Written in one tick: one batch.
+    const results = await Promise.all([
+      writer.write(event(repeated, String(nextId()), { Id: 1, Fornavn: 'first' })),
+      writer.write(event(repeated, String(nextId()), { Id: 2, Fornavn: 'second' })),
+      writer.write(event(`msg_${randomUUID()}`, String(n), sameContent)),
+      writer.write(event(`msg_${randomUUID()}`, String(n), sameContent)),
+      writer.write(event(`msg_${randomUUID()}`, String(nextId()), { Id: 3 })),
+    ]);
+    expect(results.map((r) => r.duplicate)).toEqual([false, true, false, true, false]);
+    const stored = await rows({ eventId: repeated });
+    expect(stored).toHaveLength(1);
+    expect(stored[0]!.payload).toEqual({ Id: 1, Fornavn: 'first' });
+    const sameRows = await t.database.db
+      .selectFrom('inbound_events')
+      .select('id')
+      .where('record_id', '=', String(n))
+      .execute();
+    expect(sameRows).toHaveLength(1);
+    // A repeated id whose first occurrence is a content duplicate: the next one is stored,
+    // exactly as if they had come one after another.
+    const again = `msg_${randomUUID()}`;
+    const later = await Promise.all([
+      writer.write(event(again, String(n), sameContent)),
+      writer.write(event(again, String(n), { Id: n, Fornavn: 'Changed' })),
+      writer.write(event(again, String(n), { Id: n, Fornavn: 'Changed again' })),
+    ]);
+    expect(later.map((r) => r.duplicate)).toEqual([true, false, true]);
+    expect((await rows({ eventId: again })).map((r) => r.payload)).toEqual([
+      { Id: n, Fornavn: 'Changed' },
+    ]);
+    // A later batch sees the stored id as a duplicate too.
+    expect(await writer.write(event(repeated, '1', { Id: 1 }))).toEqual({ duplicate: true });
   });
 });
 
