@@ -28,15 +28,28 @@ export function openPostgres(connectionString: string, poolSize = 10): DatabaseH
   return { db, kind: 'postgres', close: () => db.destroy() };
 }
 
-/** Embedded PostgreSQL (PGlite). `dataDir` undefined → in memory (tests). */
-export async function openPglite(dataDir: string | undefined): Promise<DatabaseHandle> {
+/**
+ * Embedded PostgreSQL (PGlite). `dataDir` undefined → in memory (tests); `loadDataDir` starts
+ * from a dumped data directory (tests clone a migrated template this way: initdb is the slow
+ * part of opening PGlite).
+ */
+export async function openPglite(
+  dataDir: string | undefined,
+  options: { loadDataDir?: Blob } = {},
+): Promise<DatabaseHandle & { pglite: PGlite }> {
   if (dataDir !== undefined) await mkdir(dataDir, { recursive: true });
   const pglite = await PGlite.create({
     ...(dataDir !== undefined ? { dataDir } : {}),
+    ...(options.loadDataDir !== undefined ? { loadDataDir: options.loadDataDir } : {}),
     parsers: { [pgliteTypes.INT8]: (v: string) => v },
   });
   const db = new Kysely<Database>({ dialect: new PGliteDialect(pglite) });
-  return { db, kind: 'pglite', close: () => db.destroy() };
+  const close = async () => {
+    // Kysely skips the driver's destroy when it never ran a query; close PGlite ourselves.
+    await db.destroy();
+    if (!pglite.closed) await pglite.close();
+  };
+  return { db, kind: 'pglite', pglite, close };
 }
 
 export async function openDatabase(options: {

@@ -1,4 +1,7 @@
 import { randomBytes } from 'node:crypto';
+import { readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import pg from 'pg';
 import {
   migrateToLatest,
@@ -28,9 +31,30 @@ async function adminQuery(databaseUrl: string, text: string): Promise<void> {
   }
 }
 
-export async function prepareTemplateDatabase(): Promise<string | undefined> {
+const PGLITE_TEMPLATE_PREFIX = 'pglite:';
+
+/**
+ * The migrated template every test file clones. PostgreSQL: a template database (its name is
+ * returned). PGlite: a dump of a migrated data directory in a temp file (`pglite:<path>`),
+ * since running initdb per file costs seconds and loading a dump well under one.
+ */
+export async function prepareTemplateDatabase(): Promise<string> {
   const databaseUrl = process.env.DATABASE_URL;
-  if (databaseUrl === undefined || databaseUrl === '') return undefined;
+  if (databaseUrl === undefined || databaseUrl === '') {
+    const handle = await openPglite(undefined);
+    try {
+      await migrateToLatest(handle.db);
+      const dump = await handle.pglite.dumpDataDir('none');
+      const path = join(
+        tmpdir(),
+        `tbpo-pglite-template-${process.pid}-${randomBytes(3).toString('hex')}.tar`,
+      );
+      await writeFile(path, Buffer.from(await dump.arrayBuffer()));
+      return `${PGLITE_TEMPLATE_PREFIX}${path}`;
+    } finally {
+      await handle.close();
+    }
+  }
   const name = `tbpo_template_${process.pid}_${randomBytes(3).toString('hex')}`;
   await adminQuery(databaseUrl, `create database ${name}`);
   const handle = openPostgres(serverUrl(databaseUrl, name), 2);
@@ -43,6 +67,10 @@ export async function prepareTemplateDatabase(): Promise<string | undefined> {
 }
 
 export async function dropTemplateDatabase(name: string): Promise<void> {
+  if (name.startsWith(PGLITE_TEMPLATE_PREFIX)) {
+    await rm(name.slice(PGLITE_TEMPLATE_PREFIX.length), { force: true });
+    return;
+  }
   const databaseUrl = process.env.DATABASE_URL;
   if (databaseUrl === undefined) return;
   await adminQuery(databaseUrl, `drop database if exists ${name} with (force)`);
@@ -54,6 +82,11 @@ export async function dropTemplateDatabase(name: string): Promise<void> {
  */
 export async function createTestDatabase(template: string): Promise<TestDatabase> {
   const databaseUrl = process.env.DATABASE_URL;
+  if (template.startsWith(PGLITE_TEMPLATE_PREFIX)) {
+    const dump = await readFile(template.slice(PGLITE_TEMPLATE_PREFIX.length));
+    const handle = await openPglite(undefined, { loadDataDir: new Blob([dump]) });
+    return { ...handle, url: undefined };
+  }
   if (databaseUrl === undefined || databaseUrl === '' || template === '') {
     const handle = await openPglite(undefined);
     await migrateToLatest(handle.db);

@@ -2,12 +2,12 @@ import type { TestProject } from 'vitest/node';
 import { prepareTemplateDatabase, dropTemplateDatabase } from './database.js';
 
 // With DATABASE_URL: migrate one template database once; each test file clones it.
-// Without: nothing to prepare, each file opens its own in-memory PGlite.
+// Without: a dump of a migrated PGlite; each file opens its own in-memory copy of it.
 export async function setup(project: TestProject): Promise<() => Promise<void>> {
   const template = await prepareTemplateDatabase();
-  project.provide('templateDatabase', template ?? '');
+  project.provide('templateDatabase', template);
   return async () => {
-    if (template !== undefined) await dropTemplateDatabase(template);
+    await dropTemplateDatabase(template);
   };
 }
 
