@@ -1,0 +1,133 @@
+import { spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { sql } from 'kysely';
+import { inject } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
+import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
+import { migrateToLatest, openPostgres } from '../../src/db/database.js';
+
+// The real entry point as an operator runs it: `tsx src/main.ts` in a child process.
+
+const TSX = join('node_modules', '.bin', 'tsx');
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() =>
+        typeof address === 'object' && address !== null
+          ? resolve(address.port)
+          : reject(new Error('no port')),
+      );
+    });
+  });
+}
+
+function runService(env: Record<string, string>) {
+  const child = spawn(TSX, ['src/main.ts'], {
+    env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'info', POLL_INTERVAL_MS: '0', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout.on('data', (d: Buffer) => (output += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (output += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  return { child, exited, output: () => output };
+}
+
+async function waitReady(port: number, timeoutMs = 45_000): Promise<Response> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      const res = await fetch(`http://127.0.0.1:${port}/readyz`);
+      if (res.status === 200) return res;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) throw new Error('service did not become ready');
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+const dirs: string[] = [];
+afterAll(async () => {
+  for (const dir of dirs) await rm(dir, { recursive: true, force: true });
+});
+
+describe('npm start (src/main.ts)', () => {
+  it('with an invalid variable, exits non-zero naming it and every other bad one', async () => {
+    const run = runService({ PORT: 'abc', CONFLICT_POLICY: 'coin-flip' });
+    const code = await run.exited;
+    expect(code).not.toBe(0);
+    expect(run.output()).toMatch(/PORT: must be a port number/);
+    expect(run.output()).toMatch(/CONFLICT_POLICY/);
+  });
+
+  it('with no DATABASE_URL, starts on embedded PostgreSQL in DATA_DIR, answers /readyz, and stops cleanly on SIGTERM', async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'tbpo-start-'));
+    dirs.push(dataDir);
+    const port = await freePort();
+    const run = runService({ PORT: String(port), DATA_DIR: dataDir });
+    try {
+      const res = await waitReady(port);
+      expect(await res.json()).toMatchObject({ status: 'ready' });
+      expect(run.output()).toContain('"database":"pglite"');
+    } finally {
+      run.child.kill('SIGTERM');
+    }
+    expect(await run.exited).toBe(0);
+    expect(run.output()).toContain('"msg":"stopped"');
+
+    // The data survives a restart: migrations are not re-applied.
+    const again = runService({ PORT: String(port), DATA_DIR: dataDir });
+    try {
+      await waitReady(port);
+      expect(again.output()).toContain('"applied":[]');
+    } finally {
+      again.child.kill('SIGTERM');
+    }
+    expect(await again.exited).toBe(0);
+  });
+});
+
+describe.runIf(process.env.DATABASE_URL)('on PostgreSQL', () => {
+  let database: TestDatabase;
+  afterAll(async () => {
+    await database?.close();
+  });
+
+  it('two replicas migrating one fresh database at once both succeed, each migration applied once', async () => {
+    database = await createTestDatabase(inject('templateDatabase'));
+    // A fresh, unmigrated database beside this file's own one.
+    const fresh = `tbpo_fresh_${process.pid}_${Date.now()}`;
+    await sql.raw(`create database ${fresh}`).execute(database.db);
+    const url = new URL(database.url!);
+    url.pathname = `/${fresh}`;
+    const a = openPostgres(url.toString(), 2);
+    const b = openPostgres(url.toString(), 2);
+    try {
+      const [ra, rb] = await Promise.all([migrateToLatest(a.db), migrateToLatest(b.db)]);
+      expect([...ra, ...rb]).toEqual(['2026-11-25T00-00-initial']);
+    } finally {
+      await a.close();
+      await b.close();
+      await sql.raw(`drop database ${fresh} with (force)`).execute(database.db);
+    }
+  });
+
+  it('with DATABASE_URL, starts on it and answers /readyz', async () => {
+    const port = await freePort();
+    const run = runService({ PORT: String(port), DATABASE_URL: database.url! });
+    try {
+      await waitReady(port);
+      expect(run.output()).toContain('"database":"postgres"');
+    } finally {
+      run.child.kill('SIGTERM');
+    }
+    expect(await run.exited).toBe(0);
+  });
+});
