@@ -4,21 +4,24 @@ import PQueue from 'p-queue';
 export type Priority = 'write' | 'read' | 'poll';
 const PRIORITY: Record<Priority, number> = { write: 2, read: 1, poll: 0 };
 
-// The vendor measures at its gateway, after our request has crossed the network; a little
-// slack on our window keeps a request that left late from landing in the previous second.
-// The window starts when a request starts, and a request that must open a new connection
-// arrives some 20 ms later than one on a kept-alive socket (measured against the fakes), so
-// 25 ms proved too tight. 40 ms keeps 96% of the limit usable.
-const WINDOW_SLACK_MS = 40;
+// The vendor counts requests when they arrive at its gateway, and a request arrives some
+// time after it starts (a new connection is tens of ms slower than a kept-alive one; more
+// under load — measured against the fakes). A window counted from the start therefore
+// lets N+1 arrivals fall into one second. So each of the N slots is held until one window
+// after its request *ended*: the next request in that slot starts after the previous one
+// has arrived plus a full window, whatever the network did. At most N slots means at most N
+// arrivals in any sliding window. The price is the round-trip time per cycle (5 ms on
+// loopback ≈ 99.5% of the limit; 50 ms ≈ 95%).
 
 /**
  * One pacer per target system: every request to that system (token, polling, reads, writes)
- * passes through it. p-queue's strict mode is a sliding window, so the limit holds in every
- * rolling second, not only on average. A 429 pauses the whole system, since the vendor's
- * limit is per subscription key, not per request type.
+ * passes through it, and the limit holds in every rolling second, not only on average.
+ * Higher priorities take the next free slot first. A 429 pauses the whole system, since
+ * the vendor's limit is per subscription key, not per request type.
  */
 export class Pacer {
   private readonly queue: PQueue;
+  private readonly holdMs: number;
   private pausedUntil = 0;
   private resumeTimer: NodeJS.Timeout | undefined;
 
@@ -27,18 +30,28 @@ export class Pacer {
     readonly perSecond: number,
   ) {
     // A fractional rate (0.5/s) becomes 1 request per 2 s.
-    const interval = perSecond >= 1 ? 1000 : Math.ceil(1000 / perSecond);
-    const intervalCap = perSecond >= 1 ? Math.floor(perSecond) : 1;
-    this.queue = new PQueue({
-      interval: interval + WINDOW_SLACK_MS,
-      intervalCap,
-      strict: true,
-    });
+    this.holdMs = perSecond >= 1 ? 1000 : Math.ceil(1000 / perSecond);
+    this.queue = new PQueue({ concurrency: perSecond >= 1 ? Math.floor(perSecond) : 1 });
   }
 
-  /** Runs `fn` when the window allows, ahead of any queued work of lower priority. */
+  /**
+   * Runs `fn` when a slot is free, ahead of any queued work of lower priority. The result
+   * is returned as soon as `fn` settles; the slot stays taken for one window after that.
+   */
   schedule<T>(fn: () => Promise<T>, priority: Priority): Promise<T> {
-    return this.queue.add(fn, { priority: PRIORITY[priority] });
+    return new Promise<T>((resolve, reject) => {
+      void this.queue.add(
+        async () => {
+          try {
+            resolve(await fn());
+          } catch (error) {
+            reject(error instanceof Error ? error : new Error(String(error), { cause: error }));
+          }
+          await hold(this.holdMs);
+        },
+        { priority: PRIORITY[priority] },
+      );
+    });
   }
 
   /** Holds every request to this system for `ms` (a 429's Retry-After). */
@@ -74,4 +87,11 @@ export class Pacer {
     this.queue.clear();
     clearTimeout(this.resumeTimer);
   }
+}
+
+function hold(ms: number): Promise<void> {
+  return new Promise((resolve) => {
+    // A held slot alone must not keep the process alive at shutdown.
+    setTimeout(resolve, ms).unref();
+  });
 }
