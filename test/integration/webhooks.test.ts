@@ -408,6 +408,30 @@ describe('schema violations answer 400 naming the field', () => {
   });
 });
 
+describe('webhook-id', () => {
+  it('longer than 200 characters (validly signed) answers 400 and stores nothing', async () => {
+    const before = await count();
+    const res = await send('tidsbanken', valid.tidsbanken(), { id: 'x'.repeat(201) });
+    expect(res.status).toBe(400);
+    expect(JSON.parse(res.text)).toMatchObject({ field: 'webhook-id' });
+    await expectDocumentedResponse('POST', '/webhooks/tidsbanken', res);
+    expect(await count()).toBe(before);
+  });
+
+  it('is the same id in both systems without colliding', async () => {
+    const id = `msg_${randomUUID()}`;
+    expect((await send('tidsbanken', valid.tidsbanken(), { id })).body).toEqual({
+      id,
+      duplicate: false,
+    });
+    expect((await send('poweroffice', valid.poweroffice(), { id })).body).toEqual({
+      id,
+      duplicate: false,
+    });
+    expect(await rows({ eventId: id })).toHaveLength(2);
+  });
+});
+
 describe('every event type, full and thin', () => {
   const full: Record<string, () => Record<string, unknown>> = {
     ansatt: fullAnsatt,
