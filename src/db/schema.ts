@@ -66,6 +66,8 @@ export interface LinksTable {
   poweroffice_parent_id: string | null;
   linked_by: string;
   shadow: Json<JsonObject>;
+  /** { tidsbanken: { [field]: { stale: unknown[], command: string } }, poweroffice: … } */
+  inflight: ColumnType<JsonObject, string | undefined, string>;
   last_synced_at: NullableTimestamp;
   unlinked_at: NullableTimestamp;
   unlink_reason: string | null;
@@ -91,7 +93,7 @@ export interface ConflictsTable {
   created_at: Generated<Timestamp>;
 }
 
-export type CommandStatus = 'pending' | 'sent' | 'dead' | 'dry_run';
+export type CommandStatus = 'pending' | 'sending' | 'sent' | 'dead' | 'dry_run';
 
 export interface OutboundCommandsTable {
   id: BigId;
@@ -155,6 +157,13 @@ export interface AuditEntriesTable {
   created_at: Generated<Timestamp>;
 }
 
+export interface SyncStateTable {
+  key: string;
+  value: Json<JsonObject>;
+  created_at: Generated<Timestamp>;
+  updated_at: Generated<Timestamp>;
+}
+
 export interface Database {
   inbound_events: InboundEventsTable;
   records: RecordsTable;
@@ -164,6 +173,7 @@ export interface Database {
   poller_cursors: PollerCursorsTable;
   reconcile_runs: ReconcileRunsTable;
   audit_entries: AuditEntriesTable;
+  sync_state: SyncStateTable;
 }
 
 export type InboundEventRow = Selectable<InboundEventsTable>;

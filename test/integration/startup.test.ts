@@ -111,7 +111,10 @@ describe.runIf(process.env.DATABASE_URL)('on PostgreSQL', () => {
     const b = openPostgres(url.toString(), 2);
     try {
       const [ra, rb] = await Promise.all([migrateToLatest(a.db), migrateToLatest(b.db)]);
-      expect([...ra, ...rb]).toEqual(['2026-11-25T00-00-initial']);
+      expect([...ra, ...rb].sort()).toEqual([
+        '2026-11-25T00-00-initial',
+        '2026-11-25T01-00-sync-state',
+      ]);
     } finally {
       await a.close();
       await b.close();
