@@ -6,6 +6,8 @@ import { sql, type Kysely } from 'kysely';
 //   is not mistaken for a user's edit), and the command that will write it.
 // - outbound_commands.status 'sending': claimed by the dispatcher, request in flight. A newer
 //   change then opens a new pending command instead of editing one already on the wire.
+// - 'superseded': a command whose send failed transiently while a newer pending command for the
+//   same record existed; its fields were folded into that one (which is sent instead).
 // - sync_state: small named flags, e.g. the one-time link sweep after the first full reads.
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- frozen migrations see no app types
 export async function up(db: Kysely<any>): Promise<void> {
@@ -14,7 +16,7 @@ export async function up(db: Kysely<any>): Promise<void> {
     db,
   );
   await sql`alter table outbound_commands add constraint outbound_commands_status_check
-    check (status in ('pending', 'sending', 'sent', 'dead', 'dry_run'))`.execute(db);
+    check (status in ('pending', 'sending', 'sent', 'dead', 'dry_run', 'superseded'))`.execute(db);
   await sql`drop index outbound_commands_live_create`.execute(db);
   await sql`create unique index outbound_commands_live_create on outbound_commands (system, record_type, origin_id)
     where operation = 'create' and status in ('pending', 'sending', 'sent', 'dry_run')`.execute(db);

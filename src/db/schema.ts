@@ -93,7 +93,7 @@ export interface ConflictsTable {
   created_at: Generated<Timestamp>;
 }
 
-export type CommandStatus = 'pending' | 'sending' | 'sent' | 'dead' | 'dry_run';
+export type CommandStatus = 'pending' | 'sending' | 'sent' | 'dead' | 'dry_run' | 'superseded';
 
 export interface OutboundCommandsTable {
   id: BigId;
