@@ -4,17 +4,22 @@ import helmet from 'helmet';
 import { pinoHttp } from 'pino-http';
 import type { Config } from './config.js';
 import type { Db } from './db/database.js';
+import { adminRouter } from './http/admin.js';
 import { errorHandler, notFoundHandler } from './http/error-handler.js';
 import { healthRouter } from './http/health.js';
 import { webhooksRouter } from './http/webhooks.js';
 import type { Logger } from './lib/logger.js';
 import type { Metrics } from './lib/metrics.js';
+import { registerOpsMetrics } from './lib/ops-metrics.js';
+import type { Reconciler } from './sync/reconcile.js';
 
 export interface AppDeps {
   config: Readonly<Config>;
   db: Db;
   logger: Logger;
   metrics: Metrics;
+  /** Serves POST /admin/reconcile; without it that route answers 503. */
+  reconciler?: Reconciler;
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._-]{1,128}$/;
@@ -72,6 +77,8 @@ export function createApp(deps: AppDeps): Express {
 
   app.use(healthRouter(deps));
   app.use(webhooksRouter(deps));
+  app.use('/admin', adminRouter(deps));
+  registerOpsMetrics({ db: deps.db, registry: deps.metrics.registry, logger: deps.logger });
 
   app.use(notFoundHandler());
   app.use(errorHandler(deps.logger.child({ module: 'http' })));

@@ -1,0 +1,456 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { Router, type Request, type RequestHandler } from 'express';
+import { z } from 'zod';
+import { FLOW_IDS, type Config } from '../config.js';
+import {
+  getCommand,
+  getCurrentReconcileRun,
+  getMirrorRecord,
+  listCommands,
+  listConflicts,
+  listLinks,
+  listRecordAudit,
+  listRecordCommands,
+  listRecordEvents,
+  requeueDeadCommand,
+  type ApiCommandStatus,
+  type RecordKey,
+} from '../db/admin-queries.js';
+import type { Db } from '../db/database.js';
+import type {
+  AuditEntryRow,
+  ConflictRow,
+  InboundEventRow,
+  LinkRow,
+  OutboundCommandRow,
+  RecordRow,
+} from '../db/schema.js';
+import {
+  ConflictError,
+  NotConfiguredError,
+  NotFoundError,
+  UnauthorizedError,
+  ValidationError,
+} from '../errors.js';
+import type { Logger } from '../lib/logger.js';
+import { toReconcileRunDto, type Reconciler } from '../sync/reconcile.js';
+
+// The admin API (DESIGN.md §4 "Operations", openapi.yaml tag "admin"): what an operator
+// needs to see links, conflicts and commands, replay a dead command, follow one record and
+// run a reconcile. Thin routes: parse → query function → map to the documented shape.
+
+export interface AdminDeps {
+  config: Readonly<Config>;
+  db: Db;
+  logger: Logger;
+  /** Without it POST /admin/reconcile answers 503; GET still shows stored runs. */
+  reconciler?: Reconciler | undefined;
+}
+
+/** Record types per system, as stored in the mirror and the inbox. */
+export const RECORD_TYPES = {
+  tidsbanken: ['ansatt', 'kunde'],
+  poweroffice: ['employee', 'customer', 'contactperson'],
+} as const;
+
+const limit = z.coerce
+  .number({ error: 'must be a whole number from 1 to 1000' })
+  .int({ error: 'must be a whole number from 1 to 1000' })
+  .min(1, { error: 'must be a whole number from 1 to 1000' })
+  .max(1000, { error: 'must be a whole number from 1 to 1000' })
+  .default(100);
+const id = z.string().min(1).max(128);
+
+const LinksQuerySchema = z
+  .object({
+    flow: z.enum(FLOW_IDS).optional(),
+    tidsbankenId: id.optional(),
+    powerofficeId: id.optional(),
+    includeUnlinked: z.enum(['true', 'false']).optional(),
+    limit,
+  })
+  .strict();
+
+const ConflictsQuerySchema = z
+  .object({
+    flow: z.enum(FLOW_IDS).optional(),
+    kind: z.enum(['ambiguous_match', 'field_conflict']).optional(),
+    status: z.enum(['open', 'resolved']).optional(),
+    limit,
+  })
+  .strict();
+
+const CommandsQuerySchema = z
+  .object({
+    status: z.enum(['pending', 'sent', 'dead', 'dry_run', 'superseded']).optional(),
+    limit,
+  })
+  .strict();
+
+const HistoryQuerySchema = z.object({ limit: limit.default(500) }).strict();
+const EmptyQuerySchema = z.object({}).strict();
+const CommandIdSchema = z
+  .string()
+  .regex(/^[0-9]{1,18}$/, { error: 'must be a command id (digits)' });
+
+const HistoryParamsSchema = z
+  .discriminatedUnion('system', [
+    z.object({ system: z.literal('tidsbanken'), type: z.enum(RECORD_TYPES.tidsbanken) }),
+    z.object({ system: z.literal('poweroffice'), type: z.enum(RECORD_TYPES.poweroffice) }),
+  ])
+  .and(z.object({ id }));
+
+export function adminRouter(deps: AdminDeps): Router {
+  const router = Router();
+  router.use(requireAdminToken(deps.config.adminToken));
+
+  router.get('/links', async (req, res) => {
+    const q = parse(LinksQuerySchema, req.query);
+    const rows = await listLinks(deps.db, { ...q, includeUnlinked: q.includeUnlinked === 'true' });
+    res.json({ items: rows.map(toLinkDto) });
+  });
+
+  router.get('/conflicts', async (req, res) => {
+    const q = parse(ConflictsQuerySchema, req.query);
+    const rows = await listConflicts(deps.db, q);
+    res.json({ items: rows.map(toConflictDto) });
+  });
+
+  router.get('/commands', async (req, res) => {
+    const q = parse(CommandsQuerySchema, req.query);
+    const rows = await listCommands(deps.db, q);
+    res.json({ items: rows.map(toCommandDto) });
+  });
+
+  router.post('/commands/:id/replay', async (req, res) => {
+    parse(EmptyQuerySchema, req.query);
+    const commandId = parse(CommandIdSchema, req.params.id, 'id');
+    const replayed = await replayCommand(deps, commandId);
+    res.status(202).json(toCommandDto(replayed));
+  });
+
+  router.get('/records/:system/:type/:id/history', async (req, res) => {
+    const q = parse(HistoryQuerySchema, req.query);
+    const params = parse(HistoryParamsSchema, req.params);
+    const key: RecordKey = { system: params.system, recordType: params.type, recordId: params.id };
+    res.json(await readRecordHistory(deps.db, key, q.limit));
+  });
+
+  router.post('/reconcile', async (req, res) => {
+    parse(EmptyQuerySchema, req.query);
+    if (deps.reconciler === undefined) {
+      throw new NotConfiguredError('Reconcile is not available in this process.');
+    }
+    const { run, started } = await deps.reconciler.start();
+    deps.logger
+      .child({ module: 'admin' })
+      .info(
+        { runId: run.id, started },
+        started ? 'reconcile started' : 'reconcile already running',
+      );
+    res.status(202).json(toReconcileRunDto(run));
+  });
+
+  router.get('/reconcile', async (req, res) => {
+    parse(EmptyQuerySchema, req.query);
+    const run = await getCurrentReconcileRun(deps.db);
+    if (run === undefined) throw new NotFoundError('No reconcile has run yet.');
+    res.json(toReconcileRunDto(run));
+  });
+
+  return router;
+}
+
+// ---- auth ---------------------------------------------------------------------------
+
+/**
+ * Bearer ADMIN_TOKEN. Both sides are hashed first so the comparison is constant-time and of
+ * equal length whatever the caller sends (timingSafeEqual throws on unequal lengths, and
+ * comparing lengths first would leak the token's length).
+ */
+export function requireAdminToken(token: string | undefined): RequestHandler {
+  const expected = token !== undefined ? digest(token) : undefined;
+  return (req, _res, next) => {
+    if (expected === undefined) {
+      next(new NotConfiguredError('The admin API is not configured (set ADMIN_TOKEN).'));
+      return;
+    }
+    const given = bearerOf(req);
+    if (given === undefined || !timingSafeEqual(digest(given), expected)) {
+      next(new UnauthorizedError('A valid admin bearer token is required.'));
+      return;
+    }
+    next();
+  };
+}
+
+function bearerOf(req: Request): string | undefined {
+  const header = req.headers.authorization;
+  if (header === undefined) return undefined;
+  const match = /^Bearer +(\S+) *$/i.exec(header);
+  return match?.[1];
+}
+
+function digest(value: string): Buffer {
+  return createHash('sha256').update(value, 'utf8').digest();
+}
+
+// ---- parsing ------------------------------------------------------------------------
+
+function parse<S extends z.ZodType>(schema: S, input: unknown, prefix?: string): z.output<S> {
+  const result = schema.safeParse(input);
+  if (result.success) return result.data;
+  const issues = result.error.issues;
+  const name = (issue: z.core.$ZodIssue): string => {
+    // .strict() reports unknown keys on the object itself, with their names in `keys`.
+    if (issue.code === 'unrecognized_keys') return issue.keys.join(', ');
+    return [prefix, ...issue.path.map(String)].filter(Boolean).join('.') || '(input)';
+  };
+  const message = (issue: z.core.$ZodIssue): string =>
+    issue.code === 'unrecognized_keys' ? 'is not a known parameter' : issue.message;
+  const first = issues[0]!;
+  throw new ValidationError(`Invalid parameter ${name(first)}: ${message(first)}.`, {
+    parameter: name(first),
+    errors: issues
+      .slice(0, 10)
+      .map((issue) => ({ parameter: name(issue), message: message(issue) })),
+  });
+}
+
+// ---- use cases ----------------------------------------------------------------------
+
+async function replayCommand(deps: AdminDeps, commandId: string): Promise<OutboundCommandRow> {
+  let replayed: OutboundCommandRow | undefined;
+  try {
+    replayed = await requeueDeadCommand(deps.db, commandId);
+  } catch (err) {
+    // The outbox holds at most one pending update and one live create per target record
+    // (unique indexes); a newer one has taken the slot. Replaying would need a merge the
+    // engine owns, so the operator is told instead.
+    if (isUniqueViolation(err)) {
+      throw new ConflictError(
+        `Command ${commandId} cannot be replayed: a newer command for the same record is already queued.`,
+      );
+    }
+    throw err;
+  }
+  if (replayed !== undefined) {
+    deps.logger
+      .child({ module: 'admin' })
+      .info({ commandId, system: replayed.system }, 'dead command replayed');
+    return replayed;
+  }
+  const existing = await getCommand(deps.db, commandId);
+  if (existing === undefined) throw new NotFoundError(`No command ${commandId}.`);
+  throw new ConflictError(
+    `Command ${commandId} is ${apiStatus(existing.status)}; only a dead command can be replayed.`,
+  );
+}
+
+function isUniqueViolation(err: unknown): boolean {
+  return typeof err === 'object' && err !== null && (err as { code?: unknown }).code === '23505';
+}
+
+export interface HistoryEntry {
+  id: string;
+  kind: string;
+  at: string;
+  flow: string | null;
+  linkId: string | null;
+  eventId: string | null;
+  commandId: string | null;
+  detail: Record<string, unknown>;
+}
+
+const KIND_ORDER: Record<string, number> = { event: 0, command: 2 };
+
+/**
+ * The audit trail of one record: inbox events, the engine's audit entries and the commands
+ * that write to it, merged oldest first. Each source contributes its newest `limit` rows,
+ * and the merged list keeps the newest `limit`, so a long-lived record answers quickly.
+ */
+export async function readRecordHistory(
+  db: Db,
+  key: RecordKey,
+  limit: number,
+): Promise<{ record: Record<string, unknown> | null; items: HistoryEntry[] }> {
+  // One after another: on embedded PGlite queries run one at a time anyway.
+  const record = await getMirrorRecord(db, key);
+  const events = await listRecordEvents(db, key, limit);
+  const audit = await listRecordAudit(db, key, limit);
+  const commands = await listRecordCommands(db, key, limit);
+  const items = [...events.map(eventEntry), ...audit.map(auditEntry), ...commands.map(commandEntry)]
+    .sort(
+      (a, b) =>
+        a.sortAt - b.sortAt ||
+        (KIND_ORDER[a.entry.kind] ?? 1) - (KIND_ORDER[b.entry.kind] ?? 1) ||
+        a.sortId - b.sortId,
+    )
+    .slice(-limit)
+    .map((x) => x.entry);
+  return { record: record !== undefined ? toRecordDto(record) : null, items };
+}
+
+type Sortable = { sortAt: number; sortId: number; entry: HistoryEntry };
+
+function eventEntry(row: InboundEventRow): Sortable {
+  return {
+    sortAt: toDate(row.created_at).getTime(),
+    sortId: Number(row.id),
+    entry: {
+      id: `event:${row.id}`,
+      kind: 'event',
+      at: iso(row.created_at),
+      flow: null,
+      linkId: null,
+      eventId: String(row.id),
+      commandId: null,
+      detail: {
+        eventType: row.event_type,
+        origin: row.origin,
+        sourceEventId: row.event_id,
+        status: row.status,
+        attempts: row.attempts,
+        lastError: row.last_error,
+        isThin: row.is_thin,
+        occurredAt: isoOrNull(row.occurred_at),
+        processedAt: isoOrNull(row.processed_at),
+      },
+    },
+  };
+}
+
+function auditEntry(row: AuditEntryRow): Sortable {
+  return {
+    sortAt: toDate(row.created_at).getTime(),
+    sortId: Number(row.id),
+    entry: {
+      id: `audit:${row.id}`,
+      kind: row.kind,
+      at: iso(row.created_at),
+      flow: row.flow,
+      linkId: row.link_id !== null ? String(row.link_id) : null,
+      eventId: row.event_id !== null ? String(row.event_id) : null,
+      commandId: row.command_id !== null ? String(row.command_id) : null,
+      detail: row.detail,
+    },
+  };
+}
+
+function commandEntry(row: OutboundCommandRow): Sortable {
+  return {
+    sortAt: toDate(row.created_at).getTime(),
+    sortId: Number(row.id),
+    entry: {
+      id: `command:${row.id}`,
+      kind: 'command',
+      at: iso(row.created_at),
+      flow: row.flow,
+      linkId: row.link_id !== null ? String(row.link_id) : null,
+      eventId: null,
+      commandId: String(row.id),
+      detail: {
+        operation: row.operation,
+        status: apiStatus(row.status),
+        attempts: row.attempts,
+        payload: row.payload,
+        lastError: row.last_error,
+        sentAt: isoOrNull(row.sent_at),
+      },
+    },
+  };
+}
+
+// ---- response shapes (openapi.yaml components/schemas) --------------------------------
+
+function apiStatus(status: OutboundCommandRow['status']): ApiCommandStatus {
+  // 'sending' (claimed, request in flight) is still "not sent" to an operator.
+  return status === 'sending' ? 'pending' : status;
+}
+
+export function toLinkDto(row: LinkRow) {
+  return {
+    id: String(row.id),
+    flow: row.flow,
+    tidsbankenType: row.tidsbanken_type,
+    tidsbankenId: String(row.tidsbanken_id),
+    powerofficeType: row.poweroffice_type,
+    powerofficeId: String(row.poweroffice_id),
+    powerofficeParentId: row.poweroffice_parent_id,
+    linkedBy: row.linked_by,
+    lastSyncedAt: isoOrNull(row.last_synced_at),
+    shadow: row.shadow,
+    unlinkedAt: isoOrNull(row.unlinked_at),
+    unlinkReason: row.unlink_reason,
+    createdAt: iso(row.created_at),
+  };
+}
+
+export function toConflictDto(row: ConflictRow) {
+  return {
+    id: String(row.id),
+    flow: row.flow,
+    kind: row.kind,
+    system: row.system,
+    recordType: row.record_type,
+    recordId: String(row.record_id),
+    linkId: row.link_id !== null ? String(row.link_id) : null,
+    candidates: row.candidates ?? null,
+    field: row.field,
+    tidsbankenValue: row.tidsbanken_value ?? null,
+    powerofficeValue: row.poweroffice_value ?? null,
+    resolution: row.resolution,
+    status: row.status,
+    resolvedAt: isoOrNull(row.resolved_at),
+    createdAt: iso(row.created_at),
+  };
+}
+
+export function toCommandDto(row: OutboundCommandRow) {
+  return {
+    id: String(row.id),
+    system: row.system,
+    operation: row.operation,
+    recordType: row.record_type,
+    recordId: row.record_id,
+    parentId: row.parent_id,
+    flow: row.flow,
+    linkId: row.link_id !== null ? String(row.link_id) : null,
+    originSystem: row.origin_system,
+    originId: row.origin_id,
+    payload: row.payload,
+    status: apiStatus(row.status),
+    attempts: row.attempts,
+    maxAttempts: row.max_attempts,
+    lastError: row.last_error ?? null,
+    runAt: iso(row.run_at),
+    createdAt: iso(row.created_at),
+    sentAt: isoOrNull(row.sent_at),
+  };
+}
+
+function toRecordDto(row: RecordRow) {
+  return {
+    system: row.system,
+    recordType: row.record_type,
+    recordId: row.record_id,
+    parentId: row.parent_id,
+    data: row.data,
+    sourceUpdatedAt: isoOrNull(row.source_updated_at),
+    deletedAt: isoOrNull(row.deleted_at),
+    updatedAt: iso(row.updated_at),
+  };
+}
+
+// Timestamps arrive as Date from both drivers; the generated-column types do not say so.
+function toDate(value: unknown): Date {
+  return value instanceof Date ? value : new Date(String(value));
+}
+
+export function iso(value: unknown): string {
+  return toDate(value).toISOString();
+}
+
+export function isoOrNull(value: unknown): string | null {
+  return value === null || value === undefined ? null : iso(value);
+}

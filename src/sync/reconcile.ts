@@ -1,0 +1,304 @@
+import type { Config } from '../config.js';
+import {
+  claimReconcileRun,
+  finishReconcileRun,
+  getCurrentReconcileRun,
+  getMaxInboundEventId,
+  updateReconcileProgress,
+} from '../db/admin-queries.js';
+import type { Db } from '../db/database.js';
+import type { ReconcileRunRow } from '../db/schema.js';
+import type { Logger } from '../lib/logger.js';
+import type { Poller } from '../lib/pollers.js';
+
+// Reconcile (DESIGN.md §4 POST /admin/reconcile): read both systems in full, then match and
+// sync. It only adds inbox events (through each poller's own full read, so every request is
+// paced and deduplicated like any poll) and then asks the engine to link over the whole
+// mirror, so it is safe while webhooks and pollers keep going.
+//
+//   record a run → close the link gate → full read of every poller → wait until the worker
+//   has processed everything read → link sweep (links, conflicts, first-sync commands;
+//   reopens the gate) → done
+//
+// The gate is closed first so that, while the mirror is being refilled, arrival order never
+// decides a match (DESIGN.md §1): every new match waits for the sweep.
+
+/** What reconcile needs from the sync engine (src/sync/sweep.ts). */
+export interface ReconcileEngine {
+  /** From now on new matches wait for the next link sweep. */
+  closeLinkGate(db: Db): Promise<void>;
+  /** Resolves once every inbox event up to `upToEventId` is processed (done or dead). */
+  waitForInboxDrained(
+    db: Db,
+    options: { upToEventId?: string; timeoutMs?: number; signal?: AbortSignal },
+  ): Promise<void>;
+  /** Matches every unlinked mirror record, queues first-sync commands, opens the gate. */
+  runLinkSweep(deps: {
+    db: Db;
+    logger: Logger;
+    config: Readonly<Config>;
+  }): Promise<{ linksMade: number; conflicts: number; commandsQueued: number }>;
+  /** Reopens the gate without a sweep (a failed run); a sweep is run instead when absent. */
+  openLinkGate?(db: Db): Promise<void>;
+}
+
+export type ReconcilePhase = 'starting' | 'reading' | 'draining' | 'linking' | 'done' | 'failed';
+
+export interface ReconcileReadProgress {
+  system: string;
+  recordType: string;
+  status: 'waiting' | 'reading' | 'done' | 'failed';
+  pages: number;
+  records: number;
+  /** Records new to the inbox (the rest were already stored with the same content). */
+  inserted: number;
+}
+
+/** Stored in reconcile_runs.progress and answered by GET /admin/reconcile. */
+export interface ReconcileProgress {
+  phase: ReconcilePhase;
+  /** One entry per system and record type, in read order. */
+  read: ReconcileReadProgress[];
+  recordsRead: number;
+  linksMade: number | null;
+  conflicts: number | null;
+  commandsQueued: number | null;
+  /** Refreshed while the run's process is alive; a stale one means it died. */
+  heartbeatAt: string;
+  [key: string]: unknown;
+}
+
+export interface ReconcilerDeps {
+  db: Db;
+  logger: Logger;
+  config: Readonly<Config>;
+  pollers: readonly Poller[];
+  engine: ReconcileEngine;
+  /** A 'running' run without a heartbeat for this long is taken as dead. Default 5 min. */
+  staleAfterMs?: number;
+  /** How often a live run refreshes its heartbeat. Default 15 s. */
+  heartbeatMs?: number;
+  /** Longest wait for the worker to process what was read. Default 1 h. */
+  drainTimeoutMs?: number;
+}
+
+export type ProgressListener = (progress: ReconcileProgress) => void;
+
+export class Reconciler {
+  private readonly logger: Logger;
+  private readonly staleAfterMs: number;
+  private readonly heartbeatMs: number;
+  private readonly drainTimeoutMs: number;
+  private readonly listeners = new Set<ProgressListener>();
+  private active: Promise<ReconcileRunRow | undefined> | undefined;
+  private abort = new AbortController();
+
+  constructor(private readonly deps: ReconcilerDeps) {
+    this.logger = deps.logger.child({ module: 'reconcile' });
+    this.staleAfterMs = deps.staleAfterMs ?? 5 * 60_000;
+    this.heartbeatMs = deps.heartbeatMs ?? 15_000;
+    this.drainTimeoutMs = deps.drainTimeoutMs ?? 60 * 60_000;
+  }
+
+  /**
+   * Starts a run in the background and answers at once with its row; when a run is already
+   * going (here or on another replica), answers with that one and starts nothing.
+   */
+  async start(): Promise<{ run: ReconcileRunRow; started: boolean }> {
+    const claimed = await this.deps.db
+      .transaction()
+      .execute((trx) =>
+        claimReconcileRun(trx, { staleAfterMs: this.staleAfterMs, progress: this.initial() }),
+      );
+    if (claimed.started) {
+      this.active = this.execute(claimed.run).finally(() => {
+        this.active = undefined;
+      });
+    }
+    return claimed;
+  }
+
+  /** Starts a run and waits for it (the CLI). Rejects when another run is going. */
+  async run(): Promise<ReconcileRunRow> {
+    const { run, started } = await this.start();
+    if (!started) {
+      throw new Error(
+        `reconcile run ${run.id} is already running (started ${iso(run.started_at)})`,
+      );
+    }
+    const finished = await this.active;
+    return finished ?? run;
+  }
+
+  /** The running or newest run, as stored (any replica). */
+  current(): Promise<ReconcileRunRow | undefined> {
+    return getCurrentReconcileRun(this.deps.db);
+  }
+
+  onProgress(listener: ProgressListener): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** Aborts a run in this process (shutdown) and waits for it to be recorded as failed. */
+  async stop(): Promise<void> {
+    this.abort.abort();
+    await this.active;
+    this.abort = new AbortController();
+  }
+
+  private initial(): ReconcileProgress {
+    return {
+      phase: 'starting',
+      read: this.deps.pollers.map((p) => ({
+        system: p.system,
+        recordType: p.recordType,
+        status: 'waiting',
+        pages: 0,
+        records: 0,
+        inserted: 0,
+      })),
+      recordsRead: 0,
+      linksMade: null,
+      conflicts: null,
+      commandsQueued: null,
+      heartbeatAt: new Date().toISOString(),
+    };
+  }
+
+  private async execute(run: ReconcileRunRow): Promise<ReconcileRunRow | undefined> {
+    const { db, engine, pollers } = this.deps;
+    const logger = this.logger.child({ runId: run.id });
+    const progress = this.initial();
+    const signal = this.abort.signal;
+    let gateClosed = false;
+
+    // Progress writes are serialized (last one wins in order) and never fail the run.
+    let writes: Promise<void> = Promise.resolve();
+    const save = (): Promise<void> => {
+      progress.heartbeatAt = new Date().toISOString();
+      const snapshot = structuredClone(progress);
+      for (const listener of this.listeners) listener(snapshot);
+      writes = writes
+        .then(() => updateReconcileProgress(db, run.id, snapshot))
+        .catch((err: unknown) => {
+          logger.warn({ err }, 'could not store reconcile progress');
+        });
+      return writes;
+    };
+    const heartbeat = setInterval(() => void save(), this.heartbeatMs);
+    heartbeat.unref();
+
+    logger.info(
+      { pollers: pollers.map((p) => `${p.system}/${p.recordType}`) },
+      'reconcile started',
+    );
+    try {
+      await engine.closeLinkGate(db);
+      gateClosed = true;
+
+      progress.phase = 'reading';
+      await save();
+      // One poller after another: pollers of one system share its pacer, so reading them
+      // in parallel would not be faster, only less readable in the progress.
+      for (const [index, poller] of pollers.entries()) {
+        signal.throwIfAborted();
+        const entry = progress.read[index]!;
+        entry.status = 'reading';
+        await save();
+        try {
+          const result = await poller.fullRead({ origin: 'reconcile' });
+          Object.assign(entry, {
+            status: 'done',
+            pages: result.pages,
+            records: result.records,
+            inserted: result.inserted,
+          });
+          progress.recordsRead += result.records;
+        } catch (err) {
+          entry.status = 'failed';
+          throw new Error(`full read of ${poller.system}/${poller.recordType} failed`, {
+            cause: err,
+          });
+        }
+        await save();
+      }
+
+      progress.phase = 'draining';
+      await save();
+      const upToEventId = await getMaxInboundEventId(db);
+      await engine.waitForInboxDrained(db, {
+        ...(upToEventId !== undefined ? { upToEventId } : {}),
+        timeoutMs: this.drainTimeoutMs,
+        signal,
+      });
+
+      progress.phase = 'linking';
+      await save();
+      const sweep = await engine.runLinkSweep({ db, logger, config: this.deps.config });
+      gateClosed = false;
+      progress.linksMade = sweep.linksMade;
+      progress.conflicts = sweep.conflicts;
+      progress.commandsQueued = sweep.commandsQueued;
+      progress.phase = 'done';
+      clearInterval(heartbeat);
+      await save();
+      logger.info({ ...sweep, recordsRead: progress.recordsRead }, 'reconcile done');
+      return await finishReconcileRun(db, run.id, { status: 'done', progress });
+    } catch (err) {
+      clearInterval(heartbeat);
+      const message = describeError(err);
+      logger.error({ err }, 'reconcile failed');
+      if (gateClosed) await this.reopenGate(logger);
+      progress.phase = 'failed';
+      await save();
+      try {
+        return await finishReconcileRun(db, run.id, {
+          status: 'failed',
+          progress,
+          error: message.slice(0, 2000),
+        });
+      } catch (finishErr) {
+        // The heartbeat has stopped: the row turns stale and the next start marks it failed.
+        logger.error({ err: finishErr }, 'could not record the failed reconcile run');
+        return undefined;
+      }
+    } finally {
+      clearInterval(heartbeat);
+      await writes;
+    }
+  }
+
+  // A closed gate must never outlive a failed run, or new matches would wait forever.
+  private async reopenGate(logger: Logger): Promise<void> {
+    const { db, engine, config } = this.deps;
+    try {
+      if (engine.openLinkGate !== undefined) await engine.openLinkGate(db);
+      else await engine.runLinkSweep({ db, logger, config });
+    } catch (err) {
+      logger.error({ err }, 'could not reopen the link gate after a failed reconcile');
+    }
+  }
+}
+
+function describeError(err: unknown): string {
+  if (!(err instanceof Error)) return String(err);
+  const cause = err.cause instanceof Error ? `: ${err.cause.message}` : '';
+  return `${err.message}${cause}`;
+}
+
+/** The API shape of a run (GET/POST /admin/reconcile). */
+export function toReconcileRunDto(run: ReconcileRunRow) {
+  return {
+    id: String(run.id),
+    status: run.status,
+    progress: run.progress,
+    error: run.error,
+    startedAt: iso(run.started_at),
+    finishedAt: run.finished_at === null ? null : iso(run.finished_at),
+  };
+}
+
+function iso(value: unknown): string {
+  return (value instanceof Date ? value : new Date(String(value))).toISOString();
+}
