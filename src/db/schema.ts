@@ -33,11 +33,11 @@ export interface InboundEventsTable {
   status: Generated<'pending' | 'done' | 'dead'>;
   attempts: Generated<number>;
   last_error: string | null;
-  run_at: Generated<Timestamp>;
+  run_at: Timestamp;
   locked_at: NullableTimestamp;
   locked_by: string | null;
   processed_at: NullableTimestamp;
-  created_at: Generated<Timestamp>;
+  created_at: Timestamp;
 }
 
 export interface RecordsTable {
@@ -52,8 +52,8 @@ export interface RecordsTable {
   source_updated_at: NullableTimestamp;
   deleted_at: NullableTimestamp;
   last_event_id: ColumnType<string | null, string | number | null, string | number | null>;
-  created_at: Generated<Timestamp>;
-  updated_at: Generated<Timestamp>;
+  created_at: Timestamp;
+  updated_at: Timestamp;
 }
 
 export interface LinksTable {
@@ -71,8 +71,8 @@ export interface LinksTable {
   last_synced_at: NullableTimestamp;
   unlinked_at: NullableTimestamp;
   unlink_reason: string | null;
-  created_at: Generated<Timestamp>;
-  updated_at: Generated<Timestamp>;
+  created_at: Timestamp;
+  updated_at: Timestamp;
 }
 
 export interface ConflictsTable {
@@ -90,7 +90,7 @@ export interface ConflictsTable {
   resolution: string | null;
   status: Generated<'open' | 'resolved'>;
   resolved_at: NullableTimestamp;
-  created_at: Generated<Timestamp>;
+  created_at: Timestamp;
 }
 
 export type CommandStatus = 'pending' | 'sending' | 'sent' | 'dead' | 'dry_run' | 'superseded';
@@ -112,13 +112,13 @@ export interface OutboundCommandsTable {
   attempts: Generated<number>;
   max_attempts: Generated<number>;
   last_error: Json<unknown> | null;
-  run_at: Generated<Timestamp>;
+  run_at: Timestamp;
   locked_at: NullableTimestamp;
   locked_by: string | null;
   sent_at: NullableTimestamp;
   result: Json<unknown> | null;
-  created_at: Generated<Timestamp>;
-  updated_at: Generated<Timestamp>;
+  created_at: Timestamp;
+  updated_at: Timestamp;
 }
 
 export interface PollerCursorsTable {
@@ -129,8 +129,8 @@ export interface PollerCursorsTable {
   last_polled_at: NullableTimestamp;
   last_success_at: NullableTimestamp;
   last_error: string | null;
-  created_at: Generated<Timestamp>;
-  updated_at: Generated<Timestamp>;
+  created_at: Timestamp;
+  updated_at: Timestamp;
 }
 
 export interface ReconcileRunsTable {
@@ -138,9 +138,9 @@ export interface ReconcileRunsTable {
   status: Generated<'running' | 'done' | 'failed'>;
   progress: Json<JsonObject>;
   error: string | null;
-  started_at: Generated<Timestamp>;
+  started_at: Timestamp;
   finished_at: NullableTimestamp;
-  created_at: Generated<Timestamp>;
+  created_at: Timestamp;
 }
 
 export interface AuditEntriesTable {
@@ -154,14 +154,14 @@ export interface AuditEntriesTable {
   event_id: ColumnType<string | null, string | number | null, string | number | null>;
   command_id: ColumnType<string | null, string | number | null, string | number | null>;
   detail: Json<JsonObject>;
-  created_at: Generated<Timestamp>;
+  created_at: Timestamp;
 }
 
 export interface SyncStateTable {
   key: string;
   value: Json<JsonObject>;
-  created_at: Generated<Timestamp>;
-  updated_at: Generated<Timestamp>;
+  created_at: Timestamp;
+  updated_at: Timestamp;
 }
 
 export interface Database {

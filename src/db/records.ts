@@ -1,0 +1,136 @@
+import { sql } from 'kysely';
+import type { DbOrTrx } from './database.js';
+import type { RecordRow, SystemName } from './schema.js';
+
+export interface MirrorWrite {
+  system: SystemName;
+  recordType: string;
+  recordId: string;
+  parentId: string | null;
+  data: Record<string, unknown>;
+  email: string | null;
+  nationalId: string | null;
+  number: string | null;
+  /** The source's own last-change time, as the API wrote it (kept at µs precision). */
+  sourceUpdatedAt: string | null;
+  eventId: string | null;
+}
+
+/**
+ * Upserts the mirror unless it already holds a newer state of the record (DESIGN.md §3.4:
+ * "ignore a state older than the one held"). Returns false when the write was stale.
+ * The comparison runs in SQL so PowerOffice's sub-millisecond timestamps keep their order.
+ */
+export async function upsertMirrorRecord(db: DbOrTrx, write: MirrorWrite): Promise<boolean> {
+  const row = await db
+    .insertInto('records')
+    .values({
+      system: write.system,
+      record_type: write.recordType,
+      record_id: write.recordId,
+      parent_id: write.parentId,
+      data: JSON.stringify(write.data),
+      email_key: write.email,
+      national_id_key: write.nationalId,
+      number_key: write.number,
+      source_updated_at: write.sourceUpdatedAt,
+      deleted_at: null,
+      last_event_id: write.eventId,
+    })
+    .onConflict((oc) =>
+      oc
+        .columns(['system', 'record_type', 'record_id'])
+        .doUpdateSet((eb) => ({
+          parent_id: eb.ref('excluded.parent_id'),
+          data: eb.ref('excluded.data'),
+          email_key: eb.ref('excluded.email_key'),
+          national_id_key: eb.ref('excluded.national_id_key'),
+          number_key: eb.ref('excluded.number_key'),
+          source_updated_at: eb.ref('excluded.source_updated_at'),
+          deleted_at: null,
+          last_event_id: eb.ref('excluded.last_event_id'),
+          updated_at: sql<Date>`now()`,
+        }))
+        .where((eb) =>
+          eb.or([
+            eb('records.source_updated_at', 'is', null),
+            eb('excluded.source_updated_at', 'is', null),
+            eb('records.source_updated_at', '<=', eb.ref('excluded.source_updated_at')),
+          ]),
+        ),
+    )
+    .returning('record_id')
+    .executeTakeFirst();
+  return row !== undefined;
+}
+
+export async function markMirrorRecordDeleted(
+  db: DbOrTrx,
+  system: SystemName,
+  recordType: string,
+  recordId: string,
+): Promise<void> {
+  await db
+    .updateTable('records')
+    .set({ deleted_at: sql<Date>`now()`, updated_at: sql<Date>`now()` })
+    .where('system', '=', system)
+    .where('record_type', '=', recordType)
+    .where('record_id', '=', recordId)
+    .execute();
+}
+
+export async function getMirrorRecord(
+  db: DbOrTrx,
+  system: SystemName,
+  recordType: string,
+  recordId: string,
+): Promise<RecordRow | undefined> {
+  return db
+    .selectFrom('records')
+    .selectAll()
+    .where('system', '=', system)
+    .where('record_type', '=', recordType)
+    .where('record_id', '=', recordId)
+    .executeTakeFirst();
+}
+
+/** Live records of one type whose match key in `column` is one of `values`. */
+export async function findMirrorRecordsByKeys(
+  db: DbOrTrx,
+  system: SystemName,
+  recordType: string,
+  keys: { email?: string | null; nationalId?: string | null; number?: string | null },
+): Promise<RecordRow[]> {
+  const { email, nationalId, number } = keys;
+  if (!email && !nationalId && !number) return [];
+  return db
+    .selectFrom('records')
+    .selectAll()
+    .where('system', '=', system)
+    .where('record_type', '=', recordType)
+    .where('deleted_at', 'is', null)
+    .where((eb) =>
+      eb.or([
+        ...(email ? [eb('email_key', '=', email)] : []),
+        ...(nationalId ? [eb('national_id_key', '=', nationalId)] : []),
+        ...(number ? [eb('number_key', '=', number)] : []),
+      ]),
+    )
+    .orderBy('record_id')
+    .execute();
+}
+
+export async function listMirrorRecords(
+  db: DbOrTrx,
+  system: SystemName,
+  recordType: string,
+): Promise<RecordRow[]> {
+  return db
+    .selectFrom('records')
+    .selectAll()
+    .where('system', '=', system)
+    .where('record_type', '=', recordType)
+    .where('deleted_at', 'is', null)
+    .orderBy('record_id')
+    .execute();
+}

@@ -1,0 +1,44 @@
+import { sql } from 'kysely';
+import type { DbOrTrx } from './database.js';
+
+export async function getSyncState(
+  db: DbOrTrx,
+  key: string,
+): Promise<Record<string, unknown> | undefined> {
+  const row = await db
+    .selectFrom('sync_state')
+    .select('value')
+    .where('key', '=', key)
+    .executeTakeFirst();
+  return row?.value;
+}
+
+/** Locks the named state row for the caller's transaction, creating it when missing. */
+export async function lockSyncState(db: DbOrTrx, key: string): Promise<Record<string, unknown>> {
+  await db
+    .insertInto('sync_state')
+    .values({ key, value: '{}' })
+    .onConflict((oc) => oc.doNothing())
+    .execute();
+  const row = await db
+    .selectFrom('sync_state')
+    .select('value')
+    .where('key', '=', key)
+    .forUpdate()
+    .executeTakeFirstOrThrow();
+  return row.value;
+}
+
+export async function setSyncState(
+  db: DbOrTrx,
+  key: string,
+  value: Record<string, unknown>,
+): Promise<void> {
+  await db
+    .insertInto('sync_state')
+    .values({ key, value: JSON.stringify(value) })
+    .onConflict((oc) =>
+      oc.column('key').doUpdateSet({ value: JSON.stringify(value), updated_at: sql<Date>`now()` }),
+    )
+    .execute();
+}
