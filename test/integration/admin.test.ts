@@ -1,0 +1,585 @@
+import request from 'supertest';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { sql } from 'kysely';
+import { createTestApp, type TestApp } from '../helpers/app.js';
+import { expectDocumentedResponse } from '../helpers/openapi.js';
+
+// The admin API over HTTP on the real app and a real database. The engine's tables are
+// seeded directly: these tests are about what the operator sees, not how the engine got
+// there. Also the database-derived gauges on /metrics, which read the same rows.
+
+const TOKEN = 'admin-token-0123456789abcdef';
+let t: TestApp;
+let noToken: TestApp;
+
+const auth = { Authorization: `Bearer ${TOKEN}` };
+
+beforeAll(async () => {
+  t = await createTestApp({ ADMIN_TOKEN: TOKEN });
+  noToken = await createTestApp({});
+});
+afterAll(async () => {
+  await t.close();
+  await noToken.close();
+});
+beforeEach(async () => {
+  for (const table of [
+    'audit_entries',
+    'conflicts',
+    'outbound_commands',
+    'links',
+    'records',
+    'inbound_events',
+    'poller_cursors',
+    'reconcile_runs',
+  ]) {
+    await sql`delete from ${sql.table(table)}`.execute(t.database.db);
+  }
+});
+
+async function seedLink(values: {
+  flow: string;
+  tidsbankenId: string;
+  powerofficeId: string;
+  unlinked?: boolean;
+}): Promise<string> {
+  const row = await t.database.db
+    .insertInto('links')
+    .values({
+      flow: values.flow,
+      tidsbanken_type: values.flow.startsWith('kunde') ? 'kunde' : 'ansatt',
+      tidsbanken_id: values.tidsbankenId,
+      poweroffice_type: values.flow.split('-')[1]!,
+      poweroffice_id: values.powerofficeId,
+      linked_by: 'email',
+      shadow: JSON.stringify({ Epost: `${values.tidsbankenId}@example.no` }),
+      last_synced_at: new Date('2026-01-05T10:00:00Z'),
+      unlinked_at: values.unlinked === true ? new Date('2026-01-06T10:00:00Z') : null,
+    })
+    .returning('id')
+    .executeTakeFirstOrThrow();
+  return row.id;
+}
+
+async function seedCommand(values: {
+  status: 'pending' | 'sending' | 'sent' | 'dead' | 'dry_run';
+  system?: 'tidsbanken' | 'poweroffice';
+  recordType?: string;
+  recordId?: string;
+  createdAt?: Date;
+}): Promise<string> {
+  const row = await t.database.db
+    .insertInto('outbound_commands')
+    .values({
+      system: values.system ?? 'poweroffice',
+      operation: 'update',
+      record_type: values.recordType ?? 'customer',
+      record_id: values.recordId ?? String(Math.floor(Math.random() * 1e9)),
+      flow: 'kunde-customer',
+      payload: JSON.stringify({ Name: 'Fjord AS' }),
+      status: values.status,
+      attempts: values.status === 'dead' ? 7 : 0,
+      last_error: values.status === 'dead' ? JSON.stringify({ status: 400, body: 'bad' }) : null,
+      run_at: new Date('2026-01-05T10:00:00Z'),
+      ...(values.createdAt !== undefined ? { created_at: values.createdAt } : {}),
+    })
+    .returning('id')
+    .executeTakeFirstOrThrow();
+  return row.id;
+}
+
+describe('admin authentication', () => {
+  it('when ADMIN_TOKEN is not configured, answers 503 problem+json on every admin route', async () => {
+    for (const path of [
+      '/admin/links',
+      '/admin/conflicts',
+      '/admin/commands',
+      '/admin/reconcile',
+    ]) {
+      const res = await request(noToken.app).get(path).set(auth);
+      expect(res.status).toBe(503);
+      expect(res.headers['content-type']).toMatch(/^application\/problem\+json/);
+      await expectDocumentedResponse('GET', path, res);
+    }
+    const res = await request(noToken.app).post('/admin/reconcile').set(auth);
+    expect(res.status).toBe(503);
+  });
+
+  it('without a token, with a wrong token, or with another scheme, answers 401', async () => {
+    const cases: Record<string, string>[] = [
+      {},
+      { Authorization: 'Bearer wrong-token-0123456789abcdef' },
+      { Authorization: `Bearer ${TOKEN}x` },
+      { Authorization: `Basic ${Buffer.from(`admin:${TOKEN}`).toString('base64')}` },
+      { Authorization: TOKEN },
+    ];
+    for (const headers of cases) {
+      const res = await request(t.app).get('/admin/links').set(headers);
+      expect(res.status).toBe(401);
+      expect(res.body.type).toBe('urn:tidsbanken-poweroffice-sync:problem:unauthorized');
+      await expectDocumentedResponse('GET', '/admin/links', res);
+    }
+  });
+
+  it('with the right token, answers 200', async () => {
+    const res = await request(t.app).get('/admin/links').set(auth);
+    expect(res.status).toBe(200);
+    expect(res.body).toEqual({ items: [] });
+  });
+});
+
+describe('GET /admin/links', () => {
+  it('lists active links with string ids and the documented fields, filtered by flow and ids', async () => {
+    await seedLink({ flow: 'kunde-customer', tidsbankenId: 'K1', powerofficeId: '501' });
+    await seedLink({ flow: 'ansatt-employee', tidsbankenId: '100', powerofficeId: '7' });
+    await seedLink({
+      flow: 'ansatt-employee',
+      tidsbankenId: '101',
+      powerofficeId: '8',
+      unlinked: true,
+    });
+
+    const all = await request(t.app).get('/admin/links').set(auth);
+    expect(all.status).toBe(200);
+    await expectDocumentedResponse('GET', '/admin/links', all);
+    expect(all.body.items).toHaveLength(2);
+
+    const byFlow = await request(t.app).get('/admin/links?flow=ansatt-employee').set(auth);
+    expect(byFlow.body.items).toHaveLength(1);
+    expect(byFlow.body.items[0]).toMatchObject({
+      flow: 'ansatt-employee',
+      tidsbankenId: '100',
+      powerofficeId: '7',
+      linkedBy: 'email',
+      lastSyncedAt: '2026-01-05T10:00:00.000Z',
+      shadow: { Epost: '100@example.no' },
+      unlinkedAt: null,
+    });
+    expect(typeof byFlow.body.items[0].id).toBe('string');
+
+    const byTb = await request(t.app).get('/admin/links?tidsbankenId=K1').set(auth);
+    expect(byTb.body.items.map((l: { powerofficeId: string }) => l.powerofficeId)).toEqual(['501']);
+    const byPo = await request(t.app).get('/admin/links?powerofficeId=7').set(auth);
+    expect(byPo.body.items.map((l: { tidsbankenId: string }) => l.tidsbankenId)).toEqual(['100']);
+
+    const withUnlinked = await request(t.app)
+      .get('/admin/links?flow=ansatt-employee&includeUnlinked=true')
+      .set(auth);
+    expect(withUnlinked.body.items).toHaveLength(2);
+    const limited = await request(t.app).get('/admin/links?limit=1').set(auth);
+    expect(limited.body.items).toHaveLength(1);
+  });
+
+  it('answers 400 naming the parameter for an unknown flow, a bad limit or an unknown parameter', async () => {
+    const cases: [string, string][] = [
+      ['/admin/links?flow=nope', 'flow'],
+      ['/admin/links?limit=0', 'limit'],
+      ['/admin/links?limit=abc', 'limit'],
+      ['/admin/links?limit=1001', 'limit'],
+      ['/admin/links?tidsbankenid=1', 'tidsbankenid'],
+    ];
+    for (const [path, parameter] of cases) {
+      const res = await request(t.app).get(path).set(auth);
+      expect(res.status, path).toBe(400);
+      expect(res.body.parameter, path).toBe(parameter);
+      expect(res.body.detail, path).toContain(parameter);
+      await expectDocumentedResponse('GET', '/admin/links', res);
+    }
+  });
+});
+
+describe('GET /admin/conflicts', () => {
+  it('lists conflicts newest first with both kinds of detail, filtered by flow and kind', async () => {
+    await t.database.db
+      .insertInto('conflicts')
+      .values([
+        {
+          flow: 'kunde-customer',
+          kind: 'ambiguous_match',
+          system: 'tidsbanken',
+          record_type: 'kunde',
+          record_id: 'K9',
+          candidates: JSON.stringify([{ system: 'poweroffice', recordId: '501', rule: 'email' }]),
+        },
+        {
+          flow: 'ansatt-employee',
+          kind: 'field_conflict',
+          system: 'poweroffice',
+          record_type: 'employee',
+          record_id: '7',
+          field: 'Mobil',
+          tidsbanken_value: JSON.stringify('+47 900 00 001'),
+          poweroffice_value: JSON.stringify('+47 900 00 002'),
+          resolution: 'poweroffice-wins (newest)',
+          status: 'resolved',
+        },
+      ])
+      .execute();
+
+    const all = await request(t.app).get('/admin/conflicts').set(auth);
+    expect(all.status).toBe(200);
+    await expectDocumentedResponse('GET', '/admin/conflicts', all);
+    expect(all.body.items.map((c: { kind: string }) => c.kind)).toEqual([
+      'field_conflict',
+      'ambiguous_match',
+    ]);
+    expect(all.body.items[0]).toMatchObject({
+      flow: 'ansatt-employee',
+      system: 'poweroffice',
+      recordType: 'employee',
+      recordId: '7',
+      field: 'Mobil',
+      tidsbankenValue: '+47 900 00 001',
+      powerofficeValue: '+47 900 00 002',
+      resolution: 'poweroffice-wins (newest)',
+      status: 'resolved',
+      candidates: null,
+    });
+
+    const ambiguous = await request(t.app).get('/admin/conflicts?kind=ambiguous_match').set(auth);
+    expect(ambiguous.body.items).toHaveLength(1);
+    expect(ambiguous.body.items[0]).toMatchObject({
+      recordId: 'K9',
+      candidates: [{ system: 'poweroffice', recordId: '501', rule: 'email' }],
+      field: null,
+      status: 'open',
+    });
+    const byFlow = await request(t.app).get('/admin/conflicts?flow=kunde-customer').set(auth);
+    expect(byFlow.body.items).toHaveLength(1);
+    const open = await request(t.app).get('/admin/conflicts?status=open').set(auth);
+    expect(open.body.items).toHaveLength(1);
+
+    const bad = await request(t.app).get('/admin/conflicts?kind=other').set(auth);
+    expect(bad.status).toBe(400);
+    expect(bad.body.parameter).toBe('kind');
+    await expectDocumentedResponse('GET', '/admin/conflicts', bad);
+  });
+});
+
+describe('GET /admin/commands and replay', () => {
+  it('filters by status and shows an in-flight command as pending', async () => {
+    await seedCommand({ status: 'pending' });
+    await seedCommand({ status: 'sending' });
+    await seedCommand({ status: 'sent' });
+    const deadId = await seedCommand({ status: 'dead' });
+
+    const pending = await request(t.app).get('/admin/commands?status=pending').set(auth);
+    expect(pending.status).toBe(200);
+    await expectDocumentedResponse('GET', '/admin/commands', pending);
+    expect(pending.body.items.map((c: { status: string }) => c.status)).toEqual([
+      'pending',
+      'pending',
+    ]);
+
+    const dead = await request(t.app).get('/admin/commands?status=dead').set(auth);
+    expect(dead.body.items).toHaveLength(1);
+    expect(dead.body.items[0]).toMatchObject({
+      id: deadId,
+      system: 'poweroffice',
+      operation: 'update',
+      recordType: 'customer',
+      flow: 'kunde-customer',
+      payload: { Name: 'Fjord AS' },
+      status: 'dead',
+      attempts: 7,
+      lastError: { status: 400, body: 'bad' },
+      sentAt: null,
+    });
+    expect(typeof dead.body.items[0].recordId).toBe('string');
+
+    const all = await request(t.app).get('/admin/commands').set(auth);
+    expect(all.body.items).toHaveLength(4);
+    const bad = await request(t.app).get('/admin/commands?status=sending').set(auth);
+    expect(bad.status).toBe(400);
+    expect(bad.body.parameter).toBe('status');
+  });
+
+  it('replays a dead command: pending again, attempts 0, due now, last error kept; it leaves the dead list', async () => {
+    const deadId = await seedCommand({ status: 'dead' });
+    const res = await request(t.app).post(`/admin/commands/${deadId}/replay`).set(auth);
+    expect(res.status).toBe(202);
+    await expectDocumentedResponse('POST', '/admin/commands/{id}/replay', res);
+    expect(res.body).toMatchObject({ id: deadId, status: 'pending', attempts: 0 });
+    expect(res.body.lastError).toEqual({ status: 400, body: 'bad' });
+
+    const row = await t.database.db
+      .selectFrom('outbound_commands')
+      .select(['status', 'attempts', sql<boolean>`run_at > now() - interval '1 minute'`.as('due')])
+      .where('id', '=', deadId)
+      .executeTakeFirstOrThrow();
+    expect(row).toEqual({ status: 'pending', attempts: 0, due: true });
+    const dead = await request(t.app).get('/admin/commands?status=dead').set(auth);
+    expect(dead.body.items).toEqual([]);
+
+    // A second replay finds it pending: 409, nothing changes.
+    const again = await request(t.app).post(`/admin/commands/${deadId}/replay`).set(auth);
+    expect(again.status).toBe(409);
+    await expectDocumentedResponse('POST', '/admin/commands/{id}/replay', again);
+  });
+
+  it('answers 409 for a command that is not dead and 404 for an unknown id, changing nothing', async () => {
+    const sentId = await seedCommand({ status: 'sent' });
+    const sent = await request(t.app).post(`/admin/commands/${sentId}/replay`).set(auth);
+    expect(sent.status).toBe(409);
+    expect(sent.body.detail).toContain('sent');
+    const row = await t.database.db
+      .selectFrom('outbound_commands')
+      .select('status')
+      .where('id', '=', sentId)
+      .executeTakeFirstOrThrow();
+    expect(row.status).toBe('sent');
+
+    const unknown = await request(t.app).post('/admin/commands/999999/replay').set(auth);
+    expect(unknown.status).toBe(404);
+    await expectDocumentedResponse('POST', '/admin/commands/{id}/replay', unknown);
+
+    const badId = await request(t.app).post('/admin/commands/abc/replay').set(auth);
+    expect(badId.status).toBe(400);
+    expect(badId.body.parameter).toBe('id');
+    await expectDocumentedResponse('POST', '/admin/commands/{id}/replay', badId);
+  });
+
+  it('answers 409 when a newer pending update for the same record holds the queue slot', async () => {
+    const deadId = await seedCommand({ status: 'dead', recordId: '501' });
+    await seedCommand({ status: 'pending', recordId: '501' });
+    const res = await request(t.app).post(`/admin/commands/${deadId}/replay`).set(auth);
+    expect(res.status).toBe(409);
+    expect(res.body.detail).toContain('newer command');
+  });
+});
+
+describe('GET /admin/records/{system}/{type}/{id}/history', () => {
+  it('merges inbox events, audit entries and commands of the record, oldest first, with the mirror row', async () => {
+    const at = (s: number) => new Date(Date.UTC(2026, 0, 5, 10, 0, s));
+    const db = t.database.db;
+    await db
+      .insertInto('records')
+      .values({
+        system: 'poweroffice',
+        record_type: 'customer',
+        record_id: '501',
+        data: JSON.stringify({ Id: 501, Name: 'Fjord AS' }),
+      })
+      .execute();
+    const event = await db
+      .insertInto('inbound_events')
+      .values({
+        source: 'poweroffice',
+        origin: 'poller',
+        event_id: 'poll:customer:501:abc',
+        event_type: 'customer.updated',
+        record_type: 'customer',
+        record_id: '501',
+        payload: JSON.stringify({ Id: 501, Name: 'Fjord AS' }),
+        status: 'done',
+        created_at: at(1),
+      })
+      .returning('id')
+      .executeTakeFirstOrThrow();
+    // Another record's event must not show up.
+    await db
+      .insertInto('inbound_events')
+      .values({
+        source: 'poweroffice',
+        origin: 'poller',
+        event_id: 'poll:customer:502:abc',
+        event_type: 'customer.updated',
+        record_type: 'customer',
+        record_id: '502',
+        payload: JSON.stringify({ Id: 502 }),
+        created_at: at(1),
+      })
+      .execute();
+    await db
+      .insertInto('audit_entries')
+      .values([
+        {
+          system: 'poweroffice',
+          record_type: 'customer',
+          record_id: '501',
+          kind: 'link',
+          flow: 'kunde-customer',
+          event_id: event.id,
+          detail: JSON.stringify({ rule: 'email', tidsbankenId: 'K1' }),
+          created_at: at(2),
+        },
+        {
+          system: 'poweroffice',
+          record_type: 'customer',
+          record_id: '501',
+          kind: 'diff',
+          flow: 'kunde-customer',
+          event_id: event.id,
+          detail: JSON.stringify({ changes: { Name: ['Fjord', 'Fjord AS'] } }),
+          created_at: at(3),
+        },
+      ])
+      .execute();
+    const commandId = await seedCommand({ status: 'dead', recordId: '501', createdAt: at(4) });
+
+    const res = await request(t.app)
+      .get('/admin/records/poweroffice/customer/501/history')
+      .set(auth);
+    expect(res.status).toBe(200);
+    await expectDocumentedResponse('GET', '/admin/records/{system}/{type}/{id}/history', res);
+    expect(res.body.record).toMatchObject({
+      system: 'poweroffice',
+      recordType: 'customer',
+      recordId: '501',
+      data: { Id: 501, Name: 'Fjord AS' },
+    });
+    expect(
+      res.body.items.map((i: { kind: string; at: string }) => [i.kind, i.at.slice(17, 19)]),
+    ).toEqual([
+      ['event', '01'],
+      ['link', '02'],
+      ['diff', '03'],
+      ['command', '04'],
+    ]);
+    expect(res.body.items[0].detail).toMatchObject({
+      eventType: 'customer.updated',
+      origin: 'poller',
+      status: 'done',
+    });
+    expect(res.body.items[1]).toMatchObject({
+      flow: 'kunde-customer',
+      eventId: event.id,
+      detail: { rule: 'email', tidsbankenId: 'K1' },
+    });
+    expect(res.body.items[3]).toMatchObject({
+      commandId,
+      detail: { operation: 'update', status: 'dead', lastError: { status: 400, body: 'bad' } },
+    });
+
+    const limited = await request(t.app)
+      .get('/admin/records/poweroffice/customer/501/history?limit=2')
+      .set(auth);
+    expect(limited.body.items.map((i: { kind: string }) => i.kind)).toEqual(['diff', 'command']);
+  });
+
+  it('answers an unknown record with record null and no items', async () => {
+    const res = await request(t.app).get('/admin/records/tidsbanken/kunde/K404/history').set(auth);
+    expect(res.status).toBe(200);
+    expect(res.body).toEqual({ record: null, items: [] });
+  });
+
+  it('answers 400 for an unknown system, or a type of the other system', async () => {
+    for (const path of [
+      '/admin/records/visma/customer/1/history',
+      '/admin/records/tidsbanken/customer/1/history',
+      '/admin/records/poweroffice/ansatt/1/history',
+    ]) {
+      const res = await request(t.app).get(path).set(auth);
+      expect(res.status, path).toBe(400);
+      await expectDocumentedResponse('GET', '/admin/records/{system}/{type}/{id}/history', res);
+    }
+  });
+});
+
+describe('GET /admin/reconcile without a run', () => {
+  it('answers 404 before any run, and POST answers 503 when this process has no reconciler', async () => {
+    const get = await request(t.app).get('/admin/reconcile').set(auth);
+    expect(get.status).toBe(404);
+    await expectDocumentedResponse('GET', '/admin/reconcile', get);
+    const post = await request(t.app).post('/admin/reconcile').set(auth);
+    expect(post.status).toBe(503);
+    await expectDocumentedResponse('POST', '/admin/reconcile', post);
+  });
+});
+
+describe('operations gauges on /metrics', () => {
+  function value(text: string, name: string, labels = ''): number | undefined {
+    const line = text.split('\n').find((l) => l.startsWith(`${name}${labels} `));
+    return line === undefined ? undefined : Number(line.split(' ')[1]);
+  }
+
+  it('shows inbox, outbox, dead letters, conflicts, links and poller state from the database', async () => {
+    const db = t.database.db;
+    await db
+      .insertInto('inbound_events')
+      .values(
+        [1, 2, 3].map((n) => ({
+          source: 'tidsbanken' as const,
+          origin: 'webhook' as const,
+          event_id: `e${n}`,
+          event_type: 'ansatt.updated',
+          record_type: 'ansatt',
+          record_id: String(n),
+          payload: '{}',
+          status: n === 3 ? ('done' as const) : ('pending' as const),
+          created_at: new Date(Date.now() - n * 60_000),
+        })),
+      )
+      .execute();
+    await seedCommand({ status: 'pending', createdAt: new Date(Date.now() - 120_000) });
+    await seedCommand({ status: 'sending' });
+    await seedCommand({ status: 'dead' });
+    await seedCommand({ status: 'dead', system: 'tidsbanken', recordType: 'kunde' });
+    await seedCommand({ status: 'sent' });
+    await db
+      .insertInto('conflicts')
+      .values({
+        flow: 'kunde-customer',
+        kind: 'ambiguous_match',
+        system: 'tidsbanken',
+        record_type: 'kunde',
+        record_id: 'K1',
+      })
+      .execute();
+    await seedLink({ flow: 'kunde-customer', tidsbankenId: 'K1', powerofficeId: '1' });
+    await seedLink({ flow: 'kunde-customer', tidsbankenId: 'K2', powerofficeId: '2' });
+    await seedLink({
+      flow: 'kunde-customer',
+      tidsbankenId: 'K3',
+      powerofficeId: '3',
+      unlinked: true,
+    });
+    await db
+      .insertInto('poller_cursors')
+      .values([
+        {
+          system: 'poweroffice',
+          record_type: 'customer',
+          last_success_at: new Date(Date.now() - 90_000),
+        },
+        {
+          system: 'tidsbanken',
+          record_type: 'kunde',
+          last_success_at: new Date(Date.now() - 10_000),
+          last_error: 'timeout',
+        },
+      ])
+      .execute();
+
+    const res = await request(t.app).get('/metrics');
+    expect(res.status).toBe(200);
+    const text = res.text;
+    expect(value(text, 'sync_ops_metrics_up')).toBe(1);
+    expect(value(text, 'sync_inbox_pending_events')).toBe(2);
+    expect(value(text, 'sync_inbox_oldest_pending_age_seconds')).toBeGreaterThanOrEqual(119);
+    expect(value(text, 'sync_inbox_oldest_pending_age_seconds')).toBeLessThan(200);
+    expect(value(text, 'sync_outbox_commands', '{system="poweroffice",status="pending"}')).toBe(1);
+    expect(value(text, 'sync_outbox_commands', '{system="poweroffice",status="sending"}')).toBe(1);
+    expect(value(text, 'sync_outbox_commands', '{system="poweroffice",status="dead"}')).toBe(1);
+    expect(value(text, 'sync_outbox_commands', '{system="tidsbanken",status="pending"}')).toBe(0);
+    expect(
+      value(text, 'sync_outbox_oldest_pending_age_seconds', '{system="poweroffice"}'),
+    ).toBeGreaterThanOrEqual(119);
+    expect(value(text, 'sync_dead_commands', '{system="poweroffice"}')).toBe(1);
+    expect(value(text, 'sync_dead_commands', '{system="tidsbanken"}')).toBe(1);
+    expect(
+      value(text, 'sync_open_conflicts', '{flow="kunde-customer",kind="ambiguous_match"}'),
+    ).toBe(1);
+    expect(value(text, 'sync_active_links', '{flow="kunde-customer"}')).toBe(2);
+    expect(
+      value(text, 'sync_poller_lag_seconds', '{system="poweroffice",record_type="customer"}'),
+    ).toBeGreaterThanOrEqual(89);
+    expect(value(text, 'sync_poller_failing', '{system="tidsbanken",record_type="kunde"}')).toBe(1);
+    expect(
+      value(text, 'sync_poller_failing', '{system="poweroffice",record_type="customer"}'),
+    ).toBe(0);
+    expect(value(text, 'sync_reconcile_running')).toBe(0);
+    // The counters of src/lib/metrics.ts are still there.
+    expect(text).toContain('# TYPE upstream_requests_total counter');
+  });
+});
