@@ -55,22 +55,23 @@ export function registerOpsMetrics(options: OpsMetricsOptions): void {
   });
 
   // Each gauge: reset (a label set that disappeared must not linger), then set from the
-  // shared snapshot, or stay empty when there is none.
+  // shared snapshot, or show no sample at all when there is none.
   const gauge = <L extends string>(
     name: string,
     help: string,
     labelNames: readonly L[],
     fill: (g: Gauge<L>, s: OpsSnapshot) => void,
   ): void => {
-    new Gauge<L>({
+    const g: SkippableGauge<L> = new SkippableGauge<L>({
       name,
       help,
       labelNames,
       registers,
       async collect() {
         const s = await snapshot();
-        this.reset();
-        if (s !== undefined) fill(this, s);
+        g.reset();
+        g.skipped = s === undefined;
+        if (s !== undefined) fill(g, s);
       },
     });
   };
@@ -164,6 +165,19 @@ export function registerOpsMetrics(options: OpsMetricsOptions): void {
       g.set(s.reconcileRunning ? 1 : 0);
     },
   );
+}
+
+/**
+ * A gauge that can say "no value": prom-client always exposes 0 for a gauge without labels,
+ * and an inbox depth of 0 while the database is down would read as "all is well".
+ */
+class SkippableGauge<L extends string> extends Gauge<L> {
+  skipped = false;
+
+  override async get(): ReturnType<Gauge<L>['get']> {
+    const metric = await super.get();
+    return this.skipped ? { ...metric, values: [] } : metric;
+  }
 }
 
 function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {

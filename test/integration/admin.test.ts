@@ -583,3 +583,15 @@ describe('operations gauges on /metrics', () => {
     expect(text).toContain('# TYPE upstream_requests_total counter');
   });
 });
+
+describe('operations gauges when the database is down', () => {
+  it('the scrape still answers 200 with the process metrics, the sync_* gauges skipped and up = 0', async () => {
+    const down = await createTestApp({});
+    await down.database.close();
+    const res = await request(down.app).get('/metrics');
+    expect(res.status).toBe(200);
+    expect(res.text).toContain('sync_ops_metrics_up 0');
+    expect(res.text).not.toMatch(/^sync_inbox_pending_events /m);
+    expect(res.text).toContain('process_cpu_user_seconds_total');
+  });
+});
