@@ -759,7 +759,7 @@ describe('diffLink: convergence', () => {
   const nid = fc.constantFrom(null, '01019012345', '010190 12345', '31129954321');
   const country = fc.constantFrom(undefined, null, '', 'NO', 'SE');
 
-  function arbValue(kind: string) {
+  function arbValue(kind: string): fc.Arbitrary<unknown> {
     switch (kind) {
       case 'email':
         return email;
