@@ -25,6 +25,18 @@ export interface InflightEntry {
   stale: Normalized[];
   /** The command writing this field (set by the worker once the command exists). */
   command?: string;
+  /**
+   * The side's own last-change time of the state our write produced (set by the dispatcher
+   * from the write's response). A read newer than that shows an edit made after our write,
+   * even when it happens to equal an old value.
+   */
+  landed?: string;
+}
+
+function readAfterLanding(entry: InflightEntry, side: SideState): boolean {
+  if (entry.landed === undefined || side.updatedAt === undefined) return false;
+  const landed = Date.parse(entry.landed.replace(' ', 'T'));
+  return Number.isFinite(landed) && side.updatedAt > landed;
 }
 export type Inflight = Partial<Record<SystemName, Record<string, InflightEntry>>>;
 
@@ -136,12 +148,22 @@ export function diffLink(input: DiffInput): DiffResult {
   const targetKey = (field: FieldMapping, side: SystemName) =>
     side === 'tidsbanken' ? field.tidsbanken : field.poweroffice;
 
-  const write = (field: FieldMapping, from: SystemName, current: Read) => {
+  const write = (
+    field: FieldMapping,
+    from: SystemName,
+    current: Read,
+    previous: Normalized | undefined,
+  ) => {
     const to = OTHER[from];
     result.writes[to][targetKey(field, to)] = valueFor(field, from, records[from]);
+    // A one-way field is never read back (PowerOffice says "hidden"): no echo to wait for.
+    if (field.direction === 'to-poweroffice') return;
     const entry = inflight[to]![field.key];
     const stale = new Set(entry?.stale ?? []);
     if (current !== UNKNOWN) stale.add(current);
+    // This write replaces an earlier one of ours that may already have landed: its echo
+    // (the previous shadow value) is no edit either.
+    if (entry !== undefined && previous !== undefined) stale.add(previous);
     inflight[to]![field.key] = {
       stale: [...stale],
       ...(entry?.command ? { command: entry.command } : {}),
@@ -168,9 +190,11 @@ export function diffLink(input: DiffInput): DiffResult {
       for (const side of ['tidsbanken', 'poweroffice'] as const) {
         const entry = inflight[side]![field.key];
         if (entry === undefined || current[side] === UNKNOWN) continue;
-        if (current[side] === s)
+        if (current[side] === s) {
           delete inflight[side]![field.key]; // our write has landed
-        else if (entry.stale.includes(current[side])) seen[side] = s; // read from before it landed
+        } else if (entry.stale.includes(current[side]) && !readAfterLanding(entry, input[side])) {
+          seen[side] = s; // read from before it landed
+        }
       }
     }
     const t = seen.tidsbanken;
@@ -181,13 +205,13 @@ export function diffLink(input: DiffInput): DiffResult {
       if (p === UNKNOWN || (p === null && t !== UNKNOWN)) {
         shadow[field.key] = t as Normalized;
         if (t !== null && t !== UNKNOWN) {
-          write(field, 'tidsbanken', current.poweroffice);
+          write(field, 'tidsbanken', current.poweroffice, undefined);
           result.changes.push({ key: field.key, from: undefined, to: t, source: 'tidsbanken' });
         }
       } else if (t === UNKNOWN || t === null) {
         shadow[field.key] = p;
         if (p !== null) {
-          write(field, 'poweroffice', current.tidsbanken);
+          write(field, 'poweroffice', current.tidsbanken, undefined);
           result.changes.push({ key: field.key, from: undefined, to: p, source: 'poweroffice' });
         }
       } else if (t === p) {
@@ -196,7 +220,7 @@ export function diffLink(input: DiffInput): DiffResult {
         const { winner, resolution } = winnerOf(input);
         const value = winner === 'tidsbanken' ? t : p;
         shadow[field.key] = value;
-        write(field, winner, current[OTHER[winner]]);
+        write(field, winner, current[OTHER[winner]], undefined);
         result.conflicts.push({
           key: field.key,
           tidsbanken: t,
@@ -229,7 +253,7 @@ export function diffLink(input: DiffInput): DiffResult {
       const value = (winner === 'tidsbanken' ? t : p) as Normalized;
       shadow[field.key] = value;
       drop(field, winner);
-      write(field, winner, current[OTHER[winner]]);
+      write(field, winner, current[OTHER[winner]], s);
       result.conflicts.push({
         key: field.key,
         tidsbanken: t as Normalized,
@@ -256,16 +280,15 @@ export function diffLink(input: DiffInput): DiffResult {
         resolution,
       });
       if (winner === other) {
-        // The queued value stands; this read of `source` will be overwritten by it.
-        inflight[source]![field.key]!.stale = [
-          ...new Set([...inflight[source]![field.key]!.stale, value]),
-        ];
+        // The queued value stands. It may have landed already, before this edit: write it
+        // again (a still-pending command just absorbs it), and take this read as stale.
+        write(field, other, current[source], undefined);
         continue;
       }
       drop(field, source);
     }
     shadow[field.key] = value;
-    write(field, source, current[other]);
+    write(field, source, current[other], s);
     result.changes.push({ key: field.key, from: s, to: value, source });
   }
   return result;
