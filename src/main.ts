@@ -4,6 +4,7 @@ import { ConfigError, loadConfig, secretsOf, type Config } from './config.js';
 import { migrateToLatest, openDatabase, type DatabaseHandle } from './db/database.js';
 import { createLogger, type Logger } from './lib/logger.js';
 import { createMetrics } from './lib/metrics.js';
+import { createService, type Service } from './service.js';
 
 // config → database → migrations → HTTP server + workers → graceful shutdown
 
@@ -33,7 +34,20 @@ async function main(): Promise<void> {
   logger.info({ applied }, 'migrations done');
 
   const metrics = createMetrics();
-  const app = createApp({ config, db: database.db, logger, metrics });
+  const service = createService({
+    config,
+    db: database.db,
+    databaseUrl: config.databaseUrl,
+    logger,
+    metrics,
+  });
+  const app = createApp({
+    config,
+    db: database.db,
+    logger,
+    metrics,
+    reconciler: service.reconciler,
+  });
   const server = app.listen(config.port);
   await new Promise<void>((resolve, reject) => {
     server.once('listening', resolve);
@@ -50,11 +64,13 @@ async function main(): Promise<void> {
     'listening',
   );
 
-  installShutdown({ server, database, logger, timeoutMs: config.shutdownTimeoutMs });
+  service.start();
+  installShutdown({ server, service, database, logger, timeoutMs: config.shutdownTimeoutMs });
 }
 
 function installShutdown(ctx: {
   server: Server;
+  service: Service;
   database: DatabaseHandle;
   logger: Logger;
   timeoutMs: number;
@@ -76,6 +92,9 @@ function installShutdown(ctx: {
         ctx.server.close(() => resolve());
         ctx.server.closeIdleConnections();
       });
+      // Pollers, dispatchers and the worker finish what they hold; anything cut short is
+      // still in the database and is picked up again at the next start.
+      await ctx.service.stop();
       await ctx.database.close();
       ctx.logger.info('stopped');
       clearTimeout(deadline);

@@ -68,6 +68,18 @@ export async function updateLinkState(
     .execute();
 }
 
+export async function setLinkInflight(
+  db: DbOrTrx,
+  id: string,
+  inflight: Record<string, unknown>,
+): Promise<void> {
+  await db
+    .updateTable('links')
+    .set({ inflight: JSON.stringify(inflight), updated_at: sql<Date>`now()` })
+    .where('id', '=', id)
+    .execute();
+}
+
 export async function unlinkLink(db: DbOrTrx, id: string, reason: string): Promise<void> {
   await db
     .updateTable('links')

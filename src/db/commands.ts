@@ -1,0 +1,293 @@
+import { sql } from 'kysely';
+import type { DbOrTrx } from './database.js';
+import type { OutboundCommandRow, SystemName } from './schema.js';
+
+export interface UpdateTarget {
+  system: SystemName;
+  recordType: string;
+  recordId: string;
+  parentId: string | null;
+  flow: string;
+  linkId: string;
+}
+
+type Fields = Record<string, unknown>;
+
+function fieldsOf(row: { payload: Record<string, unknown> }): Fields {
+  const fields = row.payload.fields;
+  return fields !== null && typeof fields === 'object' ? { ...(fields as Fields) } : {};
+}
+
+async function lockPendingUpdate(
+  db: DbOrTrx,
+  t: Omit<UpdateTarget, 'flow' | 'linkId' | 'parentId'>,
+) {
+  return db
+    .selectFrom('outbound_commands')
+    .selectAll()
+    .where('system', '=', t.system)
+    .where('record_type', '=', t.recordType)
+    .where('record_id', '=', t.recordId)
+    .where('operation', '=', 'update')
+    .where('status', '=', 'pending')
+    .forUpdate()
+    .executeTakeFirst();
+}
+
+/**
+ * Coalescing (DESIGN.md §3.5): newer changes for a record fold into its pending update, so
+ * ten edits while the target is rate-limited cost one write. A command already on the wire
+ * ('sending') is never edited; the change opens a new pending command instead.
+ */
+export async function upsertPendingUpdate(
+  db: DbOrTrx,
+  target: UpdateTarget,
+  fields: Fields,
+): Promise<string> {
+  const existing = await lockPendingUpdate(db, target);
+  if (existing !== undefined) {
+    await db
+      .updateTable('outbound_commands')
+      .set({
+        payload: JSON.stringify({
+          ...existing.payload,
+          fields: { ...fieldsOf(existing), ...fields },
+        }),
+        updated_at: sql<Date>`now()`,
+      })
+      .where('id', '=', existing.id)
+      .execute();
+    return existing.id;
+  }
+  const row = await db
+    .insertInto('outbound_commands')
+    .values({
+      system: target.system,
+      operation: 'update',
+      record_type: target.recordType,
+      record_id: target.recordId,
+      parent_id: target.parentId,
+      flow: target.flow,
+      link_id: target.linkId,
+      payload: JSON.stringify({ fields }),
+    })
+    .returning('id')
+    .executeTakeFirstOrThrow();
+  return row.id;
+}
+
+/**
+ * Takes fields out of the record's pending update (the record's own newer edit won).
+ * Returns the fields that were not pending there — they may be on the wire already.
+ */
+export async function removeFieldsFromPendingUpdate(
+  db: DbOrTrx,
+  target: Omit<UpdateTarget, 'flow' | 'linkId' | 'parentId'>,
+  keys: string[],
+): Promise<string[]> {
+  const existing = await lockPendingUpdate(db, target);
+  if (existing === undefined) return keys;
+  const fields = fieldsOf(existing);
+  const missing = keys.filter((k) => !(k in fields));
+  for (const k of keys) delete fields[k];
+  if (Object.keys(fields).length === 0) {
+    await db
+      .updateTable('outbound_commands')
+      .set({
+        status: 'superseded',
+        payload: JSON.stringify({ ...existing.payload, fields }),
+        result: JSON.stringify({
+          reason: 'every field was overtaken by a newer edit on the target',
+        }),
+        updated_at: sql<Date>`now()`,
+      })
+      .where('id', '=', existing.id)
+      .execute();
+  } else {
+    await db
+      .updateTable('outbound_commands')
+      .set({
+        payload: JSON.stringify({ ...existing.payload, fields }),
+        updated_at: sql<Date>`now()`,
+      })
+      .where('id', '=', existing.id)
+      .execute();
+  }
+  return missing;
+}
+
+export interface NewCreateCommand {
+  system: SystemName;
+  recordType: string;
+  /** Known up front for Tidsbanken (the caller supplies Id); null for PowerOffice. */
+  recordId: string | null;
+  parentId: string | null;
+  flow: string;
+  originSystem: SystemName;
+  originId: string;
+  originRecordId: string;
+  body: Record<string, unknown>;
+}
+
+/** Queues a create unless a live one for the same origin exists (creates are idempotent). */
+export async function insertCreateCommand(
+  db: DbOrTrx,
+  command: NewCreateCommand,
+): Promise<string | undefined> {
+  const row = await db
+    .insertInto('outbound_commands')
+    .values({
+      system: command.system,
+      operation: 'create',
+      record_type: command.recordType,
+      record_id: command.recordId,
+      parent_id: command.parentId,
+      flow: command.flow,
+      origin_system: command.originSystem,
+      origin_id: command.originId,
+      origin_record_id: command.originRecordId,
+      payload: JSON.stringify({ body: command.body }),
+    })
+    .onConflict((oc) => oc.doNothing())
+    .returning('id')
+    .executeTakeFirst();
+  return row?.id;
+}
+
+/** The live create that makes (or made) this Tidsbanken record, if it is one of ours. */
+export async function findCreateOf(
+  db: DbOrTrx,
+  system: SystemName,
+  recordType: string,
+  recordId: string,
+  flow: string,
+): Promise<OutboundCommandRow | undefined> {
+  return db
+    .selectFrom('outbound_commands')
+    .selectAll()
+    .where('system', '=', system)
+    .where('record_type', '=', recordType)
+    .where('record_id', '=', recordId)
+    .where('flow', '=', flow)
+    .where('operation', '=', 'create')
+    .where('status', 'in', ['pending', 'sending', 'sent', 'dry_run'])
+    .executeTakeFirst();
+}
+
+/** Claims due commands of one system for sending (one dispatcher per system holds them). */
+export async function claimCommands(
+  db: DbOrTrx,
+  system: SystemName,
+  limit: number,
+  worker: string,
+): Promise<OutboundCommandRow[]> {
+  const result = await sql<OutboundCommandRow>`
+    update outbound_commands
+       set status = 'sending', locked_at = now(), locked_by = ${worker},
+           attempts = attempts + 1, updated_at = now()
+     where id in (
+       select id from outbound_commands
+        where system = ${system} and status = 'pending' and run_at <= now()
+        order by id
+        limit ${limit}
+        for update skip locked)
+    returning *`.execute(db);
+  return result.rows;
+}
+
+/** A dispatcher that died mid-send left rows 'sending': its successor sends them again. */
+export async function requeueSendingCommands(db: DbOrTrx, system: SystemName): Promise<number> {
+  const result = await db
+    .updateTable('outbound_commands')
+    .set({ status: 'pending', locked_at: null, locked_by: null, updated_at: sql<Date>`now()` })
+    .where('system', '=', system)
+    .where('status', '=', 'sending')
+    .executeTakeFirst();
+  return Number(result.numUpdatedRows);
+}
+
+export async function markCommandDone(
+  db: DbOrTrx,
+  id: string,
+  status: 'sent' | 'dry_run',
+  result: unknown,
+  recordId?: string,
+): Promise<void> {
+  await db
+    .updateTable('outbound_commands')
+    .set({
+      status,
+      sent_at: sql<Date>`now()`,
+      locked_at: null,
+      result: JSON.stringify(result ?? null),
+      updated_at: sql<Date>`now()`,
+      ...(recordId !== undefined ? { record_id: recordId } : {}),
+    })
+    .where('id', '=', id)
+    .execute();
+}
+
+export async function markCommandDead(db: DbOrTrx, id: string, error: unknown): Promise<void> {
+  await db
+    .updateTable('outbound_commands')
+    .set({
+      status: 'dead',
+      locked_at: null,
+      last_error: JSON.stringify(error),
+      updated_at: sql<Date>`now()`,
+    })
+    .where('id', '=', id)
+    .execute();
+}
+
+/** Back to pending with capped exponential backoff computed in SQL (2^attempts s, ≤ 5 min). */
+export async function markCommandRetry(db: DbOrTrx, id: string, error: unknown): Promise<void> {
+  await sql`
+    update outbound_commands
+       set status = 'pending', locked_at = null, locked_by = null,
+           last_error = ${JSON.stringify(error)}::jsonb,
+           run_at = now() + least(interval '5 minutes',
+                                   interval '1 second' * power(2, least(attempts, 12)) * (0.75 + random() / 2)),
+           updated_at = now()
+     where id = ${id}`.execute(db);
+}
+
+/**
+ * A failed update whose record meanwhile got a newer pending update: its fields fold into
+ * that one (the newer values win) and it is marked superseded, so only one write is sent.
+ * Returns false when there is no newer pending update.
+ */
+export async function foldIntoPendingUpdate(
+  db: DbOrTrx,
+  failed: OutboundCommandRow,
+): Promise<boolean> {
+  if (failed.operation !== 'update' || failed.record_id === null) return false;
+  const newer = await lockPendingUpdate(db, {
+    system: failed.system,
+    recordType: failed.record_type,
+    recordId: failed.record_id,
+  });
+  if (newer === undefined) return false;
+  await db
+    .updateTable('outbound_commands')
+    .set({
+      payload: JSON.stringify({
+        ...newer.payload,
+        fields: { ...fieldsOf(failed), ...fieldsOf(newer) },
+      }),
+      updated_at: sql<Date>`now()`,
+    })
+    .where('id', '=', newer.id)
+    .execute();
+  await db
+    .updateTable('outbound_commands')
+    .set({
+      status: 'superseded',
+      locked_at: null,
+      result: JSON.stringify({ supersededBy: newer.id }),
+      updated_at: sql<Date>`now()`,
+    })
+    .where('id', '=', failed.id)
+    .execute();
+  return true;
+}

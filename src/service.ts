@@ -1,0 +1,175 @@
+import type { Config } from './config.js';
+import type { Db } from './db/database.js';
+import type { SystemName } from './db/schema.js';
+import { Leadership } from './lib/leader.js';
+import type { Logger } from './lib/logger.js';
+import type { Metrics } from './lib/metrics.js';
+import { Pacer } from './lib/pacer.js';
+import { stopPollers, type Poller } from './lib/pollers.js';
+import { PowerOfficeClient } from './poweroffice/client.js';
+import { createPowerOfficePollers } from './poweroffice/poller.js';
+import { Dispatcher } from './sync/dispatcher.js';
+import { Reconciler } from './sync/reconcile.js';
+import { linkGateEngine } from './sync/sweep.js';
+import { startSyncWorker, type Clients, type SyncWorker } from './sync/worker.js';
+import { TidsbankenClient } from './tidsbanken/client.js';
+import { createTidsbankenPollers } from './tidsbanken/poller.js';
+
+// The background half of the service: clients and pacers, change pollers, the sync worker and
+// one dispatcher per target system. Per system, the replica holding that system's leadership
+// (a PostgreSQL advisory lock) runs its dispatcher and its pollers, so all outbound traffic to
+// a vendor leaves from one process and its pacer holds the vendor's shared limit; every
+// replica ingests webhooks and runs the worker.
+
+export interface ServiceDeps {
+  config: Readonly<Config>;
+  db: Db;
+  /** The PostgreSQL connection string for leadership locks; undefined on embedded PGlite. */
+  databaseUrl: string | undefined;
+  logger: Logger;
+  metrics: Metrics;
+  /** Client overrides (tests: shorter timeouts). */
+  clientOptions?: { timeoutMs?: number; maxAttempts?: number; backoffBaseMs?: number };
+  workerIdleMs?: number;
+}
+
+export interface Service {
+  clients: Clients;
+  pollers: Poller[];
+  dispatchers: Dispatcher[];
+  reconciler: Reconciler;
+  worker: SyncWorker | undefined;
+  start(): void;
+  stop(): Promise<void>;
+}
+
+export function createService(deps: ServiceDeps): Service {
+  const { config, db, logger, metrics } = deps;
+  const clients: Clients = {};
+  if (config.tidsbanken.credentials !== undefined) {
+    clients.tidsbanken = new TidsbankenClient({
+      config: config.tidsbanken.credentials,
+      pacer: new Pacer('tidsbanken', config.tidsbanken.rateLimitPerSecond),
+      logger: logger.child({ module: 'tidsbanken' }),
+      metrics,
+      ...deps.clientOptions,
+    });
+  }
+  if (config.poweroffice.credentials !== undefined) {
+    clients.poweroffice = new PowerOfficeClient({
+      config: config.poweroffice.credentials,
+      pacer: new Pacer('poweroffice', config.poweroffice.rateLimitPerSecond),
+      logger: logger.child({ module: 'poweroffice' }),
+      metrics,
+      ...deps.clientOptions,
+    });
+  }
+  const pollersBySystem: Record<SystemName, Poller[]> = {
+    tidsbanken: createTidsbankenPollers({
+      client: clients.tidsbanken,
+      db,
+      logger: logger.child({ module: 'poller' }),
+      intervalMs: config.pollIntervalMs,
+    }),
+    poweroffice: createPowerOfficePollers({
+      client: clients.poweroffice,
+      db,
+      logger: logger.child({ module: 'poller' }),
+      intervalMs: config.pollIntervalMs,
+    }),
+  };
+  const pollers = [...pollersBySystem.tidsbanken, ...pollersBySystem.poweroffice];
+  const dispatchers = (['tidsbanken', 'poweroffice'] as const)
+    .filter((system) => clients[system] !== undefined || config.dryRun)
+    .map(
+      (system) =>
+        new Dispatcher({
+          system,
+          db,
+          config,
+          logger: logger.child({ module: 'dispatcher' }),
+          clients,
+        }),
+    );
+  const reconciler = new Reconciler({ db, logger, config, pollers, engine: linkGateEngine });
+  // Merge-rule linking waits for a first full read of every side that is on.
+  const sweep = { fullReads: pollers.map((p) => ({ system: p.system, recordType: p.recordType })) };
+
+  let worker: SyncWorker | undefined;
+  const leaderships: Leadership[] = [];
+  const stopAborts: AbortController[] = [];
+
+  const leadFor = (system: SystemName): Leadership => {
+    const dispatcher = dispatchers.find((d) => d.system === system);
+    const own = pollersBySystem[system];
+    let firstReads: Promise<unknown> | undefined;
+    const abort = new AbortController();
+    stopAborts.push(abort);
+    return new Leadership({
+      name: `tbpo-dispatcher-${system}`,
+      databaseUrl: deps.databaseUrl,
+      logger,
+      onAcquire: async () => {
+        await dispatcher?.start();
+        // A fresh database reads each side in full first (DESIGN.md §1); with polling on,
+        // a poller's first poll is that full read.
+        const cursors = await db
+          .selectFrom('poller_cursors')
+          .select(['system', 'record_type', 'full_read_at'])
+          .execute();
+        const missing = own.filter(
+          (p) =>
+            !cursors.some(
+              (c) =>
+                c.system === p.system && c.record_type === p.recordType && c.full_read_at !== null,
+            ),
+        );
+        if (config.pollIntervalMs > 0) {
+          for (const p of own) p.start();
+        } else if (missing.length > 0) {
+          firstReads = Promise.all(missing.map((p) => p.fullRead({ origin: 'poller' }))).catch(
+            (err: unknown) =>
+              logger.error(
+                { err, system },
+                'first full read failed; it is retried at the next start or reconcile',
+              ),
+          );
+        }
+      },
+      onLose: async () => {
+        await stopPollers(own, { abort: true });
+        await firstReads;
+        await dispatcher?.stop();
+      },
+    });
+  };
+
+  return {
+    clients,
+    pollers,
+    dispatchers,
+    reconciler,
+    get worker() {
+      return worker;
+    },
+    start() {
+      worker = startSyncWorker(
+        { db, config, logger: logger.child({ module: 'sync' }), clients, sweep },
+        { idleMs: deps.workerIdleMs ?? 250 },
+      );
+      for (const system of ['tidsbanken', 'poweroffice'] as const) {
+        if (clients[system] === undefined && !dispatchers.some((d) => d.system === system))
+          continue;
+        const leadership = leadFor(system);
+        leaderships.push(leadership);
+        leadership.start();
+      }
+    },
+    async stop() {
+      for (const abort of stopAborts) abort.abort();
+      await reconciler.stop?.();
+      await Promise.all(leaderships.map((l) => l.stop()));
+      await worker?.stop();
+    },
+  };
+}

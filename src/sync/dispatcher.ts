@@ -1,0 +1,410 @@
+import { randomUUID } from 'node:crypto';
+import type { Config } from '../config.js';
+import { insertAuditEntries } from '../db/audit.js';
+import {
+  claimCommands,
+  foldIntoPendingUpdate,
+  markCommandDead,
+  markCommandDone,
+  markCommandRetry,
+  requeueSendingCommands,
+} from '../db/commands.js';
+import type { Db, DbOrTrx } from '../db/database.js';
+import { insertInboundEvent } from '../db/inbound-events.js';
+import { insertLink, lockLink, setLinkInflight } from '../db/links.js';
+import { getMirrorRecord } from '../db/records.js';
+import type { OutboundCommandRow, SystemName } from '../db/schema.js';
+import { UpstreamError } from '../errors.js';
+import type { Logger } from '../lib/logger.js';
+import type { JsonPatchOperation } from '../poweroffice/client.js';
+import type { Inflight } from './diff.js';
+import { flowById, RECORD_TYPES, type RecordType } from './flows.js';
+import type { Clients } from './worker.js';
+
+// The dispatcher of one target system (DESIGN.md §3.6): claims due commands and sends them
+// through that system's client (and so its pacer). Only the replica holding the system's
+// leadership runs it, so the vendor's shared limit holds across replicas.
+
+export interface DispatcherDeps {
+  system: SystemName;
+  db: Db;
+  config: Readonly<Config>;
+  logger: Logger;
+  clients: Clients;
+  /** Commands claimed per round; enough to keep the pacer busy, few enough to coalesce. */
+  batchSize?: number;
+  idleMs?: number;
+}
+
+type Fields = Record<string, unknown>;
+
+function fieldsOf(command: OutboundCommandRow): Fields {
+  const fields = command.payload.fields;
+  return fields !== null && typeof fields === 'object' ? (fields as Fields) : {};
+}
+
+/** JSON Patch ops for PowerOffice. An address is patched per line when one exists, else added whole. */
+export function toJsonPatch(
+  fields: Fields,
+  current: Record<string, unknown> | undefined,
+): JsonPatchOperation[] {
+  const ops: JsonPatchOperation[] = [];
+  const address: Fields = {};
+  for (const [path, value] of Object.entries(fields)) {
+    if (path.startsWith('MailAddress.')) address[path.slice('MailAddress.'.length)] = value;
+    else ops.push({ op: 'replace', path: `/${path.replaceAll('.', '/')}`, value });
+  }
+  if (Object.keys(address).length > 0) {
+    const existing = current?.MailAddress;
+    if (existing !== null && typeof existing === 'object') {
+      for (const [key, value] of Object.entries(address)) {
+        ops.push({ op: 'replace', path: `/MailAddress/${key}`, value });
+      }
+    } else {
+      ops.push({ op: 'add', path: '/MailAddress', value: address });
+    }
+  }
+  return ops;
+}
+
+interface SendResult {
+  /** The record as the target holds it after the write, when the API returned it. */
+  record?: Record<string, unknown> | undefined;
+  /** Other reads made on the way (Tidsbanken's read-before-replace). */
+  reads?: Record<string, unknown>[];
+  recordId?: string;
+}
+
+export class Dispatcher {
+  private running = false;
+  private loop: Promise<void> | undefined;
+  private wake: (() => void) | undefined;
+  private readonly worker = `dispatcher-${randomUUID().slice(0, 8)}`;
+
+  constructor(private readonly deps: DispatcherDeps) {}
+
+  get system(): SystemName {
+    return this.deps.system;
+  }
+
+  /** Takes over from a predecessor (its in-flight commands go back to pending), then loops. */
+  async start(): Promise<void> {
+    if (this.running) return;
+    const requeued = await requeueSendingCommands(this.deps.db, this.deps.system);
+    if (requeued > 0)
+      this.deps.logger.warn(
+        { system: this.deps.system, requeued },
+        'requeued commands left in flight',
+      );
+    this.running = true;
+    this.loop = (async () => {
+      while (this.running) {
+        let sent = 0;
+        try {
+          sent = await this.runOnce();
+        } catch (err) {
+          this.deps.logger.error({ err, system: this.deps.system }, 'dispatcher round failed');
+        }
+        if (sent === 0 && this.running) {
+          await new Promise<void>((resolve) => {
+            this.wake = resolve;
+            setTimeout(resolve, this.deps.idleMs ?? 200).unref();
+          });
+        }
+      }
+    })();
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+    this.wake?.();
+    await this.loop;
+  }
+
+  /** One round: claim a batch and send it (the pacer spaces the requests). */
+  async runOnce(): Promise<number> {
+    const { db, system, config } = this.deps;
+    const limit =
+      this.deps.batchSize ??
+      Math.max(
+        2,
+        Math.ceil(
+          (system === 'poweroffice'
+            ? config.poweroffice.rateLimitPerSecond
+            : config.tidsbanken.rateLimitPerSecond) * 2,
+        ),
+      );
+    const commands = await claimCommands(db, system, limit, this.worker);
+    await Promise.all(commands.map((command) => this.dispatch(command)));
+    return commands.length;
+  }
+
+  private async dispatch(command: OutboundCommandRow): Promise<void> {
+    const { db, logger, config } = this.deps;
+    const log = {
+      command: command.id,
+      system: command.system,
+      operation: command.operation,
+      recordType: command.record_type,
+      recordId: command.record_id,
+      flow: command.flow,
+    };
+    if (config.dryRun) {
+      await markCommandDone(db, command.id, 'dry_run', { wouldSend: command.payload });
+      await this.audit(command, 'dry_run', {});
+      logger.info(
+        { ...log, decision: 'dry_run', payload: command.payload },
+        'command not sent (DRY_RUN)',
+      );
+      return;
+    }
+    try {
+      const result = await this.send(command);
+      await db.transaction().execute(async (trx) => {
+        await markCommandDone(
+          trx,
+          command.id,
+          'sent',
+          { recordId: result.recordId ?? command.record_id },
+          result.recordId,
+        );
+        if (command.operation === 'create' && result.recordId !== undefined) {
+          await this.linkCreated(trx, command, result);
+        }
+        if (command.operation === 'update' && result.record !== undefined) {
+          await this.markLanded(trx, command, result.record);
+        }
+      });
+      // What we read and wrote goes through the inbox like any change: the mirror learns the
+      // new state, the echo is recognized, and another flow of the same record sees it.
+      for (const record of [...(result.reads ?? []), ...(result.record ? [result.record] : [])]) {
+        await this.feedBack(command, record);
+      }
+      await this.audit(command, 'sent', { recordId: result.recordId ?? command.record_id });
+      logger.info(
+        { ...log, decision: 'sent', recordId: result.recordId ?? command.record_id },
+        'command sent',
+      );
+    } catch (err) {
+      const retryable = !(err instanceof UpstreamError) || err.retryable;
+      const error =
+        err instanceof UpstreamError
+          ? {
+              message: err.message,
+              status: err.upstreamStatus ?? null,
+              retryable,
+              body: err.body ?? null,
+            }
+          : { message: (err as Error).message, retryable };
+      if (!retryable || command.attempts >= command.max_attempts) {
+        await markCommandDead(db, command.id, error);
+        await this.audit(command, 'dead', { error });
+        logger.warn({ ...log, decision: 'dead', error }, 'command dead-lettered');
+        return;
+      }
+      const folded = await db.transaction().execute((trx) => foldIntoPendingUpdate(trx, command));
+      if (!folded) await markCommandRetry(db, command.id, error);
+      logger.info(
+        { ...log, decision: folded ? 'superseded' : 'retry', error },
+        'command will be retried',
+      );
+    }
+  }
+
+  private async send(command: OutboundCommandRow): Promise<SendResult> {
+    const { clients } = this.deps;
+    const type = command.record_type as RecordType;
+    const write = { priority: 'write' as const };
+    if (command.system === 'poweroffice') {
+      const po = clients.poweroffice;
+      if (po === undefined)
+        throw new UpstreamError(
+          'poweroffice',
+          undefined,
+          true,
+          'the PowerOffice side is not configured',
+        );
+      if (command.operation === 'create') {
+        const body = command.payload.body as Record<string, unknown>;
+        // After a crash mid-send the POST may have landed: look the origin id up first.
+        const create = { ...write, lookupFirst: command.attempts > 1 };
+        const record =
+          type === 'employee'
+            ? await po.createEmployee(body, create)
+            : type === 'customer'
+              ? await po.createCustomer(body, create)
+              : await po.createContactPerson(command.parent_id!, body, create);
+        return { record, recordId: String(record.Id) };
+      }
+      const current = await getMirrorRecord(this.deps.db, 'poweroffice', type, command.record_id!);
+      const ops = toJsonPatch(fieldsOf(command), current?.data);
+      const record =
+        type === 'employee'
+          ? await po.patchEmployee(command.record_id!, ops, write)
+          : type === 'customer'
+            ? await po.patchCustomer(command.record_id!, ops, write)
+            : await po.patchContactPerson(command.parent_id!, command.record_id!, ops, write);
+      return { record };
+    }
+    const tb = clients.tidsbanken;
+    if (tb === undefined)
+      throw new UpstreamError(
+        'tidsbanken',
+        undefined,
+        true,
+        'the Tidsbanken side is not configured',
+      );
+    if (command.operation === 'create') {
+      const body = command.payload.body as Record<string, unknown>;
+      const create = { ...write, lookupFirst: command.attempts > 1 };
+      const record =
+        type === 'ansatt'
+          ? await tb.createAnsatt(body, create)
+          : await tb.createKunde(body, create);
+      return { record, recordId: String(record.Id) };
+    }
+    // Tidsbanken replaces whole objects (PUT with the full record, tidsbanken.md §2): read the
+    // current one first so a field edited there meanwhile is not overwritten with our copy.
+    const current =
+      type === 'ansatt'
+        ? await tb.getAnsatt(Number(command.record_id), write)
+        : await tb.getKunde(command.record_id!, write);
+    if (current === undefined) {
+      throw new UpstreamError(
+        'tidsbanken',
+        404,
+        false,
+        `${type} ${command.record_id} no longer exists in Tidsbanken`,
+      );
+    }
+    const merged = { ...current, ...fieldsOf(command) };
+    const record =
+      type === 'ansatt'
+        ? await tb.updateAnsatt(merged, write)
+        : await tb.updateKunde(merged, write);
+    return { record, reads: [current] };
+  }
+
+  private async linkCreated(
+    trx: DbOrTrx,
+    command: OutboundCommandRow,
+    result: SendResult,
+  ): Promise<void> {
+    const flow = flowById(command.flow ?? '');
+    if (flow === undefined || command.origin_record_id === null || result.recordId === undefined)
+      return;
+    const [tidsbankenId, powerofficeId] =
+      command.system === 'poweroffice'
+        ? [command.origin_record_id, result.recordId]
+        : [result.recordId, command.origin_record_id];
+    const parent =
+      command.system === 'poweroffice'
+        ? command.parent_id
+        : ((await getMirrorRecord(trx, 'poweroffice', flow.poweroffice, powerofficeId))
+            ?.parent_id ?? null);
+    const link = await insertLink(trx, {
+      flow: flow.id,
+      tidsbankenType: flow.tidsbanken,
+      tidsbankenId,
+      powerofficeType: flow.poweroffice,
+      powerofficeId,
+      powerofficeParentId: parent,
+      linkedBy: 'created',
+    });
+    if (link === undefined) {
+      this.deps.logger.warn(
+        { command: command.id, flow: flow.id, tidsbankenId, powerofficeId },
+        'created record could not be linked: one side is linked already',
+      );
+    }
+  }
+
+  /**
+   * Tells the link when our write landed (the target's own change time of the state it
+   * produced): a later read of that field showing an old value is then a real edit.
+   */
+  private async markLanded(
+    trx: DbOrTrx,
+    command: OutboundCommandRow,
+    record: Record<string, unknown>,
+  ): Promise<void> {
+    const flow = flowById(command.flow ?? '');
+    const def = RECORD_TYPES[command.record_type as RecordType];
+    const landed = def === undefined ? undefined : record[def.updatedAtField];
+    if (flow === undefined || command.link_id === null || typeof landed !== 'string') return;
+    const link = await lockLink(trx, command.link_id);
+    if (link === undefined) return;
+    const inflight = link.inflight as Inflight;
+    const entries = inflight[command.system] ?? {};
+    let touched = false;
+    for (const target of Object.keys(fieldsOf(command))) {
+      const field = flow.fields.find(
+        (f) => (command.system === 'tidsbanken' ? f.tidsbanken : f.poweroffice) === target,
+      );
+      const entry = field === undefined ? undefined : entries[field.key];
+      if (entry?.command === command.id) {
+        entry.landed = landed;
+        touched = true;
+      }
+    }
+    if (touched) await setLinkInflight(trx, link.id, inflight);
+  }
+
+  private async feedBack(
+    command: OutboundCommandRow,
+    record: Record<string, unknown>,
+  ): Promise<void> {
+    const type = command.record_type as RecordType;
+    const def = RECORD_TYPES[type];
+    const id = record.Id;
+    if (def === undefined || (typeof id !== 'number' && typeof id !== 'string')) return;
+    const parent = def.parentField !== undefined ? record[def.parentField] : undefined;
+    const updatedAt = record[def.updatedAtField];
+    await insertInboundEvent(this.deps.db, {
+      source: command.system,
+      origin: 'poller',
+      eventId: `write:${command.id}:${String(id)}:${typeof updatedAt === 'string' ? updatedAt : Date.now()}`,
+      eventType: `${type}.updated`,
+      recordType: type,
+      recordId: String(id),
+      parentId: typeof parent === 'number' || typeof parent === 'string' ? String(parent) : null,
+      payload: record,
+      isThin: false,
+      occurredAt: typeof updatedAt === 'string' ? updatedAt : null,
+    });
+  }
+
+  private async audit(
+    command: OutboundCommandRow,
+    outcome: string,
+    detail: Record<string, unknown>,
+  ): Promise<void> {
+    const recordId =
+      (detail.recordId as string | undefined) ?? command.record_id ?? command.origin_record_id;
+    if (recordId === null) return;
+    await insertAuditEntries(this.deps.db, [
+      {
+        system:
+          command.record_id === null && command.origin_system !== null
+            ? command.origin_system
+            : command.system,
+        recordType:
+          command.record_id === null && command.origin_system !== null
+            ? (flowById(command.flow ?? '')?.tidsbanken ?? command.record_type)
+            : command.record_type,
+        recordId,
+        kind: 'command',
+        flow: command.flow,
+        linkId: command.link_id,
+        commandId: command.id,
+        detail: {
+          outcome,
+          operation: command.operation,
+          target: command.system,
+          payload: command.payload,
+          ...detail,
+        },
+      },
+    ]);
+  }
+}

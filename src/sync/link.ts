@@ -1,0 +1,512 @@
+import type { Config } from '../config.js';
+import { insertAuditEntries, type AuditEntry } from '../db/audit.js';
+import {
+  findCreateOf,
+  insertCreateCommand,
+  removeFieldsFromPendingUpdate,
+  upsertPendingUpdate,
+} from '../db/commands.js';
+import {
+  insertFieldConflict,
+  resolveAmbiguousMatches,
+  upsertAmbiguousMatch,
+} from '../db/conflicts.js';
+import type { DbOrTrx } from '../db/database.js';
+import { findActiveLink, insertLink, lockLink, updateLinkState } from '../db/links.js';
+import { findMirrorRecordsByKeys, getMirrorRecord } from '../db/records.js';
+import type { LinkRow, RecordRow, SystemName } from '../db/schema.js';
+import type { Logger } from '../lib/logger.js';
+import { diffLink, type Inflight, type Shadow } from './diff.js';
+import {
+  MERGE_RULE_KEY,
+  RECORD_TYPES,
+  originIdFor,
+  originTidsbankenId,
+  powerofficeCreateBody,
+  tidsbankenCreateBody,
+  type FlowDefinition,
+  type MatchKeys,
+  type MergeRuleName,
+  type RecordType,
+} from './flows.js';
+import { getPath, writableValue } from './normalize.js';
+
+// Linking (DESIGN.md §1) and syncing one link (§3.4–3.5), inside the caller's transaction.
+
+export interface SyncContext {
+  db: DbOrTrx;
+  config: Readonly<Config>;
+  logger: Logger;
+  /** The inbox event being processed, for the audit trail. */
+  eventId?: string | null;
+}
+
+const OTHER: Record<SystemName, SystemName> = {
+  tidsbanken: 'poweroffice',
+  poweroffice: 'tidsbanken',
+};
+
+function typeOn(flow: FlowDefinition, side: SystemName): RecordType {
+  return side === 'tidsbanken' ? flow.tidsbanken : flow.poweroffice;
+}
+
+function keysOfRow(row: RecordRow): MatchKeys {
+  return { email: row.email_key, nationalId: row.national_id_key, number: row.number_key };
+}
+
+function ruleKeys(flow: FlowDefinition, keys: MatchKeys): Partial<MatchKeys> {
+  const out: Partial<MatchKeys> = {};
+  for (const rule of flow.mergeRules) out[MERGE_RULE_KEY[rule]] = keys[MERGE_RULE_KEY[rule]];
+  return out;
+}
+
+function matchedRule(flow: FlowDefinition, a: MatchKeys, b: MatchKeys): MergeRuleName {
+  return (
+    flow.mergeRules.find((rule) => {
+      const k = MERGE_RULE_KEY[rule];
+      return a[k] !== null && a[k] === b[k];
+    }) ?? flow.mergeRules[0]!
+  );
+}
+
+function newLinkFor(
+  flow: FlowDefinition,
+  tidsbankenId: string,
+  powerofficeId: string,
+  powerofficeParentId: string | null,
+  linkedBy: string,
+) {
+  return {
+    flow: flow.id,
+    tidsbankenType: flow.tidsbanken,
+    tidsbankenId,
+    powerofficeType: flow.poweroffice,
+    powerofficeId,
+    powerofficeParentId,
+    linkedBy,
+  };
+}
+
+export interface LinkOutcome {
+  link?: LinkRow;
+  conflict?: boolean;
+  commandQueued?: boolean;
+}
+
+/**
+ * Finds the counterpart of an unlinked record. Records we created link back by their origin
+ * id at any time; merge rules only once the link gate is open (after the first full reads),
+ * so arrival order never decides a match.
+ */
+export async function tryLink(
+  ctx: SyncContext,
+  flow: FlowDefinition,
+  side: SystemName,
+  record: RecordRow,
+  gateOpen: boolean,
+): Promise<LinkOutcome> {
+  const { db } = ctx;
+  const id = record.record_id;
+  const audit: AuditEntry[] = [];
+
+  // 1. Our own creates.
+  if (side === 'poweroffice') {
+    const tidsbankenId = originTidsbankenId(flow, record.data);
+    if (tidsbankenId !== undefined) {
+      const taken = await findActiveLink(db, flow.id, 'tidsbanken', tidsbankenId);
+      if (taken === undefined) {
+        const link = await insertLink(
+          db,
+          newLinkFor(flow, tidsbankenId, id, record.parent_id, 'created'),
+        );
+        if (link !== undefined) {
+          await recordLinked(ctx, flow, link, 'created');
+          return { link };
+        }
+      }
+    }
+  } else {
+    const create = await findCreateOf(db, 'tidsbanken', flow.tidsbanken, id, flow.id);
+    if (create?.origin_record_id) {
+      const taken = await findActiveLink(db, flow.id, 'poweroffice', create.origin_record_id);
+      if (taken === undefined) {
+        const origin = await getMirrorRecord(
+          db,
+          'poweroffice',
+          flow.poweroffice,
+          create.origin_record_id,
+        );
+        const link = await insertLink(
+          db,
+          newLinkFor(flow, id, create.origin_record_id, origin?.parent_id ?? null, 'created'),
+        );
+        if (link !== undefined) {
+          await recordLinked(ctx, flow, link, 'created');
+          return { link };
+        }
+      }
+    }
+  }
+  if (!gateOpen) return {};
+
+  // 2. Merge rules, one-to-one over the whole mirror.
+  const otherSide = OTHER[side];
+  const mine = keysOfRow(record);
+  const candidates = await findMirrorRecordsByKeys(
+    db,
+    otherSide,
+    typeOn(flow, otherSide),
+    ruleKeys(flow, mine),
+  );
+  if (candidates.length === 0) {
+    return { commandQueued: await queueCreateIfConfigured(ctx, flow, side, record) };
+  }
+  const ambiguous = async (reason: string, list: { system: SystemName; recordId: string }[]) => {
+    const { created } = await upsertAmbiguousMatch(db, {
+      flow: flow.id,
+      system: side,
+      recordType: record.record_type,
+      recordId: id,
+      candidates: list,
+      reason,
+    });
+    if (created) {
+      audit.push({
+        system: side,
+        recordType: record.record_type,
+        recordId: id,
+        kind: 'conflict',
+        flow: flow.id,
+        eventId: ctx.eventId ?? null,
+        detail: { conflict: 'ambiguous_match', reason, candidates: list },
+      });
+      ctx.logger.info(
+        {
+          flow: flow.id,
+          system: side,
+          recordId: id,
+          decision: 'ambiguous_match',
+          reason,
+          candidates: list,
+        },
+        'sync decision',
+      );
+    }
+    await insertAuditEntries(db, audit);
+    return { conflict: true };
+  };
+  if (candidates.length > 1) {
+    return ambiguous(
+      'several records match',
+      candidates.map((c) => ({ system: otherSide, recordId: c.record_id })),
+    );
+  }
+  const counterpart = candidates[0]!;
+  const rivals = await findMirrorRecordsByKeys(
+    db,
+    side,
+    record.record_type,
+    ruleKeys(flow, keysOfRow(counterpart)),
+  );
+  if (rivals.length !== 1 || rivals[0]!.record_id !== id) {
+    return ambiguous('the counterpart matches several records on this side', [
+      { system: otherSide, recordId: counterpart.record_id },
+      ...rivals
+        .filter((r) => r.record_id !== id)
+        .map((r) => ({ system: side, recordId: r.record_id })),
+    ]);
+  }
+  const existing = await findActiveLink(db, flow.id, otherSide, counterpart.record_id);
+  if (existing !== undefined) {
+    const linkedTo = otherSide === 'tidsbanken' ? existing.poweroffice_id : existing.tidsbanken_id;
+    return ambiguous(`the counterpart is already linked to ${side} ${linkedTo}`, [
+      { system: otherSide, recordId: counterpart.record_id },
+      { system: side, recordId: linkedTo },
+    ]);
+  }
+  const [tb, po] = side === 'tidsbanken' ? [record, counterpart] : [counterpart, record];
+  const rule = matchedRule(flow, mine, keysOfRow(counterpart));
+  const link = await insertLink(
+    db,
+    newLinkFor(flow, tb.record_id, po.record_id, po.parent_id, rule),
+  );
+  if (link === undefined) return {};
+  await recordLinked(ctx, flow, link, rule);
+  return { link };
+}
+
+async function recordLinked(
+  ctx: SyncContext,
+  flow: FlowDefinition,
+  link: LinkRow,
+  rule: string,
+): Promise<void> {
+  for (const side of ['tidsbanken', 'poweroffice'] as const) {
+    const recordId = side === 'tidsbanken' ? link.tidsbanken_id : link.poweroffice_id;
+    await resolveAmbiguousMatches(
+      ctx.db,
+      flow.id,
+      side,
+      typeOn(flow, side),
+      recordId,
+      `linked by ${rule}`,
+    );
+  }
+  await insertAuditEntries(
+    ctx.db,
+    (['tidsbanken', 'poweroffice'] as const).map((side) => ({
+      system: side,
+      recordType: typeOn(flow, side),
+      recordId: side === 'tidsbanken' ? link.tidsbanken_id : link.poweroffice_id,
+      kind: 'link' as const,
+      flow: flow.id,
+      linkId: link.id,
+      eventId: ctx.eventId ?? null,
+      detail: {
+        linkedBy: rule,
+        tidsbankenId: link.tidsbanken_id,
+        powerofficeId: link.poweroffice_id,
+      },
+    })),
+  );
+  ctx.logger.info(
+    {
+      flow: flow.id,
+      link: link.id,
+      tidsbankenId: link.tidsbanken_id,
+      powerofficeId: link.poweroffice_id,
+      decision: 'link',
+      linkedBy: rule,
+    },
+    'sync decision',
+  );
+}
+
+/** The unmatched policy (DESIGN.md §1): create the counterpart, idempotently by origin id. */
+async function queueCreateIfConfigured(
+  ctx: SyncContext,
+  flow: FlowDefinition,
+  side: SystemName,
+  record: RecordRow,
+): Promise<boolean> {
+  const policy = ctx.config.unmatched[flow.id];
+  const id = record.record_id;
+  let queued: string | undefined;
+  if (side === 'tidsbanken' && (policy === 'create-in-poweroffice' || policy === 'create-both')) {
+    if (ctx.config.poweroffice.credentials === undefined && !ctx.config.dryRun) return false;
+    let parentId: string | null = null;
+    if (flow.poweroffice === 'contactperson') {
+      // Contact persons live under a customer/supplier; without one configured, never created.
+      if (ctx.config.poweroffice.contactParentId === undefined) return false;
+      parentId = ctx.config.poweroffice.contactParentId;
+    }
+    queued = await insertCreateCommand(ctx.db, {
+      system: 'poweroffice',
+      recordType: flow.poweroffice,
+      recordId: null,
+      parentId,
+      flow: flow.id,
+      originSystem: 'tidsbanken',
+      originId: originIdFor(flow, id),
+      originRecordId: id,
+      body: powerofficeCreateBody(flow, record.data, id),
+    });
+  } else if (
+    side === 'poweroffice' &&
+    (policy === 'create-in-tidsbanken' || policy === 'create-both')
+  ) {
+    if (ctx.config.tidsbanken.credentials === undefined && !ctx.config.dryRun) return false;
+    const body = tidsbankenCreateBody(flow, record.data);
+    if (body === undefined) return false;
+    const newId = String(body.Id);
+    // A Tidsbanken record with that Id exists but did not match: creating it would collide.
+    const clash = await getMirrorRecord(ctx.db, 'tidsbanken', flow.tidsbanken, newId);
+    if (clash !== undefined) {
+      await upsertAmbiguousMatch(ctx.db, {
+        flow: flow.id,
+        system: side,
+        recordType: record.record_type,
+        recordId: id,
+        candidates: [{ system: 'tidsbanken', recordId: newId }],
+        reason: `not created: Tidsbanken already has ${flow.tidsbanken} ${newId}, which does not match`,
+      });
+      return false;
+    }
+    queued = await insertCreateCommand(ctx.db, {
+      system: 'tidsbanken',
+      recordType: flow.tidsbanken,
+      recordId: newId,
+      parentId: null,
+      flow: flow.id,
+      originSystem: 'poweroffice',
+      originId: `po-${flow.poweroffice}-${id}`,
+      originRecordId: id,
+      body,
+    });
+  }
+  if (queued === undefined) return false;
+  await insertAuditEntries(ctx.db, [
+    {
+      system: side,
+      recordType: record.record_type,
+      recordId: id,
+      kind: 'command',
+      flow: flow.id,
+      commandId: queued,
+      eventId: ctx.eventId ?? null,
+      detail: { operation: 'create', target: OTHER[side], policy },
+    },
+  ]);
+  ctx.logger.info(
+    {
+      flow: flow.id,
+      system: side,
+      recordId: id,
+      decision: 'create',
+      target: OTHER[side],
+      command: queued,
+    },
+    'sync decision',
+  );
+  return true;
+}
+
+function updatedAtMs(row: RecordRow): number | undefined {
+  return row.source_updated_at === null ? undefined : new Date(row.source_updated_at).getTime();
+}
+
+export interface SyncOutcome {
+  changed: boolean;
+  commands: string[];
+  conflicts: number;
+}
+
+/** The three-way diff of one link, applied: commands queued, shadow advanced, all recorded. */
+export async function syncLink(
+  ctx: SyncContext,
+  flow: FlowDefinition,
+  linkId: string,
+): Promise<SyncOutcome> {
+  const { db } = ctx;
+  const none: SyncOutcome = { changed: false, commands: [], conflicts: 0 };
+  const link = await lockLink(db, linkId);
+  if (link === undefined || link.unlinked_at !== null) return none;
+  const tb = await getMirrorRecord(db, 'tidsbanken', flow.tidsbanken, link.tidsbanken_id);
+  const po = await getMirrorRecord(db, 'poweroffice', flow.poweroffice, link.poweroffice_id);
+  // The counterpart has not been read yet (or is gone): nothing to compare with.
+  if (tb === undefined || po === undefined || tb.deleted_at !== null || po.deleted_at !== null) {
+    return none;
+  }
+  const first = link.last_synced_at === null;
+  const result = diffLink({
+    flow,
+    tidsbanken: { record: tb.data, updatedAt: updatedAtMs(tb) },
+    poweroffice: { record: po.data, updatedAt: updatedAtMs(po) },
+    shadow: first ? undefined : (link.shadow as Shadow),
+    inflight: link.inflight,
+    policy: ctx.config.conflictPolicy,
+  });
+  const inflight = result.inflight;
+  const targets = {
+    tidsbanken: {
+      system: 'tidsbanken' as const,
+      recordType: flow.tidsbanken,
+      recordId: link.tidsbanken_id,
+      parentId: null,
+      flow: flow.id,
+      linkId: link.id,
+    },
+    poweroffice: {
+      system: 'poweroffice' as const,
+      recordType: flow.poweroffice,
+      recordId: link.poweroffice_id,
+      parentId: link.poweroffice_parent_id,
+      flow: flow.id,
+      linkId: link.id,
+    },
+  };
+  const keyOf = (side: SystemName, target: string) =>
+    flow.fields.find((f) => (side === 'tidsbanken' ? f.tidsbanken : f.poweroffice) === target)!.key;
+  const commands: string[] = [];
+  const records = { tidsbanken: tb.data, poweroffice: po.data };
+
+  for (const side of ['tidsbanken', 'poweroffice'] as const) {
+    const writes = { ...result.writes[side] };
+    // The side's own newer edit won over a queued write to it: take the field out. If that
+    // write is already on the wire, queue the side's value again so it has the last word.
+    if (result.drops[side].length > 0) {
+      const onTheWire = await removeFieldsFromPendingUpdate(db, targets[side], result.drops[side]);
+      for (const target of onTheWire) {
+        const field = flow.fields.find(
+          (f) => (side === 'tidsbanken' ? f.tidsbanken : f.poweroffice) === target,
+        )!;
+        const own =
+          side === 'tidsbanken' ? records.tidsbanken[target] : getPath(records.poweroffice, target);
+        writes[target] = writableValue(field.kind, own);
+        const entry = (link.inflight as Inflight)[side]?.[field.key];
+        inflight[side]![field.key] = { stale: [...(entry?.stale ?? [])] };
+      }
+    }
+    if (Object.keys(writes).length === 0) continue;
+    const commandId = await upsertPendingUpdate(db, targets[side], writes);
+    commands.push(commandId);
+    for (const target of Object.keys(writes)) {
+      const key = keyOf(side, target);
+      inflight[side]![key] = { stale: inflight[side]![key]?.stale ?? [], command: commandId };
+    }
+  }
+
+  await updateLinkState(db, link.id, { shadow: result.shadow, inflight, synced: true });
+  for (const conflict of result.conflicts) {
+    await insertFieldConflict(db, {
+      flow: flow.id,
+      system: 'tidsbanken',
+      recordType: flow.tidsbanken,
+      recordId: link.tidsbanken_id,
+      linkId: link.id,
+      field: conflict.key,
+      tidsbankenValue: conflict.tidsbanken,
+      powerofficeValue: conflict.poweroffice,
+      resolution: conflict.resolution,
+    });
+  }
+  const changed = result.changes.length > 0 || result.conflicts.length > 0 || first;
+  if (changed) {
+    const detail = {
+      firstSync: first,
+      changes: result.changes,
+      conflicts: result.conflicts,
+      writes: result.writes,
+      commands,
+    };
+    await insertAuditEntries(
+      db,
+      (['tidsbanken', 'poweroffice'] as const).map((side) => ({
+        system: side,
+        recordType: typeOn(flow, side),
+        recordId: side === 'tidsbanken' ? link.tidsbanken_id : link.poweroffice_id,
+        kind: 'diff' as const,
+        flow: flow.id,
+        linkId: link.id,
+        eventId: ctx.eventId ?? null,
+        detail,
+      })),
+    );
+    ctx.logger.info(
+      {
+        flow: flow.id,
+        link: link.id,
+        tidsbankenId: link.tidsbanken_id,
+        powerofficeId: link.poweroffice_id,
+        decision: first ? 'first_sync' : 'sync',
+        fieldsChanged: result.changes.map((c) => `${c.key}←${c.source}`),
+        conflicts: result.conflicts.map((c) => `${c.key}: ${c.resolution}`),
+        commands,
+      },
+      'sync decision',
+    );
+  }
+  return { changed, commands, conflicts: result.conflicts.length };
+}
+
+export { RECORD_TYPES };

@@ -1,0 +1,165 @@
+import { sql } from 'kysely';
+import type { Config } from '../config.js';
+import type { Db, DbOrTrx } from '../db/database.js';
+import { listActiveLinkIds } from '../db/links.js';
+import { haveFullReads } from '../db/poller-cursors.js';
+import { listMirrorRecords } from '../db/records.js';
+import type { SystemName } from '../db/schema.js';
+import { getSyncState, lockSyncState, setSyncState } from '../db/sync-state.js';
+import type { Logger } from '../lib/logger.js';
+import { FLOWS } from './flows.js';
+import { syncLink, tryLink } from './link.js';
+
+// The link gate (DESIGN.md §1): merge-rule matching starts only once the mirror holds a first
+// full read of both sides, so arrival order never decides a match. Until then the worker only
+// fills the mirror (and keeps syncing links that already exist); the sweep then matches every
+// unlinked record over the whole mirror and opens the gate. A reconcile closes the gate again
+// while it re-reads both sides.
+
+const GATE = 'link-gate';
+/** A sweep whose replica died is taken over after this long. */
+const SWEEP_LEASE_MS = 10 * 60 * 1000;
+
+export interface SweepRequirements {
+  /** Record types whose first full read must be stored before the gate may open. */
+  fullReads: { system: SystemName; recordType: string }[];
+}
+
+export async function isLinkGateOpen(db: DbOrTrx): Promise<boolean> {
+  return (await getSyncState(db, GATE))?.open === true;
+}
+
+export async function closeLinkGate(db: Db, reason = 'reconcile'): Promise<void> {
+  await setSyncState(db, GATE, { open: false, reason, closedAt: new Date().toISOString() });
+}
+
+/** Reopens the gate without a sweep (a reconcile that failed must not leave linking off). */
+export async function openLinkGate(db: Db): Promise<void> {
+  await setSyncState(db, GATE, { open: true, openedAt: new Date().toISOString() });
+}
+
+/** Waits until no event (up to `upToEventId`, when given) is pending in the inbox. */
+export async function waitForInboxDrained(
+  db: Db,
+  options: { upToEventId?: string; timeoutMs?: number; signal?: AbortSignal; pollMs?: number } = {},
+): Promise<void> {
+  const deadline = Date.now() + (options.timeoutMs ?? 30 * 60 * 1000);
+  for (;;) {
+    options.signal?.throwIfAborted();
+    let query = db
+      .selectFrom('inbound_events')
+      .select('id')
+      .where('status', '=', 'pending')
+      .limit(1);
+    if (options.upToEventId !== undefined) query = query.where('id', '<=', options.upToEventId);
+    if ((await query.executeTakeFirst()) === undefined) return;
+    if (Date.now() > deadline) throw new Error('timed out waiting for the inbox to drain');
+    await new Promise((r) => setTimeout(r, options.pollMs ?? 200));
+  }
+}
+
+export interface SweepDeps {
+  db: Db;
+  config: Readonly<Config>;
+  logger: Logger;
+}
+
+export interface SweepResult {
+  linksMade: number;
+  conflicts: number;
+  commandsQueued: number;
+}
+
+/**
+ * Matches every unlinked mirror record of every flow over the whole mirror, syncs each new
+ * link once, then opens the gate. One record per transaction, so a large sweep never holds
+ * one huge transaction; the closed gate keeps anyone else from matching meanwhile.
+ */
+export async function runLinkSweep(deps: SweepDeps): Promise<SweepResult> {
+  const { db, logger } = deps;
+  const me = `${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
+  const claimed = await db.transaction().execute(async (trx) => {
+    const state = await lockSyncState(trx, GATE);
+    const since = typeof state.sweepingSince === 'string' ? Date.parse(state.sweepingSince) : NaN;
+    if (state.sweepingBy !== undefined && Date.now() - since < SWEEP_LEASE_MS) return false;
+    await trx
+      .updateTable('sync_state')
+      .set({
+        value: JSON.stringify({
+          ...state,
+          open: false,
+          sweepingBy: me,
+          sweepingSince: new Date().toISOString(),
+        }),
+      })
+      .where('key', '=', GATE)
+      .execute();
+    return true;
+  });
+  const result: SweepResult = { linksMade: 0, conflicts: 0, commandsQueued: 0 };
+  if (!claimed) return result;
+  try {
+    for (const flow of FLOWS) {
+      for (const side of ['tidsbanken', 'poweroffice'] as const) {
+        const type = side === 'tidsbanken' ? flow.tidsbanken : flow.poweroffice;
+        const linked = await listActiveLinkIds(db, flow.id, side);
+        for (const record of await listMirrorRecords(db, side, type)) {
+          if (linked.has(record.record_id)) continue;
+          await db.transaction().execute(async (trx) => {
+            const ctx = { db: trx, config: deps.config, logger };
+            const outcome = await tryLink(ctx, flow, side, record, true);
+            if (outcome.conflict) result.conflicts++;
+            if (outcome.commandQueued) result.commandsQueued++;
+            if (outcome.link !== undefined) {
+              result.linksMade++;
+              const sync = await syncLink(ctx, flow, outcome.link.id);
+              result.commandsQueued += sync.commands.length;
+              result.conflicts += sync.conflicts;
+            }
+          });
+        }
+      }
+    }
+  } catch (err) {
+    await setSyncState(db, GATE, {
+      open: false,
+      reason: 'sweep failed',
+      error: (err as Error).message,
+    });
+    throw err;
+  }
+  await setSyncState(db, GATE, {
+    open: true,
+    openedAt: new Date().toISOString(),
+    lastSweep: result,
+  });
+  logger.info({ ...result, decision: 'link_sweep' }, 'link sweep done; merge-rule linking is on');
+  return result;
+}
+
+/**
+ * The first sweep on a fresh database: once every required first full read is stored and the
+ * inbox holds nothing pending, sweep and open the gate. A gate closed by a reconcile is left
+ * to the reconcile. Returns whether it swept.
+ */
+export async function maybeRunInitialSweep(
+  deps: SweepDeps,
+  requirements: SweepRequirements,
+): Promise<boolean> {
+  const state = await getSyncState(deps.db, GATE);
+  if (state?.open === true || state?.reason === 'reconcile') return false;
+  if (!(await haveFullReads(deps.db, requirements.fullReads))) return false;
+  const pending = await deps.db
+    .selectFrom('inbound_events')
+    .select('id')
+    .where('status', '=', 'pending')
+    .where('run_at', '<=', sql<Date>`now()`)
+    .limit(1)
+    .executeTakeFirst();
+  if (pending !== undefined) return false;
+  await runLinkSweep(deps);
+  return true;
+}
+
+/** What the reconciler needs from the engine. */
+export const linkGateEngine = { closeLinkGate, openLinkGate, waitForInboxDrained, runLinkSweep };

@@ -1,0 +1,324 @@
+import { sql } from 'kysely';
+import type { Config } from '../config.js';
+import { insertAuditEntries } from '../db/audit.js';
+import type { Db } from '../db/database.js';
+import { findActiveLink, unlinkLink } from '../db/links.js';
+import { getMirrorRecord, markMirrorRecordDeleted, upsertMirrorRecord } from '../db/records.js';
+import type { InboundEventRow, SystemName } from '../db/schema.js';
+import { UpstreamError } from '../errors.js';
+import type { Logger } from '../lib/logger.js';
+import type { PowerOfficeClient } from '../poweroffice/client.js';
+import type { TidsbankenClient } from '../tidsbanken/client.js';
+import { FLOWS, RECORD_TYPES, flowsForRecordType, sideOf, type RecordType } from './flows.js';
+import { syncLink, tryLink, type SyncContext } from './link.js';
+import { isLinkGateOpen, maybeRunInitialSweep, type SweepRequirements } from './sweep.js';
+
+// The sync worker (DESIGN.md §3.4): claims inbox events, never two of one record at once,
+// completes thin ones with a GET, updates the mirror, then links and diffs per flow.
+
+export interface Clients {
+  tidsbanken?: TidsbankenClient | undefined;
+  poweroffice?: PowerOfficeClient | undefined;
+}
+
+export interface WorkerDeps {
+  db: Db;
+  config: Readonly<Config>;
+  logger: Logger;
+  clients: Clients;
+  /** Which record types need a first full read before merge-rule linking may start. */
+  sweep?: SweepRequirements;
+}
+
+const MAX_EVENT_ATTEMPTS = 10;
+
+/** Fetches the full record behind a thin event, or undefined when it no longer exists. */
+async function completeThinEvent(
+  clients: Clients,
+  event: InboundEventRow,
+): Promise<Record<string, unknown> | undefined> {
+  const type = event.record_type as RecordType;
+  const id = event.record_id;
+  switch (type) {
+    case 'ansatt':
+      return clients.tidsbanken?.getAnsatt(Number(id));
+    case 'kunde':
+      return clients.tidsbanken?.getKunde(id);
+    case 'employee':
+      return clients.poweroffice?.getEmployee(id);
+    case 'customer':
+      return clients.poweroffice?.getCustomer(id);
+    case 'contactperson':
+      return event.parent_id === null
+        ? undefined
+        : clients.poweroffice?.getContactPerson(event.parent_id, id);
+  }
+}
+
+function hasClientFor(clients: Clients, source: SystemName): boolean {
+  return source === 'tidsbanken'
+    ? clients.tidsbanken !== undefined
+    : clients.poweroffice !== undefined;
+}
+
+/** The next few due events, oldest first (unlocked: the claim happens per event). */
+async function peekDueEvents(db: Db, limit: number): Promise<InboundEventRow[]> {
+  return db
+    .selectFrom('inbound_events')
+    .selectAll()
+    .where('status', '=', 'pending')
+    .where('run_at', '<=', sql<Date>`now()`)
+    .orderBy('id')
+    .limit(limit)
+    .execute();
+}
+
+async function deferEvent(db: Db, id: string, error: string, dead: boolean): Promise<void> {
+  await sql`
+    update inbound_events
+       set attempts = attempts + 1, last_error = ${error},
+           status = ${dead ? 'dead' : 'pending'},
+           run_at = now() + least(interval '5 minutes', interval '1 second' * power(2, least(attempts, 10)))
+     where id = ${id}`.execute(db);
+}
+
+/**
+ * Processes up to `limit` due events; returns how many it finished. Safe on any number of
+ * replicas: each event is claimed FOR UPDATE SKIP LOCKED and its record is serialized by a
+ * transaction-scoped advisory lock.
+ */
+export async function processDueEvents(deps: WorkerDeps, limit = 50): Promise<number> {
+  const { db, logger } = deps;
+  let done = 0;
+  for (const peeked of await peekDueEvents(db, limit)) {
+    let event = peeked;
+    const deleted = event.event_type.endsWith('.deleted');
+    if (event.is_thin && !deleted) {
+      if (!hasClientFor(deps.clients, event.source)) {
+        await deferEvent(
+          db,
+          event.id,
+          `thin event: the ${event.source} side is not configured`,
+          false,
+        );
+        continue;
+      }
+      try {
+        const full = await completeThinEvent(deps.clients, event);
+        if (full === undefined) {
+          await db
+            .updateTable('inbound_events')
+            .set({
+              status: 'done',
+              processed_at: sql<Date>`now()`,
+              last_error: 'record not found upstream',
+            })
+            .where('id', '=', event.id)
+            .execute();
+          done++;
+          continue;
+        }
+        event = { ...event, payload: full, is_thin: false };
+        await db
+          .updateTable('inbound_events')
+          .set({ payload: JSON.stringify(full), is_thin: false })
+          .where('id', '=', event.id)
+          .where('status', '=', 'pending')
+          .execute();
+      } catch (err) {
+        const retryable = !(err instanceof UpstreamError) || err.retryable;
+        logger.warn({ err, eventId: event.id }, 'could not complete a thin event');
+        await deferEvent(
+          db,
+          event.id,
+          (err as Error).message,
+          !retryable || event.attempts + 1 >= MAX_EVENT_ATTEMPTS,
+        );
+        continue;
+      }
+    }
+    try {
+      const processed = await db.transaction().execute(async (trx) => {
+        const claimed = await trx
+          .selectFrom('inbound_events')
+          .selectAll()
+          .where('id', '=', event.id)
+          .where('status', '=', 'pending')
+          .forUpdate()
+          .skipLocked()
+          .executeTakeFirst();
+        if (claimed === undefined) return false;
+        // One record at a time across replicas; released at commit.
+        await sql`select pg_advisory_xact_lock(hashtext(${`${claimed.source}/${claimed.record_type}/${claimed.record_id}`}))`.execute(
+          trx,
+        );
+        const older = await trx
+          .selectFrom('inbound_events')
+          .select('id')
+          .where('source', '=', claimed.source)
+          .where('record_type', '=', claimed.record_type)
+          .where('record_id', '=', claimed.record_id)
+          .where('status', '=', 'pending')
+          .where('id', '<', claimed.id)
+          .where('run_at', '<=', sql<Date>`now()`)
+          .executeTakeFirst();
+        // Its turn comes first. (One waiting out a backoff does not hold newer ones back: the
+        // mirror ignores a state older than the one it holds.)
+        if (older !== undefined) return false;
+        await processEvent({ db: trx, config: deps.config, logger, eventId: claimed.id }, claimed);
+        await trx
+          .updateTable('inbound_events')
+          .set({
+            status: 'done',
+            processed_at: sql<Date>`now()`,
+            attempts: sql<number>`attempts + 1`,
+          })
+          .where('id', '=', claimed.id)
+          .execute();
+        return true;
+      });
+      if (processed) done++;
+    } catch (err) {
+      logger.error({ err, eventId: event.id }, 'processing an event failed');
+      await deferEvent(
+        db,
+        event.id,
+        (err as Error).message,
+        event.attempts + 1 >= MAX_EVENT_ATTEMPTS,
+      );
+    }
+  }
+  return done;
+}
+
+/** One event inside its transaction: mirror, then link and diff in every flow of its type. */
+export async function processEvent(ctx: SyncContext, event: InboundEventRow): Promise<void> {
+  const type = event.record_type as RecordType;
+  const def = RECORD_TYPES[type];
+  if (def === undefined) return;
+  if (event.event_type.endsWith('.deleted')) {
+    await markMirrorRecordDeleted(ctx.db, event.source, type, event.record_id);
+    for (const flow of flowsForRecordType(type)) {
+      const side = sideOf(flow, type);
+      const link = await findActiveLink(ctx.db, flow.id, side, event.record_id);
+      if (link === undefined) continue;
+      const reason = `deleted in ${event.source}`;
+      await unlinkLink(ctx.db, link.id, reason);
+      await insertAuditEntries(ctx.db, [
+        {
+          system: event.source,
+          recordType: type,
+          recordId: event.record_id,
+          kind: 'unlink',
+          flow: flow.id,
+          linkId: link.id,
+          eventId: event.id,
+          detail: { reason, tidsbankenId: link.tidsbanken_id, powerofficeId: link.poweroffice_id },
+        },
+      ]);
+      ctx.logger.info(
+        {
+          flow: flow.id,
+          link: link.id,
+          system: event.source,
+          recordId: event.record_id,
+          decision: 'unlink',
+          reason,
+        },
+        'sync decision',
+      );
+    }
+    return;
+  }
+  const data = event.payload;
+  const keys = def.keys(data);
+  const updatedAt = data[def.updatedAtField];
+  const fresh = await upsertMirrorRecord(ctx.db, {
+    system: event.source,
+    recordType: type,
+    recordId: event.record_id,
+    parentId: event.parent_id,
+    data,
+    email: keys.email,
+    nationalId: keys.nationalId,
+    number: keys.number,
+    sourceUpdatedAt:
+      typeof updatedAt === 'string' && updatedAt !== ''
+        ? updatedAt
+        : (event.occurred_at?.toISOString() ?? null),
+    eventId: event.id,
+  });
+  if (!fresh) {
+    ctx.logger.debug(
+      { eventId: event.id, recordId: event.record_id },
+      'older than the mirror: ignored',
+    );
+    return;
+  }
+  await syncRecord(ctx, event.source, type, event.record_id);
+}
+
+/** Links (if needed) and diffs one mirrored record in every flow it takes part in. */
+export async function syncRecord(
+  ctx: SyncContext,
+  system: SystemName,
+  type: RecordType,
+  recordId: string,
+): Promise<void> {
+  const record = await getMirrorRecord(ctx.db, system, type, recordId);
+  if (record === undefined || record.deleted_at !== null) return;
+  const gateOpen = await isLinkGateOpen(ctx.db);
+  for (const flow of flowsForRecordType(type)) {
+    const side = sideOf(flow, type);
+    let link = await findActiveLink(ctx.db, flow.id, side, recordId);
+    link ??= (await tryLink(ctx, flow, side, record, gateOpen)).link;
+    if (link !== undefined) await syncLink(ctx, flow, link.id);
+  }
+}
+
+export interface SyncWorker {
+  stop(): Promise<void>;
+  /** Resolves once the inbox has no due events (tests, reconcile). */
+  idle(): Promise<void>;
+}
+
+/** Runs the worker loop until stopped: process, or sleep `idleMs` when there is nothing due. */
+export function startSyncWorker(deps: WorkerDeps, options: { idleMs?: number } = {}): SyncWorker {
+  const idleMs = options.idleMs ?? 250;
+  let running = true;
+  let wake: (() => void) | undefined;
+  let idleWaiters: (() => void)[] = [];
+  const loop = (async () => {
+    while (running) {
+      let done = 0;
+      try {
+        done = await processDueEvents(deps);
+        if (done === 0 && deps.sweep !== undefined) {
+          await maybeRunInitialSweep({ ...deps }, deps.sweep);
+        }
+      } catch (err) {
+        deps.logger.error({ err }, 'sync worker iteration failed');
+      }
+      if (done === 0) {
+        for (const resolve of idleWaiters) resolve();
+        idleWaiters = [];
+        await new Promise<void>((resolve) => {
+          wake = resolve;
+          setTimeout(resolve, idleMs).unref();
+        });
+      }
+    }
+  })();
+  return {
+    async stop() {
+      running = false;
+      wake?.();
+      await loop;
+    },
+    idle() {
+      return new Promise<void>((resolve) => idleWaiters.push(resolve));
+    },
+  };
+}
+
+export { FLOWS };

@@ -1,0 +1,132 @@
+import { inject } from 'vitest';
+import { createApp } from '../../src/app.js';
+import { loadConfig, secretsOf, type Config } from '../../src/config.js';
+import { createLogger, type Logger } from '../../src/lib/logger.js';
+import { createMetrics } from '../../src/lib/metrics.js';
+import { createService, type Service } from '../../src/service.js';
+import { isLinkGateOpen } from '../../src/sync/sweep.js';
+import { startFakePowerOffice, type FakePowerOffice } from '../fakes/poweroffice.js';
+import { startFakeTidsbanken, type FakeTidsbanken } from '../fakes/tidsbanken.js';
+import { LogCapture } from './app.js';
+import { createTestDatabase, type TestDatabase } from './database.js';
+
+// The whole service (worker, dispatchers, pollers) on this file's own database, talking to
+// both fake APIs over real HTTP. Nothing of ours is mocked.
+
+export interface SyncHarness {
+  tb: FakeTidsbanken;
+  po: FakePowerOffice;
+  database: TestDatabase;
+  config: Readonly<Config>;
+  service: Service;
+  app: ReturnType<typeof createApp>;
+  logs: LogCapture;
+  logger: Logger;
+  /** Waits until the inbox and outbox are empty and stay so (the systems have converged). */
+  settle(options?: { timeoutMs?: number; quietMs?: number }): Promise<void>;
+  /** Requests to a fake that write (POST/PUT/PATCH on the API, not the token endpoint). */
+  writes(fake: FakeTidsbanken | FakePowerOffice): { method: string; path: string; body: unknown }[];
+  close(): Promise<void>;
+}
+
+export interface HarnessOptions {
+  env?: Record<string, string>;
+  /** Records to put in the fakes before the service starts (its first full read sees them). */
+  seed?: (tb: FakeTidsbanken, po: FakePowerOffice) => void;
+  fakes?: { tb?: FakeTidsbanken; po?: FakePowerOffice };
+  /** Start the service at once (default) or leave it to the test. */
+  start?: boolean;
+}
+
+export async function startSyncHarness(options: HarnessOptions = {}): Promise<SyncHarness> {
+  const tb = options.fakes?.tb ?? (await startFakeTidsbanken({ rateLimitPerSecond: 1000 }));
+  const po = options.fakes?.po ?? (await startFakePowerOffice({ rateLimitPerSecond: 1000 }));
+  options.seed?.(tb, po);
+  const config = loadConfig({
+    TIDSBANKEN_BASE_URL: tb.url,
+    TIDSBANKEN_API_KEY: tb.apiKey,
+    TIDSBANKEN_SUBSCRIPTION_KEY: tb.subscriptionKey,
+    TIDSBANKEN_RATE_LIMIT_PER_SECOND: '200',
+    POWEROFFICE_BASE_URL: po.baseUrl,
+    POWEROFFICE_TOKEN_URL: po.tokenUrl,
+    POWEROFFICE_APPLICATION_KEY: po.applicationKey,
+    POWEROFFICE_CLIENT_KEY: po.clientKey,
+    POWEROFFICE_SUBSCRIPTION_KEY: po.subscriptionKey,
+    POWEROFFICE_RATE_LIMIT_PER_SECOND: '200',
+    POLL_INTERVAL_MS: '200',
+    ...options.env,
+  });
+  const database = await createTestDatabase(inject('templateDatabase'));
+  const logs = new LogCapture();
+  const logger = createLogger({ level: 'info', secrets: secretsOf(config), destination: logs });
+  const metrics = createMetrics();
+  const service = createService({
+    config,
+    db: database.db,
+    databaseUrl: database.url,
+    logger,
+    metrics,
+    clientOptions: { timeoutMs: 2000, backoffBaseMs: 20 },
+    workerIdleMs: 30,
+  });
+  const app = createApp({
+    config,
+    db: database.db,
+    logger,
+    metrics,
+    reconciler: service.reconciler,
+  });
+  if (options.start !== false) service.start();
+
+  const db = database.db;
+  const busy = async () => {
+    if (!(await isLinkGateOpen(db))) return true;
+    const event = await db
+      .selectFrom('inbound_events')
+      .select('id')
+      .where('status', '=', 'pending')
+      .limit(1)
+      .executeTakeFirst();
+    if (event !== undefined) return true;
+    const command = await db
+      .selectFrom('outbound_commands')
+      .select('id')
+      .where('status', 'in', ['pending', 'sending'])
+      .limit(1)
+      .executeTakeFirst();
+    return command !== undefined;
+  };
+
+  return {
+    tb,
+    po,
+    database,
+    config,
+    service,
+    app,
+    logs,
+    logger,
+    async settle({ timeoutMs = 30_000, quietMs = 700 } = {}) {
+      const deadline = Date.now() + timeoutMs;
+      let quietSince: number | undefined;
+      for (;;) {
+        if (await busy()) quietSince = undefined;
+        else quietSince ??= Date.now();
+        if (quietSince !== undefined && Date.now() - quietSince >= quietMs) return;
+        if (Date.now() > deadline) throw new Error('the service did not settle');
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    },
+    writes(fake) {
+      return fake.requests
+        .filter((r) => ['POST', 'PUT', 'PATCH'].includes(r.method) && !/token/i.test(r.path))
+        .map((r) => ({ method: r.method, path: r.path, body: r.body }));
+    },
+    async close() {
+      await service.stop();
+      await database.close();
+      if (options.fakes?.tb === undefined) await tb.close();
+      if (options.fakes?.po === undefined) await po.close();
+    },
+  };
+}
