@@ -163,6 +163,7 @@ async function main(): Promise<void> {
     deadEvents: 0,
   };
   const lastEdit = new Map<number, { value: string; side: 'tb' | 'po'; at: number }>();
+  const history = new Map<number, string[]>();
   const employeeOf = new Map<number, number>();
   for (const [id, e] of po.employees) employeeOf.set(e.Number as number, id);
   const details: string[] = [];
@@ -209,6 +210,10 @@ async function main(): Promise<void> {
         seq += 1;
         const value = `${side}-${seq}`;
         lastEdit.set(id, { value, side, at: Date.now() });
+        history.set(id, [
+          ...(history.get(id) ?? []),
+          `${value}${viaWebhook ? '(webhook)' : ''}@${new Date().toISOString().slice(11, 23)}`,
+        ]);
         counts.changes += 1;
         const employeeId = employeeOf.get(id)!;
         let send: (() => Promise<number>) | undefined;
@@ -321,7 +326,7 @@ async function main(): Promise<void> {
       if (last !== undefined && (a.Tittel !== last.value || e.JobTitle !== last.value)) {
         counts.lost += 1;
         details.push(
-          `pair ${id}/${employeeId}: last edit ${last.value} (${last.side}); Tittel=${String(a.Tittel)} JobTitle=${String(e.JobTitle)}`,
+          `pair ${id}/${employeeId}: last edit ${last.value}; Tittel=${String(a.Tittel)} JobTitle=${String(e.JobTitle)}; edits ${(history.get(id) ?? []).join(' ')}`,
         );
       }
     }
