@@ -63,7 +63,7 @@ async function main(): Promise<void> {
     const t0 = Date.now();
     const code = await run(step);
     const secs = Math.round((Date.now() - t0) / 1000);
-    let r: Json = {};
+    let r: Json;
     try {
       r = JSON.parse(await readFile(step.result, 'utf8')) as Json;
     } catch {
