@@ -46,10 +46,14 @@ export interface Service {
 export function createService(deps: ServiceDeps): Service {
   const { config, db, logger, metrics } = deps;
   const clients: Clients = {};
+  const pacers: Record<SystemName, Pacer> = {
+    tidsbanken: new Pacer('tidsbanken', config.tidsbanken.rateLimitPerSecond),
+    poweroffice: new Pacer('poweroffice', config.poweroffice.rateLimitPerSecond),
+  };
   if (config.tidsbanken.credentials !== undefined) {
     clients.tidsbanken = new TidsbankenClient({
       config: config.tidsbanken.credentials,
-      pacer: new Pacer('tidsbanken', config.tidsbanken.rateLimitPerSecond),
+      pacer: pacers.tidsbanken,
       logger: logger.child({ module: 'tidsbanken' }),
       metrics,
       ...deps.clientOptions,
@@ -58,7 +62,7 @@ export function createService(deps: ServiceDeps): Service {
   if (config.poweroffice.credentials !== undefined) {
     clients.poweroffice = new PowerOfficeClient({
       config: config.poweroffice.credentials,
-      pacer: new Pacer('poweroffice', config.poweroffice.rateLimitPerSecond),
+      pacer: pacers.poweroffice,
       logger: logger.child({ module: 'poweroffice' }),
       metrics,
       ...deps.clientOptions,
@@ -89,6 +93,7 @@ export function createService(deps: ServiceDeps): Service {
           config,
           logger: logger.child({ module: 'dispatcher' }),
           clients,
+          pacer: pacers[system],
         }),
     );
   const reconciler = new Reconciler({ db, logger, config, pollers, engine: linkGateEngine });

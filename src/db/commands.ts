@@ -291,3 +291,50 @@ export async function foldIntoPendingUpdate(
     .execute();
   return true;
 }
+
+/**
+ * Takes out of an update the fields that a newer command for the same record also writes
+ * (pending, on the wire, or sent): sending the older value now — after a retry's backoff or a
+ * restart — would overwrite the newer one. Returns the fields left; an update left with none
+ * is marked superseded.
+ */
+export async function pruneSupersededFields(
+  db: DbOrTrx,
+  command: OutboundCommandRow,
+): Promise<Fields> {
+  const fields = fieldsOf(command);
+  if (command.operation !== 'update' || command.record_id === null) return fields;
+  const newer = await db
+    .selectFrom('outbound_commands')
+    .select(['id', 'payload'])
+    .where('system', '=', command.system)
+    .where('record_type', '=', command.record_type)
+    .where('record_id', '=', command.record_id)
+    .where('operation', '=', 'update')
+    .where('id', '>', command.id)
+    .where('status', 'in', ['pending', 'sending', 'sent'])
+    .execute();
+  if (newer.length === 0) return fields;
+  const overtaken = new Set(newer.flatMap((row) => Object.keys(fieldsOf(row))));
+  const left: Fields = {};
+  for (const [key, value] of Object.entries(fields)) if (!overtaken.has(key)) left[key] = value;
+  if (Object.keys(left).length === Object.keys(fields).length) return fields;
+  await db
+    .updateTable('outbound_commands')
+    .set(
+      Object.keys(left).length === 0
+        ? {
+            status: 'superseded',
+            locked_at: null,
+            result: JSON.stringify({ reason: 'every field is written by a newer command' }),
+            updated_at: sql<Date>`now()`,
+          }
+        : {
+            payload: JSON.stringify({ ...command.payload, fields: left }),
+            updated_at: sql<Date>`now()`,
+          },
+    )
+    .where('id', '=', command.id)
+    .execute();
+  return left;
+}

@@ -22,6 +22,9 @@ const PRIORITY: Record<Priority, number> = { write: 2, read: 1, poll: 0 };
 export class Pacer {
   private readonly queue: PQueue;
   private readonly holdMs: number;
+  private readonly slots: number;
+  /** Requests of each priority queued or holding a slot. */
+  private readonly active: Record<Priority, number> = { write: 0, read: 0, poll: 0 };
   private pausedUntil = 0;
   private resumeTimer: NodeJS.Timeout | undefined;
 
@@ -31,7 +34,8 @@ export class Pacer {
   ) {
     // A fractional rate (0.5/s) becomes 1 request per 2 s.
     this.holdMs = perSecond >= 1 ? 1000 : Math.ceil(1000 / perSecond);
-    this.queue = new PQueue({ concurrency: perSecond >= 1 ? Math.floor(perSecond) : 1 });
+    this.slots = perSecond >= 1 ? Math.floor(perSecond) : 1;
+    this.queue = new PQueue({ concurrency: this.slots });
   }
 
   /**
@@ -39,18 +43,23 @@ export class Pacer {
    * is returned as soon as `fn` settles; the slot stays taken for one window after that.
    */
   schedule<T>(fn: () => Promise<T>, priority: Priority): Promise<T> {
+    this.active[priority]++;
     return new Promise<T>((resolve, reject) => {
-      void this.queue.add(
-        async () => {
-          try {
-            resolve(await fn());
-          } catch (error) {
-            reject(error instanceof Error ? error : new Error(String(error), { cause: error }));
-          }
-          await hold(this.holdMs);
-        },
-        { priority: PRIORITY[priority] },
-      );
+      void this.queue
+        .add(
+          async () => {
+            try {
+              resolve(await fn());
+            } catch (error) {
+              reject(error instanceof Error ? error : new Error(String(error), { cause: error }));
+            }
+            await hold(this.holdMs);
+          },
+          { priority: PRIORITY[priority] },
+        )
+        .finally(() => {
+          this.active[priority]--;
+        });
     });
   }
 
@@ -71,6 +80,21 @@ export class Pacer {
   /** Whether a 429 has paused this system right now. */
   get isPaused(): boolean {
     return this.pausedUntil > Date.now();
+  }
+
+  /**
+   * Slots a new request of this priority would get without waiting behind its own kind or
+   * higher (it overtakes queued lower priorities): the slots not taken by requests of this
+   * priority or higher, queued or holding a slot. The
+   * dispatcher takes a command off the outbox only when there is one, so a command waits as
+   * pending (where newer edits still fold into it) rather than inside the pacer.
+   */
+  freeSlotsFor(priority: Priority): number {
+    if (this.isPaused) return 0;
+    const ahead = (Object.keys(PRIORITY) as Priority[])
+      .filter((p) => PRIORITY[p] >= PRIORITY[priority])
+      .reduce((sum, p) => sum + this.active[p], 0);
+    return Math.max(0, this.slots - ahead);
   }
 
   /** Requests waiting for their turn. */

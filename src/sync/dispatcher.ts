@@ -7,6 +7,7 @@ import {
   markCommandDead,
   markCommandDone,
   markCommandRetry,
+  pruneSupersededFields,
   requeueSendingCommands,
 } from '../db/commands.js';
 import type { Db, DbOrTrx } from '../db/database.js';
@@ -16,6 +17,7 @@ import { getMirrorRecord } from '../db/records.js';
 import type { OutboundCommandRow, SystemName } from '../db/schema.js';
 import { UpstreamError } from '../errors.js';
 import type { Logger } from '../lib/logger.js';
+import type { Pacer } from '../lib/pacer.js';
 import type { JsonPatchOperation } from '../poweroffice/client.js';
 import type { Inflight } from './diff.js';
 import { flowById, RECORD_TYPES, type RecordType } from './flows.js';
@@ -31,7 +33,9 @@ export interface DispatcherDeps {
   config: Readonly<Config>;
   logger: Logger;
   clients: Clients;
-  /** Commands claimed per round; enough to keep the pacer busy, few enough to coalesce. */
+  /** The target system's pacer: commands are claimed only as it has room for them. */
+  pacer?: Pacer | undefined;
+  /** Most commands claimed per round. */
   batchSize?: number;
   idleMs?: number;
 }
@@ -106,12 +110,15 @@ export class Dispatcher {
           this.deps.logger.error({ err, system: this.deps.system }, 'dispatcher round failed');
         }
         if (sent === 0 && this.running) {
+          // Idle, or every slot is busy: look again soon (a slot frees within a window).
+          const busy = this.inFlight.size > 0;
           await new Promise<void>((resolve) => {
             this.wake = resolve;
-            setTimeout(resolve, this.deps.idleMs ?? 200).unref();
+            setTimeout(resolve, busy ? 20 : (this.deps.idleMs ?? 200)).unref();
           });
         }
       }
+      await this.drain();
     })();
   }
 
@@ -121,25 +128,34 @@ export class Dispatcher {
     await this.loop;
   }
 
-  /** One round: claim a batch and send it (the pacer spaces the requests). */
+  private readonly inFlight = new Set<Promise<void>>();
+
+  /**
+   * One round: claim as many due commands as the pacer has free write slots, and start
+   * sending them. Claiming late keeps a command pending — where newer edits of the same
+   * record still fold into it — until a request can actually go out (coalescing under a
+   * tight limit). Returns how many it started.
+   */
   async runOnce(): Promise<number> {
-    const { db, system, config } = this.deps;
-    const limit =
-      this.deps.batchSize ??
-      Math.max(
-        2,
-        Math.ceil(
-          (system === 'poweroffice'
-            ? config.poweroffice.rateLimitPerSecond
-            : config.tidsbanken.rateLimitPerSecond) * 2,
-        ),
-      );
+    const { db, system } = this.deps;
+    const free = this.deps.pacer?.freeSlotsFor('write') ?? Number.POSITIVE_INFINITY;
+    const limit = Math.min(this.deps.batchSize ?? 50, free);
+    if (limit <= 0) return 0;
     const commands = await claimCommands(db, system, limit, this.worker);
-    await Promise.all(commands.map((command) => this.dispatch(command)));
+    for (const command of commands) {
+      const sending = this.dispatch(command).finally(() => this.inFlight.delete(sending));
+      this.inFlight.add(sending);
+    }
     return commands.length;
   }
 
-  private async dispatch(command: OutboundCommandRow): Promise<void> {
+  /** Resolves when every command started so far has finished. */
+  async drain(): Promise<void> {
+    await Promise.all([...this.inFlight]);
+  }
+
+  private async dispatch(claimed: OutboundCommandRow): Promise<void> {
+    let command = claimed;
     const { db, logger, config } = this.deps;
     const log = {
       command: command.id,
@@ -159,6 +175,17 @@ export class Dispatcher {
       return;
     }
     try {
+      // A newer command for this record may carry some of these fields (this one was retried
+      // or requeued after a restart): never send an older value over a newer one.
+      const fields = await pruneSupersededFields(db, command);
+      if (command.operation === 'update' && Object.keys(fields).length === 0) {
+        logger.info(
+          { ...log, decision: 'superseded' },
+          'command overtaken by a newer one; not sent',
+        );
+        return;
+      }
+      command = { ...command, payload: { ...command.payload, fields } };
       const result = await this.send(command);
       await db.transaction().execute(async (trx) => {
         await markCommandDone(

@@ -443,8 +443,13 @@ export async function syncLink(
         const own =
           side === 'tidsbanken' ? records.tidsbanken[target] : getPath(records.poweroffice, target);
         writes[target] = writableValue(field.kind, own);
+        // Until this write lands, a read of the side may show what it showed before, or the
+        // value of the write already on the wire (the previous shadow): neither is an edit.
         const entry = (link.inflight as Inflight)[side]?.[field.key];
-        inflight[side]![field.key] = { stale: [...(entry?.stale ?? [])] };
+        const previous = first ? undefined : (link.shadow as Shadow)[field.key];
+        const stale = new Set(entry?.stale ?? []);
+        if (previous !== undefined) stale.add(previous);
+        inflight[side]![field.key] = { stale: [...stale] };
       }
     }
     if (Object.keys(writes).length === 0) continue;

@@ -1,4 +1,7 @@
+import { randomUUID } from 'node:crypto';
+import request from 'supertest';
 import { afterEach, describe, expect, it } from 'vitest';
+import { signWebhook } from '../../src/http/webhook-signature.js';
 import {
   startSyncHarness,
   type HarnessOptions,
@@ -7,6 +10,22 @@ import {
 
 // Each flow end to end: the real service against both fake APIs, asserting the fakes' final
 // records and request logs and the database's links, conflicts and commands.
+
+const SECRET = 'whsec_Y29hbGVzY2luZy10ZXN0LXNlY3JldC0wMTIzNDU2';
+
+async function sendWebhook(s: SyncHarness, system: 'tidsbanken' | 'poweroffice', body: unknown) {
+  const raw = JSON.stringify(body);
+  const id = `msg_${randomUUID()}`;
+  const ts = Math.floor(Date.now() / 1000);
+  const res = await request(s.app)
+    .post(`/webhooks/${system}`)
+    .set('content-type', 'application/json')
+    .set('webhook-id', id)
+    .set('webhook-timestamp', String(ts))
+    .set('webhook-signature', signWebhook(SECRET, id, ts, raw))
+    .send(raw);
+  expect(res.status).toBe(202);
+}
 
 let h: SyncHarness | undefined;
 afterEach(async () => {
@@ -243,8 +262,14 @@ describe('flow kunde-customer', () => {
 describe('outbox', () => {
   it('coalesces ten edits of one record into at most two PATCHes under a 1 request/s limit', async () => {
     let customer = 0;
+    // Edits arrive by webhook (polling PowerOffice three times a second would itself exceed
+    // a 1/s limit); the PowerOffice pacer then serves writes only.
     const s = await start({
-      env: { POWEROFFICE_RATE_LIMIT_PER_SECOND: '1', POLL_INTERVAL_MS: '100' },
+      env: {
+        POWEROFFICE_RATE_LIMIT_PER_SECOND: '1',
+        POLL_INTERVAL_MS: '0',
+        TIDSBANKEN_WEBHOOK_SECRET: SECRET,
+      },
       seed: (tb, po) => {
         tb.seedKunde({ Id: '50001', Navn: 'Treg AS', Epost: 't@treg.no' });
         customer = po.seedCustomer({ Name: 'Treg AS', EmailAddress: 't@treg.no' }).Id as number;
@@ -252,8 +277,9 @@ describe('outbox', () => {
     });
     s.po.clearRequests();
     for (let i = 1; i <= 10; i++) {
-      s.tb.editKunde('50001', { Navn: `Treg AS v${i}` });
-      await new Promise((r) => setTimeout(r, 120));
+      const kunde = s.tb.editKunde('50001', { Navn: `Treg AS v${i}` });
+      await sendWebhook(s, 'tidsbanken', { type: 'kunde.updated', data: kunde });
+      await new Promise((r) => setTimeout(r, 50));
     }
     await s.settle({ timeoutMs: 30_000, quietMs: 1500 });
     expect(s.po.getCustomer(customer)!.Name).toBe('Treg AS v10');
