@@ -1,0 +1,321 @@
+import { spawn } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, inject, it } from 'vitest';
+import { openPglite, type DatabaseHandle } from '../../src/db/database.js';
+import type { RecordedRequest } from '../fakes/fake-server.js';
+import { startFakePowerOffice, type FakePowerOffice } from '../fakes/poweroffice.js';
+import { startFakeTidsbanken, type FakeTidsbanken } from '../fakes/tidsbanken.js';
+import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
+
+// The real service (`tsx src/main.ts`) in a child process, killed with SIGKILL in the middle of
+// a burst of changes and restarted on the same database (DESIGN.md §5). The fakes run in this
+// process. On PGlite the child owns DATA_DIR (one process per data dir), so the test reads
+// state through the fakes and opens DATA_DIR itself only after the child has stopped.
+
+const TSX = join('node_modules', '.bin', 'tsx');
+const PAIRS = 10;
+const NEW_ANSATTE = [101, 102, 103, 104, 105, 106];
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() =>
+        typeof address === 'object' && address !== null
+          ? resolve(address.port)
+          : reject(new Error('no port')),
+      );
+    });
+  });
+}
+
+function runService(env: Record<string, string>) {
+  const child = spawn(TSX, ['src/main.ts'], {
+    env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    // Its own process group: tsx runs the service in a grandchild node process, and SIGKILL
+    // to tsx alone would leave that one running (holding the port and the data dir).
+    detached: true,
+  });
+  const signal = (sig: NodeJS.Signals) => {
+    try {
+      process.kill(sig === 'SIGKILL' ? -child.pid! : child.pid!, sig);
+    } catch {
+      // already gone
+    }
+  };
+  let output = '';
+  child.stdout.on('data', (d: Buffer) => (output += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (output += d.toString()));
+  const exited = new Promise<number | null>((resolve) =>
+    child.on('exit', (code, signal) => resolve(code ?? (signal === null ? null : -1))),
+  );
+  return { child, exited, signal, output: () => output };
+}
+
+async function waitFor(what: string, check: () => boolean | Promise<boolean>, timeoutMs: number) {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+async function waitReady(port: number): Promise<void> {
+  await waitFor(
+    'the service to be ready',
+    async () => {
+      try {
+        return (await fetch(`http://127.0.0.1:${port}/readyz`)).status === 200;
+      } catch {
+        return false;
+      }
+    },
+    30_000,
+  );
+}
+
+const isWrite = (r: RecordedRequest) =>
+  ['POST', 'PUT', 'PATCH'].includes(r.method) && !/token/i.test(r.path);
+
+/** Waits until no write reached either fake for `quietMs` (several poll cycles) and `agree()`. */
+async function waitConverged(
+  tb: FakeTidsbanken,
+  po: FakePowerOffice,
+  agree: () => boolean,
+  quietMs: number,
+  timeoutMs: number,
+) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const lastWrite = Math.max(
+      0,
+      ...[...tb.requests, ...po.requests].filter(isWrite).map((r) => r.at),
+    );
+    if (agree() && performance.now() - lastWrite >= quietMs) return;
+    if (Date.now() > deadline) throw new Error('the service did not converge');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+let cleanup: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  for (const fn of cleanup.reverse()) await fn().catch(() => undefined);
+  cleanup = [];
+});
+
+describe('a service process killed mid-burst', () => {
+  it('killed with SIGKILL in the middle of a burst of edits and creates and restarted on the same database, lands every change, creates each Employee exactly once and repeats at most the update in flight', async () => {
+    const tb = await startFakeTidsbanken({ rateLimitPerSecond: 50 });
+    const po = await startFakePowerOffice({ rateLimitPerSecond: 50 });
+    cleanup.push(
+      () => tb.close(),
+      () => po.close(),
+    );
+    for (let i = 1; i <= PAIRS; i++) {
+      tb.seedAnsatt({
+        Id: i,
+        Fornavn: `Fornavn${i}`,
+        Etternavn: `Etternavn${i}`,
+        Epost: `a${i}@firma.no`,
+      });
+      po.seedEmployee({
+        Number: i,
+        FirstName: `Fornavn${i}`,
+        LastName: `Etternavn${i}`,
+        EmailAddress: `a${i}@firma.no`,
+      });
+    }
+    const employeeOf = (i: number) =>
+      [...po.employees.values()].find((e) => e.Number === i)!.Id as number;
+
+    let database: TestDatabase | undefined;
+    let dataDir: string | undefined;
+    if (process.env.DATABASE_URL) {
+      database = await createTestDatabase(inject('templateDatabase'));
+      const db = database;
+      cleanup.push(() => db.close());
+    } else {
+      dataDir = await mkdtemp(join(tmpdir(), 'tbpo-crash-'));
+      const dir = dataDir;
+      cleanup.push(() => rm(dir, { recursive: true, force: true }));
+    }
+    const port = await freePort();
+    const env: Record<string, string> = {
+      PORT: String(port),
+      ...(database !== undefined ? { DATABASE_URL: database.url! } : { DATA_DIR: dataDir! }),
+      TIDSBANKEN_BASE_URL: tb.url,
+      TIDSBANKEN_API_KEY: tb.apiKey,
+      TIDSBANKEN_SUBSCRIPTION_KEY: tb.subscriptionKey,
+      TIDSBANKEN_RATE_LIMIT_PER_SECOND: '40',
+      POWEROFFICE_BASE_URL: po.baseUrl,
+      POWEROFFICE_TOKEN_URL: po.tokenUrl,
+      POWEROFFICE_APPLICATION_KEY: po.applicationKey,
+      POWEROFFICE_CLIENT_KEY: po.clientKey,
+      POWEROFFICE_SUBSCRIPTION_KEY: po.subscriptionKey,
+      POWEROFFICE_RATE_LIMIT_PER_SECOND: '40',
+      POLL_INTERVAL_MS: '300',
+      FLOW_ANSATT_EMPLOYEE_ON_UNMATCHED: 'create-in-poweroffice',
+    };
+
+    let run = runService(env);
+    cleanup.push(async () => {
+      run.signal('SIGKILL');
+      await run.exited;
+    });
+    await waitReady(port);
+    // Start-up: first full reads, then the pairs link (nothing differs, so nothing is written).
+    await waitFor(
+      'the first polls',
+      () => tb.requests.filter((r) => r.method === 'GET').length >= 4,
+      30_000,
+    );
+    await waitConverged(tb, po, () => true, 1500, 20_000);
+    const tbMark = tb.requests.at(-1)?.seq ?? 0;
+    const poMark = po.requests.at(-1)?.seq ?? 0;
+
+    // The burst: titles edited in Tidsbanken, phone numbers in PowerOffice, new Ansatte that
+    // get an Employee each. One create POST lands but its answer is lost.
+    po.faults.inject(1, 'drop', {
+      process: true,
+      match: (req) => req.method === 'POST' && /employees$/i.test(req.path),
+    });
+    const title = (i: number, round: number) => `Tittel ${i}.${round}`;
+    const phone = (i: number, round: number) => `+47900${round}${String(i).padStart(4, '0')}`;
+    for (let i = 1; i <= PAIRS; i++) {
+      tb.editAnsatt(i, { Tittel: title(i, 1) });
+      po.editEmployee(employeeOf(i), { PhoneNumber: phone(i, 1) });
+    }
+    for (const id of NEW_ANSATTE)
+      tb.seedAnsatt({
+        Id: id,
+        Fornavn: `Ny${id}`,
+        Etternavn: `Ansatt${id}`,
+        Epost: `n${id}@firma.no`,
+      });
+
+    // SIGKILL once some of the writes have reached the fakes, not all.
+    const writesSince = () =>
+      tb.requests.filter((r) => r.seq > tbMark && isWrite(r)).length +
+      po.requests.filter((r) => r.seq > poMark && isWrite(r)).length;
+    await waitFor('the first writes of the burst', () => writesSince() >= 3, 20_000);
+    run.signal('SIGKILL');
+    expect(await run.exited).toBe(-1);
+    const writesBeforeKill = writesSince();
+
+    // Edits keep coming while the service is down: a second round on half of the pairs.
+    for (let i = 1; i <= PAIRS; i += 2) {
+      tb.editAnsatt(i, { Tittel: title(i, 2) });
+      po.editEmployee(employeeOf(i + 1), { PhoneNumber: phone(i + 1, 2) });
+    }
+
+    run = runService(env);
+    await waitReady(port);
+    const lastTitle = (i: number) => title(i, i % 2 === 1 ? 2 : 1);
+    const lastPhone = (i: number) => phone(i, i % 2 === 0 ? 2 : 1);
+    const agree = () => {
+      for (let i = 1; i <= PAIRS; i++) {
+        const ansatt = tb.getAnsatt(i)!;
+        const employee = po.getEmployee(employeeOf(i))!;
+        if (ansatt.Tittel !== lastTitle(i) || employee.JobTitle !== lastTitle(i)) return false;
+        if (ansatt.Mobil !== lastPhone(i) || employee.PhoneNumber !== lastPhone(i)) return false;
+      }
+      return NEW_ANSATTE.every((id) =>
+        [...po.employees.values()].some((e) => e.ExternalImportReference === `tb-ansatt-${id}`),
+      );
+    };
+    // Converged: both sides agree and no write for ten poll cycles.
+    await waitConverged(tb, po, agree, 3000, 40_000).catch((err: unknown) => {
+      throw new Error(`${(err as Error).message}\n${run.output().slice(-3000)}`);
+    });
+    run.signal('SIGTERM');
+    expect(await run.exited).toBe(0);
+
+    // Every pair holds the last edit on both sides.
+    for (let i = 1; i <= PAIRS; i++) {
+      expect({ i, title: tb.getAnsatt(i)!.Tittel, phone: tb.getAnsatt(i)!.Mobil }).toEqual({
+        i,
+        title: lastTitle(i),
+        phone: lastPhone(i),
+      });
+      const employee = po.getEmployee(employeeOf(i))!;
+      expect({ i, title: employee.JobTitle, phone: employee.PhoneNumber }).toEqual({
+        i,
+        title: lastTitle(i),
+        phone: lastPhone(i),
+      });
+    }
+
+    // Creates: exactly one Employee per new Ansatt (Number = Ansatt Id), and exactly one POST
+    // for it, the one whose answer was lost included: a create is never sent again.
+    const posts = po.requests.filter((r) => r.method === 'POST' && /employees$/i.test(r.path));
+    for (const id of NEW_ANSATTE) {
+      const ref = `tb-ansatt-${id}`;
+      const created = [...po.employees.values()].filter((e) => e.ExternalImportReference === ref);
+      expect(created.map((e) => e.Number)).toEqual([id]);
+      expect({
+        ref,
+        posts: posts.filter(
+          (p) => (p.body as { ExternalImportReference?: string }).ExternalImportReference === ref,
+        ).length,
+      }).toEqual({ ref, posts: 1 });
+    }
+    expect(posts.filter((p) => p.status === 0)).toHaveLength(1); // the lost answer
+    expect(po.faults.remaining).toBe(0);
+
+    // Field writes: an update in flight at the kill may be sent once more (DESIGN.md §5);
+    // nothing else is repeated: at most one repeat per record.
+    const repeats: Record<string, number> = {};
+    const patches = po.requests.filter((r) => r.seq > poMark && r.method === 'PATCH');
+    for (let i = 1; i <= PAIRS; i++) {
+      const ops = patches
+        .filter((p) => p.path.toLowerCase().endsWith(`/employees/${employeeOf(i)}`))
+        .flatMap((p) =>
+          (p.body as { path: string; value: unknown }[]).map(
+            (o) => `${o.path}=${JSON.stringify(o.value)}`,
+          ),
+        );
+      repeats[`employee ${i}`] = ops.length - new Set(ops).size;
+      const puts = tb.requests.filter(
+        (r) =>
+          r.seq > tbMark &&
+          r.method === 'PUT' &&
+          (r.body as { Id: number }[]).some((x) => x.Id === i),
+      );
+      const poEdits = i % 2 === 0 ? 2 : 1;
+      repeats[`ansatt ${i}`] = Math.max(0, puts.length - poEdits);
+    }
+    for (const [record, n] of Object.entries(repeats))
+      expect({ record, n }).toMatchObject({ record, n: expect.toSatisfy((x: number) => x <= 1) });
+    expect(writesBeforeKill).toBeGreaterThanOrEqual(3);
+
+    // The database: nothing left to send, nothing dead, every pair and every create linked.
+    let handle: DatabaseHandle;
+    if (database !== undefined) handle = database;
+    else {
+      handle = await openPglite(dataDir);
+      cleanup.push(() => handle.close());
+    }
+    const open = await handle.db
+      .selectFrom('outbound_commands')
+      .select(['id', 'status', 'operation', 'record_id'])
+      .where('status', 'in', ['pending', 'sending', 'dead'])
+      .execute();
+    expect(open).toEqual([]);
+    const links = await handle.db
+      .selectFrom('links')
+      .select(['tidsbanken_id', 'linked_by'])
+      .where('flow', '=', 'ansatt-employee')
+      .where('unlinked_at', 'is', null)
+      .execute();
+    expect(links.map((l) => Number(l.tidsbanken_id)).sort((a, b) => a - b)).toEqual([
+      ...Array.from({ length: PAIRS }, (_, k) => k + 1),
+      ...NEW_ANSATTE,
+    ]);
+    console.info(JSON.stringify({ writesBeforeKill, repeats }));
+  });
+});
