@@ -11,6 +11,8 @@ import type { Poller } from '../../src/lib/pollers.js';
 import { PowerOfficeClient } from '../../src/poweroffice/client.js';
 import { createPowerOfficePollers } from '../../src/poweroffice/poller.js';
 import { Reconciler, type ReconcileEngine } from '../../src/sync/reconcile.js';
+import { linkGateEngine } from '../../src/sync/sweep.js';
+import { startSyncWorker } from '../../src/sync/worker.js';
 import { TidsbankenClient } from '../../src/tidsbanken/client.js';
 import { createTidsbankenPollers } from '../../src/tidsbanken/poller.js';
 import { startFakePowerOffice, type FakePowerOffice } from '../fakes/poweroffice.js';
@@ -106,7 +108,7 @@ function setup(engine: ReconcileEngine) {
   ];
   const reconciler = new Reconciler({ db: database.db, logger, config, pollers, engine });
   const app = createApp({ config, db: database.db, logger, metrics, reconciler });
-  return { app, reconciler };
+  return { app, reconciler, config, clients: { tidsbanken: tbClient, poweroffice: poClient } };
 }
 
 async function waitForFinished(app: ReturnType<typeof createApp>) {
@@ -136,7 +138,17 @@ beforeEach(async () => {
   po.customers.clear();
   po.contactPersons.clear();
   po.faults.clear();
-  for (const table of ['inbound_events', 'poller_cursors', 'reconcile_runs']) {
+  for (const table of [
+    'audit_entries',
+    'conflicts',
+    'outbound_commands',
+    'links',
+    'records',
+    'inbound_events',
+    'poller_cursors',
+    'reconcile_runs',
+    'sync_state',
+  ]) {
     await sql`delete from ${sql.table(table)}`.execute(database.db);
   }
 });
@@ -278,5 +290,37 @@ describe('reconcile over HTTP', () => {
     expect(phases[0]).toBe('reading');
     expect(phases).toContain('draining');
     expect(phases.at(-1)).toBe('done');
+  });
+
+  it('with the real engine: the worker fills the mirror, the sweep links by e-mail, the link is listed', async () => {
+    tb.seedKunde({ Id: 'K1', Navn: 'Fjord AS', Epost: 'Post@Fjord.no' });
+    tb.seedKunde({ Id: 'K2', Navn: 'Alone AS', Epost: 'alone@example.no' });
+    const customer = po.seedCustomer({ Name: 'Fjord AS', EmailAddress: 'post@fjord.no ' });
+    const { app, config, clients } = setup(linkGateEngine);
+    const worker = startSyncWorker({ db: database.db, config, logger, clients }, { idleMs: 20 });
+    try {
+      await request(app).post('/admin/reconcile').set(auth).expect(202);
+      const res = await waitForFinished(app);
+      expect(res.body).toMatchObject({
+        status: 'done',
+        progress: { phase: 'done', recordsRead: 3, linksMade: 1 },
+      });
+      const links = await request(app).get('/admin/links?flow=kunde-customer').set(auth);
+      expect(links.body.items).toHaveLength(1);
+      expect(links.body.items[0]).toMatchObject({
+        tidsbankenId: 'K1',
+        powerofficeId: String(customer.Id),
+      });
+      const history = await request(app)
+        .get('/admin/records/tidsbanken/kunde/K1/history')
+        .set(auth);
+      expect(history.body.record).toMatchObject({ recordId: 'K1' });
+      expect(history.body.items[0]).toMatchObject({
+        kind: 'event',
+        detail: { origin: 'reconcile' },
+      });
+    } finally {
+      await worker.stop();
+    }
   });
 });
