@@ -115,6 +115,9 @@ export function createService(deps: ServiceDeps): Service {
       databaseUrl: deps.databaseUrl,
       logger,
       onAcquire: async () => {
+        // A predecessor's last requests may still be inside the vendor's sliding second, and
+        // this process's pacer has not seen them: let one window pass before the first one.
+        if (deps.databaseUrl !== undefined) await new Promise((r) => setTimeout(r, 1100));
         await dispatcher?.start();
         // A fresh database reads each side in full first (DESIGN.md §1); with polling on,
         // a poller's first poll is that full read.

@@ -174,25 +174,40 @@ export async function findCreateOf(
     .executeTakeFirst();
 }
 
-/** Claims due commands of one system for sending (one dispatcher per system holds them). */
+/**
+ * Claims due commands of one system for sending, oldest first and at most one per target
+ * record, skipping records with a command already on the wire: two writes of one record in
+ * flight at once could land out of order, and a Tidsbanken replace carries a whole record read
+ * just before it, so a second one in flight would revert the first.
+ */
 export async function claimCommands(
   db: DbOrTrx,
   system: SystemName,
   limit: number,
   worker: string,
 ): Promise<OutboundCommandRow[]> {
+  // `status = 'pending'` is checked again by the update itself: a row claimed meanwhile (a
+  // leadership handover overlap) is not claimed twice.
   const result = await sql<OutboundCommandRow>`
     update outbound_commands
        set status = 'sending', locked_at = now(), locked_by = ${worker},
            attempts = attempts + 1, updated_at = now()
-     where id in (
-       select id from outbound_commands
-        where system = ${system} and status = 'pending' and run_at <= now()
-        order by id
-        limit ${limit}
-        for update skip locked)
+     where status = 'pending'
+       and id in (
+         select id from (
+           select distinct on (c.record_type, coalesce(c.record_id, 'new:' || c.id::text)) c.id
+             from outbound_commands c
+            where c.system = ${system} and c.status = 'pending' and c.run_at <= now()
+              and not exists (
+                select 1 from outbound_commands s
+                 where s.system = c.system and s.record_type = c.record_type
+                   and s.record_id = c.record_id and s.status = 'sending')
+            order by c.record_type, coalesce(c.record_id, 'new:' || c.id::text), c.id
+         ) firsts
+         order by id
+         limit ${limit})
     returning *`.execute(db);
-  return result.rows;
+  return result.rows.sort((a, b) => Number(a.id) - Number(b.id));
 }
 
 /** A dispatcher that died mid-send left rows 'sending': its successor sends them again. */

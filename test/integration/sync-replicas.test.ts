@@ -414,7 +414,7 @@ describe.runIf(process.env.DATABASE_URL)('two service instances on one database'
   // it reverts the PowerOffice user's phone edit in Tidsbanken, and its echo is then synced
   // as a Tidsbanken edit: PATCH /Employees/100012 [{replace /PhoneNumber null}]. The edit is
   // lost on both sides. Intermittent (about 1 run in 3).
-  it.skip('every edit lands: after the burst both sides agree and hold the last edit, with one write per edit', async () => {
+  it('every edit lands: after the burst both sides agree and hold the last edit, with one write per edit', async () => {
     const outcome = await scenario({ stopLeaderMidBurst: false });
     expect(outcome.disagreements).toEqual([]);
     expect(outcome.excessWrites).toEqual([]);
@@ -426,7 +426,7 @@ describe.runIf(process.env.DATABASE_URL)('two service instances on one database'
   // leader sends a batch at once and the fake answers 429 (seen: Tidsbanken 10 requests in
   // 1000 ms against a limit of 5, 5 read-before-replace GETs answered 429 within 30 ms of
   // "leadership taken"; PowerOffice: token + 6 PATCHes answered 429 right after takeover).
-  it.skip('across a leadership handover, each vendor stays under its limit in every sliding second', async () => {
+  it('across a leadership handover, each vendor stays under its limit in every sliding second', async () => {
     const outcome = await scenario({ stopLeaderMidBurst: true });
     expect(outcome.poMax).toBeLessThanOrEqual(10);
     expect(outcome.po429).toEqual([]);
