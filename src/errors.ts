@@ -10,6 +10,7 @@ export type ErrorCode =
   | 'payload_too_large'
   | 'unsupported_media_type'
   | 'not_configured'
+  | 'storage_unavailable'
   | 'conflict'
   | 'upstream_error'
   | 'internal';
@@ -60,6 +61,13 @@ export class ConflictError extends AppError {
 export class NotConfiguredError extends AppError {
   constructor(message: string) {
     super('not_configured', 503, message);
+  }
+}
+
+/** The database could not take a write: nothing was accepted, the caller may retry. */
+export class StorageUnavailableError extends AppError {
+  constructor(message: string) {
+    super('storage_unavailable', 503, message);
   }
 }
 

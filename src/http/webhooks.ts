@@ -10,7 +10,13 @@ import type { Config } from '../config.js';
 import type { Db } from '../db/database.js';
 import { createInboxWriter, type InboxWriter } from '../db/inbox-writer.js';
 import type { SystemName } from '../db/schema.js';
-import { AppError, NotConfiguredError, UnauthorizedError, ValidationError } from '../errors.js';
+import {
+  AppError,
+  NotConfiguredError,
+  StorageUnavailableError,
+  UnauthorizedError,
+  ValidationError,
+} from '../errors.js';
 import type { Logger } from '../lib/logger.js';
 import type { Metrics } from '../lib/metrics.js';
 import { createWebhookVerifier, type VerifierResult } from './webhook-signature.js';
@@ -168,18 +174,33 @@ function webhookHandlers(
       return;
     }
 
-    const { duplicate } = await inbox.write({
-      source: system,
-      origin: 'webhook',
-      eventId: signed.id,
-      eventType: envelope.data.type,
-      recordType: record.recordType,
-      recordId: record.recordId,
-      parentId: record.parentId,
-      payload: data,
-      isThin: record.isThin,
-      occurredAt: toTimestamp(envelope.data.timestamp) ?? record.changedAt,
-    });
+    let stored: { duplicate: boolean };
+    try {
+      stored = await inbox.write({
+        source: system,
+        origin: 'webhook',
+        eventId: signed.id,
+        eventType: envelope.data.type,
+        recordType: record.recordType,
+        recordId: record.recordId,
+        parentId: record.parentId,
+        payload: data,
+        isThin: record.isThin,
+        occurredAt: toTimestamp(envelope.data.timestamp) ?? record.changedAt,
+      });
+    } catch (err) {
+      // Not stored, so not accepted: the sender keeps the event and retries (Standard
+      // Webhooks senders retry on any non-2xx). A 503 says "later", not "your fault".
+      logger.error({ err, system, requestId: requestIdOf(req) }, 'webhook could not be stored');
+      res.setHeader('Retry-After', '5');
+      next(
+        new StorageUnavailableError(
+          'The event could not be stored; it was not accepted. Retry later.',
+        ),
+      );
+      return;
+    }
+    const { duplicate } = stored;
     (duplicate ? metrics.webhooksDuplicate : metrics.webhooksAccepted).inc({ system });
     (res.locals.webhookTimer as (() => void) | undefined)?.();
     // pino-http already logs the request at info; this line adds the event and record ids.
