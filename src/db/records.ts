@@ -64,6 +64,51 @@ export async function upsertMirrorRecord(db: DbOrTrx, write: MirrorWrite): Promi
   return row !== undefined;
 }
 
+/** Many records in one statement (one write per record: the caller keeps the newest). */
+export async function upsertMirrorRecords(db: DbOrTrx, writes: MirrorWrite[]): Promise<void> {
+  if (writes.length === 0) return;
+  await db
+    .insertInto('records')
+    .values(
+      writes.map((write) => ({
+        system: write.system,
+        record_type: write.recordType,
+        record_id: write.recordId,
+        parent_id: write.parentId,
+        data: JSON.stringify(write.data),
+        email_key: write.email,
+        national_id_key: write.nationalId,
+        number_key: write.number,
+        source_updated_at: write.sourceUpdatedAt,
+        deleted_at: null,
+        last_event_id: write.eventId,
+      })),
+    )
+    .onConflict((oc) =>
+      oc
+        .columns(['system', 'record_type', 'record_id'])
+        .doUpdateSet((eb) => ({
+          parent_id: eb.ref('excluded.parent_id'),
+          data: eb.ref('excluded.data'),
+          email_key: eb.ref('excluded.email_key'),
+          national_id_key: eb.ref('excluded.national_id_key'),
+          number_key: eb.ref('excluded.number_key'),
+          source_updated_at: eb.ref('excluded.source_updated_at'),
+          deleted_at: null,
+          last_event_id: eb.ref('excluded.last_event_id'),
+          updated_at: sql<Date>`now()`,
+        }))
+        .where((eb) =>
+          eb.or([
+            eb('records.source_updated_at', 'is', null),
+            eb('excluded.source_updated_at', 'is', null),
+            eb('records.source_updated_at', '<=', eb.ref('excluded.source_updated_at')),
+          ]),
+        ),
+    )
+    .execute();
+}
+
 export async function markMirrorRecordDeleted(
   db: DbOrTrx,
   system: SystemName,

@@ -3,7 +3,13 @@ import type { Config } from '../config.js';
 import { insertAuditEntries } from '../db/audit.js';
 import type { Db } from '../db/database.js';
 import { findActiveLink, unlinkLink } from '../db/links.js';
-import { getMirrorRecord, markMirrorRecordDeleted, upsertMirrorRecord } from '../db/records.js';
+import {
+  getMirrorRecord,
+  markMirrorRecordDeleted,
+  upsertMirrorRecord,
+  upsertMirrorRecords,
+  type MirrorWrite,
+} from '../db/records.js';
 import type { InboundEventRow, SystemName } from '../db/schema.js';
 import { UpstreamError } from '../errors.js';
 import type { Logger } from '../lib/logger.js';
@@ -90,6 +96,12 @@ async function deferEvent(db: Db, id: string, error: string, dead: boolean): Pro
 export async function processDueEvents(deps: WorkerDeps, limit = 50): Promise<number> {
   const { db, logger } = deps;
   let done = 0;
+  // While the link gate is closed (first full reads, a reconcile) an unlinked record's event
+  // only fills the mirror: do that in bulk. The sweep links them all afterwards.
+  if (!(await isLinkGateOpen(db))) {
+    done += await fillMirrorInBulk(deps, 500);
+    if (done > 0) return done;
+  }
   for (const peeked of await peekDueEvents(db, limit)) {
     let event = peeked;
     const deleted = event.event_type.endsWith('.deleted');
@@ -189,6 +201,101 @@ export async function processDueEvents(deps: WorkerDeps, limit = 50): Promise<nu
     }
   }
   return done;
+}
+
+function mirrorWriteOf(event: InboundEventRow): MirrorWrite | undefined {
+  const def = RECORD_TYPES[event.record_type as RecordType];
+  if (def === undefined) return undefined;
+  const data = event.payload;
+  const keys = def.keys(data);
+  const updatedAt = data[def.updatedAtField];
+  return {
+    system: event.source,
+    recordType: event.record_type,
+    recordId: event.record_id,
+    parentId: event.parent_id,
+    data,
+    email: keys.email,
+    nationalId: keys.nationalId,
+    number: keys.number,
+    sourceUpdatedAt:
+      typeof updatedAt === 'string' && updatedAt !== ''
+        ? updatedAt
+        : (event.occurred_at?.toISOString() ?? null),
+    eventId: event.id,
+  };
+}
+
+/**
+ * The bulk path while the gate is closed: claims full, non-delete events of records that are
+ * linked in no flow, writes the newest state of each record to the mirror in one statement and
+ * marks the events done. Events of linked records (they still sync) and anything else are
+ * left to the per-event path. Returns how many events it finished.
+ */
+async function fillMirrorInBulk(deps: WorkerDeps, limit: number): Promise<number> {
+  return deps.db.transaction().execute(async (trx) => {
+    const claimed = await trx
+      .selectFrom('inbound_events')
+      .selectAll()
+      .where('status', '=', 'pending')
+      .where('run_at', '<=', sql<Date>`now()`)
+      .where('is_thin', '=', false)
+      .where('event_type', 'not like', '%.deleted')
+      .orderBy('id')
+      .limit(limit)
+      .forUpdate()
+      .skipLocked()
+      .execute();
+    if (claimed.length === 0) return 0;
+    const linked = new Set<string>();
+    for (const side of ['tidsbanken', 'poweroffice'] as const) {
+      const ids = [...new Set(claimed.filter((e) => e.source === side).map((e) => e.record_id))];
+      if (ids.length === 0) continue;
+      const column = side === 'tidsbanken' ? 'tidsbanken_id' : 'poweroffice_id';
+      const typeColumn = side === 'tidsbanken' ? 'tidsbanken_type' : 'poweroffice_type';
+      const rows = await trx
+        .selectFrom('links')
+        .select([column, typeColumn])
+        .where(column, 'in', ids)
+        .where('unlinked_at', 'is', null)
+        .execute();
+      for (const row of rows) {
+        const r = row as Record<string, string>;
+        linked.add(`${side}/${r[typeColumn]}/${r[column]}`);
+      }
+    }
+    const newest = new Map<string, { event: InboundEventRow; write: MirrorWrite; at: number }>();
+    const finished: string[] = [];
+    for (const event of claimed) {
+      const key = `${event.source}/${event.record_type}/${event.record_id}`;
+      if (linked.has(key)) continue;
+      const write = mirrorWriteOf(event);
+      finished.push(event.id);
+      if (write === undefined) continue;
+      const at =
+        write.sourceUpdatedAt === null
+          ? -Infinity
+          : Date.parse(write.sourceUpdatedAt.replace(' ', 'T'));
+      const held = newest.get(key);
+      if (held === undefined || !(at < held.at)) newest.set(key, { event, write, at });
+    }
+    await upsertMirrorRecords(
+      trx,
+      [...newest.values()].map((n) => n.write),
+    );
+    if (finished.length > 0) {
+      await trx
+        .updateTable('inbound_events')
+        .set({
+          status: 'done',
+          processed_at: sql<Date>`now()`,
+          attempts: sql<number>`attempts + 1`,
+        })
+        .where('id', 'in', finished)
+        .execute();
+    }
+    return finished.length;
+  });
 }
 
 /** One event inside its transaction: mirror, then link and diff in every flow of its type. */
