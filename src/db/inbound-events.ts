@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { sql } from 'kysely';
 import type { DbOrTrx } from './database.js';
-import type { InboundEventRow, SystemName } from './schema.js';
+import type { InboundEventRow, NewInboundEvent, SystemName } from './schema.js';
 
 /** JSON with object keys sorted, so equal records hash equal whatever their key order. */
 export function canonicalJson(value: unknown): string {
@@ -35,6 +35,23 @@ export interface NewInboxEvent {
   occurredAt?: Date | string | null;
 }
 
+/** The row of one event; thin events carry no content hash (they are never content-deduplicated). */
+export function inboundEventRow(event: NewInboxEvent): NewInboundEvent {
+  return {
+    source: event.source,
+    origin: event.origin,
+    event_id: event.eventId,
+    event_type: event.eventType,
+    record_type: event.recordType,
+    record_id: event.recordId,
+    parent_id: event.parentId ?? null,
+    payload: JSON.stringify(event.payload),
+    is_thin: event.isThin,
+    content_hash: event.isThin ? null : contentHash(event.payload),
+    occurred_at: event.occurredAt ?? null,
+  };
+}
+
 /**
  * One durable insert. A repeated (source, event id), or the same record with the same
  * content, stores nothing and reports a duplicate.
@@ -45,19 +62,7 @@ export async function insertInboundEvent(
 ): Promise<{ id: string | undefined; duplicate: boolean }> {
   const row = await db
     .insertInto('inbound_events')
-    .values({
-      source: event.source,
-      origin: event.origin,
-      event_id: event.eventId,
-      event_type: event.eventType,
-      record_type: event.recordType,
-      record_id: event.recordId,
-      parent_id: event.parentId ?? null,
-      payload: JSON.stringify(event.payload),
-      is_thin: event.isThin,
-      content_hash: event.isThin ? null : contentHash(event.payload),
-      occurred_at: event.occurredAt ?? null,
-    })
+    .values(inboundEventRow(event))
     .onConflict((oc) => oc.doNothing())
     .returning('id')
     .executeTakeFirst();
@@ -69,21 +74,7 @@ export async function insertInboundEvents(db: DbOrTrx, events: NewInboxEvent[]):
   if (events.length === 0) return 0;
   const result = await db
     .insertInto('inbound_events')
-    .values(
-      events.map((event) => ({
-        source: event.source,
-        origin: event.origin,
-        event_id: event.eventId,
-        event_type: event.eventType,
-        record_type: event.recordType,
-        record_id: event.recordId,
-        parent_id: event.parentId ?? null,
-        payload: JSON.stringify(event.payload),
-        is_thin: event.isThin,
-        content_hash: event.isThin ? null : contentHash(event.payload),
-        occurred_at: event.occurredAt ?? null,
-      })),
-    )
+    .values(events.map(inboundEventRow))
     .onConflict((oc) => oc.doNothing())
     .returning('id')
     .execute();

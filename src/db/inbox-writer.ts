@@ -1,5 +1,5 @@
 import type { Db } from './database.js';
-import { contentHash, insertInboundEvent, type NewInboxEvent } from './inbound-events.js';
+import { inboundEventRow, insertInboundEvent, type NewInboxEvent } from './inbound-events.js';
 
 // Group commit for the webhook inbox. Every accepted webhook needs one durable insert
 // before its 202; one transaction per request makes the commit (and its WAL flush) the
@@ -87,21 +87,7 @@ async function flush(db: Db, batch: Pending[]): Promise<void> {
   try {
     const rows = await db
       .insertInto('inbound_events')
-      .values(
-        unique.map(({ event }) => ({
-          source: event.source,
-          origin: event.origin,
-          event_id: event.eventId,
-          event_type: event.eventType,
-          record_type: event.recordType,
-          record_id: event.recordId,
-          parent_id: event.parentId ?? null,
-          payload: JSON.stringify(event.payload),
-          is_thin: event.isThin,
-          content_hash: event.isThin ? null : contentHash(event.payload),
-          occurred_at: event.occurredAt ?? null,
-        })),
-      )
+      .values(unique.map(({ event }) => inboundEventRow(event)))
       // Both unique indexes (source+event id, record+content) turn a conflict into "skip";
       // rows skipped are exactly the ones missing from RETURNING.
       .onConflict((oc) => oc.doNothing())

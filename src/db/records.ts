@@ -1,6 +1,6 @@
-import { sql } from 'kysely';
+import { sql, type OnConflictBuilder } from 'kysely';
 import type { DbOrTrx } from './database.js';
-import type { RecordRow, SystemName } from './schema.js';
+import type { Database, RecordRow, SystemName } from './schema.js';
 
 export interface MirrorWrite {
   system: SystemName;
@@ -16,6 +16,45 @@ export interface MirrorWrite {
   eventId: string | null;
 }
 
+function mirrorRow(write: MirrorWrite) {
+  return {
+    system: write.system,
+    record_type: write.recordType,
+    record_id: write.recordId,
+    parent_id: write.parentId,
+    data: JSON.stringify(write.data),
+    email_key: write.email,
+    national_id_key: write.nationalId,
+    number_key: write.number,
+    source_updated_at: write.sourceUpdatedAt,
+    deleted_at: null,
+    last_event_id: write.eventId,
+  };
+}
+
+/** Take the new state, unless the mirror already holds a newer one of the record. */
+const unlessOlder = (oc: OnConflictBuilder<Database, 'records'>) =>
+  oc
+    .columns(['system', 'record_type', 'record_id'])
+    .doUpdateSet((eb) => ({
+      parent_id: eb.ref('excluded.parent_id'),
+      data: eb.ref('excluded.data'),
+      email_key: eb.ref('excluded.email_key'),
+      national_id_key: eb.ref('excluded.national_id_key'),
+      number_key: eb.ref('excluded.number_key'),
+      source_updated_at: eb.ref('excluded.source_updated_at'),
+      deleted_at: null,
+      last_event_id: eb.ref('excluded.last_event_id'),
+      updated_at: sql<Date>`now()`,
+    }))
+    .where((eb) =>
+      eb.or([
+        eb('records.source_updated_at', 'is', null),
+        eb('excluded.source_updated_at', 'is', null),
+        eb('records.source_updated_at', '<=', eb.ref('excluded.source_updated_at')),
+      ]),
+    );
+
 /**
  * Upserts the mirror unless it already holds a newer state of the record (DESIGN.md §3.4:
  * "ignore a state older than the one held"). Returns false when the write was stale.
@@ -24,41 +63,8 @@ export interface MirrorWrite {
 export async function upsertMirrorRecord(db: DbOrTrx, write: MirrorWrite): Promise<boolean> {
   const row = await db
     .insertInto('records')
-    .values({
-      system: write.system,
-      record_type: write.recordType,
-      record_id: write.recordId,
-      parent_id: write.parentId,
-      data: JSON.stringify(write.data),
-      email_key: write.email,
-      national_id_key: write.nationalId,
-      number_key: write.number,
-      source_updated_at: write.sourceUpdatedAt,
-      deleted_at: null,
-      last_event_id: write.eventId,
-    })
-    .onConflict((oc) =>
-      oc
-        .columns(['system', 'record_type', 'record_id'])
-        .doUpdateSet((eb) => ({
-          parent_id: eb.ref('excluded.parent_id'),
-          data: eb.ref('excluded.data'),
-          email_key: eb.ref('excluded.email_key'),
-          national_id_key: eb.ref('excluded.national_id_key'),
-          number_key: eb.ref('excluded.number_key'),
-          source_updated_at: eb.ref('excluded.source_updated_at'),
-          deleted_at: null,
-          last_event_id: eb.ref('excluded.last_event_id'),
-          updated_at: sql<Date>`now()`,
-        }))
-        .where((eb) =>
-          eb.or([
-            eb('records.source_updated_at', 'is', null),
-            eb('excluded.source_updated_at', 'is', null),
-            eb('records.source_updated_at', '<=', eb.ref('excluded.source_updated_at')),
-          ]),
-        ),
-    )
+    .values(mirrorRow(write))
+    .onConflict(unlessOlder)
     .returning('record_id')
     .executeTakeFirst();
   return row !== undefined;
@@ -67,46 +73,7 @@ export async function upsertMirrorRecord(db: DbOrTrx, write: MirrorWrite): Promi
 /** Many records in one statement (one write per record: the caller keeps the newest). */
 export async function upsertMirrorRecords(db: DbOrTrx, writes: MirrorWrite[]): Promise<void> {
   if (writes.length === 0) return;
-  await db
-    .insertInto('records')
-    .values(
-      writes.map((write) => ({
-        system: write.system,
-        record_type: write.recordType,
-        record_id: write.recordId,
-        parent_id: write.parentId,
-        data: JSON.stringify(write.data),
-        email_key: write.email,
-        national_id_key: write.nationalId,
-        number_key: write.number,
-        source_updated_at: write.sourceUpdatedAt,
-        deleted_at: null,
-        last_event_id: write.eventId,
-      })),
-    )
-    .onConflict((oc) =>
-      oc
-        .columns(['system', 'record_type', 'record_id'])
-        .doUpdateSet((eb) => ({
-          parent_id: eb.ref('excluded.parent_id'),
-          data: eb.ref('excluded.data'),
-          email_key: eb.ref('excluded.email_key'),
-          national_id_key: eb.ref('excluded.national_id_key'),
-          number_key: eb.ref('excluded.number_key'),
-          source_updated_at: eb.ref('excluded.source_updated_at'),
-          deleted_at: null,
-          last_event_id: eb.ref('excluded.last_event_id'),
-          updated_at: sql<Date>`now()`,
-        }))
-        .where((eb) =>
-          eb.or([
-            eb('records.source_updated_at', 'is', null),
-            eb('excluded.source_updated_at', 'is', null),
-            eb('records.source_updated_at', '<=', eb.ref('excluded.source_updated_at')),
-          ]),
-        ),
-    )
-    .execute();
+  await db.insertInto('records').values(writes.map(mirrorRow)).onConflict(unlessOlder).execute();
 }
 
 export async function markMirrorRecordDeleted(

@@ -337,24 +337,9 @@ export async function processEvent(ctx: SyncContext, event: InboundEventRow): Pr
     }
     return;
   }
-  const data = event.payload;
-  const keys = def.keys(data);
-  const updatedAt = data[def.updatedAtField];
-  const fresh = await upsertMirrorRecord(ctx.db, {
-    system: event.source,
-    recordType: type,
-    recordId: event.record_id,
-    parentId: event.parent_id,
-    data,
-    email: keys.email,
-    nationalId: keys.nationalId,
-    number: keys.number,
-    sourceUpdatedAt:
-      typeof updatedAt === 'string' && updatedAt !== ''
-        ? updatedAt
-        : (event.occurred_at?.toISOString() ?? null),
-    eventId: event.id,
-  });
+  const write = mirrorWriteOf(event);
+  if (write === undefined) return;
+  const fresh = await upsertMirrorRecord(ctx.db, write);
   if (!fresh) {
     ctx.logger.debug(
       { eventId: event.id, recordId: event.record_id },
