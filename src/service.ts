@@ -102,6 +102,7 @@ export function createService(deps: ServiceDeps): Service {
 
   let worker: SyncWorker | undefined;
   const leaderships: Leadership[] = [];
+  const leaderOf: Partial<Record<SystemName, Leadership>> = {};
   const stopAborts: AbortController[] = [];
 
   const leadFor = (system: SystemName): Leadership => {
@@ -162,7 +163,14 @@ export function createService(deps: ServiceDeps): Service {
     },
     start() {
       worker = startSyncWorker(
-        { db, config, logger: logger.child({ module: 'sync' }), clients, sweep },
+        {
+          db,
+          config,
+          logger: logger.child({ module: 'sync' }),
+          clients,
+          sweep,
+          leads: (system) => leaderOf[system]?.isLeader ?? true,
+        },
         { idleMs: deps.workerIdleMs ?? 250 },
       );
       for (const system of ['tidsbanken', 'poweroffice'] as const) {
@@ -170,6 +178,7 @@ export function createService(deps: ServiceDeps): Service {
           continue;
         const leadership = leadFor(system);
         leaderships.push(leadership);
+        leaderOf[system] = leadership;
         leadership.start();
       }
     },

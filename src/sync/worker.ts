@@ -34,6 +34,11 @@ export interface WorkerDeps {
   clients: Clients;
   /** Which record types need a first full read before merge-rule linking may start. */
   sweep?: SweepRequirements;
+  /**
+   * Whether this replica holds a system's leadership. Only the leader completes thin events of
+   * that system (a GET), so every request to a vendor leaves through one pacer.
+   */
+  leads?: (system: SystemName) => boolean;
 }
 
 const MAX_EVENT_ATTEMPTS = 10;
@@ -106,6 +111,7 @@ export async function processDueEvents(deps: WorkerDeps, limit = 50): Promise<nu
     let event = peeked;
     const deleted = event.event_type.endsWith('.deleted');
     if (event.is_thin && !deleted) {
+      if (deps.leads !== undefined && !deps.leads(event.source)) continue; // the leader's job
       if (!hasClientFor(deps.clients, event.source)) {
         await deferEvent(
           db,
