@@ -196,9 +196,14 @@ export async function claimCommands(
        and id in (
          select id from (
            select distinct on (c.record_type, coalesce(c.record_id, 'new:' || c.id::text)) c.id
-             from outbound_commands c
-            where c.system = ${system} and c.status = 'pending' and c.run_at <= now()
-              and not exists (
+             from (
+               -- The oldest due commands only, read in id order off the pending index: a
+               -- backlog of tens of thousands is never sorted whole for one claim.
+               select * from outbound_commands
+                where system = ${system} and status = 'pending' and run_at <= now()
+                order by id
+                limit ${limit * 4}) c
+            where not exists (
                 select 1 from outbound_commands s
                  where s.system = c.system and s.record_type = c.record_type
                    and s.record_id = c.record_id and s.status = 'sending')

@@ -114,6 +114,7 @@ describe.runIf(process.env.DATABASE_URL)('on PostgreSQL', () => {
       expect([...ra, ...rb].sort()).toEqual([
         '2026-11-25T00-00-initial',
         '2026-11-25T01-00-sync-state',
+        '2026-11-26T00-00-pending-order',
       ]);
     } finally {
       await a.close();
