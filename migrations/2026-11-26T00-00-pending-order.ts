@@ -15,6 +15,10 @@ export async function up(db: Kysely<any>): Promise<void> {
   await sql`create index outbound_commands_sending on outbound_commands (system, record_type, record_id) where status = 'sending'`.execute(
     db,
   );
+  // The run_at-first indexes are what the planner picked (and then sorted): gone. A row
+  // waiting out a backoff is rare, and is skipped by a filter on the id-ordered scan.
+  await sql`drop index inbound_events_claimable`.execute(db);
+  await sql`drop index outbound_commands_claimable`.execute(db);
 }
 
 export async function down(): Promise<void> {
