@@ -9,7 +9,9 @@ export async function up(db: Kysely<any>): Promise<void> {
   await sql`create index inbound_events_pending_id on inbound_events (id) where status = 'pending'`.execute(
     db,
   );
-  await sql`create index outbound_commands_pending_id on outbound_commands (system, id) where status = 'pending'`.execute(
+  // (id) alone: with `system` first, the planner took this index for the coalescing lookup by
+  // record too, and scanned every pending command of the system to find one.
+  await sql`create index outbound_commands_pending_id on outbound_commands (id) where status = 'pending'`.execute(
     db,
   );
   await sql`create index outbound_commands_sending on outbound_commands (system, record_type, record_id) where status = 'sending'`.execute(
