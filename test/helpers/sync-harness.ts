@@ -1,5 +1,8 @@
-import { inject } from 'vitest';
+import { randomUUID } from 'node:crypto';
+import request from 'supertest';
+import { expect, inject } from 'vitest';
 import { createApp } from '../../src/app.js';
+import { signWebhook } from '../../src/http/webhook-signature.js';
 import { loadConfig, secretsOf, type Config } from '../../src/config.js';
 import { createLogger, type Logger } from '../../src/lib/logger.js';
 import { createMetrics } from '../../src/lib/metrics.js';
@@ -129,4 +132,24 @@ export async function startSyncHarness(options: HarnessOptions = {}): Promise<Sy
       if (options.fakes?.po === undefined) await po.close();
     },
   };
+}
+
+/** Posts a webhook signed with `secret` to the harness's app and expects it accepted (202). */
+export async function sendSignedWebhook(
+  h: SyncHarness,
+  system: 'tidsbanken' | 'poweroffice',
+  secret: string,
+  body: unknown,
+): Promise<void> {
+  const raw = JSON.stringify(body);
+  const id = `msg_${randomUUID()}`;
+  const ts = Math.floor(Date.now() / 1000);
+  const res = await request(h.app)
+    .post(`/webhooks/${system}`)
+    .set('content-type', 'application/json')
+    .set('webhook-id', id)
+    .set('webhook-timestamp', String(ts))
+    .set('webhook-signature', signWebhook(secret, id, ts, raw))
+    .send(raw);
+  expect(res.status).toBe(202);
 }

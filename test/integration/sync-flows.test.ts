@@ -1,8 +1,6 @@
-import { randomUUID } from 'node:crypto';
-import request from 'supertest';
 import { afterEach, describe, expect, it } from 'vitest';
-import { signWebhook } from '../../src/http/webhook-signature.js';
 import {
+  sendSignedWebhook,
   startSyncHarness,
   type HarnessOptions,
   type SyncHarness,
@@ -13,19 +11,8 @@ import {
 
 const SECRET = 'whsec_Y29hbGVzY2luZy10ZXN0LXNlY3JldC0wMTIzNDU2';
 
-async function sendWebhook(s: SyncHarness, system: 'tidsbanken' | 'poweroffice', body: unknown) {
-  const raw = JSON.stringify(body);
-  const id = `msg_${randomUUID()}`;
-  const ts = Math.floor(Date.now() / 1000);
-  const res = await request(s.app)
-    .post(`/webhooks/${system}`)
-    .set('content-type', 'application/json')
-    .set('webhook-id', id)
-    .set('webhook-timestamp', String(ts))
-    .set('webhook-signature', signWebhook(SECRET, id, ts, raw))
-    .send(raw);
-  expect(res.status).toBe(202);
-}
+const sendWebhook = (s: SyncHarness, system: 'tidsbanken' | 'poweroffice', body: unknown) =>
+  sendSignedWebhook(s, system, SECRET, body);
 
 let h: SyncHarness | undefined;
 afterEach(async () => {

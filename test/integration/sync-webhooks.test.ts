@@ -1,8 +1,5 @@
-import { randomUUID } from 'node:crypto';
-import request from 'supertest';
 import { afterEach, describe, expect, it } from 'vitest';
-import { signWebhook } from '../../src/http/webhook-signature.js';
-import { startSyncHarness, type SyncHarness } from '../helpers/sync-harness.js';
+import { sendSignedWebhook, startSyncHarness, type SyncHarness } from '../helpers/sync-harness.js';
 
 // The webhook path into the engine (polling off after the first full read), and the
 // unmatched policies that create records.
@@ -15,19 +12,8 @@ afterEach(async () => {
   h = undefined;
 });
 
-async function send(s: SyncHarness, system: 'tidsbanken' | 'poweroffice', body: unknown) {
-  const raw = JSON.stringify(body);
-  const id = `msg_${randomUUID()}`;
-  const ts = Math.floor(Date.now() / 1000);
-  const res = await request(s.app)
-    .post(`/webhooks/${system}`)
-    .set('content-type', 'application/json')
-    .set('webhook-id', id)
-    .set('webhook-timestamp', String(ts))
-    .set('webhook-signature', signWebhook(SECRET, id, ts, raw))
-    .send(raw);
-  expect(res.status).toBe(202);
-}
+const send = (s: SyncHarness, system: 'tidsbanken' | 'poweroffice', body: unknown) =>
+  sendSignedWebhook(s, system, SECRET, body);
 
 describe('changes pushed by webhook', () => {
   it('a thin event is completed with a GET and synced; a delete unlinks without deleting anything', async () => {
