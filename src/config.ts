@@ -224,3 +224,19 @@ export function secretsOf(config: Config): string[] {
     config.adminToken,
   ].filter((s): s is string => typeof s === 'string' && s.length > 0);
 }
+
+/**
+ * For entry points (`npm start`, `npm run reconcile`): the configuration, or — when it is
+ * invalid — one message naming every bad variable on stderr and exit code 78 (EX_CONFIG).
+ */
+export function loadConfigOrExit(): Readonly<Config> {
+  try {
+    return loadConfig();
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`${err.message}\n`);
+      process.exit(78);
+    }
+    throw err;
+  }
+}

@@ -1,6 +1,6 @@
 import type { Server } from 'node:http';
 import { createApp } from './app.js';
-import { ConfigError, loadConfig, secretsOf, type Config } from './config.js';
+import { loadConfigOrExit, secretsOf } from './config.js';
 import { migrateToLatest, openDatabase, type DatabaseHandle } from './db/database.js';
 import { createLogger, type Logger } from './lib/logger.js';
 import { createMetrics } from './lib/metrics.js';
@@ -8,20 +8,8 @@ import { createService, type Service } from './service.js';
 
 // config → database → migrations → HTTP server + workers → graceful shutdown
 
-function readConfig(): Readonly<Config> {
-  try {
-    return loadConfig();
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`${err.message}\n`);
-      process.exit(78); // EX_CONFIG
-    }
-    throw err;
-  }
-}
-
 async function main(): Promise<void> {
-  const config = readConfig();
+  const config = loadConfigOrExit();
   const logger = createLogger({ level: config.logLevel, secrets: secretsOf(config) });
   installCrashHandlers(logger);
 

@@ -1,4 +1,4 @@
-import { ConfigError, loadConfig, secretsOf, type Config } from './config.js';
+import { loadConfigOrExit, secretsOf } from './config.js';
 import { migrateToLatest, openDatabase } from './db/database.js';
 import { createLogger } from './lib/logger.js';
 import { createMetrics } from './lib/metrics.js';
@@ -21,20 +21,8 @@ import { createTidsbankenPollers } from './tidsbanken/poller.js';
 // that what it reads is processed while it waits; it runs no dispatcher: the commands it
 // queues are sent by the service (the dispatcher holder of each system).
 
-function readConfig(): Readonly<Config> {
-  try {
-    return loadConfig();
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`${err.message}\n`);
-      process.exit(78); // EX_CONFIG
-    }
-    throw err;
-  }
-}
-
 async function main(): Promise<number> {
-  const config = readConfig();
+  const config = loadConfigOrExit();
   const logger = createLogger({ level: config.logLevel, secrets: secretsOf(config) });
   const metrics = createMetrics();
   const database = await openDatabase(config);
