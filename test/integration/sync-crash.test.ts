@@ -210,7 +210,7 @@ describe('a service process killed mid-burst', () => {
     // A request the dead process had already written to its socket still reaches the fake
     // after the kill (under load, after this test's next edits could). A Tidsbanken PUT
     // replaces the whole record, so one landing after a user's edit would undo that edit —
-    // the read-then-replace race of the vendor's API (README "Weak spots"), not a crash
+    // the read-then-replace race of the vendor's API (README "Known limits"), not a crash
     // effect. Let what was on the wire land first, as it would at a real vendor.
     await new Promise((r) => setTimeout(r, 1000));
     const writesBeforeKill = writesSince();
