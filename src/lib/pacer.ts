@@ -3,6 +3,7 @@ import PQueue from 'p-queue';
 /** Writes go before reads, reads before polling (DESIGN.md §3.6). */
 export type Priority = 'write' | 'read' | 'poll';
 const PRIORITY: Record<Priority, number> = { write: 2, read: 1, poll: 0 };
+const HOLD_SLACK_MS = 15;
 
 // The vendor counts requests when they arrive at its gateway, and a request arrives some
 // time after it starts (a new connection is tens of ms slower than a kept-alive one; more
@@ -33,7 +34,9 @@ export class Pacer {
     readonly perSecond: number,
   ) {
     // A fractional rate (0.5/s) becomes 1 request per 2 s.
-    this.holdMs = perSecond >= 1 ? 1000 : Math.ceil(1000 / perSecond);
+    // Plus a little: timers run on the event loop's cached clock and can fire a millisecond
+    // or so short of the full window (seen in CI: two arrivals exactly 1000 ms apart, a 429).
+    this.holdMs = (perSecond >= 1 ? 1000 : Math.ceil(1000 / perSecond)) + HOLD_SLACK_MS;
     this.slots = perSecond >= 1 ? Math.floor(perSecond) : 1;
     this.queue = new PQueue({ concurrency: this.slots });
   }
