@@ -1,5 +1,6 @@
 import { sql, type Transaction } from 'kysely';
 import type { DbOrTrx } from './database.js';
+import { getMirrorRecord as getMirrorRecordById } from './records.js';
 import type {
   AuditEntryRow,
   ConflictRow,
@@ -103,14 +104,8 @@ export interface RecordKey {
   recordId: string;
 }
 
-export async function getMirrorRecord(db: DbOrTrx, key: RecordKey): Promise<RecordRow | undefined> {
-  return db
-    .selectFrom('records')
-    .selectAll()
-    .where('system', '=', key.system)
-    .where('record_type', '=', key.recordType)
-    .where('record_id', '=', key.recordId)
-    .executeTakeFirst();
+export function getMirrorRecord(db: DbOrTrx, key: RecordKey): Promise<RecordRow | undefined> {
+  return getMirrorRecordById(db, key.system, key.recordType, key.recordId);
 }
 
 /** The newest `limit` inbox events of one record (index inbound_events_record). */
