@@ -1,7 +1,6 @@
 import { writeFileSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, inject, it } from 'vitest';
@@ -10,29 +9,15 @@ import type { RecordedRequest } from '../fakes/fake-server.js';
 import { startFakePowerOffice, type FakePowerOffice } from '../fakes/poweroffice.js';
 import { startFakeTidsbanken, type FakeTidsbanken } from '../fakes/tidsbanken.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
+import { freePort, TSX, waitReady } from '../helpers/child-service.js';
 
 // The real service (`tsx src/main.ts`) in a child process, killed with SIGKILL in the middle of
 // a burst of changes and restarted on the same database (DESIGN.md §5). The fakes run in this
 // process. On PGlite the child owns DATA_DIR (one process per data dir), so the test reads
 // state through the fakes and opens DATA_DIR itself only after the child has stopped.
 
-const TSX = join('node_modules', '.bin', 'tsx');
 const PAIRS = 10;
 const NEW_ANSATTE = [101, 102, 103, 104, 105, 106];
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() =>
-        typeof address === 'object' && address !== null
-          ? resolve(address.port)
-          : reject(new Error('no port')),
-      );
-    });
-  });
-}
 
 function runService(env: Record<string, string>) {
   const child = spawn(TSX, ['src/main.ts'], {
@@ -64,20 +49,6 @@ async function waitFor(what: string, check: () => boolean | Promise<boolean>, ti
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 50));
   }
-}
-
-async function waitReady(port: number): Promise<void> {
-  await waitFor(
-    'the service to be ready',
-    async () => {
-      try {
-        return (await fetch(`http://127.0.0.1:${port}/readyz`)).status === 200;
-      } catch {
-        return false;
-      }
-    },
-    30_000,
-  );
 }
 
 const isWrite = (r: RecordedRequest) =>
@@ -168,7 +139,7 @@ describe('a service process killed mid-burst', () => {
       run.signal('SIGKILL');
       await run.exited;
     });
-    await waitReady(port);
+    await waitReady(port, 30_000);
     // Start-up: first full reads, then the pairs link (nothing differs, so nothing is written).
     await waitFor(
       'the first polls',
@@ -222,7 +193,7 @@ describe('a service process killed mid-burst', () => {
     }
 
     run = runService(env);
-    await waitReady(port);
+    await waitReady(port, 30_000);
     const lastTitle = (i: number) => title(i, i % 2 === 1 ? 2 : 1);
     const lastPhone = (i: number) => phone(i, i % 2 === 0 ? 2 : 1);
     const agree = () => {
