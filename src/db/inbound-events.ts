@@ -35,6 +35,18 @@ export interface NewInboxEvent {
   occurredAt?: Date | string | null;
 }
 
+/**
+ * The event id of a state we read back from our own write (the dispatcher feeds it to the inbox
+ * like any read). Such a state never replaces a mirrored one with the same timestamp.
+ */
+export function writeFeedbackEventId(commandId: string, recordId: string, stamp: string): string {
+  return `write:${commandId}:${recordId}:${stamp}`;
+}
+
+export function isWriteFeedback(eventId: string): boolean {
+  return eventId.startsWith('write:');
+}
+
 /** The row of one event; thin events carry no content hash (they are never content-deduplicated). */
 export function inboundEventRow(event: NewInboxEvent): NewInboundEvent {
   return {

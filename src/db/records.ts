@@ -14,6 +14,13 @@ export interface MirrorWrite {
   /** The source's own last-change time, as the API wrote it (kept at µs precision). */
   sourceUpdatedAt: string | null;
   eventId: string | null;
+  /**
+   * Whether this state replaces a held one with the same source timestamp (default true: of
+   * two reads with one timestamp the later read is the newer). False for the result of our own
+   * write: a different state with the very same timestamp is an edit made next to ours
+   * (millisecond timestamps tie), and our echo must not hide it.
+   */
+  winsTie?: boolean;
 }
 
 function mirrorRow(write: MirrorWrite) {
@@ -33,7 +40,7 @@ function mirrorRow(write: MirrorWrite) {
 }
 
 /** Take the new state, unless the mirror already holds a newer one of the record. */
-const unlessOlder = (oc: OnConflictBuilder<Database, 'records'>) =>
+const unlessOlder = (winsTie: boolean) => (oc: OnConflictBuilder<Database, 'records'>) =>
   oc
     .columns(['system', 'record_type', 'record_id'])
     .doUpdateSet((eb) => ({
@@ -51,7 +58,7 @@ const unlessOlder = (oc: OnConflictBuilder<Database, 'records'>) =>
       eb.or([
         eb('records.source_updated_at', 'is', null),
         eb('excluded.source_updated_at', 'is', null),
-        eb('records.source_updated_at', '<=', eb.ref('excluded.source_updated_at')),
+        eb('records.source_updated_at', winsTie ? '<=' : '<', eb.ref('excluded.source_updated_at')),
       ]),
     );
 
@@ -64,7 +71,7 @@ export async function upsertMirrorRecord(db: DbOrTrx, write: MirrorWrite): Promi
   const row = await db
     .insertInto('records')
     .values(mirrorRow(write))
-    .onConflict(unlessOlder)
+    .onConflict(unlessOlder(write.winsTie ?? true))
     .returning('record_id')
     .executeTakeFirst();
   return row !== undefined;
@@ -72,8 +79,15 @@ export async function upsertMirrorRecord(db: DbOrTrx, write: MirrorWrite): Promi
 
 /** Many records in one statement (one write per record: the caller keeps the newest). */
 export async function upsertMirrorRecords(db: DbOrTrx, writes: MirrorWrite[]): Promise<void> {
-  if (writes.length === 0) return;
-  await db.insertInto('records').values(writes.map(mirrorRow)).onConflict(unlessOlder).execute();
+  for (const winsTie of [true, false]) {
+    const some = writes.filter((w) => (w.winsTie ?? true) === winsTie);
+    if (some.length === 0) continue;
+    await db
+      .insertInto('records')
+      .values(some.map(mirrorRow))
+      .onConflict(unlessOlder(winsTie))
+      .execute();
+  }
 }
 
 export async function markMirrorRecordDeleted(

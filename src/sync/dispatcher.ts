@@ -11,7 +11,7 @@ import {
   requeueSendingCommands,
 } from '../db/commands.js';
 import type { Db, DbOrTrx } from '../db/database.js';
-import { insertInboundEvent } from '../db/inbound-events.js';
+import { insertInboundEvent, writeFeedbackEventId } from '../db/inbound-events.js';
 import { insertLink, lockLink, setLinkInflight } from '../db/links.js';
 import { getMirrorRecord } from '../db/records.js';
 import type { OutboundCommandRow, SystemName } from '../db/schema.js';
@@ -390,7 +390,11 @@ export class Dispatcher {
     await insertInboundEvent(this.deps.db, {
       source: command.system,
       origin: 'poller',
-      eventId: `write:${command.id}:${String(id)}:${typeof updatedAt === 'string' ? updatedAt : Date.now()}`,
+      eventId: writeFeedbackEventId(
+        command.id,
+        String(id),
+        typeof updatedAt === 'string' ? updatedAt : String(Date.now()),
+      ),
       eventType: `${type}.updated`,
       recordType: type,
       recordId: String(id),

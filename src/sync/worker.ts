@@ -2,6 +2,7 @@ import { sql } from 'kysely';
 import type { Config } from '../config.js';
 import { insertAuditEntries } from '../db/audit.js';
 import type { Db } from '../db/database.js';
+import { isWriteFeedback } from '../db/inbound-events.js';
 import { findActiveLink, unlinkLink } from '../db/links.js';
 import {
   getMirrorRecord,
@@ -229,6 +230,7 @@ function mirrorWriteOf(event: InboundEventRow): MirrorWrite | undefined {
         ? updatedAt
         : (event.occurred_at?.toISOString() ?? null),
     eventId: event.id,
+    winsTie: !isWriteFeedback(event.event_id),
   };
 }
 
@@ -283,7 +285,8 @@ async function fillMirrorInBulk(deps: WorkerDeps, limit: number): Promise<number
           ? -Infinity
           : Date.parse(write.sourceUpdatedAt.replace(' ', 'T'));
       const held = newest.get(key);
-      if (held === undefined || !(at < held.at)) newest.set(key, { event, write, at });
+      if (held === undefined || at > held.at || (at === held.at && write.winsTie !== false))
+        newest.set(key, { event, write, at });
     }
     await upsertMirrorRecords(
       trx,

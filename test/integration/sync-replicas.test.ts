@@ -285,7 +285,7 @@ async function scenario(options: { stopLeaderMidBurst: boolean }): Promise<Outco
 
   await h.settle({ timeoutMs: 40_000, quietMs: 2500 });
 
-  // Every edit landed, and both sides agree (collected: a known bug breaks it, see below).
+  // Every edit landed, and both sides agree (collected; asserted by one of the tests below).
   const disagreements: string[] = [];
   const check = (i: number, field: string, ansatt: unknown, employee: unknown, want: unknown) => {
     if (ansatt !== want || employee !== want)
@@ -346,6 +346,20 @@ async function scenario(options: { stopLeaderMidBurst: boolean }): Promise<Outco
     expect(new Set(ops).size).toBe(ops.length);
   }
 
+  if (disagreements.length > 0 && process.env.REPLICA_DEBUG_DIR) {
+    const { writeFileSync } = await import('node:fs');
+    writeFileSync(
+      `${process.env.REPLICA_DEBUG_DIR}/fail-${Date.now()}.json`,
+      JSON.stringify({
+        disagreements,
+        employeeOf: [...employeeOf],
+        po: po.requests,
+        tb: tb.requests,
+        a: h.logs.lines,
+        b: logsB.lines,
+      }),
+    );
+  }
   const poMax = maxPerSlidingSecond(po.requests);
   const tbMax = maxPerSlidingSecond(tb.requests);
 
@@ -411,24 +425,19 @@ describe.runIf(process.env.DATABASE_URL)('two service instances on one database'
     expect(outcome.takeoverMs).toBeGreaterThanOrEqual(0);
   });
 
-  // BUG reported to lead: two update commands for one Ansatt are in flight at once (seen:
-  // commands 16 {Mobil} and 24 {Etternavn} for Ansatt 12, both read-before-replace GETs made
-  // before either PUT); the later PUT carries the Mobil read before the earlier PUT landed, so
-  // it reverts the PowerOffice user's phone edit in Tidsbanken, and its echo is then synced
-  // as a Tidsbanken edit: PATCH /Employees/100012 [{replace /PhoneNumber null}]. The edit is
-  // lost on both sides. Intermittent (about 1 run in 3).
+  // Regressions this caught: two update commands for one Ansatt in flight at once (the later
+  // full-record PUT carried a phone number read before the earlier PUT landed); and our PUT's
+  // result, fed back with the same millisecond SistEndretDato as a user's edit right after it,
+  // replacing that edit in the mirror (see sync-mirror-order.test.ts). Set REPLICA_DEBUG_DIR
+  // to keep both fakes' request logs and both replicas' logs of a run that disagrees.
   it('every edit lands: after the burst both sides agree and hold the last edit, with one write per edit', async () => {
     const outcome = await scenario({ stopLeaderMidBurst: false });
     expect(outcome.disagreements).toEqual([]);
     expect(outcome.excessWrites).toEqual([]);
   });
 
-  // BUG reported to lead: on a leadership handover the new holder's pacer starts with an
-  // empty window while the old holder's last requests (it drains in-flight commands after
-  // "leadership lost", then releases the lock) are still inside the sliding second: the new
-  // leader sends a batch at once and the fake answers 429 (seen: Tidsbanken 10 requests in
-  // 1000 ms against a limit of 5, 5 read-before-replace GETs answered 429 within 30 ms of
-  // "leadership taken"; PowerOffice: token + 6 PATCHes answered 429 right after takeover).
+  // Regression this caught: on a handover the new holder's pacer started with an empty window
+  // while the old holder's last requests were still inside the sliding second.
   it('across a leadership handover, each vendor stays under its limit in every sliding second', async () => {
     const outcome = await scenario({ stopLeaderMidBurst: true });
     expect(outcome.poMax).toBeLessThanOrEqual(10);
