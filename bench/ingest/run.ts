@@ -12,7 +12,7 @@
 // PostgreSQL, which the numbers include.
 import { fork } from 'node:child_process';
 import { createHmac, randomBytes, randomUUID } from 'node:crypto';
-import { writeFile } from 'node:fs/promises';
+import { readFile, readdir, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
@@ -44,6 +44,8 @@ interface LoadResult {
   p90: number;
   p99: number;
   max: number;
+  /** CPU seconds the generator process spent during the run. */
+  cpuSeconds: number;
 }
 
 function arg(name: string, envName: string, fallback: number): number {
@@ -60,6 +62,7 @@ async function runLoad(job: LoadJob): Promise<LoadResult> {
   let seq = randomBytes(4).readUInt32BE() * 1000;
   const prefix = randomBytes(4).toString('hex');
   const key = Buffer.from(job.secret.slice('whsec_'.length), 'base64');
+  const cpuBefore = process.cpuUsage();
   const result = await autocannon({
     url: job.url,
     connections: job.connections,
@@ -115,6 +118,10 @@ async function runLoad(job: LoadJob): Promise<LoadResult> {
     p90: result.latency.p90,
     p99: result.latency.p99,
     max: result.latency.max,
+    cpuSeconds: (() => {
+      const used = process.cpuUsage(cpuBefore);
+      return (used.user + used.system) / 1e6;
+    })(),
   };
 }
 
@@ -134,6 +141,57 @@ function loadInChild(job: LoadJob): Promise<LoadResult> {
       else reject(new Error(`load generator exited with ${code}`));
     });
   });
+}
+
+// --- CPU accounting (Linux /proc; elsewhere the CPU columns stay empty) -----------------
+
+/** CPU seconds (user + system) used so far by every process whose command name is `name`. */
+async function cpuSecondsOf(name: string): Promise<number | undefined> {
+  try {
+    const tick = 100; // USER_HZ: 100 on every Linux this runs on
+    let total = 0;
+    for (const pid of await readdir('/proc')) {
+      if (!/^\d+$/.test(pid)) continue;
+      const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+      const open = stat.indexOf('(');
+      const close = stat.lastIndexOf(')');
+      if (open < 0 || stat.slice(open + 1, close) !== name) continue;
+      const fields = stat.slice(close + 2).split(' ');
+      // after "(comm) ": state ppid … utime is field 14, stime 15 (1-based over the whole line)
+      total += (Number(fields[11]) + Number(fields[12])) / tick;
+    }
+    return total;
+  } catch {
+    return undefined;
+  }
+}
+
+interface CpuSample {
+  app: number;
+  postgres: number | undefined;
+}
+
+async function cpuNow(): Promise<CpuSample> {
+  const own = process.cpuUsage();
+  return { app: (own.user + own.system) / 1e6, postgres: await cpuSecondsOf('postgres') };
+}
+
+/** CPU ms per 1 000 answered requests, per party, over one phase. */
+function cpuPer1000(
+  before: CpuSample,
+  after: CpuSample,
+  generatorSeconds: number,
+  requests: number,
+): { generator: number; app: number; postgres: number | undefined } {
+  const per = (seconds: number) => Math.round((seconds * 1e6) / Math.max(1, requests)) / 1000;
+  return {
+    generator: per(generatorSeconds),
+    app: per(after.app - before.app),
+    postgres:
+      before.postgres === undefined || after.postgres === undefined
+        ? undefined
+        : per(after.postgres - before.postgres),
+  };
 }
 
 // --- orchestrator ---------------------------------------------------------------------
@@ -166,6 +224,8 @@ async function listen(app: express.Express): Promise<{ url: string; close(): Pro
 }
 
 const fmt = (n: number) => (Number.isInteger(n) ? String(n) : n.toFixed(2));
+const cpuCell = (c: { generator: number; app: number; postgres: number | undefined }) =>
+  `${Math.round(c.generator)} / ${Math.round(c.app)} / ${c.postgres === undefined ? '-' : Math.round(c.postgres)}`;
 
 async function main(): Promise<void> {
   const duration = arg('duration', 'BENCH_DURATION', 10);
@@ -221,18 +281,27 @@ async function main(): Promise<void> {
           .rows[0]?.n ?? 0,
       );
 
+    // One phase: the load, and the CPU each party spent on it (the app and the baseline run
+    // in this process, so "app" is this process; "postgres" is every postgres process).
+    const phase = async (load: LoadJob) => {
+      const cpuBefore = await cpuNow();
+      const result = await loadInChild(load);
+      const cpu = cpuPer1000(cpuBefore, await cpuNow(), result.cpuSeconds, result.requests);
+      return { ...result, cpuMsPer1000: cpu };
+    };
+
     console.error(`baseline: bare Express JSON route, ${connections} connections, ${duration} s`);
-    const base = await loadInChild(job(baseline.url));
+    const base = await phase(job(baseline.url));
     console.error(`app: POST /webhooks/tidsbanken at max rate`);
     const before = await count();
-    const max = await loadInChild(job(app.url));
+    const max = await phase(job(app.url));
     const storedMax = (await count()) - before;
     const halfRate = Math.max(1, Math.floor(max.rps / 2));
     console.error(`app: at half the max rate (${halfRate}/s)`);
     const before2 = await count();
     // autocannon paces with a per-connection quota per second, so each second starts with a
     // burst at full concurrency; fewer connections keep that burst small (bench/README.md).
-    const half = await loadInChild({
+    const half = await phase({
       ...job(app.url, halfRate),
       connections: halfConnections,
     });
@@ -261,7 +330,16 @@ async function main(): Promise<void> {
       `${JSON.stringify(report, null, 2)}\n`,
     );
     const rows = [
-      ['phase', 'req/s', 'p50 ms', 'p99 ms', 'max ms', 'non-2xx', 'rows stored'],
+      [
+        'phase',
+        'req/s',
+        'p50 ms',
+        'p99 ms',
+        'max ms',
+        'non-2xx',
+        'rows stored',
+        'CPU ms/1000 req: generator / app / postgres',
+      ],
       [
         'baseline (bare Express JSON), max',
         fmt(base.rps),
@@ -270,6 +348,7 @@ async function main(): Promise<void> {
         fmt(base.max),
         String(base.non2xx),
         '-',
+        cpuCell(base.cpuMsPer1000),
       ],
       [
         'webhook ingest, max',
@@ -279,6 +358,7 @@ async function main(): Promise<void> {
         fmt(max.max),
         String(max.non2xx),
         String(storedMax),
+        cpuCell(max.cpuMsPer1000),
       ],
       [
         `webhook ingest, half rate (${halfRate}/s)`,
@@ -288,6 +368,7 @@ async function main(): Promise<void> {
         fmt(half.max),
         String(half.non2xx),
         String(storedHalf),
+        cpuCell(half.cpuMsPer1000),
       ],
     ];
     for (const r of rows) console.log(`| ${r.join(' | ')} |`);

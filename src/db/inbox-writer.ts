@@ -1,5 +1,9 @@
 import type { Db } from './database.js';
-import { inboundEventRow, insertInboundEvent, type NewInboxEvent } from './inbound-events.js';
+import {
+  insertInboundEvent,
+  insertInboundEventBatch,
+  type NewInboxEvent,
+} from './inbound-events.js';
 
 // Group commit for the webhook inbox. Every accepted webhook needs one durable insert
 // before its 202; one transaction per request makes the commit (and its WAL flush) the
@@ -85,14 +89,12 @@ async function flush(db: Db, batch: Pending[]): Promise<void> {
   const unique = [...firsts.values()];
   let inserted: Set<string>;
   try {
-    const rows = await db
-      .insertInto('inbound_events')
-      .values(unique.map(({ event }) => inboundEventRow(event)))
-      // Both unique indexes (source+event id, record+content) turn a conflict into "skip";
-      // rows skipped are exactly the ones missing from RETURNING.
-      .onConflict((oc) => oc.doNothing())
-      .returning(['source', 'event_id'])
-      .execute();
+    // Both unique indexes (source+event id, record+content) turn a conflict into "skip";
+    // rows skipped are exactly the ones missing from what the insert returns.
+    const rows = await insertInboundEventBatch(
+      db,
+      unique.map(({ event }) => event),
+    );
     inserted = new Set(rows.map((r) => `${r.source}\u0000${r.event_id}`));
   } catch {
     // One bad row must not fail its neighbours: fall back to one insert each, so only the
