@@ -240,20 +240,28 @@ type JsonResult = { ok: true; value: unknown } | { ok: false; message: string };
 const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 const hasUnstorable = (s: string) => s.includes('\u0000') || LONE_SURROGATE.test(s);
 
+// Stateless when not streaming, so one decoder serves every request.
+const UTF8 = new TextDecoder('utf-8', { fatal: true });
+
 function parseJson(body: Buffer): JsonResult {
+  let text: string;
   let value: unknown;
   try {
-    value = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(body));
+    text = UTF8.decode(body);
+    value = JSON.parse(text);
   } catch {
     return { ok: false, message: 'The request body is not valid UTF-8 JSON.' };
   }
-  const problem = findUnstorable(value, 0);
+  // A NUL or a lone surrogate can only come from a \u escape (JSON forbids a raw control
+  // character in a string, and strict UTF-8 cannot encode a surrogate): without one, only
+  // the depth needs checking.
+  const problem = findUnstorable(value, 0, text.includes('\\u'));
   return problem === undefined ? { ok: true, value } : { ok: false, message: problem };
 }
 
-function findUnstorable(value: unknown, depth: number): string | undefined {
+function findUnstorable(value: unknown, depth: number, strings: boolean): string | undefined {
   if (typeof value === 'string') {
-    return hasUnstorable(value)
+    return strings && hasUnstorable(value)
       ? 'The request body holds a NUL character or an unpaired surrogate.'
       : undefined;
   }
@@ -261,13 +269,15 @@ function findUnstorable(value: unknown, depth: number): string | undefined {
   if (depth >= MAX_DEPTH) return `The request body is nested deeper than ${MAX_DEPTH} levels.`;
   if (Array.isArray(value)) {
     for (const item of value) {
-      const problem = findUnstorable(item, depth + 1);
+      const problem = findUnstorable(item, depth + 1, strings);
       if (problem !== undefined) return problem;
     }
     return undefined;
   }
-  for (const [key, item] of Object.entries(value)) {
-    const problem = findUnstorable(key, depth) ?? findUnstorable(item, depth + 1);
+  for (const key in value) {
+    const problem =
+      findUnstorable(key, depth, strings) ??
+      findUnstorable((value as Record<string, unknown>)[key], depth + 1, strings);
     if (problem !== undefined) return problem;
   }
   return undefined;

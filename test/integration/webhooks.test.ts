@@ -297,6 +297,18 @@ describe.each(['tidsbanken', 'poweroffice'] as const)('POST /webhooks/%s', (syst
         (s) => send(s, { ...(valid[s]() as object), note: 'a\u0000b' }),
       ],
       [
+        'a NUL character in a key',
+        400,
+        'invalid_json',
+        (s) => send(s, { ...(valid[s]() as object), ['no\u0000te']: 1 }),
+      ],
+      [
+        'an unpaired surrogate inside a string',
+        400,
+        'invalid_json',
+        (s) => send(s, { ...(valid[s]() as object), note: 'a\ud800b' }),
+      ],
+      [
         'JSON nested 10 000 levels deep',
         400,
         'invalid_json',
