@@ -1,7 +1,7 @@
 // `npm run bench`: quick versions of every benchmark, one after another (they share 2 cores,
 // so never in parallel), then one table of the headline numbers. Each bench writes its own
 // last-result JSON; this script reads them back. Budget: about 5 minutes.
-//   ingest     3 phases × 4 s
+//   ingest     4 alternating rounds × 2 phases × 3 s, then 6 s at half rate
 //   reconcile  2 000 records per type and side
 //   sync       --quick (100 latency samples ×2, 200 paced changes, 50×10 coalesced ×2)
 //   soak       --quick (45 s of edits with faults and kills)
@@ -19,7 +19,7 @@ interface Step {
 const STEPS: Step[] = [
   {
     name: 'ingest',
-    args: ['bench/ingest/run.ts', '--duration', '4'],
+    args: ['bench/ingest/run.ts', '--rounds', '4', '--duration', '3', '--half-duration', '6'],
     env: {},
     result: 'bench/ingest/last-result.json',
   },

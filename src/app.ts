@@ -6,7 +6,7 @@ import { adminRouter } from './http/admin.js';
 import { errorHandler, notFoundHandler } from './http/error-handler.js';
 import { healthRouter } from './http/health.js';
 import { requestLog } from './http/request-log.js';
-import { webhooksRouter } from './http/webhooks.js';
+import { registerWebhookRoutes } from './http/webhooks.js';
 import type { Logger } from './lib/logger.js';
 import type { Metrics } from './lib/metrics.js';
 import { registerOpsMetrics } from './lib/ops-metrics.js';
@@ -30,8 +30,8 @@ export function createApp(deps: AppDeps): Express {
 
   app.use(requestLog(deps.logger, deps.metrics));
 
-  // Webhooks first: they are the hot path, and the routers are tried in order.
-  app.use(webhooksRouter(deps));
+  // Webhooks first: they are the hot path, and routes are tried in order.
+  registerWebhookRoutes(app, deps);
   app.use(healthRouter(deps));
   app.use('/admin', adminRouter(deps));
   registerOpsMetrics({ db: deps.db, registry: deps.metrics.registry, logger: deps.logger });

@@ -1,6 +1,6 @@
 // Webhook ingest benchmark (bench/README.md, "ingest").
 //
-//   npx tsx bench/ingest/run.ts [--rounds 3] [--duration 10] [--connections 32]
+//   npx tsx bench/ingest/run.ts [--rounds 6] [--duration 5] [--half-duration 10] [--connections 32]
 //   env: DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres), BENCH_ROUNDS,
 //        BENCH_DURATION, BENCH_CONNECTIONS, BENCH_LOG_LEVEL (default info; lines go to /dev/null)
 //
@@ -263,10 +263,11 @@ const cpuCell = (c: { generator: number; app: number; postgres: number | undefin
   `${Math.round(c.generator)} / ${Math.round(c.app)} / ${c.postgres === undefined ? '-' : Math.max(0, Math.round(c.postgres))}`;
 
 async function main(): Promise<void> {
-  const duration = arg('duration', 'BENCH_DURATION', 10);
+  const duration = arg('duration', 'BENCH_DURATION', 5);
+  const halfDuration = arg('half-duration', 'BENCH_HALF_DURATION', 10);
   const connections = arg('connections', 'BENCH_CONNECTIONS', 32);
   const halfConnections = arg('half-connections', 'BENCH_HALF_CONNECTIONS', 8);
-  const rounds = arg('rounds', 'BENCH_ROUNDS', 3);
+  const rounds = arg('rounds', 'BENCH_ROUNDS', 6);
   const databaseUrl = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
   const secret = `whsec_${randomBytes(32).toString('base64')}`;
   const dbName = `bench_ingest_${randomBytes(4).toString('hex')}`;
@@ -350,6 +351,7 @@ async function main(): Promise<void> {
     // burst at full concurrency; fewer connections keep that burst small (bench/README.md).
     const half = await phase({
       ...job(app.url, halfRate),
+      duration: halfDuration,
       connections: halfConnections,
     });
     const storedHalf = (await count()) - before2;
@@ -363,6 +365,7 @@ async function main(): Promise<void> {
       settings: {
         rounds,
         duration,
+        halfDuration,
         connections,
         halfConnections,
         loadGenerator: 'child process (autocannon)',

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { sql } from 'kysely';
 import type { DbOrTrx } from './database.js';
-import type { InboundEventRow, NewInboundEvent, SystemName } from './schema.js';
+import type { InboundEventRow, SystemName } from './schema.js';
 
 /** JSON with object keys sorted, so equal records hash equal whatever their key order. */
 export function canonicalJson(value: unknown): string {
@@ -15,6 +15,7 @@ export function canonicalJson(value: unknown): string {
   return JSON.stringify(value ?? null);
 }
 
+/** A stable hash of a record's content (the pollers make event ids of it). */
 export function contentHash(payload: unknown): string {
   return createHash('sha256').update(canonicalJson(payload)).digest('base64url');
 }
@@ -47,23 +48,6 @@ export function isWriteFeedback(eventId: string): boolean {
   return eventId.startsWith('write:');
 }
 
-/** The row of one event; thin events carry no content hash (they are never content-deduplicated). */
-export function inboundEventRow(event: NewInboxEvent): NewInboundEvent {
-  return {
-    source: event.source,
-    origin: event.origin,
-    event_id: event.eventId,
-    event_type: event.eventType,
-    record_type: event.recordType,
-    record_id: event.recordId,
-    parent_id: event.parentId ?? null,
-    payload: JSON.stringify(event.payload),
-    is_thin: event.isThin,
-    content_hash: event.isThin ? null : contentHash(event.payload),
-    occurred_at: event.occurredAt ?? null,
-  };
-}
-
 /**
  * One durable insert. A repeated (source, event id), or the same record with the same
  * content, stores nothing and reports a duplicate.
@@ -72,27 +56,25 @@ export async function insertInboundEvent(
   db: DbOrTrx,
   event: NewInboxEvent,
 ): Promise<{ id: string | undefined; duplicate: boolean }> {
-  const row = await db
-    .insertInto('inbound_events')
-    .values(inboundEventRow(event))
-    .onConflict((oc) => oc.doNothing())
-    .returning('id')
-    .executeTakeFirst();
+  const [row] = await insertInboundEventBatch(db, [event]);
   return { id: row?.id, duplicate: row === undefined };
 }
 
 /**
- * Many events in one statement; returns the (source, event id) of the rows stored (a row
- * whose event id or content was already known is skipped: it is a duplicate).
+ * Many events in one statement; returns the id, source and event id of the rows stored (a
+ * row whose event id or content was already known is skipped: it is a duplicate).
  *
  * The rows travel as ONE json parameter unpacked by `json_to_recordset`, so the statement
  * text is the same for any batch size: PostgreSQL parses and plans a short statement instead
  * of a VALUES list with eleven parameters per row, and the driver serializes one string.
+ * The content hash is PostgreSQL's too: SHA-256 of the payload as jsonb text, which is
+ * canonical (keys sorted, duplicates and whitespace gone), so equal records hash equal
+ * whatever their key order. Thin events carry none: they are never content-deduplicated.
  */
 export async function insertInboundEventBatch(
   db: DbOrTrx,
   events: readonly NewInboxEvent[],
-): Promise<{ source: SystemName; event_id: string }[]> {
+): Promise<{ id: string; source: SystemName; event_id: string }[]> {
   if (events.length === 0) return [];
   const rows = events.map((event) => ({
     source: event.source,
@@ -104,21 +86,22 @@ export async function insertInboundEventBatch(
     parent_id: event.parentId ?? null,
     payload: event.payload,
     is_thin: event.isThin,
-    content_hash: event.isThin ? null : contentHash(event.payload),
     occurred_at: event.occurredAt ?? null,
   }));
-  const result = await sql<{ source: SystemName; event_id: string }>`
+  const result = await sql<{ id: string; source: SystemName; event_id: string }>`
     insert into inbound_events
       (source, origin, event_id, event_type, record_type, record_id, parent_id, payload,
        is_thin, content_hash, occurred_at)
     select source, origin, event_id, event_type, record_type, record_id, parent_id, payload,
-           is_thin, content_hash, occurred_at
+           is_thin,
+           case when is_thin then null
+                else encode(sha256(convert_to(payload::text, 'UTF8')), 'base64') end,
+           occurred_at
     from json_to_recordset(${JSON.stringify(rows)}::json) as r(
       source text, origin text, event_id text, event_type text, record_type text,
-      record_id text, parent_id text, payload jsonb, is_thin boolean, content_hash text,
-      occurred_at timestamptz)
+      record_id text, parent_id text, payload jsonb, is_thin boolean, occurred_at timestamptz)
     on conflict do nothing
-    returning source, event_id`.execute(db);
+    returning id, source, event_id`.execute(db);
   return result.rows;
 }
 

@@ -1,5 +1,5 @@
 import express, {
-  Router,
+  type Express,
   type NextFunction,
   type Request,
   type RequestHandler,
@@ -71,14 +71,16 @@ interface WebhookDeps {
   inbox?: InboxWriter;
 }
 
-export function webhooksRouter(deps: WebhookDeps): Router {
-  const router = Router();
+/**
+ * Adds both routes to `app`. Registered on the app itself rather than as a nested Router:
+ * this is the hot path, and each router level costs every request a path match.
+ */
+export function registerWebhookRoutes(app: Express, deps: WebhookDeps): void {
   const inbox = deps.inbox ?? createInboxWriter(deps.db);
   const logger = deps.logger.child({ module: 'webhooks' });
   for (const system of ['tidsbanken', 'poweroffice'] as const) {
-    router.post(`/webhooks/${system}`, ...webhookHandlers(system, deps, inbox, logger));
+    app.post(`/webhooks/${system}`, ...webhookHandlers(system, deps, inbox, logger));
   }
-  return router;
 }
 
 function webhookHandlers(
@@ -224,6 +226,7 @@ function webhookHandlers(
 /** `application/json`, any case, with or without `charset=utf-8`. Other charsets: no. */
 function isJsonContentType(header: string | undefined): boolean {
   if (header === undefined) return false;
+  if (header === 'application/json') return true; // what nearly every sender sends
   const [type, ...params] = header.split(';').map((p) => p.trim().toLowerCase());
   if (type !== 'application/json') return false;
   return params.every((p) => {

@@ -644,6 +644,17 @@ describe('inbox writer (group commit)', () => {
     ]);
     // A later batch sees the stored id as a duplicate too.
     expect(await writer.write(event(repeated, '1', { Id: 1 }))).toEqual({ duplicate: true });
+    // Same content in another key order (and with other whitespace) is the same content.
+    const m = nextId();
+    expect(
+      await writer.write(event(`msg_${randomUUID()}`, String(m), { Id: m, A: 'x', B: [1, 2] })),
+    ).toEqual({ duplicate: false });
+    expect(
+      await writer.write(event(`msg_${randomUUID()}`, String(m), { B: [1, 2], A: 'x', Id: m })),
+    ).toEqual({ duplicate: true });
+    expect(
+      await writer.write(event(`msg_${randomUUID()}`, String(m), { B: [2, 1], A: 'x', Id: m })),
+    ).toEqual({ duplicate: false });
   });
 });
 
