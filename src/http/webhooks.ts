@@ -205,7 +205,7 @@ function webhookHandlers(
     const { duplicate } = stored;
     (duplicate ? metrics.webhooksDuplicate : metrics.webhooksAccepted).inc({ system });
     (res.locals.webhookTimer as (() => void) | undefined)?.();
-    // pino-http already logs the request at info; this line adds the event and record ids.
+    // The request log already has the request at info; this line adds the event and record ids.
     logger.debug(
       {
         system,
