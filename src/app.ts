@@ -26,6 +26,9 @@ export function createApp(deps: AppDeps): Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('trust proxy', false);
+  // Nothing here is cacheable (webhooks, health, admin, metrics): no ETag, which would cost
+  // every response a SHA-1 of its body.
+  app.set('etag', false);
   app.use(helmet());
 
   app.use(requestLog(deps.logger, deps.metrics));
