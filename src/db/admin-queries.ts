@@ -258,7 +258,12 @@ export async function getMaxInboundEventId(db: DbOrTrx): Promise<string | undefi
 // ---- operations gauges --------------------------------------------------------------
 
 export interface OpsSnapshot {
-  inbox: { pending: number; oldestPendingAgeSeconds: number | null };
+  inbox: {
+    pending: number;
+    oldestPendingAgeSeconds: number | null;
+    /** Events that gave up, by source system and record type. */
+    dead: { system: SystemName; recordType: string; count: number }[];
+  };
   outbox: { system: SystemName; status: string; count: number; oldestAgeSeconds: number | null }[];
   conflicts: { flow: string; kind: string; count: number }[];
   links: { flow: string; count: number }[];
@@ -275,6 +280,7 @@ const toNumber = (v: unknown): number | null => (v === null || v === undefined ?
 
 interface OpsRow {
   inbox: { pending: number; oldest: number | null };
+  deadEvents: { source: SystemName; record_type: string; count: number }[];
   outbox: { system: SystemName; status: string; count: number; oldest: number | null }[];
   conflicts: { flow: string; kind: string; count: number }[];
   links: { flow: string; count: number }[];
@@ -284,7 +290,8 @@ interface OpsRow {
 
 /**
  * Everything the gauges show, in one statement (one connection, one round trip), each part
- * on a partial index or a small table: pending inbox rows (inbound_events_claimable),
+ * on a partial index or a small table: pending inbox rows (inbound_events_pending_id), dead
+ * ones (inbound_events_dead),
  * unsent commands (outbound_commands_status), open conflicts (conflicts_open), active links
  * (links_active_tidsbanken), poller cursors (a handful of rows). Ages come from the
  * database's clock so every replica reports the same values.
@@ -295,6 +302,9 @@ export async function readOpsSnapshot(db: DbOrTrx): Promise<OpsSnapshot> {
       (select json_build_object('pending', count(*),
           'oldest', extract(epoch from now() - min(created_at)))
         from inbound_events where status = 'pending') as inbox,
+      (select coalesce(json_agg(t), '[]'::json) from (
+        select source, record_type, count(*) as count from inbound_events
+        where status = 'dead' group by source, record_type) t) as "deadEvents",
       (select coalesce(json_agg(t), '[]'::json) from (
         select system, status, count(*) as count,
           extract(epoch from now() - min(created_at)) as oldest
@@ -317,6 +327,11 @@ export async function readOpsSnapshot(db: DbOrTrx): Promise<OpsSnapshot> {
     inbox: {
       pending: Number(row.inbox.pending),
       oldestPendingAgeSeconds: toNumber(row.inbox.oldest),
+      dead: row.deadEvents.map((r) => ({
+        system: r.source,
+        recordType: r.record_type,
+        count: Number(r.count),
+      })),
     },
     outbox: row.outbox.map((r) => ({
       system: r.system,

@@ -88,6 +88,16 @@ export function registerOpsMetrics(options: OpsMetricsOptions): void {
     },
   );
   gauge(
+    'sync_inbox_dead_events',
+    'Inbox events the worker gave up on (a change that did not sync), by source system and record type.',
+    ['system', 'record_type'],
+    (g, s) => {
+      for (const row of s.inbox.dead) {
+        g.set({ system: row.system, record_type: row.recordType }, row.count);
+      }
+    },
+  );
+  gauge(
     'sync_outbox_commands',
     'Outbound commands not yet sent, by target system and status (pending, sending, dead).',
     ['system', 'status'],

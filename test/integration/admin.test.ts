@@ -498,7 +498,7 @@ describe('operations gauges on /metrics', () => {
     await db
       .insertInto('inbound_events')
       .values(
-        [1, 2, 3].map((n) => ({
+        [1, 2, 3, 4, 5].map((n) => ({
           source: 'tidsbanken' as const,
           origin: 'webhook' as const,
           event_id: `e${n}`,
@@ -506,7 +506,7 @@ describe('operations gauges on /metrics', () => {
           record_type: 'ansatt',
           record_id: String(n),
           payload: '{}',
-          status: n === 3 ? ('done' as const) : ('pending' as const),
+          status: n === 3 ? ('done' as const) : n >= 4 ? ('dead' as const) : ('pending' as const),
           created_at: new Date(Date.now() - n * 60_000),
         })),
       )
@@ -558,6 +558,9 @@ describe('operations gauges on /metrics', () => {
     expect(value(text, 'sync_inbox_pending_events')).toBe(2);
     expect(value(text, 'sync_inbox_oldest_pending_age_seconds')).toBeGreaterThanOrEqual(119);
     expect(value(text, 'sync_inbox_oldest_pending_age_seconds')).toBeLessThan(200);
+    expect(
+      value(text, 'sync_inbox_dead_events', '{system="tidsbanken",record_type="ansatt"}'),
+    ).toBe(2);
     expect(value(text, 'sync_outbox_commands', '{system="poweroffice",status="pending"}')).toBe(1);
     expect(value(text, 'sync_outbox_commands', '{system="poweroffice",status="sending"}')).toBe(1);
     expect(value(text, 'sync_outbox_commands', '{system="poweroffice",status="dead"}')).toBe(1);

@@ -85,6 +85,7 @@ describe.runIf(process.env.DATABASE_URL)('on PostgreSQL', () => {
         '2026-11-25T00-00-initial',
         '2026-11-25T01-00-sync-state',
         '2026-11-26T00-00-pending-order',
+        '2026-11-26T01-00-dead-events',
       ]);
     } finally {
       await a.close();
