@@ -180,6 +180,9 @@ export async function findCreateOf(
  * flight at once could land out of order, and a Tidsbanken replace carries a whole record read
  * just before it, so a second one in flight would revert the first.
  */
+/** Longest a command waits for the worker to fold more changes of its record into it. */
+const HOLD_SECONDS = 2;
+
 export async function claimCommands(
   db: DbOrTrx,
   system: SystemName,
@@ -207,6 +210,22 @@ export async function claimCommands(
                 select 1 from outbound_commands s
                  where s.system = c.system and s.record_type = c.record_type
                    and s.record_id = c.record_id and s.status = 'sending')
+              -- Held while the worker still has changes of the source record to fold in
+              -- (a burst of edits: one write with the last value, not one per claim), but
+              -- never longer than HOLD_SECONDS after the command was first queued.
+              and (c.link_id is null
+                or c.created_at <= now() - interval '${sql.raw(String(HOLD_SECONDS))} seconds'
+                or not exists (
+                  select 1 from links l
+                    join inbound_events e
+                      on e.source = case when c.system = 'poweroffice' then 'tidsbanken'
+                                         else 'poweroffice' end
+                     and e.record_type = case when c.system = 'poweroffice'
+                                              then l.tidsbanken_type else l.poweroffice_type end
+                     and e.record_id = case when c.system = 'poweroffice'
+                                            then l.tidsbanken_id else l.poweroffice_id end
+                     and e.status = 'pending'
+                   where l.id = c.link_id))
             order by c.record_type, coalesce(c.record_id, 'new:' || c.id::text), c.id
          ) firsts
          order by id
