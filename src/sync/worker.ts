@@ -1,7 +1,7 @@
 import { sql } from 'kysely';
 import type { Config } from '../config.js';
 import { insertAuditEntries } from '../db/audit.js';
-import type { Db } from '../db/database.js';
+import type { Db, DbOrTrx } from '../db/database.js';
 import { isWriteFeedback } from '../db/inbound-events.js';
 import { findActiveLink, unlinkLink } from '../db/links.js';
 import {
@@ -82,6 +82,15 @@ async function peekDueEvents(db: Db, limit: number): Promise<InboundEventRow[]> 
     .where('run_at', '<=', sql<Date>`now()`)
     .orderBy('id')
     .limit(limit)
+    .execute();
+}
+
+async function markEventsDone(db: DbOrTrx, ids: readonly string[]): Promise<void> {
+  if (ids.length === 0) return;
+  await db
+    .updateTable('inbound_events')
+    .set({ status: 'done', processed_at: sql<Date>`now()`, attempts: sql<number>`attempts + 1` })
+    .where('id', 'in', ids)
     .execute();
 }
 
@@ -185,15 +194,7 @@ export async function processDueEvents(deps: WorkerDeps, limit = 50): Promise<nu
         // mirror ignores a state older than the one it holds.)
         if (older !== undefined) return false;
         await processEvent({ db: trx, config: deps.config, logger, eventId: claimed.id }, claimed);
-        await trx
-          .updateTable('inbound_events')
-          .set({
-            status: 'done',
-            processed_at: sql<Date>`now()`,
-            attempts: sql<number>`attempts + 1`,
-          })
-          .where('id', '=', claimed.id)
-          .execute();
+        await markEventsDone(trx, [claimed.id]);
         return true;
       });
       if (processed) done++;
@@ -292,17 +293,7 @@ async function fillMirrorInBulk(deps: WorkerDeps, limit: number): Promise<number
       trx,
       [...newest.values()].map((n) => n.write),
     );
-    if (finished.length > 0) {
-      await trx
-        .updateTable('inbound_events')
-        .set({
-          status: 'done',
-          processed_at: sql<Date>`now()`,
-          attempts: sql<number>`attempts + 1`,
-        })
-        .where('id', 'in', finished)
-        .execute();
-    }
+    await markEventsDone(trx, finished);
     return finished.length;
   });
 }
