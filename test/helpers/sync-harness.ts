@@ -135,6 +135,27 @@ export async function startSyncHarness(options: HarnessOptions = {}): Promise<Sy
 }
 
 /** Posts a webhook signed with `secret` to the harness's app and expects it accepted (202). */
+/**
+ * `count` Ansatte and Employees that match one to one (Id = Number, same names and e-mail),
+ * so they link on `ansatt-employee` and agree on every mapped field.
+ */
+export function seedEmployeePairs(tb: FakeTidsbanken, po: FakePowerOffice, count: number): void {
+  for (let i = 1; i <= count; i++) {
+    tb.seedAnsatt({
+      Id: i,
+      Fornavn: `Fornavn${i}`,
+      Etternavn: `Etternavn${i}`,
+      Epost: `a${i}@firma.no`,
+    });
+    po.seedEmployee({
+      Number: i,
+      FirstName: `Fornavn${i}`,
+      LastName: `Etternavn${i}`,
+      EmailAddress: `a${i}@firma.no`,
+    });
+  }
+}
+
 export async function sendSignedWebhook(
   h: SyncHarness,
   system: 'tidsbanken' | 'poweroffice',

@@ -10,6 +10,7 @@ import { startFakePowerOffice, type FakePowerOffice } from '../fakes/poweroffice
 import { startFakeTidsbanken, type FakeTidsbanken } from '../fakes/tidsbanken.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { freePort, TSX, waitReady } from '../helpers/child-service.js';
+import { seedEmployeePairs } from '../helpers/sync-harness.js';
 
 // The real service (`tsx src/main.ts`) in a child process, killed with SIGKILL in the middle of
 // a burst of changes and restarted on the same database (DESIGN.md §5). The fakes run in this
@@ -88,20 +89,7 @@ describe('a service process killed mid-burst', () => {
       () => tb.close(),
       () => po.close(),
     );
-    for (let i = 1; i <= PAIRS; i++) {
-      tb.seedAnsatt({
-        Id: i,
-        Fornavn: `Fornavn${i}`,
-        Etternavn: `Etternavn${i}`,
-        Epost: `a${i}@firma.no`,
-      });
-      po.seedEmployee({
-        Number: i,
-        FirstName: `Fornavn${i}`,
-        LastName: `Etternavn${i}`,
-        EmailAddress: `a${i}@firma.no`,
-      });
-    }
+    seedEmployeePairs(tb, po, PAIRS);
     const employeeOf = (i: number) =>
       [...po.employees.values()].find((e) => e.Number === i)!.Id as number;
 

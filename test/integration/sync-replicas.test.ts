@@ -12,7 +12,7 @@ import type { RecordedRequest } from '../fakes/fake-server.js';
 import { startFakePowerOffice, type FakePowerOffice } from '../fakes/poweroffice.js';
 import { startFakeTidsbanken, type FakeTidsbanken } from '../fakes/tidsbanken.js';
 import { LogCapture } from '../helpers/app.js';
-import { startSyncHarness, type SyncHarness } from '../helpers/sync-harness.js';
+import { seedEmployeePairs, startSyncHarness, type SyncHarness } from '../helpers/sync-harness.js';
 
 // Two replicas of the service on one PostgreSQL database, against the same two fakes.
 //
@@ -125,20 +125,7 @@ async function scenario(options: { stopLeaderMidBurst: boolean }): Promise<Outco
   const tb = await startFakeTidsbanken({ rateLimitPerSecond: 5 });
   const po = await startFakePowerOffice({ rateLimitPerSecond: 10 });
   fakes = { tb, po };
-  for (let i = 1; i <= PAIRS; i++) {
-    tb.seedAnsatt({
-      Id: i,
-      Fornavn: `Fornavn${i}`,
-      Etternavn: `Etternavn${i}`,
-      Epost: `a${i}@firma.no`,
-    });
-    po.seedEmployee({
-      Number: i,
-      FirstName: `Fornavn${i}`,
-      LastName: `Etternavn${i}`,
-      EmailAddress: `a${i}@firma.no`,
-    });
-  }
+  seedEmployeePairs(tb, po, PAIRS);
   const env = {
     TIDSBANKEN_RATE_LIMIT_PER_SECOND: '5',
     POWEROFFICE_RATE_LIMIT_PER_SECOND: '10',
