@@ -174,15 +174,15 @@ export async function findCreateOf(
     .executeTakeFirst();
 }
 
+/** Longest a command waits for the worker to fold more changes of its record into it. */
+const HOLD_SECONDS = 2;
+
 /**
  * Claims due commands of one system for sending, oldest first and at most one per target
  * record, skipping records with a command already on the wire: two writes of one record in
  * flight at once could land out of order, and a Tidsbanken replace carries a whole record read
  * just before it, so a second one in flight would revert the first.
  */
-/** Longest a command waits for the worker to fold more changes of its record into it. */
-const HOLD_SECONDS = 2;
-
 export async function claimCommands(
   db: DbOrTrx,
   system: SystemName,
