@@ -26,6 +26,12 @@ export class Pacer {
   private readonly slots: number;
   /** Requests of each priority queued or holding a slot. */
   private readonly active: Record<Priority, number> = { write: 0, read: 0, poll: 0 };
+  /** When each slot now holding after its request ended frees, by priority. */
+  private readonly releases: Record<Priority, Set<number>> = {
+    write: new Set(),
+    read: new Set(),
+    poll: new Set(),
+  };
   private pausedUntil = 0;
   private resumeTimer: NodeJS.Timeout | undefined;
 
@@ -56,7 +62,10 @@ export class Pacer {
             } catch (error) {
               reject(error instanceof Error ? error : new Error(String(error), { cause: error }));
             }
+            const release = performance.now() + this.holdMs;
+            this.releases[priority].add(release);
             await hold(this.holdMs);
+            this.releases[priority].delete(release);
           },
           { priority: PRIORITY[priority] },
         )
@@ -89,15 +98,24 @@ export class Pacer {
    * Slots a new request of this priority would get without waiting behind its own kind or
    * higher (it overtakes queued lower priorities): the slots not taken by requests of this
    * priority or higher, queued or holding a slot. The
-   * dispatcher takes a command off the outbox only when there is one, so a command waits as
-   * pending (where newer edits still fold into it) rather than inside the pacer.
+   * dispatcher takes a command off the outbox only when there is one (or one frees within
+   * `withinMs`), so a command waits as pending (where newer edits still fold into it) rather
+   * than inside the pacer.
    */
-  freeSlotsFor(priority: Priority): number {
+  freeSlotsFor(priority: Priority, withinMs = 0): number {
     if (this.isPaused) return 0;
-    const ahead = (Object.keys(PRIORITY) as Priority[])
-      .filter((p) => PRIORITY[p] >= PRIORITY[priority])
-      .reduce((sum, p) => sum + this.active[p], 0);
-    return Math.max(0, this.slots - ahead);
+    const levels = (Object.keys(PRIORITY) as Priority[]).filter(
+      (p) => PRIORITY[p] >= PRIORITY[priority],
+    );
+    const ahead = levels.reduce((sum, p) => sum + this.active[p], 0);
+    // Slots whose hold ends within `withinMs` count as free: a request given to the pacer now
+    // waits that long inside it and leaves the moment its slot frees.
+    const deadline = performance.now() + withinMs;
+    let freeing = 0;
+    if (withinMs > 0) {
+      for (const p of levels) for (const at of this.releases[p]) if (at <= deadline) freeing++;
+    }
+    return Math.max(0, this.slots - ahead + freeing);
   }
 
   /** Requests waiting for their turn. */

@@ -138,7 +138,9 @@ export class Dispatcher {
    */
   async runOnce(): Promise<number> {
     const { db, system } = this.deps;
-    const free = this.deps.pacer?.freeSlotsFor('write') ?? Number.POSITIVE_INFINITY;
+    // Slots freeing before the next look (the busy loop looks every 20 ms) count: the claim and
+    // its queries happen meanwhile, and the request leaves the moment its slot frees.
+    const free = this.deps.pacer?.freeSlotsFor('write', 25) ?? Number.POSITIVE_INFINITY;
     const limit = Math.min(this.deps.batchSize ?? 50, free);
     if (limit <= 0) return 0;
     const commands = await claimCommands(db, system, limit, this.worker);
