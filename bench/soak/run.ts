@@ -17,8 +17,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
-import { sql } from 'kysely';
+import { sql, type Kysely } from 'kysely';
 import { openPostgres } from '../../src/db/database.js';
+import type { Database } from '../../src/db/schema.js';
 import { FLOWS } from '../../src/sync/flows.js';
 import { getPath, normalizeValue } from '../../src/sync/normalize.js';
 import { startFakePowerOffice } from '../../test/fakes/poweroffice.js';
@@ -42,6 +43,22 @@ const POLL_MS = 1000;
 // A pair is not edited again sooner than this: keeps Tidsbanken's read-then-PUT window (no
 // ETag in its API) from turning a user's edit during our write into a "lost" change.
 const COOLDOWN_MS = 3000;
+
+/** Whether the service still has an update of this Ansatt to send (pending or on the wire). */
+async function tidsbankenWriteOutstanding(
+  db: Kysely<Database>,
+  ansattId: number,
+): Promise<boolean> {
+  const row = await db
+    .selectFrom('outbound_commands')
+    .select('id')
+    .where('system', '=', 'tidsbanken')
+    .where('record_type', '=', 'ansatt')
+    .where('record_id', '=', String(ansattId))
+    .where('status', 'in', ['pending', 'sending'])
+    .executeTakeFirst();
+  return row !== undefined;
+}
 
 let rngState = SEED;
 function random(): number {
@@ -205,7 +222,13 @@ async function main(): Promise<void> {
       );
       if (candidates.length > 0) {
         const id = candidates[Math.floor(random() * candidates.length)]!;
-        const side = random() < 0.5 ? 'tb' : 'po';
+        let side: 'tb' | 'po' = random() < 0.5 ? 'tb' : 'po';
+        // Tidsbanken has no PATCH: our update reads the Ansatt and PUTs it back, and a user's
+        // edit between the two is overwritten (README "Known limits"; no ETag to detect it).
+        // The cooldown keeps edits of one pair apart, but a restart can delay our write by
+        // seconds past it: while a write of this Ansatt is still outstanding, the user edits
+        // the PowerOffice side instead.
+        if (side === 'tb' && (await tidsbankenWriteOutstanding(handle.db, id))) side = 'po';
         const viaWebhook = random() < 0.5;
         seq += 1;
         const value = `${side}-${seq}`;
