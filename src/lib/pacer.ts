@@ -26,8 +26,11 @@ export class Pacer {
   private readonly slots: number;
   /** Requests of each priority queued or holding a slot. */
   private readonly active: Record<Priority, number> = { write: 0, read: 0, poll: 0 };
-  /** When each slot now holding after its request ended frees, by priority. */
-  private readonly releases: Record<Priority, Set<number>> = {
+  /**
+   * When each slot now holding after its request ended frees, by priority. One object per
+   * slot: two holds can end at the same instant and must both count.
+   */
+  private readonly releases: Record<Priority, Set<{ at: number }>> = {
     write: new Set(),
     read: new Set(),
     poll: new Set(),
@@ -62,7 +65,7 @@ export class Pacer {
             } catch (error) {
               reject(error instanceof Error ? error : new Error(String(error), { cause: error }));
             }
-            const release = performance.now() + this.holdMs;
+            const release = { at: performance.now() + this.holdMs };
             this.releases[priority].add(release);
             await hold(this.holdMs);
             this.releases[priority].delete(release);
@@ -113,7 +116,9 @@ export class Pacer {
     const deadline = performance.now() + withinMs;
     let freeing = 0;
     if (withinMs > 0) {
-      for (const p of levels) for (const at of this.releases[p]) if (at <= deadline) freeing++;
+      for (const p of levels) {
+        for (const release of this.releases[p]) if (release.at <= deadline) freeing++;
+      }
     }
     return Math.max(0, this.slots - ahead + freeing);
   }
