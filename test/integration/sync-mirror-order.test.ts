@@ -38,34 +38,31 @@ describe('mirror order on equal source timestamps', () => {
       .executeTakeFirstOrThrow();
     const employeeId = Number(link.poweroffice_id);
     po.clearRequests();
+    const stamp = '2030-01-01T12:00:00.123Z';
+    // A Tidsbanken state of Ansatt 5 arriving in the inbox (a poll, or our write read back).
+    const arrives = (eventId: string, payload: Record<string, unknown>) =>
+      insertInboundEvent(database.db, {
+        source: 'tidsbanken',
+        origin: 'poller',
+        eventId,
+        eventType: 'ansatt.updated',
+        recordType: 'ansatt',
+        recordId: '5',
+        payload,
+        isThin: false,
+        occurredAt: stamp,
+      });
 
     // The user's edit, stamped with the very millisecond of our PUT result (below).
-    const stamp = '2030-01-01T12:00:00.123Z';
     const before = tb.getAnsatt(5)!;
     const edited = tb.editAnsatt(5, { Poststed: 'Bergen', SistEndretDato: stamp });
     // It arrives first (a poll or a webhook); our PUT's result, fed back by the dispatcher,
     // arrives after it.
-    await insertInboundEvent(database.db, {
-      source: 'tidsbanken',
-      origin: 'poller',
-      eventId: `test-read-${stamp}`,
-      eventType: 'ansatt.updated',
-      recordType: 'ansatt',
-      recordId: '5',
-      payload: edited,
-      isThin: false,
-      occurredAt: stamp,
-    });
-    await insertInboundEvent(database.db, {
-      source: 'tidsbanken',
-      origin: 'poller',
-      eventId: writeFeedbackEventId('999', '5', stamp),
-      eventType: 'ansatt.updated',
-      recordType: 'ansatt',
-      recordId: '5',
-      payload: { ...before, Poststed: '', SistEndretDato: stamp },
-      isThin: false,
-      occurredAt: stamp,
+    await arrives(`test-read-${stamp}`, edited);
+    await arrives(writeFeedbackEventId('999', '5', stamp), {
+      ...before,
+      Poststed: '',
+      SistEndretDato: stamp,
     });
     await h.settle();
 
@@ -89,17 +86,7 @@ describe('mirror order on equal source timestamps', () => {
     // later one is the newer): here the user's next edit in that millisecond.
     po.clearRequests();
     const again = tb.editAnsatt(5, { Poststed: 'Oslo', SistEndretDato: stamp });
-    await insertInboundEvent(database.db, {
-      source: 'tidsbanken',
-      origin: 'poller',
-      eventId: `test-read-2-${stamp}`,
-      eventType: 'ansatt.updated',
-      recordType: 'ansatt',
-      recordId: '5',
-      payload: again,
-      isThin: false,
-      occurredAt: stamp,
-    });
+    await arrives(`test-read-2-${stamp}`, again);
     await h.settle();
     expect(po.getEmployee(employeeId)!.MailAddress).toMatchObject({ City: 'Oslo' });
   });
