@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
-import { sql } from 'kysely';
-import type { DbOrTrx } from './database.js';
+import { CompiledQuery, sql } from 'kysely';
+import { preparedStatement, type DbOrTrx } from './database.js';
 import type { InboundEventRow, SystemName } from './schema.js';
 
 /** JSON with object keys sorted, so equal records hash equal whatever their key order. */
@@ -60,6 +60,25 @@ export async function insertInboundEvent(
   return { id: row?.id, duplicate: row === undefined };
 }
 
+// The statement is constant: built once, and prepared once per connection on PostgreSQL.
+const INSERT_EVENTS_SQL = preparedStatement(
+  'inbox_insert_events',
+  `
+    insert into inbound_events
+      (source, origin, event_id, event_type, record_type, record_id, parent_id, payload,
+       is_thin, content_hash, occurred_at)
+    select source, origin, event_id, event_type, record_type, record_id, parent_id, payload,
+           is_thin,
+           case when is_thin then null
+                else encode(sha256(convert_to(payload::text, 'UTF8')), 'base64') end,
+           occurred_at
+    from json_to_recordset($1::json) as r(
+      source text, origin text, event_id text, event_type text, record_type text,
+      record_id text, parent_id text, payload jsonb, is_thin boolean, occurred_at timestamptz)
+    on conflict do nothing
+    returning id, source, event_id`,
+);
+
 /**
  * Many events in one statement; returns the id, source and event id of the rows stored (a
  * row whose event id or content was already known is skipped: it is a duplicate).
@@ -88,20 +107,9 @@ export async function insertInboundEventBatch(
     is_thin: event.isThin,
     occurred_at: event.occurredAt ?? null,
   }));
-  const result = await sql<{ id: string; source: SystemName; event_id: string }>`
-    insert into inbound_events
-      (source, origin, event_id, event_type, record_type, record_id, parent_id, payload,
-       is_thin, content_hash, occurred_at)
-    select source, origin, event_id, event_type, record_type, record_id, parent_id, payload,
-           is_thin,
-           case when is_thin then null
-                else encode(sha256(convert_to(payload::text, 'UTF8')), 'base64') end,
-           occurred_at
-    from json_to_recordset(${JSON.stringify(rows)}::json) as r(
-      source text, origin text, event_id text, event_type text, record_type text,
-      record_id text, parent_id text, payload jsonb, is_thin boolean, occurred_at timestamptz)
-    on conflict do nothing
-    returning id, source, event_id`.execute(db);
+  const result = await db.executeQuery<{ id: string; source: SystemName; event_id: string }>(
+    CompiledQuery.raw(INSERT_EVENTS_SQL, [JSON.stringify(rows)]),
+  );
   return result.rows;
 }
 

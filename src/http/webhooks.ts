@@ -217,7 +217,12 @@ function webhookHandlers(
       },
       duplicate ? 'webhook duplicate' : 'webhook stored',
     );
-    res.status(202).json({ id: signed.id, duplicate });
+    const answer = JSON.stringify({ id: signed.id, duplicate });
+    res.writeHead(202, {
+      'Content-Type': 'application/json; charset=utf-8',
+      'Content-Length': Buffer.byteLength(answer),
+    });
+    res.end(answer);
   };
 
   return [gate, accept];

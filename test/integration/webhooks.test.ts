@@ -4,6 +4,8 @@ import { sql } from 'kysely';
 import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { InboundEventRow } from '../../src/db/schema.js';
+import { openPostgres } from '../../src/db/database.js';
+import { insertInboundEventBatch } from '../../src/db/inbound-events.js';
 import { createInboxWriter } from '../../src/db/inbox-writer.js';
 import { signWebhook } from '../../src/http/webhook-signature.js';
 import { createTestApp, type TestApp } from '../helpers/app.js';
@@ -655,6 +657,43 @@ describe('inbox writer (group commit)', () => {
     expect(
       await writer.write(event(`msg_${randomUUID()}`, String(m), { B: [2, 1], A: 'x', Id: m })),
     ).toEqual({ duplicate: false });
+  });
+});
+
+describe.runIf(process.env.DATABASE_URL)('on PostgreSQL: the inbox insert', () => {
+  it('runs as a named prepared statement, also inside a transaction, and plain queries still work', async () => {
+    // One connection, so the statement prepared by the insert is visible to the next query.
+    const one = openPostgres(t.database.url!, 1);
+    try {
+      const event = (id: number) => ({
+        source: 'tidsbanken' as const,
+        origin: 'webhook' as const,
+        eventId: `msg_${randomUUID()}`,
+        eventType: 'ansatt.updated',
+        recordType: 'ansatt',
+        recordId: String(id),
+        payload: { Id: id, Fornavn: 'Prepared' },
+        isThin: false,
+      });
+      const a = nextId();
+      const b = nextId();
+      expect(await insertInboundEventBatch(one.db, [event(a)])).toHaveLength(1);
+      expect(
+        await one.db.transaction().execute((trx) => insertInboundEventBatch(trx, [event(b)])),
+      ).toHaveLength(1);
+      const prepared = await sql<{ name: string; statement: string }>`
+        select name, statement from pg_prepared_statements`.execute(one.db);
+      expect(prepared.rows.map((r) => r.name)).toEqual(['inbox_insert_events']);
+      expect(prepared.rows[0]!.statement).toContain('json_to_recordset');
+      const stored = await t.database.db
+        .selectFrom('inbound_events')
+        .select('record_id')
+        .where('record_id', 'in', [String(a), String(b)])
+        .execute();
+      expect(stored).toHaveLength(2);
+    } finally {
+      await one.close();
+    }
   });
 });
 

@@ -1,6 +1,9 @@
 import { createHmac, randomBytes } from 'node:crypto';
+import fc from 'fast-check';
+import { Webhook } from 'standardwebhooks';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import {
+  NativeHmacWebhook,
   createWebhookVerifier,
   signWebhook,
   type WebhookVerifier,
@@ -114,5 +117,51 @@ describe('verifyWebhook (standardwebhooks)', () => {
   it('reports a whsec_ secret that is not base64 instead of throwing', () => {
     expect(createWebhookVerifier('whsec_abc')).toEqual({ ok: false, reason: 'invalid_secret' });
     expect(createWebhookVerifier('whsec_')).toEqual({ ok: false, reason: 'invalid_secret' });
+  });
+});
+
+describe('NativeHmacWebhook (the library with node:crypto HMAC)', () => {
+  it('signs exactly as the library does, for any id, time, body and secret', () => {
+    const secret = fc.oneof(
+      fc
+        .uint8Array({ minLength: 1, maxLength: 64 })
+        .map((k) => `whsec_${Buffer.from(k).toString('base64')}`),
+      fc.string({ unit: 'grapheme', minLength: 1, maxLength: 40 }),
+    );
+    const payload = fc.oneof(
+      fc.string({ unit: 'binary', maxLength: 300 }),
+      // Any bytes, invalid UTF-8 included: both sides sign the Buffer's UTF-8 text.
+      fc.uint8Array({ maxLength: 300 }).map((b) => Buffer.from(b)),
+    );
+    fc.assert(
+      fc.property(
+        secret,
+        fc.string({ maxLength: 60 }),
+        fc.integer({ min: 0, max: 4_102_444_800 }),
+        payload,
+        (key, id, seconds, body) => {
+          const make = (Kind: typeof Webhook) =>
+            key.startsWith('whsec_')
+              ? new Kind(key)
+              : new Kind(new Uint8Array(Buffer.from(key, 'utf8')), { format: 'raw' });
+          const at = new Date(seconds * 1000);
+          expect(make(NativeHmacWebhook).sign(id, at, body)).toBe(make(Webhook).sign(id, at, body));
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
+  it('verifies what the library signs and refuses one changed byte', () => {
+    const signed = new Webhook(SECRET).sign('msg_9', new Date(NOW), body);
+    const h = {
+      'webhook-id': 'msg_9',
+      'webhook-timestamp': String(nowSeconds),
+      'webhook-signature': signed,
+    };
+    expect(verifier().verify(body, h).ok).toBe(true);
+    const changed = Buffer.from(body);
+    changed.writeUInt8(changed.readUInt8(changed.length - 2) ^ 1, changed.length - 2);
+    expect(verifier().verify(changed, h)).toEqual({ ok: false, reason: 'no_matching_signature' });
   });
 });
