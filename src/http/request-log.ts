@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { RequestHandler } from 'express';
+import type { RequestHandler, Response } from 'express';
 import type { Logger } from '../lib/logger.js';
 import type { Metrics } from '../lib/metrics.js';
 
@@ -22,43 +22,56 @@ declare module 'node:http' {
 const REQUEST_ID = /^[A-Za-z0-9._-]{1,128}$/;
 const QUIET = new Set(['/healthz', '/readyz']);
 
+// Per-request state for the shared 'close' handler (one handler per app, not a closure per
+// request: this runs on every webhook).
+const STATE = Symbol('requestLog');
+interface RequestState {
+  id: string;
+  start: number;
+  quiet: boolean;
+}
+type LoggedResponse = Response & { [STATE]?: RequestState };
+
 export function requestLog(parent: Logger, metrics: Metrics): RequestHandler {
   // The line holds no field a redaction path could match: skip redaction for it. (Configured
   // secrets are still scrubbed from every line by the logger's stream hook.)
   const logger = parent.child({ module: 'http' }, { redact: [] });
+  // 'close' follows 'finish' on every response, and comes alone when the connection drops
+  // first: one listener sees both.
+  function onClose(this: LoggedResponse): void {
+    const state = this[STATE];
+    if (state === undefined) return;
+    const { req } = this;
+    const status = this.statusCode;
+    const seconds = (performance.now() - state.start) / 1000;
+    if (this.writableFinished) {
+      // The matched route pattern keeps label cardinality bounded; unmatched → "unmatched".
+      const matched = req.route as { path?: unknown } | undefined;
+      const route =
+        typeof matched?.path === 'string' ? `${req.baseUrl}${matched.path}` : 'unmatched';
+      const labels = { method: req.method, route, status: String(status) };
+      metrics.httpRequests.inc(labels);
+      metrics.httpDuration.observe(labels, seconds);
+    }
+    if (state.quiet) return;
+    const line = {
+      req: { id: state.id, method: req.method, url: req.originalUrl },
+      res: { statusCode: status },
+      responseTime: Math.round(seconds * 1000),
+    };
+    // A connection closed before the answer was sent: the caller got nothing.
+    if (!this.writableFinished) logger.warn(line, 'request aborted');
+    else if (status >= 500) logger.error(line, 'request failed');
+    else if (status >= 400) logger.warn(line, 'request completed');
+    else logger.info(line, 'request completed');
+  }
   return (req, res, next) => {
     const given = req.headers['x-request-id'];
     const id = typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
     req.id = id;
     res.setHeader('X-Request-Id', id);
-    const quiet = QUIET.has(req.url);
-    const start = performance.now();
-    // 'close' follows 'finish' on every response, and comes alone when the connection drops
-    // first: one listener sees both.
-    res.once('close', () => {
-      const status = res.statusCode;
-      const seconds = (performance.now() - start) / 1000;
-      if (res.writableFinished) {
-        // The matched route pattern keeps label cardinality bounded; unmatched → "unmatched".
-        const matched = req.route as { path?: unknown } | undefined;
-        const route =
-          typeof matched?.path === 'string' ? `${req.baseUrl}${matched.path}` : 'unmatched';
-        const labels = { method: req.method, route, status: String(status) };
-        metrics.httpRequests.inc(labels);
-        metrics.httpDuration.observe(labels, seconds);
-      }
-      if (quiet) return;
-      const line = {
-        req: { id, method: req.method, url: req.originalUrl },
-        res: { statusCode: status },
-        responseTime: Math.round(seconds * 1000),
-      };
-      // A connection closed before the answer was sent: the caller got nothing.
-      if (!res.writableFinished) logger.warn(line, 'request aborted');
-      else if (status >= 500) logger.error(line, 'request failed');
-      else if (status >= 400) logger.warn(line, 'request completed');
-      else logger.info(line, 'request completed');
-    });
+    (res as LoggedResponse)[STATE] = { id, start: performance.now(), quiet: QUIET.has(req.url) };
+    res.on('close', onClose);
     next();
   };
 }
