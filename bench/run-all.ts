@@ -74,6 +74,7 @@ async function main(): Promise<void> {
     if (step.name === 'ingest') {
       rows.push([step.name, 'ingest / baseline req/s', fmt(r.ratio, 2), '≥ 0.7', exit]);
       rows.push([step.name, 'p99 at half rate, ms', fmt(r.appHalf?.p99), '< 15', '']);
+      rows.push([step.name, 'bare route p99 at that rate, ms', fmt(r.baselineHalf?.p99), '-', '']);
     } else if (step.name === 'reconcile') {
       rows.push([
         step.name,
