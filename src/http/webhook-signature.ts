@@ -25,7 +25,11 @@ export type SignatureResult =
   { ok: true; id: string; timestamp: number } | { ok: false; reason: SignatureFailure };
 
 export interface WebhookVerifier {
-  verify(rawBody: Buffer, headers: Record<string, string | string[] | undefined>): SignatureResult;
+  /** `rawBody` as bytes, or as its UTF-8 text (what the library signs either way). */
+  verify(
+    rawBody: Buffer | string,
+    headers: Record<string, string | string[] | undefined>,
+  ): SignatureResult;
 }
 
 export type VerifierResult =
@@ -85,7 +89,7 @@ function headerValue(value: string | string[] | undefined): string | undefined {
 
 function verifyWith(
   webhook: Webhook,
-  rawBody: Buffer,
+  rawBody: Buffer | string,
   headers: Record<string, string | string[] | undefined>,
 ): SignatureResult {
   const id = headerValue(headers['webhook-id']);
@@ -103,10 +107,10 @@ function verifyWith(
   if (timestamp - now > TOLERANCE_SECONDS) return { ok: false, reason: 'future_timestamp' };
   try {
     // jsonParse: false — we parse (and report bad JSON as 400) only after verification.
-    // The body as text once (the library would decode a Buffer twice): the same
-    // `toString()` the library applies, so the signed bytes are unchanged.
+    // As text (the library would decode a Buffer twice): the same `toString()` the library
+    // applies, so what is signed is unchanged.
     webhook.verify(
-      rawBody.toString(),
+      typeof rawBody === 'string' ? rawBody : rawBody.toString(),
       {
         'webhook-id': id,
         'webhook-timestamp': String(timestamp),

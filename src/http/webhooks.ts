@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer';
 import express, {
   type Express,
   type NextFunction,
@@ -102,10 +103,18 @@ function webhookHandler(
   };
   const rawBody = express.raw({ type: () => true, limit: MAX_WEBHOOK_BYTES, inflate: false });
 
-  const accept = async (req: Request, res: Response, next: NextFunction): Promise<void> => {
+  const accept = async (
+    req: Request,
+    res: Response,
+    next: NextFunction,
+    acceptTimer: () => void,
+  ): Promise<void> => {
     if (verifier === undefined || !verifier.ok) return; // unreachable: gate answered 503
     const body: Buffer = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
-    const signed = verifier.verifier.verify(body, req.headers);
+    // Decoded once: the signature is over this text (as the library does it), and the JSON
+    // is parsed from it once the bytes are known to be valid UTF-8.
+    const text = body.toString();
+    const signed = verifier.verifier.verify(text, req.headers);
     if (!signed.ok) {
       // The reason goes to the log only: a caller probing signatures learns nothing.
       logger.warn(
@@ -129,7 +138,7 @@ function webhookHandler(
       return;
     }
 
-    const json = parseJson(body);
+    const json = parseJson(body, text);
     if (!json.ok) {
       next(reject('json', new InvalidJsonError(json.message)));
       return;
@@ -176,7 +185,7 @@ function webhookHandler(
     }
     const { duplicate } = stored;
     (duplicate ? metrics.webhooksDuplicate : metrics.webhooksAccepted).inc({ system });
-    (res.locals.webhookTimer as (() => void) | undefined)?.();
+    acceptTimer();
     // The request log already has the request at info; this line adds the event and record ids.
     logger.debug(
       {
@@ -198,7 +207,7 @@ function webhookHandler(
   };
 
   const gate: RequestHandler = (req, res, next) => {
-    res.locals.webhookTimer = metrics.webhookAcceptDuration.startTimer({ system });
+    const acceptTimer = metrics.webhookAcceptDuration.startTimer({ system });
     if (verifier === undefined || !verifier.ok) {
       next(
         reject(
@@ -216,7 +225,7 @@ function webhookHandler(
       if (err === undefined || err === null) {
         // Straight on, not through the router: one handler per route is one dispatch less.
         // A throw inside goes to the error handler, as Express would route it.
-        accept(req, res, next).catch(next);
+        accept(req, res, next, acceptTimer).catch(next);
         return;
       }
       const status = (err as { status?: unknown }).status;
@@ -250,17 +259,15 @@ type JsonResult = { ok: true; value: unknown } | { ok: false; message: string };
 const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 const hasUnstorable = (s: string) => s.includes('\u0000') || LONE_SURROGATE.test(s);
 
-// Stateless when not streaming, so one decoder serves every request.
-const UTF8 = new TextDecoder('utf-8', { fatal: true });
-
-function parseJson(body: Buffer): JsonResult {
-  let text: string;
+/** `text` is `body` decoded (lossily); the bytes must be strict UTF-8. A leading BOM is skipped. */
+function parseJson(body: Buffer, text: string): JsonResult {
+  const INVALID = { ok: false, message: 'The request body is not valid UTF-8 JSON.' } as const;
+  if (!isUtf8(body)) return INVALID;
   let value: unknown;
   try {
-    text = UTF8.decode(body);
-    value = JSON.parse(text);
+    value = JSON.parse(text.charCodeAt(0) === 0xfeff ? text.slice(1) : text);
   } catch {
-    return { ok: false, message: 'The request body is not valid UTF-8 JSON.' };
+    return INVALID;
   }
   // A NUL or a lone surrogate can only come from a \u escape (JSON forbids a raw control
   // character in a string, and strict UTF-8 cannot encode a surrogate): without one, only

@@ -199,6 +199,17 @@ describe.each(['tidsbanken', 'poweroffice'] as const)('POST /webhooks/%s', (syst
     expect(await rows({ source: system, eventId: `${id}-old` })).toHaveLength(0);
   });
 
+  it('accepts a body that starts with a UTF-8 byte order mark', async () => {
+    const id = `msg_${randomUUID()}`;
+    const body = Buffer.concat([
+      Buffer.from([0xef, 0xbb, 0xbf]),
+      Buffer.from(JSON.stringify(valid.tidsbanken())),
+    ]);
+    const res = await send('tidsbanken', body, { id });
+    expect(res.status).toBe(202);
+    expect(await rows({ eventId: id })).toHaveLength(1);
+  });
+
   it('accepts charset=utf-8 in the content type', async () => {
     const res = await send(system, valid[system](), {
       contentType: 'Application/JSON; charset=UTF-8',
@@ -292,6 +303,19 @@ describe.each(['tidsbanken', 'poweroffice'] as const)('POST /webhooks/%s', (syst
           }),
       ],
       ['a JSON array body', 400, 'validation_failed', (s) => send(s, [valid[s]()])],
+      [
+        'bytes that are not UTF-8 (validly signed)',
+        400,
+        'invalid_json',
+        (s) =>
+          send(
+            s,
+            Buffer.concat([
+              Buffer.from(JSON.stringify(valid[s]()).slice(0, -2)),
+              Buffer.from([0x22, 0xff, 0x22, 0x7d]),
+            ]),
+          ),
+      ],
       [
         'a NUL character inside a string',
         400,
