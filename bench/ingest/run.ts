@@ -1,6 +1,7 @@
 // Webhook ingest benchmark (bench/README.md, "ingest").
 //
 //   npx tsx bench/ingest/run.ts [--rounds 6] [--duration 5] [--half-duration 10] [--connections 32]
+//   npx tsx bench/ingest/run.ts --ab 40     # A/B only: 40 alternating 1 s slices (see abCompare)
 //   env: DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres), BENCH_ROUNDS,
 //        BENCH_DURATION, BENCH_CONNECTIONS, BENCH_LOG_LEVEL (default info; lines go to /dev/null)
 //
@@ -268,6 +269,8 @@ async function main(): Promise<void> {
   const connections = arg('connections', 'BENCH_CONNECTIONS', 32);
   const halfConnections = arg('half-connections', 'BENCH_HALF_CONNECTIONS', 8);
   const rounds = arg('rounds', 'BENCH_ROUNDS', 6);
+  // --ab <slices>: only the A/B comparison below (no max/half-rate phases).
+  const abSlices = process.argv.includes('--ab') ? arg('ab', 'BENCH_AB', 40) : 0;
   const databaseUrl = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
   const secret = `whsec_${randomBytes(32).toString('base64')}`;
   const dbName = `bench_ingest_${randomBytes(4).toString('hex')}`;
@@ -326,6 +329,16 @@ async function main(): Promise<void> {
       const cpu = cpuPer1000(cpuBefore, await cpuNow(), result.cpuSeconds, result.requests);
       return { ...result, cpuMsPer1000: cpu };
     };
+
+    if (abSlices > 0) {
+      await abCompare(
+        abSlices,
+        (url) => phase({ ...job(url), duration: 1 }),
+        baseline.url,
+        app.url,
+      );
+      return;
+    }
 
     // Baseline and app phases alternate, `rounds` times: this box's speed drifts by tens of
     // per cent within minutes (shared host), and back-to-back single phases put that drift
@@ -458,6 +471,73 @@ async function main(): Promise<void> {
     await database.close();
     await admin(databaseUrl, `drop database if exists ${dbName} with (force)`);
   }
+}
+
+/**
+ * A/B: baseline and app alternate in 1 s slices (a new load child per slice), and per slice
+ * this process's CPU and its event loop's busy time are divided by the requests answered.
+ * Busy main-thread time per request is what bounds throughput here (both are one event loop);
+ * medians over many short slices cancel most of this VM's drift. Used to measure single
+ * changes (bench/README.md, ingest).
+ */
+async function abCompare(
+  slices: number,
+  run: (url: string) => Promise<PhaseResult>,
+  baselineUrl: string,
+  appUrl: string,
+): Promise<void> {
+  const sides = {
+    baseline: {
+      url: baselineUrl,
+      main: [] as number[],
+      cpu: [] as number[],
+      pg: [] as number[],
+      rps: [] as number[],
+    },
+    app: {
+      url: appUrl,
+      main: [] as number[],
+      cpu: [] as number[],
+      pg: [] as number[],
+      rps: [] as number[],
+    },
+  };
+  for (let i = 0; i < slices; i++) {
+    const side = i % 2 === 0 ? sides.baseline : sides.app;
+    const before = performance.eventLoopUtilization();
+    const result = await run(side.url);
+    const busyMs = performance.eventLoopUtilization(before).active;
+    if (i < 2) continue; // warm-up pair
+    side.main.push((busyMs * 1000) / Math.max(1, result.requests));
+    side.cpu.push(result.cpuMsPer1000.app);
+    side.pg.push(result.cpuMsPer1000.postgres ?? Number.NaN);
+    side.rps.push(result.rps);
+  }
+  const median = (values: number[]) => {
+    const sorted = [...values].sort((a, b) => a - b);
+    return sorted[sorted.length >> 1] ?? Number.NaN;
+  };
+  const b = sides.baseline;
+  const a = sides.app;
+  const report = {
+    slices,
+    mainThreadUsPerRequest: { baseline: median(b.main), app: median(a.main) },
+    processCpuUsPerRequest: { baseline: median(b.cpu), app: median(a.cpu) },
+    postgresCpuUsPerRequest: median(a.pg),
+    rps: { baseline: median(b.rps), app: median(a.rps) },
+    ratios: {
+      mainThread: median(b.main) / median(a.main),
+      processCpu: median(b.cpu) / median(a.cpu),
+      rps: median(a.rps) / median(b.rps),
+    },
+  };
+  await writeFile(
+    new URL('./last-result-ab.json', import.meta.url),
+    `${JSON.stringify(report, null, 2)}\n`,
+  );
+  console.log(
+    `A/B over ${slices} slices of 1 s: main-thread µs per request baseline ${fmt(report.mainThreadUsPerRequest.baseline)} / app ${fmt(report.mainThreadUsPerRequest.app)} (ratio ${report.ratios.mainThread.toFixed(3)}); process CPU µs per request ${fmt(report.processCpuUsPerRequest.baseline)} / ${fmt(report.processCpuUsPerRequest.app)} (ratio ${report.ratios.processCpu.toFixed(3)}); PostgreSQL µs per webhook ${fmt(report.postgresCpuUsPerRequest)}; req/s ratio ${report.ratios.rps.toFixed(3)}`,
+  );
 }
 
 if (process.env.BENCH_ROLE === 'load') {
