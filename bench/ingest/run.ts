@@ -486,32 +486,24 @@ async function abCompare(
   baselineUrl: string,
   appUrl: string,
 ): Promise<void> {
-  const sides = {
-    baseline: {
-      url: baselineUrl,
-      main: [] as number[],
-      cpu: [] as number[],
-      pg: [] as number[],
-      rps: [] as number[],
-    },
-    app: {
-      url: appUrl,
-      main: [] as number[],
-      cpu: [] as number[],
-      pg: [] as number[],
-      rps: [] as number[],
-    },
-  };
+  const side = (url: string) => ({
+    url,
+    main: [] as number[],
+    cpu: [] as number[],
+    pg: [] as number[],
+    rps: [] as number[],
+  });
+  const sides = { baseline: side(baselineUrl), app: side(appUrl) };
   for (let i = 0; i < slices; i++) {
-    const side = i % 2 === 0 ? sides.baseline : sides.app;
+    const current = i % 2 === 0 ? sides.baseline : sides.app;
     const before = performance.eventLoopUtilization();
-    const result = await run(side.url);
+    const result = await run(current.url);
     const busyMs = performance.eventLoopUtilization(before).active;
     if (i < 2) continue; // warm-up pair
-    side.main.push((busyMs * 1000) / Math.max(1, result.requests));
-    side.cpu.push(result.cpuMsPer1000.app);
-    side.pg.push(result.cpuMsPer1000.postgres ?? Number.NaN);
-    side.rps.push(result.rps);
+    current.main.push((busyMs * 1000) / Math.max(1, result.requests));
+    current.cpu.push(result.cpuMsPer1000.app);
+    current.pg.push(result.cpuMsPer1000.postgres ?? Number.NaN);
+    current.rps.push(result.rps);
   }
   const median = (values: number[]) => {
     const sorted = [...values].sort((a, b) => a - b);

@@ -20,7 +20,11 @@ import {
 } from '../errors.js';
 import type { Logger } from '../lib/logger.js';
 import type { Metrics } from '../lib/metrics.js';
-import { createWebhookVerifier, type VerifierResult } from './webhook-signature.js';
+import {
+  createWebhookVerifier,
+  type VerifierResult,
+  type WebhookVerifier,
+} from './webhook-signature.js';
 import {
   MAX_ID_LENGTH,
   WEBHOOK_ENVELOPE_SCHEMAS,
@@ -96,6 +100,8 @@ function webhookHandler(
   if (verifier?.ok === false) {
     logger.error({ system }, 'the configured webhook secret is not usable (whsec_ needs base64)');
   }
+  // Undefined: the endpoint answers 503 (no secret, or one that is not usable).
+  const signatures = verifier?.ok === true ? verifier.verifier : undefined;
   const { metrics } = deps;
   const reject = (reason: RejectReason, err: AppError): AppError => {
     metrics.webhooksRejected.inc({ system, reason });
@@ -108,13 +114,13 @@ function webhookHandler(
     res: Response,
     next: NextFunction,
     acceptTimer: () => void,
+    signatures: WebhookVerifier,
   ): Promise<void> => {
-    if (verifier === undefined || !verifier.ok) return; // unreachable: gate answered 503
     const body: Buffer = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
     // Decoded once: the signature is over this text (as the library does it), and the JSON
     // is parsed from it once the bytes are known to be valid UTF-8.
     const text = body.toString();
-    const signed = verifier.verifier.verify(text, req.headers);
+    const signed = signatures.verify(text, req.headers);
     if (!signed.ok) {
       // The reason goes to the log only: a caller probing signatures learns nothing.
       logger.warn(
@@ -208,7 +214,7 @@ function webhookHandler(
 
   const gate: RequestHandler = (req, res, next) => {
     const acceptTimer = metrics.webhookAcceptDuration.startTimer({ system });
-    if (verifier === undefined || !verifier.ok) {
+    if (signatures === undefined) {
       next(
         reject(
           'not_configured',
@@ -225,7 +231,7 @@ function webhookHandler(
       if (err === undefined || err === null) {
         // Straight on, not through the router: one handler per route is one dispatch less.
         // A throw inside goes to the error handler, as Express would route it.
-        accept(req, res, next, acceptTimer).catch(next);
+        accept(req, res, next, acceptTimer, signatures).catch(next);
         return;
       }
       const status = (err as { status?: unknown }).status;
