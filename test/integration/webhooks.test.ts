@@ -685,6 +685,62 @@ describe('inbox writer (group commit)', () => {
   });
 });
 
+describe('inbox writer (flush policy)', () => {
+  it('runs one statement at a time; what arrives meanwhile goes into the next one', async () => {
+    // Counts the statements the writer sends and how many run at once, and holds the first
+    // one back until the test lets it go (the real database underneath).
+    let statements = 0;
+    let running = 0;
+    let maxRunning = 0;
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const db = t.database.db;
+    const observed = new Proxy(db, {
+      get(target, prop, receiver) {
+        if (prop !== 'executeQuery') return Reflect.get(target, prop, receiver) as unknown;
+        return async (...args: Parameters<typeof db.executeQuery>) => {
+          statements += 1;
+          const n = statements;
+          running += 1;
+          maxRunning = Math.max(maxRunning, running);
+          try {
+            if (n === 1) await held;
+            return await target.executeQuery(...args);
+          } finally {
+            running -= 1;
+          }
+        };
+      },
+    });
+    const writer = createInboxWriter(observed);
+    const event = () => ({
+      source: 'tidsbanken' as const,
+      origin: 'webhook' as const,
+      eventId: `msg_${randomUUID()}`,
+      eventType: 'ansatt.updated',
+      recordType: 'ansatt',
+      recordId: String(nextId()),
+      payload: { Id: 1 },
+      isThin: false,
+    });
+    const first = writer.write(event());
+    // The first statement is on its way (the writer starts a batch on the next turn).
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(statements).toBe(1);
+    const later = Array.from({ length: 20 }, () => writer.write(event()));
+    // While the first statement runs, nothing else is sent however long it takes.
+    for (let turn = 0; turn < 3; turn++) await new Promise((resolve) => setImmediate(resolve));
+    expect(statements).toBe(1);
+    release();
+    const results = await Promise.all([first, ...later]);
+    expect(results.every((r) => !r.duplicate)).toBe(true);
+    expect(statements).toBe(2);
+    expect(maxRunning).toBe(1);
+  });
+});
+
 describe.runIf(process.env.DATABASE_URL)('on PostgreSQL: the inbox insert', () => {
   it('runs as a named prepared statement, also inside a transaction, and plain queries still work', async () => {
     // One connection, so the statement prepared by the insert is visible to the next query.
