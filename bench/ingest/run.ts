@@ -2,6 +2,8 @@
 //
 //   npx tsx bench/ingest/run.ts [--rounds 6] [--duration 5] [--half-duration 10] [--connections 32]
 //   npx tsx bench/ingest/run.ts --ab 40     # A/B only: 40 alternating 1 s slices (see abCompare)
+//   npx tsx bench/ingest/run.ts --webhooks-only   # the ceiling: the webhook routes without
+//                                                 # helmet and the request log (see below)
 //   env: DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres), BENCH_ROUNDS,
 //        BENCH_DURATION, BENCH_CONNECTIONS, BENCH_LOG_LEVEL (default info; lines go to /dev/null)
 //
@@ -22,6 +24,8 @@ import { sql } from 'kysely';
 import pg from 'pg';
 import { pino } from 'pino';
 import { createApp } from '../../src/app.js';
+import { errorHandler, notFoundHandler } from '../../src/http/error-handler.js';
+import { registerWebhookRoutes } from '../../src/http/webhooks.js';
 import { loadConfig, secretsOf } from '../../src/config.js';
 import { migrateToLatest, openPostgres } from '../../src/db/database.js';
 import { createLogger } from '../../src/lib/logger.js';
@@ -259,6 +263,16 @@ async function listen(app: express.Express): Promise<{ url: string; close(): Pro
   };
 }
 
+function webhookRoutesOnly(deps: Parameters<typeof createApp>[0]): express.Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('etag', false);
+  registerWebhookRoutes(app, deps);
+  app.use(notFoundHandler());
+  app.use(errorHandler(deps.logger));
+  return app;
+}
+
 const fmt = (n: number) => (Number.isInteger(n) ? String(n) : n.toFixed(2));
 const cpuCell = (c: { generator: number; app: number; postgres: number | undefined }) =>
   `${Math.round(c.generator)} / ${Math.round(c.app)} / ${c.postgres === undefined ? '-' : Math.max(0, Math.round(c.postgres))}`;
@@ -293,9 +307,13 @@ async function main(): Promise<void> {
       secrets: secretsOf(config),
       destination: pino.destination({ dest: '/dev/null', sync: false }),
     });
-    const app = await listen(
-      createApp({ config, db: database.db, logger, metrics: createMetrics() }),
-    );
+    // --webhooks-only: the same webhook routes (verification, zod, group-committed inbox,
+    // metrics, error handler) without the app-wide helmet headers and request log. Not a
+    // configuration anyone runs: it measures how far the webhook path alone gets on this
+    // machine, i.e. the ceiling any tuning of the route itself could reach.
+    const webhooksOnly = process.argv.includes('--webhooks-only');
+    const deps = { config, db: database.db, logger, metrics: createMetrics() };
+    const app = await listen(webhooksOnly ? webhookRoutesOnly(deps) : createApp(deps));
     servers.push(app);
 
     const bare = express();
@@ -384,6 +402,7 @@ async function main(): Promise<void> {
         node: process.version,
       },
       settings: {
+        app: webhooksOnly ? 'webhook routes only (no helmet, no request log)' : 'createApp',
         rounds,
         duration,
         halfDuration,
@@ -404,7 +423,10 @@ async function main(): Promise<void> {
       targets: { ratioAtLeast07: ratio >= 0.7, p99HalfUnder15ms: half.p99 < 15 },
     };
     await writeFile(
-      new URL('./last-result.json', import.meta.url),
+      new URL(
+        webhooksOnly ? './last-result-webhooks-only.json' : './last-result.json',
+        import.meta.url,
+      ),
       `${JSON.stringify(report, null, 2)}\n`,
     );
     const rows = [
@@ -429,7 +451,7 @@ async function main(): Promise<void> {
         cpuCell(base.cpuMsPer1000),
       ],
       [
-        'webhook ingest, max',
+        `webhook ingest${webhooksOnly ? ' (routes only)' : ''}, max`,
         fmt(max.rps),
         fmt(max.p50),
         fmt(max.p99),
@@ -439,7 +461,7 @@ async function main(): Promise<void> {
         cpuCell(max.cpuMsPer1000),
       ],
       [
-        `webhook ingest, half rate (${halfRate}/s)`,
+        `webhook ingest${webhooksOnly ? ' (routes only)' : ''}, half rate (${halfRate}/s)`,
         fmt(half.rps),
         fmt(half.p50),
         fmt(half.p99),
