@@ -1,6 +1,6 @@
 // What the ingest benches share (bench/README.md, "ingest"): the load generator, CPU
-// accounting and a listener on a free port; used by run.ts and compare.ts. autocannon runs in a CHILD process (this file, BENCH_ROLE=load) so it
-// never shares the measured event loop.
+// accounting and a listener on a free port; used by run.ts and compare.ts. autocannon runs
+// in a CHILD process (this file, BENCH_ROLE=load) so it never shares the measured event loop.
 import { fork } from 'node:child_process';
 import { createHmac, randomBytes } from 'node:crypto';
 import { readFile, readdir } from 'node:fs/promises';
@@ -33,7 +33,7 @@ export interface LoadResult {
 
 // --- load generator (child process) ---------------------------------------------------
 
-export async function runLoad(job: LoadJob): Promise<LoadResult> {
+async function runLoad(job: LoadJob): Promise<LoadResult> {
   // Record ids unique across phases too, so the content dedupe never hits.
   let seq = randomBytes(4).readUInt32BE() * 1000;
   const prefix = randomBytes(4).toString('hex');
@@ -101,7 +101,7 @@ export async function runLoad(job: LoadJob): Promise<LoadResult> {
   };
 }
 
-export function loadInChild(job: LoadJob): Promise<LoadResult> {
+function loadInChild(job: LoadJob): Promise<LoadResult> {
   return new Promise((resolve, reject) => {
     const child = fork(fileURLToPath(import.meta.url), [], {
       env: { ...process.env, BENCH_ROLE: 'load', BENCH_JOB: JSON.stringify(job) },
@@ -122,7 +122,7 @@ export function loadInChild(job: LoadJob): Promise<LoadResult> {
 // --- CPU accounting (Linux /proc; elsewhere the CPU columns stay empty) -----------------
 
 /** CPU seconds (user + system) used so far by every process whose command name is `name`. */
-export async function cpuSecondsOf(name: string): Promise<number | undefined> {
+async function cpuSecondsOf(name: string): Promise<number | undefined> {
   try {
     const tick = 100; // USER_HZ: 100 on every Linux this runs on
     let total = 0;
@@ -142,18 +142,18 @@ export async function cpuSecondsOf(name: string): Promise<number | undefined> {
   }
 }
 
-export interface CpuSample {
+interface CpuSample {
   app: number;
   postgres: number | undefined;
 }
 
-export async function cpuNow(): Promise<CpuSample> {
+async function cpuNow(): Promise<CpuSample> {
   const own = process.cpuUsage();
   return { app: (own.user + own.system) / 1e6, postgres: await cpuSecondsOf('postgres') };
 }
 
 /** CPU ms per 1 000 answered requests, per party, over one phase. */
-export function cpuPer1000(
+function cpuPer1000(
   before: CpuSample,
   after: CpuSample,
   generatorSeconds: number,

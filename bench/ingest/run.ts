@@ -154,14 +154,10 @@ async function main(): Promise<void> {
           .rows[0]?.n ?? 0,
       );
 
-    // One phase: the load, and the CPU each party spent on it (the app and the baseline run
-    // in this process, so "app" is this process; "postgres" is every postgres process).
-    const phase = measuredLoad;
-
     if (abSlices > 0) {
       await abCompare(
         abSlices,
-        (url) => phase({ ...job(url), duration: 1 }),
+        (url) => measuredLoad({ ...job(url), duration: 1 }),
         baseline.url,
         app.url,
       );
@@ -171,15 +167,14 @@ async function main(): Promise<void> {
     // Baseline and app phases alternate, `rounds` times: this box's speed drifts by tens of
     // per cent within minutes (shared host), and back-to-back single phases put that drift
     // into the ratio. The ratio is total app throughput over total baseline throughput.
-    type Phase = Awaited<ReturnType<typeof phase>>;
-    const baseRuns: Phase[] = [];
-    const maxRuns: (Phase & { stored: number })[] = [];
+    const baseRuns: PhaseResult[] = [];
+    const maxRuns: (PhaseResult & { stored: number })[] = [];
     for (let round = 1; round <= rounds; round++) {
       console.error(`round ${round}/${rounds}: baseline (bare Express JSON route), ${duration} s`);
-      baseRuns.push(await phase(job(baseline.url)));
+      baseRuns.push(await measuredLoad(job(baseline.url)));
       console.error(`round ${round}/${rounds}: app, POST /webhooks/tidsbanken at max rate`);
       const before = await count();
-      const run = await phase(job(app.url));
+      const run = await measuredLoad(job(app.url));
       maxRuns.push({ ...run, stored: (await count()) - before });
     }
     const base = combine(baseRuns);
@@ -190,7 +185,7 @@ async function main(): Promise<void> {
     const before2 = await count();
     // autocannon paces with a per-connection quota per second, so each second starts with a
     // burst at full concurrency; fewer connections keep that burst small (bench/README.md).
-    const half = await phase({
+    const half = await measuredLoad({
       ...job(app.url, halfRate),
       duration: halfDuration,
       connections: halfConnections,
@@ -199,7 +194,7 @@ async function main(): Promise<void> {
     // The bare route at the same rate: what this machine's own tail is at that load (GC
     // pauses, scheduling), so the app's p99 can be read against it.
     console.error(`baseline: at the same rate (${halfRate}/s)`);
-    const baseHalf = await phase({
+    const baseHalf = await measuredLoad({
       ...job(baseline.url, halfRate),
       duration: halfDuration,
       connections: halfConnections,
