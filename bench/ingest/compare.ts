@@ -24,13 +24,7 @@ import type * as DatabaseModule from '../../src/db/database.js';
 import type * as LoggerModule from '../../src/lib/logger.js';
 import type * as MetricsModule from '../../src/lib/metrics.js';
 import { createScratchDatabase, newWebhookSecret } from '../lib/common.js';
-import { listen, measuredLoad } from './load.js';
-
-function arg(name: string, fallback: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  const n = Number(i >= 0 ? process.argv[i + 1] : undefined);
-  return Number.isFinite(n) && n > 0 ? n : fallback;
-}
+import { alternatingSlices, arg, listen, measuredLoad, type SliceMedians } from './load.js';
 
 const git = (...args: string[]) =>
   execFileSync('git', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim();
@@ -77,11 +71,6 @@ async function startSide(root: string, secret: string) {
   }
 }
 
-const median = (values: number[]) => {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[sorted.length >> 1] ?? Number.NaN;
-};
-
 async function main(): Promise<void> {
   const ref = process.argv[2];
   if (ref === undefined || ref.startsWith('--')) {
@@ -90,8 +79,8 @@ async function main(): Promise<void> {
     );
     process.exit(2);
   }
-  const slices = arg('slices', 20);
-  const connections = arg('connections', 32);
+  const slices = arg('slices', undefined, 20);
+  const connections = arg('connections', undefined, 32);
   const top = git('rev-parse', '--show-toplevel');
   const commit = git('rev-parse', '--verify', `${ref}^{commit}`);
   const dir = await mkdtemp(join(tmpdir(), 'ingest-compare-'));
@@ -105,39 +94,17 @@ async function main(): Promise<void> {
     const head = await startSide(top, secret);
     closers.push(() => head.close());
 
-    const samples = () => ({
-      main: [] as number[],
-      cpu: [] as number[],
-      pg: [] as number[],
-      rps: [] as number[],
+    // `slices` per side after the warm-up pair.
+    const [b, h] = await alternatingSlices(
+      2 * (slices + 1),
+      (url) => measuredLoad({ url, secret, duration: 1, connections, overallRate: undefined }),
+      [base.url, head.url],
+    );
+    const summary = (key: keyof SliceMedians) => ({
+      base: Math.round(b[key] * 10) / 10,
+      head: Math.round(h[key] * 10) / 10,
+      headOverBase: Math.round((h[key] / b[key]) * 1000) / 1000,
     });
-    const sides = { base: { ...base, ...samples() }, head: { ...head, ...samples() } };
-    for (let i = 0; i < 2 * (slices + 1); i++) {
-      const side = i % 2 === 0 ? sides.base : sides.head;
-      const before = performance.eventLoopUtilization();
-      const result = await measuredLoad({
-        url: side.url,
-        secret,
-        duration: 1,
-        connections,
-        overallRate: undefined,
-      });
-      const busyMs = performance.eventLoopUtilization(before).active;
-      if (i < 2) continue; // the warm-up pair
-      side.main.push((busyMs * 1000) / Math.max(1, result.requests));
-      side.cpu.push(result.cpuMsPer1000.app);
-      side.pg.push(result.cpuMsPer1000.postgres ?? Number.NaN);
-      side.rps.push(result.rps);
-    }
-    const summary = (key: 'main' | 'cpu' | 'pg' | 'rps') => {
-      const b = median(sides.base[key]);
-      const h = median(sides.head[key]);
-      return {
-        base: Math.round(b * 10) / 10,
-        head: Math.round(h * 10) / 10,
-        headOverBase: Math.round((h / b) * 1000) / 1000,
-      };
-    };
     const report = {
       base: { ref, commit },
       head: {
@@ -146,9 +113,9 @@ async function main(): Promise<void> {
       },
       slices,
       connections,
-      mainThreadUsPerRequest: summary('main'),
-      processCpuUsPerRequest: summary('cpu'),
-      postgresCpuUsPerRequest: summary('pg'),
+      mainThreadUsPerRequest: summary('mainThreadUs'),
+      processCpuUsPerRequest: summary('processCpuUs'),
+      postgresCpuUsPerRequest: summary('postgresCpuUs'),
       requestsPerSecond: summary('rps'),
     };
     await writeFile(

@@ -200,6 +200,65 @@ export async function listen(app: Express): Promise<{ url: string; close(): Prom
   };
 }
 
+/** A positive number from `--name <n>`, else from the environment variable, else `fallback`. */
+export function arg(name: string, envName: string | undefined, fallback: number): number {
+  const i = process.argv.indexOf(`--${name}`);
+  const raw =
+    i >= 0 ? process.argv[i + 1] : envName !== undefined ? process.env[envName] : undefined;
+  const n = Number(raw);
+  return raw !== undefined && Number.isFinite(n) && n > 0 ? n : fallback;
+}
+
+/** Medians over one side's slices, per answered request. */
+export interface SliceMedians {
+  mainThreadUs: number;
+  processCpuUs: number;
+  postgresCpuUs: number;
+  rps: number;
+}
+
+/**
+ * Two servers loaded in alternating slices (`run` is one slice against a URL), `count`
+ * slices in all, the first pair a warm-up. Per slice: main-thread busy time (event-loop
+ * utilization), this process's and PostgreSQL's CPU per answered request, and req/s; the
+ * medians per side. Alternating short slices cancel most of this VM's drift.
+ */
+export async function alternatingSlices(
+  count: number,
+  run: (url: string) => Promise<PhaseResult>,
+  urls: readonly [string, string],
+): Promise<[SliceMedians, SliceMedians]> {
+  const samples = () => ({
+    main: [] as number[],
+    cpu: [] as number[],
+    pg: [] as number[],
+    rps: [] as number[],
+  });
+  const sides = [samples(), samples()] as const;
+  for (let i = 0; i < count; i++) {
+    const side = sides[i % 2]!;
+    const before = performance.eventLoopUtilization();
+    const result = await run(urls[i % 2]!);
+    const busyMs = performance.eventLoopUtilization(before).active;
+    if (i < 2) continue; // the warm-up pair
+    side.main.push((busyMs * 1000) / Math.max(1, result.requests));
+    side.cpu.push(result.cpuMsPer1000.app);
+    side.pg.push(result.cpuMsPer1000.postgres ?? Number.NaN);
+    side.rps.push(result.rps);
+  }
+  const median = (values: number[]) => {
+    const sorted = [...values].sort((a, b) => a - b);
+    return sorted[sorted.length >> 1] ?? Number.NaN;
+  };
+  const medians = (side: (typeof sides)[number]): SliceMedians => ({
+    mainThreadUs: median(side.main),
+    processCpuUs: median(side.cpu),
+    postgresCpuUs: median(side.pg),
+    rps: median(side.rps),
+  });
+  return [medians(sides[0]), medians(sides[1])];
+}
+
 if (process.env.BENCH_ROLE === 'load') {
   const job = JSON.parse(process.env.BENCH_JOB ?? '{}') as LoadJob;
   void runLoad(job).then((result) => {

@@ -26,14 +26,14 @@ import { loadConfig, secretsOf } from '../../src/config.js';
 import { migrateToLatest, openPostgres } from '../../src/db/database.js';
 import { createLogger } from '../../src/lib/logger.js';
 import { createMetrics } from '../../src/lib/metrics.js';
-import { listen, measuredLoad, type LoadJob, type PhaseResult } from './load.js';
-
-function arg(name: string, envName: string, fallback: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  const raw = i >= 0 ? process.argv[i + 1] : process.env[envName];
-  const n = Number(raw);
-  return raw !== undefined && Number.isFinite(n) && n > 0 ? n : fallback;
-}
+import {
+  alternatingSlices,
+  arg,
+  listen,
+  measuredLoad,
+  type LoadJob,
+  type PhaseResult,
+} from './load.js';
 
 /**
  * Several runs of one phase as one: rates and CPU averaged over all requests, latency
@@ -313,41 +313,17 @@ async function abCompare(
   baselineUrl: string,
   appUrl: string,
 ): Promise<void> {
-  const side = (url: string) => ({
-    url,
-    main: [] as number[],
-    cpu: [] as number[],
-    pg: [] as number[],
-    rps: [] as number[],
-  });
-  const sides = { baseline: side(baselineUrl), app: side(appUrl) };
-  for (let i = 0; i < slices; i++) {
-    const current = i % 2 === 0 ? sides.baseline : sides.app;
-    const before = performance.eventLoopUtilization();
-    const result = await run(current.url);
-    const busyMs = performance.eventLoopUtilization(before).active;
-    if (i < 2) continue; // warm-up pair
-    current.main.push((busyMs * 1000) / Math.max(1, result.requests));
-    current.cpu.push(result.cpuMsPer1000.app);
-    current.pg.push(result.cpuMsPer1000.postgres ?? Number.NaN);
-    current.rps.push(result.rps);
-  }
-  const median = (values: number[]) => {
-    const sorted = [...values].sort((a, b) => a - b);
-    return sorted[sorted.length >> 1] ?? Number.NaN;
-  };
-  const b = sides.baseline;
-  const a = sides.app;
+  const [b, a] = await alternatingSlices(slices, run, [baselineUrl, appUrl]);
   const report = {
     slices,
-    mainThreadUsPerRequest: { baseline: median(b.main), app: median(a.main) },
-    processCpuUsPerRequest: { baseline: median(b.cpu), app: median(a.cpu) },
-    postgresCpuUsPerRequest: median(a.pg),
-    rps: { baseline: median(b.rps), app: median(a.rps) },
+    mainThreadUsPerRequest: { baseline: b.mainThreadUs, app: a.mainThreadUs },
+    processCpuUsPerRequest: { baseline: b.processCpuUs, app: a.processCpuUs },
+    postgresCpuUsPerRequest: a.postgresCpuUs,
+    rps: { baseline: b.rps, app: a.rps },
     ratios: {
-      mainThread: median(b.main) / median(a.main),
-      processCpu: median(b.cpu) / median(a.cpu),
-      rps: median(a.rps) / median(b.rps),
+      mainThread: b.mainThreadUs / a.mainThreadUs,
+      processCpu: b.processCpuUs / a.processCpuUs,
+      rps: a.rps / b.rps,
     },
   };
   await writeFile(
