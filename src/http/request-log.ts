@@ -49,7 +49,7 @@ export function requestLog(parent: Logger, metrics: Metrics): RequestHandler {
       const matched = req.route as { path?: unknown } | undefined;
       const route =
         typeof matched?.path === 'string' ? `${req.baseUrl}${matched.path}` : 'unmatched';
-      const labels = { method: req.method, route, status: String(status) };
+      const labels = { method: req.method, route, code: String(status) };
       metrics.httpRequests.inc(labels);
       metrics.httpDuration.observe(labels, seconds);
     }

@@ -9,39 +9,39 @@ export function createMetrics() {
   const registers = [registry];
 
   const httpRequests = new Counter({
-    name: 'http_requests_total',
+    name: 'tbpo_http_requests_total',
     help: 'HTTP requests answered, by method, route and status code.',
-    labelNames: ['method', 'route', 'status'] as const,
+    labelNames: ['method', 'route', 'code'] as const,
     registers,
   });
   const httpDuration = new Histogram({
-    name: 'http_request_duration_seconds',
+    name: 'tbpo_http_request_duration_seconds',
     help: 'Time to answer an HTTP request, by method, route and status code.',
-    labelNames: ['method', 'route', 'status'] as const,
+    labelNames: ['method', 'route', 'code'] as const,
     buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
     registers,
   });
 
   const webhooksAccepted = new Counter({
-    name: 'webhooks_accepted_total',
+    name: 'tbpo_webhooks_accepted_total',
     help: 'Webhooks stored in the inbox, by system.',
     labelNames: ['system'] as const,
     registers,
   });
   const webhooksDuplicate = new Counter({
-    name: 'webhooks_duplicate_total',
+    name: 'tbpo_webhooks_duplicate_total',
     help: 'Webhooks answered 202 without a new row (webhook-id or content seen before), by system.',
     labelNames: ['system'] as const,
     registers,
   });
   const webhooksRejected = new Counter({
-    name: 'webhooks_rejected_total',
+    name: 'tbpo_webhooks_rejected_total',
     help: 'Webhooks refused, by system and reason (signature, schema, json, size, media_type, not_configured).',
     labelNames: ['system', 'reason'] as const,
     registers,
   });
   const webhookAcceptDuration = new Histogram({
-    name: 'webhook_accept_duration_seconds',
+    name: 'tbpo_webhook_accept_duration_seconds',
     help: 'Time from receiving a webhook to answering 202 (verification and durable insert), by system.',
     labelNames: ['system'] as const,
     buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 1],
@@ -49,19 +49,19 @@ export function createMetrics() {
   });
 
   const upstreamRequests = new Counter({
-    name: 'upstream_requests_total',
-    help: 'Requests sent to Tidsbanken/PowerOffice, by system, operation kind and status (HTTP status, "timeout" or "network").',
-    labelNames: ['system', 'kind', 'status'] as const,
+    name: 'tbpo_upstream_requests_total',
+    help: 'Requests sent to Tidsbanken/PowerOffice, by system, operation kind and code (HTTP status, "timeout", "network" or "aborted").',
+    labelNames: ['system', 'kind', 'code'] as const,
     registers,
   });
   const upstreamRetries = new Counter({
-    name: 'upstream_retries_total',
+    name: 'tbpo_upstream_retries_total',
     help: 'Requests retried, by system and reason (429, 5xx, timeout, network, token).',
     labelNames: ['system', 'reason'] as const,
     registers,
   });
   const upstreamDuration = new Histogram({
-    name: 'upstream_request_duration_seconds',
+    name: 'tbpo_upstream_request_duration_seconds',
     help: 'Round-trip time of one upstream request (excluding time waiting in the pacer), by system.',
     labelNames: ['system'] as const,
     buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],

@@ -9,7 +9,7 @@ import type { Logger } from './logger.js';
 //
 // One query serves all gauges of a scrape (prom-client calls each gauge's collect() in
 // turn; they share one snapshot promise). When the database is down or slow the gauges are
-// left empty and sync_ops_metrics_up is 0: a scrape never fails because of them.
+// left empty and tbpo_ops_metrics_up is 0: a scrape never fails because of them.
 
 const SNAPSHOT_TTL_MS = 1000;
 const DEFAULT_TIMEOUT_MS = 2000;
@@ -46,8 +46,8 @@ export function registerOpsMetrics(options: OpsMetricsOptions): void {
   };
 
   new Gauge({
-    name: 'sync_ops_metrics_up',
-    help: '1 when the database answered the query behind the sync_* gauges at this scrape, 0 when they were skipped.',
+    name: 'tbpo_ops_metrics_up',
+    help: '1 when the database answered the query behind the database-derived gauges at this scrape, 0 when they were skipped.',
     registers,
     async collect() {
       this.set((await snapshot()) !== undefined ? 1 : 0);
@@ -76,11 +76,11 @@ export function registerOpsMetrics(options: OpsMetricsOptions): void {
     });
   };
 
-  gauge('sync_inbox_pending_events', 'Inbox events waiting for the sync worker.', [], (g, s) => {
+  gauge('tbpo_inbox_pending_events', 'Inbox events waiting for the sync worker.', [], (g, s) => {
     g.set(s.inbox.pending);
   });
   gauge(
-    'sync_inbox_oldest_pending_age_seconds',
+    'tbpo_inbox_oldest_pending_age_seconds',
     'Age of the oldest inbox event still waiting for the sync worker (0 when none).',
     [],
     (g, s) => {
@@ -88,7 +88,7 @@ export function registerOpsMetrics(options: OpsMetricsOptions): void {
     },
   );
   gauge(
-    'sync_inbox_dead_events',
+    'tbpo_inbox_dead_events',
     'Inbox events the worker gave up on (a change that did not sync), by source system and record type.',
     ['system', 'record_type'],
     (g, s) => {
@@ -98,7 +98,7 @@ export function registerOpsMetrics(options: OpsMetricsOptions): void {
     },
   );
   gauge(
-    'sync_outbox_commands',
+    'tbpo_outbox_commands',
     'Outbound commands not yet sent, by target system and status (pending, sending, dead).',
     ['system', 'status'],
     (g, s) => {
@@ -111,7 +111,7 @@ export function registerOpsMetrics(options: OpsMetricsOptions): void {
     },
   );
   gauge(
-    'sync_outbox_oldest_pending_age_seconds',
+    'tbpo_outbox_oldest_pending_age_seconds',
     'Age of the oldest pending or sending outbound command, by target system (0 when none).',
     ['system'],
     (g, s) => {
@@ -124,7 +124,7 @@ export function registerOpsMetrics(options: OpsMetricsOptions): void {
     },
   );
   gauge(
-    'sync_dead_commands',
+    'tbpo_dead_commands',
     'Dead-lettered outbound commands waiting for an operator (replay or drop), by target system.',
     ['system'],
     (g, s) => {
@@ -135,18 +135,18 @@ export function registerOpsMetrics(options: OpsMetricsOptions): void {
     },
   );
   gauge(
-    'sync_open_conflicts',
+    'tbpo_open_conflicts',
     'Open conflicts (ambiguous matches, field conflicts), by flow and kind.',
     ['flow', 'kind'],
     (g, s) => {
       for (const row of s.conflicts) g.set({ flow: row.flow, kind: row.kind }, row.count);
     },
   );
-  gauge('sync_active_links', 'Active links, by flow.', ['flow'], (g, s) => {
+  gauge('tbpo_active_links', 'Active links, by flow.', ['flow'], (g, s) => {
     for (const row of s.links) g.set({ flow: row.flow }, row.count);
   });
   gauge(
-    'sync_poller_lag_seconds',
+    'tbpo_poller_lag_seconds',
     'Seconds since the last successful poll, by system and record type (absent before the first success).',
     ['system', 'record_type'],
     (g, s) => {
@@ -158,7 +158,7 @@ export function registerOpsMetrics(options: OpsMetricsOptions): void {
     },
   );
   gauge(
-    'sync_poller_failing',
+    'tbpo_poller_failing',
     '1 when the last poll of this system and record type failed, 0 when it succeeded.',
     ['system', 'record_type'],
     (g, s) => {
@@ -168,7 +168,7 @@ export function registerOpsMetrics(options: OpsMetricsOptions): void {
     },
   );
   gauge(
-    'sync_reconcile_running',
+    'tbpo_reconcile_running',
     '1 while a reconcile run is in progress on any replica.',
     [],
     (g, s) => {

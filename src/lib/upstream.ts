@@ -132,7 +132,7 @@ export async function upstreamRequest<S extends z.ZodType>(
     const authHeaders = req.auth !== undefined ? await req.auth.headers() : {};
     const outcome = await ctx.pacer.schedule(() => sendOnce(ctx, req, authHeaders), req.priority);
     const statusLabel = outcome.type === 'response' ? String(outcome.status) : outcome.type;
-    ctx.metrics.upstreamRequests.inc({ system: ctx.system, kind, status: statusLabel });
+    ctx.metrics.upstreamRequests.inc({ system: ctx.system, kind, code: statusLabel });
     if (outcome.type !== 'aborted') {
       ctx.metrics.upstreamDuration.observe({ system: ctx.system }, outcome.seconds);
     }

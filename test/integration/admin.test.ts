@@ -554,47 +554,47 @@ describe('operations gauges on /metrics', () => {
     const res = await request(t.app).get('/metrics');
     expect(res.status).toBe(200);
     const text = res.text;
-    expect(value(text, 'sync_ops_metrics_up')).toBe(1);
-    expect(value(text, 'sync_inbox_pending_events')).toBe(2);
-    expect(value(text, 'sync_inbox_oldest_pending_age_seconds')).toBeGreaterThanOrEqual(119);
-    expect(value(text, 'sync_inbox_oldest_pending_age_seconds')).toBeLessThan(200);
+    expect(value(text, 'tbpo_ops_metrics_up')).toBe(1);
+    expect(value(text, 'tbpo_inbox_pending_events')).toBe(2);
+    expect(value(text, 'tbpo_inbox_oldest_pending_age_seconds')).toBeGreaterThanOrEqual(119);
+    expect(value(text, 'tbpo_inbox_oldest_pending_age_seconds')).toBeLessThan(200);
     expect(
-      value(text, 'sync_inbox_dead_events', '{system="tidsbanken",record_type="ansatt"}'),
+      value(text, 'tbpo_inbox_dead_events', '{system="tidsbanken",record_type="ansatt"}'),
     ).toBe(2);
-    expect(value(text, 'sync_outbox_commands', '{system="poweroffice",status="pending"}')).toBe(1);
-    expect(value(text, 'sync_outbox_commands', '{system="poweroffice",status="sending"}')).toBe(1);
-    expect(value(text, 'sync_outbox_commands', '{system="poweroffice",status="dead"}')).toBe(1);
-    expect(value(text, 'sync_outbox_commands', '{system="tidsbanken",status="pending"}')).toBe(0);
+    expect(value(text, 'tbpo_outbox_commands', '{system="poweroffice",status="pending"}')).toBe(1);
+    expect(value(text, 'tbpo_outbox_commands', '{system="poweroffice",status="sending"}')).toBe(1);
+    expect(value(text, 'tbpo_outbox_commands', '{system="poweroffice",status="dead"}')).toBe(1);
+    expect(value(text, 'tbpo_outbox_commands', '{system="tidsbanken",status="pending"}')).toBe(0);
     expect(
-      value(text, 'sync_outbox_oldest_pending_age_seconds', '{system="poweroffice"}'),
+      value(text, 'tbpo_outbox_oldest_pending_age_seconds', '{system="poweroffice"}'),
     ).toBeGreaterThanOrEqual(119);
-    expect(value(text, 'sync_dead_commands', '{system="poweroffice"}')).toBe(1);
-    expect(value(text, 'sync_dead_commands', '{system="tidsbanken"}')).toBe(1);
+    expect(value(text, 'tbpo_dead_commands', '{system="poweroffice"}')).toBe(1);
+    expect(value(text, 'tbpo_dead_commands', '{system="tidsbanken"}')).toBe(1);
     expect(
-      value(text, 'sync_open_conflicts', '{flow="kunde-customer",kind="ambiguous_match"}'),
+      value(text, 'tbpo_open_conflicts', '{flow="kunde-customer",kind="ambiguous_match"}'),
     ).toBe(1);
-    expect(value(text, 'sync_active_links', '{flow="kunde-customer"}')).toBe(2);
+    expect(value(text, 'tbpo_active_links', '{flow="kunde-customer"}')).toBe(2);
     expect(
-      value(text, 'sync_poller_lag_seconds', '{system="poweroffice",record_type="customer"}'),
+      value(text, 'tbpo_poller_lag_seconds', '{system="poweroffice",record_type="customer"}'),
     ).toBeGreaterThanOrEqual(89);
-    expect(value(text, 'sync_poller_failing', '{system="tidsbanken",record_type="kunde"}')).toBe(1);
+    expect(value(text, 'tbpo_poller_failing', '{system="tidsbanken",record_type="kunde"}')).toBe(1);
     expect(
-      value(text, 'sync_poller_failing', '{system="poweroffice",record_type="customer"}'),
+      value(text, 'tbpo_poller_failing', '{system="poweroffice",record_type="customer"}'),
     ).toBe(0);
-    expect(value(text, 'sync_reconcile_running')).toBe(0);
+    expect(value(text, 'tbpo_reconcile_running')).toBe(0);
     // The counters of src/lib/metrics.ts are still there.
-    expect(text).toContain('# TYPE upstream_requests_total counter');
+    expect(text).toContain('# TYPE tbpo_upstream_requests_total counter');
   });
 });
 
 describe('operations gauges when the database is down', () => {
-  it('the scrape still answers 200 with the process metrics, the sync_* gauges skipped and up = 0', async () => {
+  it('the scrape still answers 200 with the process metrics, the database-derived gauges skipped and up = 0', async () => {
     const down = await createTestApp({});
     await down.database.close();
     const res = await request(down.app).get('/metrics');
     expect(res.status).toBe(200);
-    expect(res.text).toContain('sync_ops_metrics_up 0');
-    expect(res.text).not.toMatch(/^sync_inbox_pending_events /m);
+    expect(res.text).toContain('tbpo_ops_metrics_up 0');
+    expect(res.text).not.toMatch(/^tbpo_inbox_pending_events /m);
     expect(res.text).toContain('process_cpu_user_seconds_total');
   });
 });

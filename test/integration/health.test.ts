@@ -51,9 +51,9 @@ describe('operations endpoints', () => {
     expect(res.status).toBe(200);
     expect(res.text).toContain('process_cpu_user_seconds_total');
     expect(res.text).toMatch(
-      /http_requests_total\{method="GET",route="\/healthz",status="200"\} \d+/,
+      /tbpo_http_requests_total\{method="GET",route="\/healthz",code="200"\} \d+/,
     );
-    expect(res.text).toContain('http_request_duration_seconds_bucket');
+    expect(res.text).toContain('tbpo_http_request_duration_seconds_bucket');
     await expectDocumentedResponse('GET', '/metrics', res);
   });
 

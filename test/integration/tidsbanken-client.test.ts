@@ -180,7 +180,7 @@ describe('TidsbankenClient against the fake API', () => {
 
   it('recovers from 500 and 503 on a read with backoff', async () => {
     fake.seedAnsatt({ Id: 1 });
-    const before = await metricValue('upstream_retries_total', {
+    const before = await metricValue('tbpo_upstream_retries_total', {
       system: 'tidsbanken',
       reason: '5xx',
     });
@@ -188,7 +188,7 @@ describe('TidsbankenClient against the fake API', () => {
     fake.faults.inject(1, '503');
     expect(await client.getAnsatt(1)).toMatchObject({ Id: 1 });
     expect(fake.requests.map((r) => r.status)).toEqual([500, 503, 200]);
-    const after = await metricValue('upstream_retries_total', {
+    const after = await metricValue('tbpo_upstream_retries_total', {
       system: 'tidsbanken',
       reason: '5xx',
     });
@@ -201,7 +201,7 @@ describe('TidsbankenClient against the fake API', () => {
     expect(await client.getAnsatt(2)).toMatchObject({ Id: 2 });
     expect(fake.requests).toHaveLength(2);
     expect(
-      await metricValue('upstream_requests_total', { system: 'tidsbanken', status: 'timeout' }),
+      await metricValue('tbpo_upstream_requests_total', { system: 'tidsbanken', code: 'timeout' }),
     ).toBeGreaterThanOrEqual(1);
   });
 

@@ -797,8 +797,10 @@ describe('metrics', () => {
     expect(await metricValue('webhooksRejected', { ...labels, reason: 'signature' })).toBe(sig + 1);
     expect(await metricValue('webhooksRejected', { ...labels, reason: 'schema' })).toBe(schema + 1);
     const text = (await request(t.app).get('/metrics')).text;
-    expect(text).toMatch(/webhook_accept_duration_seconds_count\{system="poweroffice"\} [1-9]\d*/);
-    expect(text).toMatch(/webhooks_accepted_total\{system="poweroffice"\} [1-9]\d*/);
+    expect(text).toMatch(
+      /tbpo_webhook_accept_duration_seconds_count\{system="poweroffice"\} [1-9]\d*/,
+    );
+    expect(text).toMatch(/tbpo_webhooks_accepted_total\{system="poweroffice"\} [1-9]\d*/);
   });
 });
 
