@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createLogger } from '../../src/lib/logger.js';
 import { createMetrics } from '../../src/lib/metrics.js';
 import { Pacer } from '../../src/lib/pacer.js';
@@ -120,27 +120,31 @@ describe('pacing against the fakes', () => {
     );
   });
 
-  it('a 429 pauses the whole system: nothing is sent before Retry-After has passed', async () => {
+  it('a 429 pauses the whole system: two requests queued behind it both wait Retry-After, not only the one retried', async () => {
     tidsbanken.clearRequests();
+    for (let id = 1; id <= 3; id++) tidsbanken.seedAnsatt({ Id: id });
+    const pacer = new Pacer('tidsbanken', LIMIT);
     const client = new TidsbankenClient({
       config: {
         baseUrl: tidsbanken.url,
         apiKey: tidsbanken.apiKey,
         subscriptionKey: tidsbanken.subscriptionKey,
       },
-      pacer: new Pacer('tidsbanken', LIMIT),
+      pacer,
       logger,
       metrics,
     });
-    tidsbanken.faults.inject(1, '429', { retryAfterSeconds: 1 });
-    await Promise.all([1, 2, 3].map((id) => client.getAnsatt(id)));
+    tidsbanken.faults.inject(1, '429', { retryAfterSeconds: 2 });
+    const limitedRead = client.getAnsatt(1);
+    // Free slots remain (LIMIT is 5): with a per-request retry these two would go at once.
+    await vi.waitFor(() => expect(pacer.isPaused).toBe(true), { timeout: 5_000, interval: 5 });
+    const queued = [client.getAnsatt(2), client.getAnsatt(3)];
+    await Promise.all([limitedRead, ...queued]);
     const log = tidsbanken.requests;
     const limited = log.find((r) => r.status === 429)!;
-    const after = log.filter((r) => r.at > limited.at);
-    expect(after.length).toBeGreaterThan(0);
-    // Requests already in flight when the 429 came back may land; every later one waits.
-    const waited = after.filter((r) => r.at - limited.at >= 1000);
-    expect(waited.length).toBeGreaterThanOrEqual(1);
-    expect(log.filter((r) => r.status === 200)).toHaveLength(3);
+    expect(log.map((r) => r.status)).toEqual([429, 200, 200, 200]);
+    // Every request after the 429 arrived at the server at least Retry-After later.
+    for (const r of log.filter((r) => r !== limited))
+      expect(r.at - limited.at).toBeGreaterThanOrEqual(2_000);
   });
 });

@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { z } from 'zod';
 import { UpstreamError } from '../../src/errors.js';
 import { createLogger } from '../../src/lib/logger.js';
@@ -25,11 +25,7 @@ function scripted(answers: (Response | Error)[]) {
   return { calls, fetch: fetchStub };
 }
 
-function context(fetchStub: typeof fetch, pauses: number[] = [], sleeps: number[] = []) {
-  const pacer = new Pacer('test', 1000);
-  pacer.pauseFor = (ms: number) => {
-    pauses.push(ms);
-  };
+function context(fetchStub: typeof fetch, sleeps: number[] = [], pacer = new Pacer('test', 1000)) {
   const ctx = createUpstreamContext({
     system: 'poweroffice',
     pacer,
@@ -79,21 +75,42 @@ describe('upstreamRequest', () => {
   });
 
   it('on 429 pauses the pacer for max(Retry-After, 1 s) plus jitter, then retries', async () => {
-    const pauses: number[] = [];
-    const { fetch, calls } = scripted([
-      json(429, { message: 'slow down' }, { 'retry-after': '3' }),
-      json(429, { message: 'slow down' }, { 'retry-after': '0' }),
-      json(200, { Id: 2 }),
-    ]);
-    const res = await upstreamRequest(context(fetch, pauses), {
-      method: 'POST',
-      url: 'http://x.test/a',
-      priority: 'write',
-      schema: Item,
-    });
-    expect(res.data).toEqual({ Id: 2 });
-    expect(calls).toHaveLength(3);
-    expect(pauses).toEqual([3000 + 125, 1000 + 125]);
+    // The real pacer on a virtual clock: the retry may start only once the pause has passed.
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date', 'performance'] });
+    try {
+      const pacer = new Pacer('test', 1000);
+      const { fetch, calls } = scripted([
+        json(429, { message: 'slow down' }, { 'retry-after': '3' }),
+        json(429, { message: 'slow down' }, { 'retry-after': '0' }),
+        json(200, { Id: 2 }),
+      ]);
+      const callTimes: number[] = [];
+      const timed: typeof fetch = (input, init) => {
+        callTimes.push(Date.now());
+        return fetch(input, init);
+      };
+      const t0 = Date.now();
+      const pending = upstreamRequest(context(timed, [], pacer), {
+        method: 'POST',
+        url: 'http://x.test/a',
+        priority: 'write',
+        schema: Item,
+      });
+      await vi.advanceTimersByTimeAsync(0);
+      expect(calls).toHaveLength(1);
+      expect(pacer.isPaused).toBe(true);
+      await vi.advanceTimersByTimeAsync(3000 + 124);
+      expect(calls).toHaveLength(1);
+      await vi.advanceTimersByTimeAsync(1);
+      expect(calls).toHaveLength(2);
+      await vi.advanceTimersByTimeAsync(1000 + 125);
+      const res = await pending;
+      expect(res.data).toEqual({ Id: 2 });
+      expect(calls).toHaveLength(3);
+      expect(callTimes.map((t) => t - t0)).toEqual([0, 3000 + 125, 3000 + 125 + 1000 + 125]);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it('retries a GET after 5xx and network errors with growing backoff', async () => {
@@ -103,7 +120,7 @@ describe('upstreamRequest', () => {
       new TypeError('fetch failed'),
       json(200, { Id: 3 }),
     ]);
-    const res = await upstreamRequest(context(fetch, [], sleeps), {
+    const res = await upstreamRequest(context(fetch, sleeps), {
       method: 'GET',
       url: 'http://x.test/a',
       priority: 'read',
