@@ -324,7 +324,9 @@ export class PowerOfficeClient {
 
   /**
    * Pages until an empty, 204 or short page: there is no total count or next link
-   * (poweroffice.md §1 "Listing", Sesam's `not-full-page`). PageNumber is 1-based.
+   * (poweroffice.md §1 "Listing", Sesam's `not-full-page`). PageNumber is 1-based. Ordered
+   * by Id: page numbers address an ordered list, and without an order the API may hand out
+   * the same row twice and another never.
    */
   private async *pages<T>(
     path: string,
@@ -335,7 +337,7 @@ export class PowerOfficeClient {
     for (let pageNumber = 1; ; pageNumber++) {
       const items = await this.list(
         path,
-        { ...filter, PageNumber: pageNumber, PageSize: this.pageSize },
+        { ...filter, OrderBy: 'Id', PageNumber: pageNumber, PageSize: this.pageSize },
         schema,
         options,
       );

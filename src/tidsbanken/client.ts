@@ -187,15 +187,23 @@ export class TidsbankenClient {
 
   // ---- plumbing ----------------------------------------------------------------------
 
-  private async get<S extends z.ZodType>(
+  private get<S extends z.ZodType>(
     path: string,
     query: Record<string, string | number | undefined>,
     schema: S,
     options: RequestOptions,
   ): Promise<z.infer<S>> {
+    return this.getUrl(`${this.baseUrl}/${path}?${queryString(query)}`, schema, options);
+  }
+
+  private async getUrl<S extends z.ZodType>(
+    url: string,
+    schema: S,
+    options: RequestOptions,
+  ): Promise<z.infer<S>> {
     const { data } = await upstreamRequest(this.upstream, {
       method: 'GET',
-      url: `${this.baseUrl}/${path}?${queryString(query)}`,
+      url,
       priority: options.priority ?? 'read',
       headers: this.headers,
       schema,
@@ -223,8 +231,10 @@ export class TidsbankenClient {
   }
 
   /**
-   * OData paging as Sesam does it: `$top`/`$skip`, stable by `$orderby=Id`, until a short or
-   * empty page; no `@odata.nextLink` has been seen (tidsbanken.md §1 "Query language").
+   * OData paging: `$top`/`$skip`, stable by `$orderby=Id`. A server may cap a page below the
+   * `$top` asked (OData server-driven paging): then `@odata.nextLink` says where the rest is,
+   * and it is followed. Without a link, only an EMPTY page ends the read — a short page may
+   * be a capped one, and treating it as the last silently loses every record after it.
    */
   private async *pages<T>(
     path: string,
@@ -233,22 +243,26 @@ export class TidsbankenClient {
     options: RequestOptions,
   ): AsyncGenerator<T[], void, undefined> {
     const readOptions = { ...options, priority: options.priority ?? 'read' } as RequestOptions;
-    for (let skip = 0; ; skip += this.pageSize) {
-      const page = await this.get(
-        path,
-        {
-          $select: '*',
-          // Unquoted timestamp literal, as Sesam sends it (tidsbanken.md §1 "Date filters").
-          $filter: since !== undefined ? `SistEndretDato gt ${since}` : undefined,
-          $orderby: 'Id',
-          $top: this.pageSize,
-          $skip: skip,
-        },
-        schema,
-        readOptions,
-      );
+    const query = {
+      $select: '*',
+      // Unquoted timestamp literal, as Sesam sends it (tidsbanken.md §1 "Date filters").
+      $filter: since !== undefined ? `SistEndretDato gt ${since}` : undefined,
+      $orderby: 'Id',
+      $top: this.pageSize,
+    };
+    let url = `${this.baseUrl}/${path}?${queryString({ ...query, $skip: 0 })}`;
+    let read = 0;
+    for (;;) {
+      const page = await this.getUrl(url, schema, readOptions);
+      read += page.value.length;
       if (page.value.length > 0) yield page.value;
-      if (page.value.length < this.pageSize) return;
+      const next = nextLinkUrl(this.baseUrl, path, page, url);
+      if (next !== undefined) {
+        url = next;
+        continue;
+      }
+      if (page.value.length === 0) return;
+      url = `${this.baseUrl}/${path}?${queryString({ ...query, $skip: read })}`;
     }
   }
 
@@ -284,6 +298,30 @@ export class TidsbankenClient {
       return findRecord(body, schema) ?? (await landed(lookup));
     }
   }
+}
+
+/**
+ * Where a capped page's `@odata.nextLink` points, on our own base URL and path: the link may
+ * name the API's internal per-area host (as `@odata.context` does, tidsbanken.md §1), and only
+ * our configured host is reachable and carries our keys, so only its query is taken. A link
+ * that repeats the current page is ignored (it would loop forever).
+ */
+function nextLinkUrl(
+  baseUrl: string,
+  path: string,
+  page: unknown,
+  current: string,
+): string | undefined {
+  const link = (page as Record<string, unknown>)['@odata.nextLink'];
+  if (typeof link !== 'string' || link === '') return undefined;
+  let search: string;
+  try {
+    search = new URL(link, `${baseUrl}/${path}`).search;
+  } catch {
+    return undefined;
+  }
+  const next = `${baseUrl}/${path}${search}`;
+  return next === current ? undefined : next;
 }
 
 async function landed<T>(lookup: () => Promise<T | undefined>): Promise<T> {

@@ -28,6 +28,14 @@ export interface FakeTidsbankenOptions {
   rateLimitPerSecond?: number;
   /** Shifts every SistEndretDato the fake writes (Kunde timestamps have been an hour off, §3). */
   clockSkewMs?: number;
+  /**
+   * Server-driven paging (OData 4.01 §11.2.6.7): a list page holds at most this many rows
+   * whatever `$top` asked, and says where the rest is with `@odata.nextLink` (unless
+   * `pageCapNextLink` is false). Unset: no cap beyond TIDSBANKEN_MAX_TOP.
+   */
+  pageCap?: number;
+  /** Whether a capped page carries `@odata.nextLink`; default true. */
+  pageCapNextLink?: boolean;
 }
 
 /** The documented maximum of `$top` in this fake, and the page size when `$top` is absent. */
@@ -182,6 +190,9 @@ export class FakeTidsbanken extends FakeHttpServer {
   readonly subscriptionKey: string;
   /** Mutable: tests may change the skew between writes. */
   clockSkewMs: number;
+  /** Mutable: see FakeTidsbankenOptions.pageCap. */
+  pageCap: number | undefined;
+  pageCapNextLink: boolean;
   readonly ansatte = new Map<number, TbRecord>();
   readonly kunder = new Map<string, TbRecord>();
   private readonly ansattSet: EntitySet<number>;
@@ -213,6 +224,8 @@ export class FakeTidsbanken extends FakeHttpServer {
     this.apiKey = opts.apiKey ?? randomUUID();
     this.subscriptionKey = opts.subscriptionKey ?? randomUUID().replaceAll('-', '');
     this.clockSkewMs = opts.clockSkewMs ?? 0;
+    this.pageCap = opts.pageCap;
+    this.pageCapNextLink = opts.pageCapNextLink ?? true;
     this.ansattSet = {
       entity: ANSATT,
       store: this.ansatte,
@@ -385,16 +398,33 @@ export class FakeTidsbanken extends FakeHttpServer {
       }
       const select =
         options.$select === undefined ? undefined : resolveSelect(options.$select, set.entity);
-      const value = rows.slice(skip, skip + top).map((row) => project(row, select));
+      const served = this.pageCap !== undefined ? Math.min(top, this.pageCap) : top;
+      const value = rows.slice(skip, skip + served).map((row) => project(row, select));
+      const capped = served < top && skip + served < rows.length;
       return jsonResponse(200, {
         '@odata.context': this.context(set, select),
         ...(options.$count?.toLowerCase() === 'true' ? { '@odata.count': count } : {}),
         value,
+        ...(capped && this.pageCapNextLink
+          ? { '@odata.nextLink': this.nextLink(req, skip + served, top - served) }
+          : {}),
       });
     } catch (error) {
       if (error instanceof ODataError) return odataError(400, 'BadRequest', error.message);
       throw error;
     }
+  }
+
+  /** The rest of a capped page's query: the same options, `$skip` moved on, `$top` reduced. */
+  private nextLink(req: FakeRequest, skip: number, top: number): string {
+    const query = new URLSearchParams();
+    for (const [name, value] of Object.entries(req.query)) {
+      const lower = name.toLowerCase();
+      if (lower !== '$skip' && lower !== '$top') query.set(name, value);
+    }
+    query.set('$top', String(top));
+    query.set('$skip', String(skip));
+    return `${this.url}${req.path}?${query.toString()}`;
   }
 
   private getByKey<K extends number | string>(

@@ -25,7 +25,7 @@ function tidsbankenClient(pageSize = 2) {
     pacer: new Pacer('tidsbanken', 1000),
     logger,
     metrics,
-    timeoutMs: 300,
+    timeoutMs: 5000, // a loaded machine must not turn a slow answer into a retried request
     maxAttempts: 2,
     backoffBaseMs: 5,
     pageSize,
@@ -89,11 +89,13 @@ describe('Tidsbanken change pollers', () => {
     const result = await ansatt.pollOnce();
     expect(result).toMatchObject({ full: true, pages: 3, records: 5, inserted: 5 });
     expect(result.cursor).toBe('2025-01-05T10:00:00.000Z');
-    // No filter on a full read; $top 2 → pages at $skip 0, 2, 4.
+    // No filter on a full read; $top 2 → pages at $skip 0, 2, 4, and the empty one at 5
+    // that ends the read (a short page is not the end: a server may cap pages).
     expect(fake.requests.map((r) => [r.query.$filter, r.query.$skip])).toEqual([
       [undefined, '0'],
       [undefined, '2'],
       [undefined, '4'],
+      [undefined, '5'],
     ]);
 
     const rows = await inbox('ansatt');
@@ -120,6 +122,26 @@ describe('Tidsbanken change pollers', () => {
     expect(await haveFullReads(database.db, [{ system: 'tidsbanken', recordType: 'kunde' }])).toBe(
       false,
     );
+  });
+
+  it('a server page cap below $top loses nothing: 130 Kunder behind a 40-row cap all reach the inbox', async () => {
+    for (const nextLink of [true, false]) {
+      await sql`delete from inbound_events`.execute(database.db);
+      await sql`delete from poller_cursors`.execute(database.db);
+      fake.kunder.clear();
+      fake.pageCap = 40;
+      fake.pageCapNextLink = nextLink;
+      try {
+        for (let n = 1; n <= 130; n++) fake.seedKunde({ Id: `K${String(n).padStart(3, '0')}` });
+        const { kunde } = pollers({ pageSize: 100 });
+        const result = await kunde.pollOnce();
+        expect(result).toMatchObject({ records: 130, inserted: 130 });
+        expect(await inbox('kunde')).toHaveLength(130);
+      } finally {
+        fake.pageCap = undefined;
+        fake.pageCapNextLink = true;
+      }
+    }
   });
 
   it('the next poll reads from cursor − overlap and stores only what changed', async () => {

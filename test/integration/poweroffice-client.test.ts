@@ -85,6 +85,16 @@ describe('PowerOfficeClient against the fake API', () => {
     ]);
   });
 
+  it('asks for every list page in a stable order (OrderBy Id), so paging skips and repeats nothing', async () => {
+    for (let n = 1; n <= 3; n++) fake.seedCustomer({ Name: `C${n}` });
+    await collect(client.listAllCustomers());
+    await collect(client.listEmployeesChangedSince('2000-01-01 00:00:00+00:00'));
+    await collect(client.listAllContactPersons());
+    const lists = apiRequests().filter((r) => r.query.PageNumber !== undefined);
+    expect(lists.length).toBeGreaterThan(2);
+    for (const request of lists) expect(request.query.OrderBy).toBe('Id');
+  });
+
   it('treats 204 as an empty page (empty list, and after a full last page)', async () => {
     expect(await collect(client.listAllCustomers())).toEqual([]);
     expect(apiRequests()[0]!.status).toBe(204);

@@ -77,14 +77,17 @@ describe('TidsbankenClient against the fake API', () => {
     expect(await client.getAnsatt(4242)).toBeUndefined();
   });
 
-  it('listAllAnsatte pages by $top/$skip ordered by Id and stops at a short page', async () => {
+  it('listAllAnsatte pages by $top/$skip ordered by Id and reads on past a short page until an empty one', async () => {
     for (let id = 101; id <= 107; id++) fake.seedAnsatt({ Id: id, Fornavn: `A${id}` });
     const pages = await collect(client.listAllAnsatte());
     expect(pages.map((p) => p.map((a) => a.Id))).toEqual([[101, 102, 103], [104, 105, 106], [107]]);
+    // A short page is not the end (a server may cap pages without saying so): only an
+    // empty one is.
     expect(fake.requests.map((r) => [r.query.$skip, r.query.$top, r.query.$orderby])).toEqual([
       ['0', '3', 'Id'],
       ['3', '3', 'Id'],
       ['6', '3', 'Id'],
+      ['7', '3', 'Id'],
     ]);
   });
 
@@ -93,6 +96,39 @@ describe('TidsbankenClient against the fake API', () => {
     const pages = await collect(client.listAllAnsatte());
     expect(pages.map((p) => p.length)).toEqual([3, 3]);
     expect(fake.requests).toHaveLength(3);
+  });
+
+  it('listAllKunder follows @odata.nextLink when the server caps a page below $top', async () => {
+    fake.pageCap = 2;
+    try {
+      for (let n = 1; n <= 13; n++) fake.seedKunde({ Id: `K${String(n).padStart(2, '0')}` });
+      const wide = makeClient({ pageSize: 5 });
+      const ids = (await collect(wide.listAllKunder())).flat().map((k) => k.Id);
+      expect(ids).toHaveLength(13);
+      expect(new Set(ids).size).toBe(13);
+      // Each capped page's next link was followed (its $top and $skip, not our own).
+      expect(fake.requests.slice(0, 3).map((r) => [r.query.$skip, r.query.$top])).toEqual([
+        ['0', '5'],
+        ['2', '3'],
+        ['4', '1'],
+      ]);
+    } finally {
+      fake.pageCap = undefined;
+    }
+  });
+
+  it('listAllKunder reads every record when the server caps pages without a next link', async () => {
+    fake.pageCap = 2;
+    fake.pageCapNextLink = false;
+    try {
+      for (let n = 1; n <= 13; n++) fake.seedKunde({ Id: `K${String(n).padStart(2, '0')}` });
+      const wide = makeClient({ pageSize: 5 });
+      const ids = (await collect(wide.listAllKunder())).flat().map((k) => k.Id);
+      expect(ids).toEqual([...fake.kunder.keys()].sort());
+    } finally {
+      fake.pageCap = undefined;
+      fake.pageCapNextLink = true;
+    }
   });
 
   it('listAnsatteChangedSince filters on SistEndretDato', async () => {
