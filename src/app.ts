@@ -1,11 +1,11 @@
 import express, { type Express } from 'express';
-import helmet from 'helmet';
 import type { Config } from './config.js';
 import type { Db } from './db/database.js';
 import { adminRouter } from './http/admin.js';
 import { errorHandler, notFoundHandler } from './http/error-handler.js';
 import { healthRouter } from './http/health.js';
 import { requestLog } from './http/request-log.js';
+import { apiSecurityHeaders } from './http/security-headers.js';
 import { registerWebhookRoutes } from './http/webhooks.js';
 import type { Logger } from './lib/logger.js';
 import type { Metrics } from './lib/metrics.js';
@@ -29,7 +29,7 @@ export function createApp(deps: AppDeps): Express {
   // Nothing here is cacheable (webhooks, health, admin, metrics): no ETag, which would cost
   // every response a SHA-1 of its body.
   app.set('etag', false);
-  app.use(helmet());
+  app.use(apiSecurityHeaders());
 
   app.use(requestLog(deps.logger, deps.metrics));
 

@@ -192,7 +192,8 @@ function webhookHandler(
     const { duplicate } = stored;
     (duplicate ? metrics.webhooksDuplicate : metrics.webhooksAccepted).inc({ system });
     acceptTimer();
-    // The request log already has the request at info; this line adds the event and record ids.
+    // The request log has the request line (at debug when accepted); this adds the event and
+    // record ids.
     logger.debug(
       {
         system,

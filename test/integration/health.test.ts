@@ -64,9 +64,15 @@ describe('operations endpoints', () => {
     expect(JSON.parse(res.text)).toMatchObject({ status: 404, title: 'Not Found' });
   });
 
-  it('sets helmet headers and a request id, keeping a sane caller id', async () => {
+  it('sets the API security headers and a request id, keeping a sane caller id', async () => {
     const res = await request(t.app).get('/healthz').set('X-Request-Id', 'partner-abc.1');
     expect(res.headers['x-content-type-options']).toBe('nosniff');
+    expect(res.headers['content-security-policy']).toBe(
+      "default-src 'none';frame-ancestors 'none'",
+    );
+    expect(res.headers['referrer-policy']).toBe('no-referrer');
+    expect(res.headers['strict-transport-security']).toMatch(/^max-age=\d+/);
+    expect(res.headers).not.toHaveProperty('x-frame-options');
     expect(res.headers['x-request-id']).toBe('partner-abc.1');
     const generated = await request(t.app).get('/healthz').set('X-Request-Id', 'bad id\twith tab');
     expect(generated.headers['x-request-id']).toMatch(/^[0-9a-f-]{36}$/);

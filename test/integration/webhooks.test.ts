@@ -8,7 +8,10 @@ import { openPostgres } from '../../src/db/database.js';
 import { insertInboundEventBatch } from '../../src/db/inbound-events.js';
 import { createInboxWriter } from '../../src/db/inbox-writer.js';
 import { signWebhook } from '../../src/http/webhook-signature.js';
-import { createTestApp, type TestApp } from '../helpers/app.js';
+import { createApp } from '../../src/app.js';
+import { createLogger } from '../../src/lib/logger.js';
+import { createMetrics } from '../../src/lib/metrics.js';
+import { createTestApp, LogCapture, type TestApp } from '../helpers/app.js';
 import { expectDocumentedResponse } from '../helpers/openapi.js';
 
 type System = 'tidsbanken' | 'poweroffice';
@@ -832,6 +835,78 @@ describe('logs', () => {
     expect(warns.map((l) => l.reason)).toEqual(
       expect.arrayContaining(['no_matching_signature', 'stale_timestamp']),
     );
+  });
+});
+
+describe('the request line of a webhook', () => {
+  type Line = { level: number; msg: string; req?: { id?: string; url?: string } };
+  const lineOf = (logs: LogCapture, requestId: string) =>
+    logs.lines.map((l) => JSON.parse(l) as Line).filter((l) => l.req?.id === requestId);
+
+  it('is at debug when the webhook is accepted, at warn when it is refused', async () => {
+    const accepted = await send('tidsbanken', valid.tidsbanken()).set('X-Request-Id', 'acc-1');
+    const refused = await send('tidsbanken', valid.tidsbanken(), {
+      signature: 'v1,bm90LWEtc2lnbmF0dXJl',
+    }).set('X-Request-Id', 'ref-1');
+    expect([accepted.status, refused.status]).toEqual([202, 401]);
+    expect(lineOf(t.logs, 'acc-1').map((l) => [l.level, l.msg])).toEqual([
+      [20, 'request completed'],
+    ]);
+    expect(lineOf(t.logs, 'ref-1').map((l) => [l.level, l.msg])).toEqual([
+      [40, 'request completed'],
+    ]);
+  });
+
+  it('is not written at info when the webhook is accepted; a refusal and a 404 still are', async () => {
+    const logs = new LogCapture();
+    const app = createApp({
+      config: t.config,
+      db: t.database.db,
+      logger: createLogger({ level: 'info', destination: logs }),
+      metrics: createMetrics(),
+    });
+    const accepted = await send('poweroffice', valid.poweroffice(), { app: { ...t, app } }).set(
+      'X-Request-Id',
+      'acc-2',
+    );
+    const refused = await send('poweroffice', valid.poweroffice(), {
+      app: { ...t, app },
+      timestamp: now() - 1000,
+    }).set('X-Request-Id', 'ref-2');
+    const missing = await request(app).get('/webhooks/nowhere').set('X-Request-Id', 'nf-2');
+    expect([accepted.status, refused.status, missing.status]).toEqual([202, 401, 404]);
+    expect(lineOf(logs, 'acc-2')).toEqual([]);
+    expect(lineOf(logs, 'ref-2').map((l) => l.level)).toEqual([40]);
+    expect(lineOf(logs, 'nf-2').map((l) => l.level)).toEqual([40]);
+  });
+});
+
+describe('response headers', () => {
+  it('are the API set on an accepted webhook and on a refusal: no browser-page headers', async () => {
+    const accepted = await send('tidsbanken', valid.tidsbanken());
+    const refused = await send('tidsbanken', valid.tidsbanken(), { omit: ['webhook-signature'] });
+    expect([accepted.status, refused.status]).toEqual([202, 401]);
+    for (const res of [accepted, refused]) {
+      expect(res.headers).toMatchObject({
+        'content-security-policy': "default-src 'none';frame-ancestors 'none'",
+        'strict-transport-security': 'max-age=31536000; includeSubDomains',
+        'x-content-type-options': 'nosniff',
+        'referrer-policy': 'no-referrer',
+      });
+      for (const name of [
+        'cross-origin-opener-policy',
+        'cross-origin-resource-policy',
+        'cross-origin-embedder-policy',
+        'origin-agent-cluster',
+        'x-dns-prefetch-control',
+        'x-download-options',
+        'x-frame-options',
+        'x-permitted-cross-domain-policies',
+        'x-xss-protection',
+      ]) {
+        expect(res.headers).not.toHaveProperty(name);
+      }
+    }
   });
 });
 
