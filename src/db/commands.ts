@@ -245,6 +245,16 @@ export async function requeueSendingCommands(db: DbOrTrx, system: SystemName): P
   return Number(result.numUpdatedRows);
 }
 
+/** One command left 'sending' by a send whose outcome could not be recorded: pending again. */
+export async function requeueCommand(db: DbOrTrx, id: string): Promise<void> {
+  await db
+    .updateTable('outbound_commands')
+    .set({ status: 'pending', locked_at: null, locked_by: null, updated_at: sql<Date>`now()` })
+    .where('id', '=', id)
+    .where('status', '=', 'sending')
+    .execute();
+}
+
 export async function markCommandDone(
   db: DbOrTrx,
   id: string,

@@ -8,6 +8,7 @@ import {
   markCommandDone,
   markCommandRetry,
   pruneSupersededFields,
+  requeueCommand,
   requeueSendingCommands,
 } from '../db/commands.js';
 import type { Db, DbOrTrx } from '../db/database.js';
@@ -129,6 +130,7 @@ export class Dispatcher {
   }
 
   private readonly inFlight = new Set<Promise<void>>();
+  private readonly stranded = new Set<string>();
 
   /**
    * One round: claim as many due commands as the pacer has free write slots, and start
@@ -143,12 +145,33 @@ export class Dispatcher {
     const free = this.deps.pacer?.freeSlotsFor('write', 25) ?? Number.POSITIVE_INFINITY;
     const limit = Math.min(this.deps.batchSize ?? 50, free);
     if (limit <= 0) return 0;
+    await this.requeueStranded();
     const commands = await claimCommands(db, system, limit, this.worker);
     for (const command of commands) {
-      const sending = this.dispatch(command).finally(() => this.inFlight.delete(sending));
+      const sending = this.dispatch(command)
+        .catch((err: unknown) => {
+          // The database failed while the outcome was recorded (a failover, a hung
+          // connection): the row is still 'sending'. It goes back to pending once the
+          // database takes writes again, and is sent again (updates are idempotent; a create
+          // looks its record up first).
+          this.stranded.add(command.id);
+          this.deps.logger.error(
+            { err, command: command.id, system },
+            'could not record the outcome of a send; the command will be requeued',
+          );
+        })
+        .finally(() => this.inFlight.delete(sending));
       this.inFlight.add(sending);
     }
     return commands.length;
+  }
+
+  /** Commands whose outcome could not be recorded, back to pending (kept until that works). */
+  private async requeueStranded(): Promise<void> {
+    for (const id of [...this.stranded]) {
+      await requeueCommand(this.deps.db, id);
+      this.stranded.delete(id);
+    }
   }
 
   /** Resolves when every command started so far has finished. */

@@ -44,6 +44,11 @@ export interface WorkerDeps {
 
 const MAX_EVENT_ATTEMPTS = 10;
 
+// Record locks take the two-key form, (space, hash of the record): PostgreSQL keeps two-key
+// advisory locks apart from single bigint ones, so no other lock of ours or of another
+// application on the same database can collide with a record's and block it.
+const RECORD_LOCK_SPACE = 0x7462_706f;
+
 /** Fetches the full record behind a thin event, or undefined when it no longer exists. */
 async function completeThinEvent(
   clients: Clients,
@@ -177,7 +182,7 @@ export async function processDueEvents(deps: WorkerDeps, limit = 50): Promise<nu
           .executeTakeFirst();
         if (claimed === undefined) return false;
         // One record at a time across replicas; released at commit.
-        await sql`select pg_advisory_xact_lock(hashtext(${`${claimed.source}/${claimed.record_type}/${claimed.record_id}`}))`.execute(
+        await sql`select pg_advisory_xact_lock(${RECORD_LOCK_SPACE}, hashtext(${`${claimed.source}/${claimed.record_type}/${claimed.record_id}`}))`.execute(
           trx,
         );
         const older = await trx
