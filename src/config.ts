@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { createLogger } from './lib/logger.js';
 
 // The only reader of process.env. Every variable of DESIGN.md §4, parsed once; a bad value
 // stops start-up with one message naming every bad variable.
@@ -226,15 +227,19 @@ export function secretsOf(config: Config): string[] {
 }
 
 /**
- * For entry points (`npm start`, `npm run reconcile`): the configuration, or — when it is
- * invalid — one message naming every bad variable on stderr and exit code 78 (EX_CONFIG).
+ * For entry points (the service and its commands): the configuration, or — when it is
+ * invalid — one JSON log line naming every bad variable (the same fields as every other line,
+ * so a log pipeline sees why a replica never came up) and exit code 78 (EX_CONFIG).
  */
 export function loadConfigOrExit(): Readonly<Config> {
   try {
     return loadConfig();
   } catch (err) {
     if (err instanceof ConfigError) {
-      process.stderr.write(`${err.message}\n`);
+      // LOG_LEVEL itself may be the bad variable: this line is written at any level.
+      const logger = createLogger({ level: 'info' });
+      logger.fatal({ problems: err.problems }, 'invalid configuration');
+      logger.flush();
       process.exit(78);
     }
     throw err;

@@ -8,9 +8,10 @@ import { createService, type Service } from './service.js';
 
 // config → database → migrations → HTTP server + workers → graceful shutdown
 
+const config = loadConfigOrExit();
+const logger = createLogger({ level: config.logLevel, secrets: secretsOf(config) });
+
 async function main(): Promise<void> {
-  const config = loadConfigOrExit();
-  const logger = createLogger({ level: config.logLevel, secrets: secretsOf(config) });
   installCrashHandlers(logger);
 
   const database = await openDatabase(config);
@@ -109,15 +110,8 @@ function installCrashHandlers(logger: Logger): void {
 }
 
 main().catch((err: unknown) => {
-  process.stderr.write(
-    `start-up failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
-  );
-  if (err instanceof Error && err.cause !== undefined) {
-    const cause =
-      err.cause instanceof Error
-        ? (err.cause.stack ?? err.cause.message)
-        : JSON.stringify(err.cause);
-    process.stderr.write(`cause: ${cause}\n`);
-  }
+  // A JSON line like every other, through the logger that scrubs configured secrets.
+  logger.fatal({ err }, 'start-up failed');
+  logger.flush();
   process.exit(1);
 });

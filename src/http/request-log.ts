@@ -13,7 +13,8 @@ import type { Metrics } from '../lib/metrics.js';
 // Hand-written rather than pino-http: that middleware builds a child logger per request
 // (serializing the request into its bindings, then redacting them), which bench/ingest
 // measured at about a fifth of the app's CPU per webhook. This is one plain log call at the
-// end, same line shape as before (`req`, `res`, `responseTime`, "request completed").
+// end, the line carries `requestId` (the one request-id field of every log line), `req`, `res`,
+// `responseTime`, "request completed".
 
 declare module 'node:http' {
   interface IncomingMessage {
@@ -65,7 +66,8 @@ export function requestLog(parent: Logger, metrics: Metrics): RequestHandler {
     // Nothing to build when the line would be dropped.
     if (routine && !logger.isLevelEnabled('debug')) return;
     const line = {
-      req: { id: state.id, method: req.method, url: req.originalUrl },
+      requestId: state.id,
+      req: { method: req.method, url: req.originalUrl },
       res: { statusCode: status },
       responseTime: ms,
     };

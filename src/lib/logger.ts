@@ -1,3 +1,4 @@
+import { hostname } from 'node:os';
 import { pino, type Logger } from 'pino';
 
 export type { Logger };
@@ -29,7 +30,8 @@ export function createLogger(options: {
   return pino(
     {
       level: options.level,
-      base: { service: 'tidsbanken-poweroffice-sync' },
+      // pid and hostname tell replicas (and a restarted process) apart on every line.
+      base: { pid: process.pid, hostname: hostname(), service: 'tidsbanken-poweroffice-sync' },
       redact: { paths: REDACT_PATHS, censor: '[redacted]' },
       timestamp: pino.stdTimeFunctions.isoTime,
       hooks:

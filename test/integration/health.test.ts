@@ -1,3 +1,4 @@
+import { hostname } from 'node:os';
 import request from 'supertest';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -78,9 +79,14 @@ describe('operations endpoints', () => {
     expect(generated.headers['x-request-id']).toMatch(/^[0-9a-f-]{36}$/);
   });
 
-  it('logs requests as JSON lines with the request id', async () => {
+  it('logs requests as JSON lines with the request id, pid and hostname', async () => {
     await request(t.app).get('/no/such/log-me').set('X-Request-Id', 'trace-me-123');
-    const line = t.logs.lines.map((l) => JSON.parse(l)).find((l) => l.req?.id === 'trace-me-123');
-    expect(line).toMatchObject({ res: { statusCode: 404 }, req: { method: 'GET' } });
+    const line = t.logs.lines.map((l) => JSON.parse(l)).find((l) => l.requestId === 'trace-me-123');
+    expect(line).toMatchObject({
+      res: { statusCode: 404 },
+      req: { method: 'GET' },
+      pid: process.pid,
+      hostname: hostname(),
+    });
   });
 });

@@ -29,12 +29,22 @@ afterAll(async () => {
 });
 
 describe('npm start (src/main.ts)', () => {
-  it('with an invalid variable, exits non-zero naming it and every other bad one', async () => {
+  it('with an invalid variable, exits 78 with one JSON log line naming it and every other bad one', async () => {
     const run = runService({ PORT: 'abc', CONFLICT_POLICY: 'coin-flip' });
     const code = await run.exited;
-    expect(code).not.toBe(0);
-    expect(run.output()).toMatch(/PORT: must be a port number/);
-    expect(run.output()).toMatch(/CONFLICT_POLICY/);
+    expect(code).toBe(78);
+    const lines = run
+      .output()
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatchObject({ level: 60, msg: 'invalid configuration' });
+    expect(lines[0]).toHaveProperty('pid');
+    expect(lines[0]).toHaveProperty('hostname');
+    const problems = lines[0]!.problems as string[];
+    expect(problems).toContainEqual(expect.stringMatching(/^PORT: must be a port number/));
+    expect(problems).toContainEqual(expect.stringMatching(/^CONFLICT_POLICY: /));
   });
 
   it('with no DATABASE_URL, starts on embedded PostgreSQL in DATA_DIR, answers /readyz, and stops cleanly on SIGTERM', async () => {
