@@ -8,50 +8,16 @@ import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import {
   FLOWS,
+  MERGE_RULE_KEY,
   type FieldMapping,
   type FlowDefinition,
-  type MatchKeys,
   type MergeRuleName,
   type RecordType,
 } from '../src/sync/flows.js';
+import { RECORD_ADAPTERS } from '../src/record-types.js';
 
 export const MAPPINGS_START = '<!-- mappings:start -->';
 export const MAPPINGS_END = '<!-- mappings:end -->';
-
-const RECORD_NAMES: Record<RecordType, string> = {
-  ansatt: 'Ansatt',
-  kunde: 'Kunde',
-  employee: 'Employee',
-  customer: 'Customer',
-  contactperson: 'ContactPerson',
-};
-
-/** The fields each record type's keys() reads, per match key (see RECORD_TYPES in flows.ts). */
-const KEY_FIELDS: Record<RecordType, Record<keyof MatchKeys, string[]>> = {
-  ansatt: { email: ['Epost'], nationalId: ['Personnummer'], number: ['Id'] },
-  kunde: { email: ['Epost'], nationalId: [], number: ['Id'] },
-  employee: {
-    email: ['EmailAddress'],
-    nationalId: ['NationalIdNumber', 'SocialSecurityNumber'],
-    number: ['Number'],
-  },
-  customer: {
-    email: ['EmailAddress'],
-    nationalId: ['NationalIdNumber', 'SocialSecurityNumber'],
-    number: ['Number'],
-  },
-  contactperson: {
-    email: ['EmailAddress'],
-    nationalId: ['SocialSecurityNumber', 'NationalIdNumber'],
-    number: [],
-  },
-};
-
-const RULE_KEY: Record<MergeRuleName, keyof MatchKeys> = {
-  email: 'email',
-  national_id: 'nationalId',
-  number: 'number',
-};
 
 const RULE_NOTE: Record<MergeRuleName, string> = {
   email: 'trimmed, case-insensitive',
@@ -62,7 +28,7 @@ const RULE_NOTE: Record<MergeRuleName, string> = {
 const code = (s: string) => `\`${s}\``;
 
 function fieldsOf(type: RecordType, rule: MergeRuleName): string {
-  const names = KEY_FIELDS[type][RULE_KEY[rule]];
+  const names = RECORD_ADAPTERS[type].keyFields[MERGE_RULE_KEY[rule]];
   return names.length === 0 ? '(none)' : names.map(code).join(' / ');
 }
 
@@ -103,8 +69,8 @@ function table(header: string[], rows: string[][]): string {
 }
 
 function renderFlow(flow: FlowDefinition): string {
-  const tb = RECORD_NAMES[flow.tidsbanken];
-  const po = RECORD_NAMES[flow.poweroffice];
+  const tb = RECORD_ADAPTERS[flow.tidsbanken].label;
+  const po = RECORD_ADAPTERS[flow.poweroffice].label;
   const rules = flow.mergeRules.map(
     (rule) =>
       `${tb} ${fieldsOf(flow.tidsbanken, rule)} = ${po} ${fieldsOf(flow.poweroffice, rule)} (${RULE_NOTE[rule]})`,

@@ -33,6 +33,7 @@ import {
   ValidationError,
 } from '../errors.js';
 import type { Logger } from '../lib/logger.js';
+import { recordTypesOf } from '../record-types.js';
 import { toReconcileRunDto, type Reconciler } from '../sync/reconcile.js';
 
 // The admin API (DESIGN.md §4 "Operations", openapi.yaml tag "admin"): what an operator
@@ -46,12 +47,6 @@ export interface AdminDeps {
   /** Without it POST /admin/reconcile answers 503; GET still shows stored runs. */
   reconciler?: Reconciler | undefined;
 }
-
-/** Record types per system, as stored in the mirror and the inbox. */
-export const RECORD_TYPES = {
-  tidsbanken: ['ansatt', 'kunde'],
-  poweroffice: ['employee', 'customer', 'contactperson'],
-} as const;
 
 const limit = z.coerce
   .number({ error: 'must be a whole number from 1 to 1000' })
@@ -95,8 +90,8 @@ const CommandIdSchema = z
 
 const HistoryParamsSchema = z
   .discriminatedUnion('system', [
-    z.object({ system: z.literal('tidsbanken'), type: z.enum(RECORD_TYPES.tidsbanken) }),
-    z.object({ system: z.literal('poweroffice'), type: z.enum(RECORD_TYPES.poweroffice) }),
+    z.object({ system: z.literal('tidsbanken'), type: z.enum(recordTypesOf('tidsbanken')) }),
+    z.object({ system: z.literal('poweroffice'), type: z.enum(recordTypesOf('poweroffice')) }),
   ])
   .and(z.object({ id }));
 

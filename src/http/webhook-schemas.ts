@@ -1,18 +1,7 @@
 import { z } from 'zod';
 import type { SystemName } from '../db/schema.js';
-import {
-  ContactPersonRefSchema,
-  ContactPersonSchema,
-  CustomerSchema,
-  EmployeeSchema,
-  PowerOfficeRefSchema,
-} from '../poweroffice/schemas.js';
-import {
-  AnsattRefSchema,
-  AnsattSchema,
-  KundeRefSchema,
-  KundeSchema,
-} from '../tidsbanken/schemas.js';
+import { parentIdOf, type RecordAdapter, type RecordType } from '../record-adapter.js';
+import { RECORD_ADAPTERS, recordTypesOf } from '../record-types.js';
 
 // Webhook bodies (DESIGN.md §4): `{ type, timestamp?, data }`. `data` is the record as that
 // system's API returns it, or a thin reference holding only its key.
@@ -23,29 +12,18 @@ import {
 // map them anyway; they are still stored. PowerOffice keys are matched case-insensitively
 // on the first letter, as the PowerOffice record schemas read them.
 
-export const TIDSBANKEN_EVENT_TYPES = [
-  'ansatt.created',
-  'ansatt.updated',
-  'ansatt.deleted',
-  'kunde.created',
-  'kunde.updated',
-  'kunde.deleted',
-] as const;
+const ACTIONS = ['created', 'updated', 'deleted'] as const;
+export type WebhookEventType = `${RecordType}.${(typeof ACTIONS)[number]}`;
 
-export const POWEROFFICE_EVENT_TYPES = [
-  'employee.created',
-  'employee.updated',
-  'employee.deleted',
-  'customer.created',
-  'customer.updated',
-  'customer.deleted',
-  'contactperson.created',
-  'contactperson.updated',
-  'contactperson.deleted',
-] as const;
+/** `<recordType>.<action>` for every record type of the system, in registry order. */
+function eventTypesOf(system: SystemName): [WebhookEventType, ...WebhookEventType[]] {
+  return recordTypesOf(system).flatMap((type) =>
+    ACTIONS.map((action): WebhookEventType => `${type}.${action}`),
+  ) as [WebhookEventType, ...WebhookEventType[]];
+}
 
-export type TidsbankenEventType = (typeof TIDSBANKEN_EVENT_TYPES)[number];
-export type PowerOfficeEventType = (typeof POWEROFFICE_EVENT_TYPES)[number];
+export const TIDSBANKEN_EVENT_TYPES = eventTypesOf('tidsbanken');
+export const POWEROFFICE_EVENT_TYPES = eventTypesOf('poweroffice');
 
 const timestamp = z.iso
   .datetime({ offset: true, error: 'must be an ISO 8601 date-time with a time zone' })
@@ -83,7 +61,8 @@ export const WEBHOOK_ENVELOPE_SCHEMAS = {
 export const MAX_ID_LENGTH = 200;
 
 interface RecordKind {
-  /** Full record schema (src/<system>/schemas.ts). */
+  adapter: RecordAdapter;
+  /** Full record schema. */
   full: z.ZodType;
   /** Thin reference schema. */
   thin: z.ZodType;
@@ -93,8 +72,6 @@ interface RecordKind {
   known: ReadonlySet<string>;
   /** Whether keys are read with the first letter upper-cased (PowerOffice). */
   pascal: boolean;
-  /** The record's own last-changed field. */
-  changedField: string;
 }
 
 function shapeKeys(schema: z.ZodType): ReadonlySet<string> {
@@ -104,31 +81,14 @@ function shapeKeys(schema: z.ZodType): ReadonlySet<string> {
   return new Set(Object.keys(object.shape));
 }
 
-function kind(
-  full: z.ZodType,
-  thin: z.ZodType,
-  keys: readonly string[],
-  pascal: boolean,
-  changedField: string,
-): RecordKind {
-  return { full, thin, keys, known: shapeKeys(full), pascal, changedField };
+function kindOf(adapter: RecordAdapter): RecordKind {
+  const { full, thin, keyFields, pascal } = adapter.webhook;
+  return { adapter, full, thin, keys: keyFields, known: shapeKeys(full), pascal };
 }
 
-export const RECORD_KINDS = {
-  ansatt: kind(AnsattSchema, AnsattRefSchema, ['Id'], false, 'SistEndretDato'),
-  kunde: kind(KundeSchema, KundeRefSchema, ['Id'], false, 'SistEndretDato'),
-  employee: kind(EmployeeSchema, PowerOfficeRefSchema, ['Id'], true, 'LastChangedDateTimeOffset'),
-  customer: kind(CustomerSchema, PowerOfficeRefSchema, ['Id'], true, 'LastChangedDateTimeOffset'),
-  contactperson: kind(
-    ContactPersonSchema,
-    ContactPersonRefSchema,
-    ['Id', 'ContactId'],
-    true,
-    'LastChangedDateTimeOffset',
-  ),
-} as const satisfies Record<string, RecordKind>;
-
-export type WebhookRecordType = keyof typeof RECORD_KINDS;
+export const RECORD_KINDS = Object.fromEntries(
+  Object.entries(RECORD_ADAPTERS).map(([type, adapter]) => [type, kindOf(adapter)]),
+) as Record<RecordType, RecordKind>;
 
 function pascal(key: string): string {
   return key.length > 0 ? key[0]!.toUpperCase() + key.slice(1) : key;
@@ -146,7 +106,7 @@ export function isThinRecord(kind: RecordKind, record: Record<string, unknown>):
 export type ParsedWebhookData =
   | {
       ok: true;
-      recordType: WebhookRecordType;
+      recordType: RecordType;
       recordId: string;
       parentId: string | null;
       isThin: boolean;
@@ -157,10 +117,10 @@ export type ParsedWebhookData =
 
 /** Validates `data` for an event type (`<recordType>.<action>`) and extracts its keys. */
 export function parseWebhookData(
-  eventType: TidsbankenEventType | PowerOfficeEventType,
+  eventType: WebhookEventType,
   record: Record<string, unknown>,
 ): ParsedWebhookData {
-  const recordType = eventType.slice(0, eventType.indexOf('.')) as WebhookRecordType;
+  const recordType = eventType.slice(0, eventType.indexOf('.')) as RecordType;
   const kind = RECORD_KINDS[recordType];
   const isThin = isThinRecord(kind, record);
   const parsed = (isThin ? kind.thin : kind.full).safeParse(record);
@@ -183,14 +143,14 @@ export function parseWebhookData(
       ],
     };
   }
-  const parentId = recordType === 'contactperson' ? String(value.ContactId) : null;
+  const parentId = parentIdOf(kind.adapter, value);
   return {
     ok: true,
     recordType,
     recordId,
     parentId,
     isThin,
-    changedAt: toTimestamp(value[kind.changedField]),
+    changedAt: toTimestamp(value[kind.adapter.updatedAtField]),
   };
 }
 

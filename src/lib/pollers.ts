@@ -2,6 +2,12 @@ import type { Db } from '../db/database.js';
 import { contentHash, insertInboundEvents, type NewInboxEvent } from '../db/inbound-events.js';
 import { getPollerCursor, recordPollFailure, recordPollSuccess } from '../db/poller-cursors.js';
 import type { SystemName } from '../db/schema.js';
+import {
+  parentIdOf,
+  type Clients,
+  type RecordAdapter,
+  type VendorRecord,
+} from '../record-adapter.js';
 import type { Logger } from './logger.js';
 import type { RequestOptions } from './upstream.js';
 
@@ -24,6 +30,33 @@ export interface PollSource<T> {
     parentId?: string | null;
     lastChanged: string | null | undefined;
     payload: Record<string, unknown>;
+  };
+}
+
+/**
+ * The poll source of one record type through its adapter; undefined when its vendor is not
+ * configured.
+ */
+export function adapterPollSource(
+  adapter: RecordAdapter,
+  clients: Clients,
+): PollSource<VendorRecord> | undefined {
+  const api = adapter.connect(clients);
+  if (api === undefined) return undefined;
+  return {
+    system: adapter.system,
+    recordType: adapter.type,
+    list: (since, options) => api.listChangedSince(since, options),
+    formatSince: (ms) => adapter.formatSince(ms),
+    describe: (record) => {
+      const changed = record[adapter.updatedAtField];
+      return {
+        recordId: String(record.Id),
+        parentId: parentIdOf(adapter, record),
+        lastChanged: typeof changed === 'string' ? changed : null,
+        payload: record,
+      };
+    },
   };
 }
 

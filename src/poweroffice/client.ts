@@ -414,6 +414,15 @@ export class PowerOfficeClient {
   }
 }
 
+/**
+ * The spec's own example format, `2021-09-25 08:03:00.123456+00:00` (poweroffice.md §1
+ * "Listing"); the client percent-encodes the `+`.
+ */
+export function formatPowerOfficeSince(ms: number): string {
+  const iso = new Date(ms).toISOString(); // 2021-09-25T08:03:00.123Z
+  return `${iso.slice(0, 10)} ${iso.slice(11, 23)}000+00:00`;
+}
+
 function contactPersonPath(contactId: number | string, id: number | string): string {
   return `ContactPersons/${encodeURIComponent(String(contactId))}/${encodeURIComponent(String(id))}`;
 }

@@ -103,6 +103,3 @@ export const ProblemDetailsSchema = z.preprocess(
   pascalKeys,
   z.looseObject({ Type: text, Title: text, Status: z.number().nullish(), Detail: text }),
 );
-
-export const POWEROFFICE_RECORD_TYPES = ['employee', 'customer', 'contactperson'] as const;
-export type PowerOfficeRecordType = (typeof POWEROFFICE_RECORD_TYPES)[number];

@@ -19,10 +19,10 @@ import type { OutboundCommandRow, SystemName } from '../db/schema.js';
 import { UpstreamError } from '../errors.js';
 import type { Logger } from '../lib/logger.js';
 import type { Pacer } from '../lib/pacer.js';
-import type { JsonPatchOperation } from '../poweroffice/client.js';
+import { parentIdOf, recordIdOf, type Clients, type UpdateResult } from '../record-adapter.js';
+import { adapterOf } from '../record-types.js';
 import type { Inflight } from './diff.js';
-import { flowById, RECORD_TYPES, type RecordType } from './flows.js';
-import type { Clients } from './worker.js';
+import { flowById } from './flows.js';
 
 // The dispatcher of one target system (DESIGN.md §3.6): claims due commands and sends them
 // through that system's client (and so its pacer). Only the replica holding the system's
@@ -48,37 +48,15 @@ function fieldsOf(command: OutboundCommandRow): Fields {
   return fields !== null && typeof fields === 'object' ? (fields as Fields) : {};
 }
 
-/** JSON Patch ops for PowerOffice. An address is patched per line when one exists, else added whole. */
-export function toJsonPatch(
-  fields: Fields,
-  current: Record<string, unknown> | undefined,
-): JsonPatchOperation[] {
-  const ops: JsonPatchOperation[] = [];
-  const address: Fields = {};
-  for (const [path, value] of Object.entries(fields)) {
-    if (path.startsWith('MailAddress.')) address[path.slice('MailAddress.'.length)] = value;
-    else ops.push({ op: 'replace', path: `/${path.replaceAll('.', '/')}`, value });
-  }
-  if (Object.keys(address).length > 0) {
-    const existing = current?.MailAddress;
-    if (existing !== null && typeof existing === 'object') {
-      for (const [key, value] of Object.entries(address)) {
-        ops.push({ op: 'replace', path: `/MailAddress/${key}`, value });
-      }
-    } else {
-      ops.push({ op: 'add', path: '/MailAddress', value: address });
-    }
-  }
-  return ops;
+interface SendResult extends UpdateResult {
+  /** The new record's id (creates). */
+  recordId?: string | undefined;
 }
 
-interface SendResult {
-  /** The record as the target holds it after the write, when the API returned it. */
-  record?: Record<string, unknown> | undefined;
-  /** Other reads made on the way (Tidsbanken's read-before-replace). */
-  reads?: Record<string, unknown>[];
-  recordId?: string;
-}
+const SYSTEM_LABEL: Record<SystemName, string> = {
+  tidsbanken: 'Tidsbanken',
+  poweroffice: 'PowerOffice',
+};
 
 export class Dispatcher {
   private running = false;
@@ -264,77 +242,36 @@ export class Dispatcher {
   }
 
   private async send(command: OutboundCommandRow): Promise<SendResult> {
-    const { clients } = this.deps;
-    const type = command.record_type as RecordType;
-    const write = { priority: 'write' as const };
-    if (command.system === 'poweroffice') {
-      const po = clients.poweroffice;
-      if (po === undefined)
-        throw new UpstreamError(
-          'poweroffice',
-          undefined,
-          true,
-          'the PowerOffice side is not configured',
-        );
-      if (command.operation === 'create') {
-        const body = command.payload.body as Record<string, unknown>;
-        // After a crash mid-send the POST may have landed: look the origin id up first.
-        const create = { ...write, lookupFirst: command.attempts > 1 };
-        const record =
-          type === 'employee'
-            ? await po.createEmployee(body, create)
-            : type === 'customer'
-              ? await po.createCustomer(body, create)
-              : await po.createContactPerson(command.parent_id!, body, create);
-        return { record, recordId: String(record.Id) };
-      }
-      const current = await getMirrorRecord(this.deps.db, 'poweroffice', type, command.record_id!);
-      const ops = toJsonPatch(fieldsOf(command), current?.data);
-      const record =
-        type === 'employee'
-          ? await po.patchEmployee(command.record_id!, ops, write)
-          : type === 'customer'
-            ? await po.patchCustomer(command.record_id!, ops, write)
-            : await po.patchContactPerson(command.parent_id!, command.record_id!, ops, write);
-      return { record };
-    }
-    const tb = clients.tidsbanken;
-    if (tb === undefined)
+    const adapter = adapterOf(command.record_type);
+    if (adapter === undefined) {
       throw new UpstreamError(
-        'tidsbanken',
+        command.system,
+        undefined,
+        false,
+        `unknown record type ${command.record_type}`,
+      );
+    }
+    const api = adapter.connect(this.deps.clients);
+    if (api === undefined) {
+      throw new UpstreamError(
+        command.system,
         undefined,
         true,
-        'the Tidsbanken side is not configured',
+        `the ${SYSTEM_LABEL[command.system]} side is not configured`,
       );
+    }
     if (command.operation === 'create') {
-      const body = command.payload.body as Record<string, unknown>;
-      const create = { ...write, lookupFirst: command.attempts > 1 };
-      const record =
-        type === 'ansatt'
-          ? await tb.createAnsatt(body, create)
-          : await tb.createKunde(body, create);
-      return { record, recordId: String(record.Id) };
+      const record = await api.create(command.payload.body as Record<string, unknown>, {
+        priority: 'write',
+        parentId: command.parent_id,
+        // After a crash mid-send the POST may have landed: look the origin id up first.
+        lookupFirst: command.attempts > 1,
+      });
+      return { record, recordId: recordIdOf(record) };
     }
-    // Tidsbanken replaces whole objects (PUT with the full record, tidsbanken.md §2): read the
-    // current one first so a field edited there meanwhile is not overwritten with our copy.
-    const current =
-      type === 'ansatt'
-        ? await tb.getAnsatt(Number(command.record_id), write)
-        : await tb.getKunde(command.record_id!, write);
-    if (current === undefined) {
-      throw new UpstreamError(
-        'tidsbanken',
-        404,
-        false,
-        `${type} ${command.record_id} no longer exists in Tidsbanken`,
-      );
-    }
-    const merged = { ...current, ...fieldsOf(command) };
-    const record =
-      type === 'ansatt'
-        ? await tb.updateAnsatt(merged, write)
-        : await tb.updateKunde(merged, write);
-    return { record, reads: [current] };
+    const ref = { id: command.record_id!, parentId: command.parent_id };
+    const known = await getMirrorRecord(this.deps.db, command.system, adapter.type, ref.id);
+    return api.update(ref, fieldsOf(command), { priority: 'write', known: known?.data });
   }
 
   private async linkCreated(
@@ -381,8 +318,8 @@ export class Dispatcher {
     record: Record<string, unknown>,
   ): Promise<void> {
     const flow = flowById(command.flow ?? '');
-    const def = RECORD_TYPES[command.record_type as RecordType];
-    const landed = def === undefined ? undefined : record[def.updatedAtField];
+    const adapter = adapterOf(command.record_type);
+    const landed = adapter === undefined ? undefined : record[adapter.updatedAtField];
     if (flow === undefined || command.link_id === null || typeof landed !== 'string') return;
     const link = await lockLink(trx, command.link_id);
     if (link === undefined) return;
@@ -406,24 +343,23 @@ export class Dispatcher {
     command: OutboundCommandRow,
     record: Record<string, unknown>,
   ): Promise<void> {
-    const type = command.record_type as RecordType;
-    const def = RECORD_TYPES[type];
-    const id = record.Id;
-    if (def === undefined || (typeof id !== 'number' && typeof id !== 'string')) return;
-    const parent = def.parentField !== undefined ? record[def.parentField] : undefined;
-    const updatedAt = record[def.updatedAtField];
+    const adapter = adapterOf(command.record_type);
+    const id = recordIdOf(record);
+    if (adapter === undefined || id === undefined) return;
+    const type = adapter.type;
+    const updatedAt = record[adapter.updatedAtField];
     await insertInboundEvent(this.deps.db, {
       source: command.system,
       origin: 'poller',
       eventId: writeFeedbackEventId(
         command.id,
-        String(id),
+        id,
         typeof updatedAt === 'string' ? updatedAt : String(Date.now()),
       ),
       eventType: `${type}.updated`,
       recordType: type,
-      recordId: String(id),
-      parentId: typeof parent === 'number' || typeof parent === 'string' ? String(parent) : null,
+      recordId: id,
+      parentId: parentIdOf(adapter, record),
       payload: record,
       isThin: false,
       occurredAt: typeof updatedAt === 'string' ? updatedAt : null,

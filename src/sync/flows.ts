@@ -1,89 +1,14 @@
 import type { FlowId } from '../config.js';
 import type { SystemName } from '../db/schema.js';
-import {
-  emailKey,
-  getPath,
-  nationalIdKey,
-  numberKey,
-  writableValue,
-  type ValueKind,
-} from './normalize.js';
+import type { MatchKeys, RecordType } from '../record-adapter.js';
+import { RECORD_ADAPTERS } from '../record-types.js';
+import { getPath, writableValue, type ValueKind } from './normalize.js';
 
-// The three flows of DESIGN.md §1–§2 as data. The engine (sync/*) is generic over these
-// tables: adding a fourth flow is a table here, not a new code path.
+// The flows as data: which record types they link, by which merge rules, with which field
+// mappings. The engine (sync/*) is generic over these tables and the record adapters
+// (src/record-types.ts): adding a flow is a table here, not a new code path.
 
-export type RecordType = 'ansatt' | 'kunde' | 'employee' | 'customer' | 'contactperson';
-
-export interface RecordTypeDefinition {
-  system: SystemName;
-  type: RecordType;
-  /** Field holding the record's last-change time, as the API gives it. */
-  updatedAtField: string;
-  /** Field of the parent id that is part of the key (contact persons: ContactId). */
-  parentField?: string;
-  /** The normalized match keys stored in indexed mirror columns. */
-  keys(record: Record<string, unknown>): MatchKeys;
-}
-
-export interface MatchKeys {
-  email: string | null;
-  nationalId: string | null;
-  number: string | null;
-}
-
-const firstKnown = (...values: unknown[]) =>
-  values.map(nationalIdKey).find((v) => v !== null) ?? null;
-
-export const RECORD_TYPES: Record<RecordType, RecordTypeDefinition> = {
-  ansatt: {
-    system: 'tidsbanken',
-    type: 'ansatt',
-    updatedAtField: 'SistEndretDato',
-    keys: (r) => ({
-      email: emailKey(r.Epost),
-      nationalId: nationalIdKey(r.Personnummer),
-      number: numberKey(r.Id),
-    }),
-  },
-  kunde: {
-    system: 'tidsbanken',
-    type: 'kunde',
-    updatedAtField: 'SistEndretDato',
-    keys: (r) => ({ email: emailKey(r.Epost), nationalId: null, number: numberKey(r.Id) }),
-  },
-  employee: {
-    system: 'poweroffice',
-    type: 'employee',
-    updatedAtField: 'LastChangedDateTimeOffset',
-    keys: (r) => ({
-      email: emailKey(r.EmailAddress),
-      nationalId: firstKnown(r.NationalIdNumber, r.SocialSecurityNumber),
-      number: numberKey(r.Number),
-    }),
-  },
-  customer: {
-    system: 'poweroffice',
-    type: 'customer',
-    updatedAtField: 'LastChangedDateTimeOffset',
-    keys: (r) => ({
-      email: emailKey(r.EmailAddress),
-      nationalId: firstKnown(r.NationalIdNumber, r.SocialSecurityNumber),
-      number: numberKey(r.Number),
-    }),
-  },
-  contactperson: {
-    system: 'poweroffice',
-    type: 'contactperson',
-    updatedAtField: 'LastChangedDateTimeOffset',
-    parentField: 'ContactId',
-    // v2 contact persons carry no national id; read one if a future version sends it.
-    keys: (r) => ({
-      email: emailKey(r.EmailAddress),
-      nationalId: firstKnown(r.SocialSecurityNumber, r.NationalIdNumber),
-      number: null,
-    }),
-  },
-};
+export type { MatchKeys, RecordType };
 
 export type MergeRuleName = 'email' | 'national_id' | 'number';
 export const MERGE_RULE_KEY: Record<MergeRuleName, keyof MatchKeys> = {
@@ -408,21 +333,18 @@ export function powerofficeCreateBody(
   tidsbanken: Record<string, unknown>,
   tidsbankenId: string,
 ): Record<string, unknown> {
-  const body: Record<string, unknown> = {};
+  const fields: Record<string, unknown> = {};
   for (const field of flow.fields) {
     let value = writableValue(field.kind, tidsbanken[field.tidsbanken]);
     if (value === null) continue;
     if (field.invert && typeof value === 'boolean') value = !value;
-    setPath(body, field.poweroffice, value);
+    fields[field.poweroffice] = value;
   }
-  // PowerOffice requires ZipCode and City when an address is sent (poweroffice.md §2).
-  const mail = body.MailAddress as Record<string, unknown> | undefined;
-  if (mail !== undefined && (mail.ZipCode === undefined || mail.City === undefined)) {
-    delete body.MailAddress;
-  }
-  Object.assign(body, flow.powerofficeCreateExtras(tidsbanken));
-  body[flow.powerofficeOriginField] = originIdFor(flow, tidsbankenId);
-  return body;
+  return {
+    ...RECORD_ADAPTERS[flow.poweroffice].createBody(fields),
+    ...flow.powerofficeCreateExtras(tidsbanken),
+    [flow.powerofficeOriginField]: originIdFor(flow, tidsbankenId),
+  };
 }
 
 /** The body of a Tidsbanken create from a PowerOffice record, or undefined when not possible. */
@@ -432,24 +354,13 @@ export function tidsbankenCreateBody(
 ): Record<string, unknown> | undefined {
   const id = flow.tidsbankenIdFrom(poweroffice);
   if (id === undefined) return undefined;
-  const body: Record<string, unknown> = { Id: id };
+  const fields: Record<string, unknown> = { Id: id };
   for (const field of flow.fields) {
     if (field.direction !== 'both' || !fieldApplies(field, poweroffice)) continue;
     let value = writableValue(field.kind, getPath(poweroffice, field.poweroffice));
     if (value === null) continue;
     if (field.invert && typeof value === 'boolean') value = !value;
-    body[field.tidsbanken] = value;
+    fields[field.tidsbanken] = value;
   }
-  return body;
-}
-
-export function setPath(target: Record<string, unknown>, path: string, value: unknown): void {
-  const parts = path.split('.');
-  let current = target;
-  for (const part of parts.slice(0, -1)) {
-    const next = current[part];
-    if (next === null || typeof next !== 'object') current[part] = {};
-    current = current[part] as Record<string, unknown>;
-  }
-  current[parts[parts.length - 1]!] = value;
+  return RECORD_ADAPTERS[flow.tidsbanken].createBody(fields);
 }

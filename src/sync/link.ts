@@ -16,10 +16,10 @@ import { findActiveLink, insertLink, lockLink, updateLinkState } from '../db/lin
 import { findMirrorRecordsByKeys, getMirrorRecord } from '../db/records.js';
 import type { LinkRow, RecordRow, SystemName } from '../db/schema.js';
 import type { Logger } from '../lib/logger.js';
+import { RECORD_ADAPTERS } from '../record-types.js';
 import { diffLink, type Inflight, type Shadow } from './diff.js';
 import {
   MERGE_RULE_KEY,
-  RECORD_TYPES,
   originIdFor,
   originTidsbankenId,
   powerofficeCreateBody,
@@ -294,11 +294,12 @@ async function queueCreateIfConfigured(
   let queued: string | undefined;
   if (side === 'tidsbanken' && (policy === 'create-in-poweroffice' || policy === 'create-both')) {
     if (ctx.config.poweroffice.credentials === undefined && !ctx.config.dryRun) return false;
+    const target = RECORD_ADAPTERS[flow.poweroffice];
     let parentId: string | null = null;
-    if (flow.poweroffice === 'contactperson') {
-      // Contact persons live under a customer/supplier; without one configured, never created.
-      if (ctx.config.poweroffice.contactParentId === undefined) return false;
-      parentId = ctx.config.poweroffice.contactParentId;
+    if (target.createParentId !== undefined) {
+      const configured = target.createParentId(ctx.config);
+      if (configured === undefined) return false;
+      parentId = configured;
     }
     queued = await insertCreateCommand(ctx.db, {
       system: 'poweroffice',
@@ -513,5 +514,3 @@ export async function syncLink(
   }
   return { changed, commands, conflicts: result.conflicts.length };
 }
-
-export { RECORD_TYPES };

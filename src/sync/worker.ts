@@ -14,19 +14,16 @@ import {
 import type { InboundEventRow, SystemName } from '../db/schema.js';
 import { UpstreamError } from '../errors.js';
 import type { Logger } from '../lib/logger.js';
-import type { PowerOfficeClient } from '../poweroffice/client.js';
-import type { TidsbankenClient } from '../tidsbanken/client.js';
-import { FLOWS, RECORD_TYPES, flowsForRecordType, sideOf, type RecordType } from './flows.js';
+import type { Clients, RecordType } from '../record-adapter.js';
+import { adapterOf } from '../record-types.js';
+import { FLOWS, flowsForRecordType, sideOf } from './flows.js';
 import { syncLink, tryLink, type SyncContext } from './link.js';
 import { isLinkGateOpen, maybeRunInitialSweep, type SweepRequirements } from './sweep.js';
 
 // The sync worker (DESIGN.md §3.4): claims inbox events, never two of one record at once,
 // completes thin ones with a GET, updates the mirror, then links and diffs per flow.
 
-export interface Clients {
-  tidsbanken?: TidsbankenClient | undefined;
-  poweroffice?: PowerOfficeClient | undefined;
-}
+export type { Clients };
 
 export interface WorkerDeps {
   db: Db;
@@ -54,22 +51,9 @@ async function completeThinEvent(
   clients: Clients,
   event: InboundEventRow,
 ): Promise<Record<string, unknown> | undefined> {
-  const type = event.record_type as RecordType;
-  const id = event.record_id;
-  switch (type) {
-    case 'ansatt':
-      return clients.tidsbanken?.getAnsatt(Number(id));
-    case 'kunde':
-      return clients.tidsbanken?.getKunde(id);
-    case 'employee':
-      return clients.poweroffice?.getEmployee(id);
-    case 'customer':
-      return clients.poweroffice?.getCustomer(id);
-    case 'contactperson':
-      return event.parent_id === null
-        ? undefined
-        : clients.poweroffice?.getContactPerson(event.parent_id, id);
-  }
+  return adapterOf(event.record_type)
+    ?.connect(clients)
+    ?.get({ id: event.record_id, parentId: event.parent_id });
 }
 
 function hasClientFor(clients: Clients, source: SystemName): boolean {
@@ -217,11 +201,11 @@ export async function processDueEvents(deps: WorkerDeps, limit = 50): Promise<nu
 }
 
 function mirrorWriteOf(event: InboundEventRow): MirrorWrite | undefined {
-  const def = RECORD_TYPES[event.record_type as RecordType];
-  if (def === undefined) return undefined;
+  const adapter = adapterOf(event.record_type);
+  if (adapter === undefined) return undefined;
   const data = event.payload;
-  const keys = def.keys(data);
-  const updatedAt = data[def.updatedAtField];
+  const keys = adapter.keys(data);
+  const updatedAt = data[adapter.updatedAtField];
   return {
     system: event.source,
     recordType: event.record_type,
@@ -305,9 +289,9 @@ async function fillMirrorInBulk(deps: WorkerDeps, limit: number): Promise<number
 
 /** One event inside its transaction: mirror, then link and diff in every flow of its type. */
 export async function processEvent(ctx: SyncContext, event: InboundEventRow): Promise<void> {
-  const type = event.record_type as RecordType;
-  const def = RECORD_TYPES[type];
-  if (def === undefined) return;
+  const adapter = adapterOf(event.record_type);
+  if (adapter === undefined) return;
+  const type = adapter.type;
   if (event.event_type.endsWith('.deleted')) {
     await markMirrorRecordDeleted(ctx.db, event.source, type, event.record_id);
     for (const flow of flowsForRecordType(type)) {

@@ -375,6 +375,11 @@ export function stripNulls(record: Record<string, unknown>): Record<string, unkn
   return out;
 }
 
+/** An unquoted ISO 8601 UTC literal, as Sesam filters (tidsbanken.md §1 "Date filters"). */
+export function formatTidsbankenSince(ms: number): string {
+  return new Date(ms).toISOString();
+}
+
 /** OData string literal: single quotes, an embedded quote doubled. */
 function odataString(value: string): string {
   return `'${value.replaceAll("'", "''")}'`;

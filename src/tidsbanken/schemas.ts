@@ -56,6 +56,3 @@ export const KundeRefSchema = z.looseObject({ Id: KundeSchema.shape.Id });
 export function odataList<T extends z.ZodType>(item: T) {
   return z.looseObject({ value: z.array(item) });
 }
-
-export const TIDSBANKEN_RECORD_TYPES = ['ansatt', 'kunde'] as const;
-export type TidsbankenRecordType = (typeof TIDSBANKEN_RECORD_TYPES)[number];

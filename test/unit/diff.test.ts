@@ -8,7 +8,8 @@ import {
   type Inflight,
   type Shadow,
 } from '../../src/sync/diff.js';
-import { fieldApplies, flowById, setPath, type FlowDefinition } from '../../src/sync/flows.js';
+import { setPath } from '../../src/poweroffice/fields.js';
+import { fieldApplies, flowById, type FlowDefinition } from '../../src/sync/flows.js';
 import { getPath, normalizeValue, UNKNOWN } from '../../src/sync/normalize.js';
 
 type Rec = Record<string, unknown>;

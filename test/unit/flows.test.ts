@@ -8,13 +8,13 @@ import {
   originIdFor,
   originTidsbankenId,
   powerofficeCreateBody,
-  RECORD_TYPES,
-  setPath,
   sideOf,
   tidsbankenCreateBody,
   type FieldMapping,
   type FlowDefinition,
 } from '../../src/sync/flows.js';
+import { setPath } from '../../src/poweroffice/fields.js';
+import { RECORD_ADAPTERS } from '../../src/record-types.js';
 
 function flow(id: string): FlowDefinition {
   const f = flowById(id);
@@ -131,22 +131,22 @@ describe('FLOWS', () => {
   });
 });
 
-describe('RECORD_TYPES keys()', () => {
+describe('RECORD_ADAPTERS keys()', () => {
   it('ansatt: e-mail lower-cased, national id digits, Id as number', () => {
     expect(
-      RECORD_TYPES.ansatt.keys({ Id: 7, Epost: ' Kari@X.NO ', Personnummer: '010190 12345' }),
+      RECORD_ADAPTERS.ansatt.keys({ Id: 7, Epost: ' Kari@X.NO ', Personnummer: '010190 12345' }),
     ).toEqual({ email: 'kari@x.no', nationalId: '01019012345', number: '7' });
-    expect(RECORD_TYPES.ansatt.keys({ Id: 7, Epost: '', Personnummer: null })).toEqual({
+    expect(RECORD_ADAPTERS.ansatt.keys({ Id: 7, Epost: '', Personnummer: null })).toEqual({
       email: null,
       nationalId: null,
       number: '7',
     });
-    expect(RECORD_TYPES.ansatt.system).toBe('tidsbanken');
-    expect(RECORD_TYPES.ansatt.updatedAtField).toBe('SistEndretDato');
+    expect(RECORD_ADAPTERS.ansatt.system).toBe('tidsbanken');
+    expect(RECORD_ADAPTERS.ansatt.updatedAtField).toBe('SistEndretDato');
   });
 
   it('kunde: e-mail and Id, never a national id', () => {
-    expect(RECORD_TYPES.kunde.keys({ Id: '0042', Epost: 'Post@Firma.NO' })).toEqual({
+    expect(RECORD_ADAPTERS.kunde.keys({ Id: '0042', Epost: 'Post@Firma.NO' })).toEqual({
       email: 'post@firma.no',
       nationalId: null,
       number: '42',
@@ -155,15 +155,19 @@ describe('RECORD_TYPES keys()', () => {
 
   it('employee: a "hidden" NationalIdNumber is no key; Number is', () => {
     expect(
-      RECORD_TYPES.employee.keys({ Number: 7, EmailAddress: 'a@b.no', NationalIdNumber: 'hidden' }),
+      RECORD_ADAPTERS.employee.keys({
+        Number: 7,
+        EmailAddress: 'a@b.no',
+        NationalIdNumber: 'hidden',
+      }),
     ).toEqual({ email: 'a@b.no', nationalId: null, number: '7' });
-    expect(RECORD_TYPES.employee.system).toBe('poweroffice');
-    expect(RECORD_TYPES.employee.updatedAtField).toBe('LastChangedDateTimeOffset');
+    expect(RECORD_ADAPTERS.employee.system).toBe('poweroffice');
+    expect(RECORD_ADAPTERS.employee.updatedAtField).toBe('LastChangedDateTimeOffset');
   });
 
   it('employee: falls back to SocialSecurityNumber when NationalIdNumber is hidden', () => {
     expect(
-      RECORD_TYPES.employee.keys({
+      RECORD_ADAPTERS.employee.keys({
         Number: 7,
         NationalIdNumber: 'hidden',
         SocialSecurityNumber: '01019012345',
@@ -172,20 +176,21 @@ describe('RECORD_TYPES keys()', () => {
   });
 
   it('contactperson: no number; a v1 SocialSecurityNumber is read when present', () => {
-    expect(RECORD_TYPES.contactperson.parentField).toBe('ContactId');
+    expect(RECORD_ADAPTERS.contactperson.parentField).toBe('ContactId');
     expect(
-      RECORD_TYPES.contactperson.keys({ Id: 5, ContactId: 9, EmailAddress: 'A@B.no' }),
+      RECORD_ADAPTERS.contactperson.keys({ Id: 5, ContactId: 9, EmailAddress: 'A@B.no' }),
     ).toEqual({ email: 'a@b.no', nationalId: null, number: null });
     expect(
-      RECORD_TYPES.contactperson.keys({ Id: 5, SocialSecurityNumber: '010190-12345' }).nationalId,
+      RECORD_ADAPTERS.contactperson.keys({ Id: 5, SocialSecurityNumber: '010190-12345' })
+        .nationalId,
     ).toBe('01019012345');
     expect(
-      RECORD_TYPES.contactperson.keys({ Id: 5, SocialSecurityNumber: 'hidden' }).nationalId,
+      RECORD_ADAPTERS.contactperson.keys({ Id: 5, SocialSecurityNumber: 'hidden' }).nationalId,
     ).toBeNull();
   });
 
   it('customer: e-mail and Number', () => {
-    expect(RECORD_TYPES.customer.keys({ Number: 10001, EmailAddress: '' })).toEqual({
+    expect(RECORD_ADAPTERS.customer.keys({ Number: 10001, EmailAddress: '' })).toEqual({
       email: null,
       nationalId: null,
       number: '10001',

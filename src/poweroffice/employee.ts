@@ -1,0 +1,37 @@
+import type { RecordAdapter } from '../record-adapter.js';
+import { emailKey, numberKey } from '../sync/normalize.js';
+import { formatPowerOfficeSince } from './client.js';
+import { toJsonPatch, toPostBody } from './fields.js';
+import { firstNationalIdKey } from './keys.js';
+import { EmployeeSchema, PowerOfficeRefSchema } from './schemas.js';
+
+// Employee (`/Employees`). Created with ExternalImportReference as its origin id.
+
+export const employeeAdapter = {
+  system: 'poweroffice',
+  type: 'employee',
+  label: 'Employee',
+  updatedAtField: 'LastChangedDateTimeOffset',
+  keys: (r) => ({
+    email: emailKey(r.EmailAddress),
+    nationalId: firstNationalIdKey(r.NationalIdNumber, r.SocialSecurityNumber),
+    number: numberKey(r.Number),
+  }),
+  keyFields: {
+    email: ['EmailAddress'],
+    nationalId: ['NationalIdNumber', 'SocialSecurityNumber'],
+    number: ['Number'],
+  },
+  webhook: { full: EmployeeSchema, thin: PowerOfficeRefSchema, keyFields: ['Id'], pascal: true },
+  formatSince: formatPowerOfficeSince,
+  createBody: toPostBody,
+  connect: ({ poweroffice: client }) =>
+    client && {
+      get: (ref, options) => client.getEmployee(ref.id, options),
+      listChangedSince: (since, options) => client.listEmployeesChangedSince(since, options),
+      create: (body, options) => client.createEmployee(body, options),
+      update: async (ref, fields, options) => ({
+        record: await client.patchEmployee(ref.id, toJsonPatch(fields, options.known), options),
+      }),
+    },
+} satisfies RecordAdapter;
