@@ -22,6 +22,16 @@ export default tseslint.config(
     },
   },
   {
+    // Queries live in src/db/ (one module per table); the engine and the routes call them.
+    files: ['src/sync/**/*.ts', 'src/http/**/*.ts', 'src/service.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        { paths: [{ name: 'kysely', message: 'Put the query in a src/db/ module.' }] },
+      ],
+    },
+  },
+  {
     files: ['test/**/*.ts', 'bench/**/*.ts'],
     rules: {
       '@typescript-eslint/no-unsafe-assignment': 'off',

@@ -1,5 +1,6 @@
 import type { Config } from './config.js';
 import type { Db } from './db/database.js';
+import { listFullyReadTypes } from './db/poller-cursors.js';
 import type { SystemName } from './db/schema.js';
 import { Leadership } from './lib/leader.js';
 import type { Logger } from './lib/logger.js';
@@ -122,17 +123,8 @@ export function createService(deps: ServiceDeps): Service {
         await dispatcher?.start();
         // A fresh database reads each side in full first (DESIGN.md §1); with polling on,
         // a poller's first poll is that full read.
-        const cursors = await db
-          .selectFrom('poller_cursors')
-          .select(['system', 'record_type', 'full_read_at'])
-          .execute();
-        const missing = own.filter(
-          (p) =>
-            !cursors.some(
-              (c) =>
-                c.system === p.system && c.record_type === p.recordType && c.full_read_at !== null,
-            ),
-        );
+        const fullyRead = await listFullyReadTypes(db);
+        const missing = own.filter((p) => !fullyRead.has(`${p.system}/${p.recordType}`));
         if (config.pollIntervalMs > 0) {
           for (const p of own) p.start();
         } else if (missing.length > 0) {

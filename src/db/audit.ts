@@ -1,5 +1,6 @@
 import type { DbOrTrx } from './database.js';
-import type { SystemName } from './schema.js';
+import type { RecordKey } from './records.js';
+import type { AuditEntryRow, SystemName } from './schema.js';
 
 export interface AuditEntry {
   system: SystemName;
@@ -30,5 +31,22 @@ export async function insertAuditEntries(db: DbOrTrx, entries: AuditEntry[]): Pr
         detail: JSON.stringify(e.detail),
       })),
     )
+    .execute();
+}
+
+/** The newest `limit` audit entries of one record (index audit_entries_record). */
+export async function listRecordAudit(
+  db: DbOrTrx,
+  key: RecordKey,
+  limit: number,
+): Promise<AuditEntryRow[]> {
+  return db
+    .selectFrom('audit_entries')
+    .selectAll()
+    .where('system', '=', key.system)
+    .where('record_type', '=', key.recordType)
+    .where('record_id', '=', key.recordId)
+    .orderBy('id', 'desc')
+    .limit(limit)
     .execute();
 }

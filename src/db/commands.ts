@@ -1,5 +1,6 @@
 import { sql } from 'kysely';
 import type { DbOrTrx } from './database.js';
+import type { RecordKey } from './records.js';
 import type { OutboundCommandRow, SystemName } from './schema.js';
 
 export interface UpdateTarget {
@@ -386,4 +387,58 @@ export async function pruneSupersededFields(
     .where('id', '=', command.id)
     .execute();
   return left;
+}
+
+/** The statuses the admin API shows: 'sending' is an internal detail of 'pending'. */
+export type ApiCommandStatus = 'pending' | 'sent' | 'dead' | 'dry_run' | 'superseded';
+
+export async function listCommands(
+  db: DbOrTrx,
+  filter: { status?: ApiCommandStatus | undefined; limit: number },
+): Promise<OutboundCommandRow[]> {
+  let query = db.selectFrom('outbound_commands').selectAll();
+  if (filter.status === 'pending') query = query.where('status', 'in', ['pending', 'sending']);
+  else if (filter.status !== undefined) query = query.where('status', '=', filter.status);
+  return query.orderBy('id', 'desc').limit(filter.limit).execute();
+}
+
+export async function getCommand(db: DbOrTrx, id: string): Promise<OutboundCommandRow | undefined> {
+  return db.selectFrom('outbound_commands').selectAll().where('id', '=', id).executeTakeFirst();
+}
+
+/**
+ * Puts a dead command back in the queue: pending, attempts 0, due now. `last_error` is kept
+ * so the operator still sees why it died until the next attempt overwrites it. Only a dead
+ * row changes (the status check is in the UPDATE itself, so a concurrent replay or a
+ * dispatcher cannot race it); undefined when the id is unknown or the command is not dead.
+ */
+export async function requeueDeadCommand(
+  db: DbOrTrx,
+  id: string,
+): Promise<OutboundCommandRow | undefined> {
+  // Raw SQL: the generated-timestamp column types do not accept now() in kysely's .set().
+  const result = await sql<OutboundCommandRow>`
+    update outbound_commands
+    set status = 'pending', attempts = 0, run_at = now(), locked_at = null, locked_by = null,
+      updated_at = now()
+    where id = ${id} and status = 'dead'
+    returning *`.execute(db);
+  return result.rows[0];
+}
+
+/** The newest `limit` outbound commands that write to one record. */
+export async function listRecordCommands(
+  db: DbOrTrx,
+  key: RecordKey,
+  limit: number,
+): Promise<OutboundCommandRow[]> {
+  return db
+    .selectFrom('outbound_commands')
+    .selectAll()
+    .where('system', '=', key.system)
+    .where('record_type', '=', key.recordType)
+    .where('record_id', '=', key.recordId)
+    .orderBy('id', 'desc')
+    .limit(limit)
+    .execute();
 }

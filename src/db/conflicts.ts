@@ -1,6 +1,6 @@
 import { sql } from 'kysely';
 import type { DbOrTrx } from './database.js';
-import type { SystemName } from './schema.js';
+import type { ConflictRow, SystemName } from './schema.js';
 
 export async function insertFieldConflict(
   db: DbOrTrx,
@@ -109,4 +109,19 @@ export async function resolveAmbiguousMatches(
     .where('record_id', '=', recordId)
     .where('status', '=', 'open')
     .execute();
+}
+
+export interface ConflictFilter {
+  flow?: string | undefined;
+  kind?: ConflictRow['kind'] | undefined;
+  status?: ConflictRow['status'] | undefined;
+  limit: number;
+}
+
+export async function listConflicts(db: DbOrTrx, filter: ConflictFilter): Promise<ConflictRow[]> {
+  let query = db.selectFrom('conflicts').selectAll();
+  if (filter.flow !== undefined) query = query.where('flow', '=', filter.flow);
+  if (filter.kind !== undefined) query = query.where('kind', '=', filter.kind);
+  if (filter.status !== undefined) query = query.where('status', '=', filter.status);
+  return query.orderBy('id', 'desc').limit(filter.limit).execute();
 }

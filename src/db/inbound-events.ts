@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { CompiledQuery, sql } from 'kysely';
 import { preparedStatement, type DbOrTrx } from './database.js';
+import type { RecordKey } from './records.js';
 import type { InboundEventRow, SystemName } from './schema.js';
 
 /** JSON with object keys sorted, so equal records hash equal whatever their key order. */
@@ -137,4 +138,165 @@ export async function listInboundEventsForRecord(
     .where('record_id', '=', recordId)
     .orderBy('id')
     .execute();
+}
+
+/** The newest `limit` inbox events of one record (index inbound_events_record). */
+export async function listRecordEvents(
+  db: DbOrTrx,
+  key: RecordKey,
+  limit: number,
+): Promise<InboundEventRow[]> {
+  return db
+    .selectFrom('inbound_events')
+    .selectAll()
+    .where('source', '=', key.system)
+    .where('record_type', '=', key.recordType)
+    .where('record_id', '=', key.recordId)
+    .orderBy('id', 'desc')
+    .limit(limit)
+    .execute();
+}
+
+/** The newest inbox id: a reconcile waits for the worker to get past it. */
+export async function getMaxInboundEventId(db: DbOrTrx): Promise<string | undefined> {
+  const row = await db
+    .selectFrom('inbound_events')
+    .select((eb) => eb.fn.max('id').as('id'))
+    .executeTakeFirst();
+  return row?.id ?? undefined;
+}
+
+// ---- the worker's claim and bookkeeping -------------------------------------------------
+
+/** The next few due events, oldest first (unlocked: the claim happens per event). */
+export async function peekDueEvents(db: DbOrTrx, limit: number): Promise<InboundEventRow[]> {
+  return db
+    .selectFrom('inbound_events')
+    .selectAll()
+    .where('status', '=', 'pending')
+    .where('run_at', '<=', sql<Date>`now()`)
+    .orderBy('id')
+    .limit(limit)
+    .execute();
+}
+
+/** Whether any event is due now (pending and not waiting out a backoff). */
+export async function hasDueEvent(db: DbOrTrx): Promise<boolean> {
+  const row = await db
+    .selectFrom('inbound_events')
+    .select('id')
+    .where('status', '=', 'pending')
+    .where('run_at', '<=', sql<Date>`now()`)
+    .limit(1)
+    .executeTakeFirst();
+  return row !== undefined;
+}
+
+/** Whether any event (up to `upToEventId`, when given) is pending, due or not. */
+export async function hasPendingEvent(db: DbOrTrx, upToEventId?: string): Promise<boolean> {
+  let query = db.selectFrom('inbound_events').select('id').where('status', '=', 'pending').limit(1);
+  if (upToEventId !== undefined) query = query.where('id', '<=', upToEventId);
+  return (await query.executeTakeFirst()) !== undefined;
+}
+
+/**
+ * Claims one pending event for the caller's transaction (FOR UPDATE SKIP LOCKED); undefined
+ * when it is done meanwhile or another replica holds it.
+ */
+export async function claimPendingEvent(
+  db: DbOrTrx,
+  id: string,
+): Promise<InboundEventRow | undefined> {
+  return db
+    .selectFrom('inbound_events')
+    .selectAll()
+    .where('id', '=', id)
+    .where('status', '=', 'pending')
+    .forUpdate()
+    .skipLocked()
+    .executeTakeFirst();
+}
+
+/** Whether an older event of the same record is due: its turn comes first. */
+export async function hasOlderDueEvent(db: DbOrTrx, event: InboundEventRow): Promise<boolean> {
+  const older = await db
+    .selectFrom('inbound_events')
+    .select('id')
+    .where('source', '=', event.source)
+    .where('record_type', '=', event.record_type)
+    .where('record_id', '=', event.record_id)
+    .where('status', '=', 'pending')
+    .where('id', '<', event.id)
+    .where('run_at', '<=', sql<Date>`now()`)
+    .executeTakeFirst();
+  return older !== undefined;
+}
+
+/**
+ * Claims up to `limit` due events that carry a full record and are no deletion, oldest first
+ * (FOR UPDATE SKIP LOCKED): the worker's bulk mirror fill while the link gate is closed.
+ */
+export async function claimDueFullEvents(db: DbOrTrx, limit: number): Promise<InboundEventRow[]> {
+  return db
+    .selectFrom('inbound_events')
+    .selectAll()
+    .where('status', '=', 'pending')
+    .where('run_at', '<=', sql<Date>`now()`)
+    .where('is_thin', '=', false)
+    .where('event_type', 'not like', '%.deleted')
+    .orderBy('id')
+    .limit(limit)
+    .forUpdate()
+    .skipLocked()
+    .execute();
+}
+
+export async function markEventsDone(db: DbOrTrx, ids: readonly string[]): Promise<void> {
+  if (ids.length === 0) return;
+  await db
+    .updateTable('inbound_events')
+    .set({ status: 'done', processed_at: sql<Date>`now()`, attempts: sql<number>`attempts + 1` })
+    .where('id', 'in', ids)
+    .execute();
+}
+
+/** Done without processing, with the reason kept in last_error (e.g. gone upstream). */
+export async function markEventSkipped(db: DbOrTrx, id: string, reason: string): Promise<void> {
+  await db
+    .updateTable('inbound_events')
+    .set({ status: 'done', processed_at: sql<Date>`now()`, last_error: reason })
+    .where('id', '=', id)
+    .execute();
+}
+
+/** A thin event completed with the full record read from its source. */
+export async function storeCompletedPayload(
+  db: DbOrTrx,
+  id: string,
+  payload: Record<string, unknown>,
+): Promise<void> {
+  await db
+    .updateTable('inbound_events')
+    .set({ payload: JSON.stringify(payload), is_thin: false })
+    .where('id', '=', id)
+    .where('status', '=', 'pending')
+    .execute();
+}
+
+/**
+ * One more failed attempt: retried after an exponential backoff (1 s doubling, at most five
+ * minutes), or dead.
+ */
+export async function deferEvent(
+  db: DbOrTrx,
+  id: string,
+  error: string,
+  dead: boolean,
+): Promise<void> {
+  await sql`
+    update inbound_events
+       set attempts = attempts + 1, last_error = ${error},
+           status = ${dead ? 'dead' : 'pending'},
+           run_at = now() + least(interval '5 minutes', interval '1 second' * power(2, least(attempts, 10)))
+     where id = ${id}`.execute(db);
 }

@@ -102,3 +102,44 @@ export async function listActiveLinkIds(
     .execute();
   return new Set(rows.map((r) => (r as Record<string, string>)[column]!));
 }
+
+export interface LinkFilter {
+  flow?: string | undefined;
+  tidsbankenId?: string | undefined;
+  powerofficeId?: string | undefined;
+  /** Unlinked (historical) links too; active ones only by default. */
+  includeUnlinked?: boolean | undefined;
+  limit: number;
+}
+
+export async function listLinks(db: DbOrTrx, filter: LinkFilter): Promise<LinkRow[]> {
+  let query = db.selectFrom('links').selectAll();
+  if (filter.flow !== undefined) query = query.where('flow', '=', filter.flow);
+  if (filter.tidsbankenId !== undefined)
+    query = query.where('tidsbanken_id', '=', filter.tidsbankenId);
+  if (filter.powerofficeId !== undefined)
+    query = query.where('poweroffice_id', '=', filter.powerofficeId);
+  if (filter.includeUnlinked !== true) query = query.where('unlinked_at', 'is', null);
+  return query.orderBy('id', 'desc').limit(filter.limit).execute();
+}
+
+/** Which of `ids` on one side are linked in any flow, as (record type, id) pairs. */
+export async function findLinkedRecords(
+  db: DbOrTrx,
+  side: SystemName,
+  ids: readonly string[],
+): Promise<{ recordType: string; recordId: string }[]> {
+  if (ids.length === 0) return [];
+  const column = side === 'tidsbanken' ? 'tidsbanken_id' : 'poweroffice_id';
+  const typeColumn = side === 'tidsbanken' ? 'tidsbanken_type' : 'poweroffice_type';
+  const rows = await db
+    .selectFrom('links')
+    .select([column, typeColumn])
+    .where(column, 'in', ids)
+    .where('unlinked_at', 'is', null)
+    .execute();
+  return rows.map((row) => {
+    const r = row as Record<string, string>;
+    return { recordType: r[typeColumn]!, recordId: r[column]! };
+  });
+}

@@ -86,17 +86,22 @@ export async function recordPollFailure(
     .execute();
 }
 
+/** The (system, record type) pairs whose full read is stored, as `system/recordType` keys. */
+export async function listFullyReadTypes(db: DbOrTrx): Promise<Set<string>> {
+  const rows = await db
+    .selectFrom('poller_cursors')
+    .select(['system', 'record_type'])
+    .where('full_read_at', 'is not', null)
+    .execute();
+  return new Set(rows.map((r) => `${r.system}/${r.record_type}`));
+}
+
 /** Whether every given record type of every given system has completed a full read. */
 export async function haveFullReads(
   db: DbOrTrx,
   types: readonly { system: SystemName; recordType: string }[],
 ): Promise<boolean> {
   if (types.length === 0) return true;
-  const rows = await db
-    .selectFrom('poller_cursors')
-    .select(['system', 'record_type'])
-    .where('full_read_at', 'is not', null)
-    .execute();
-  const done = new Set(rows.map((r) => `${r.system}/${r.record_type}`));
+  const done = await listFullyReadTypes(db);
   return types.every((t) => done.has(`${t.system}/${t.recordType}`));
 }

@@ -160,3 +160,29 @@ export async function listMirrorRecords(
     .orderBy('record_id')
     .execute();
 }
+
+export interface RecordKey {
+  system: SystemName;
+  recordType: string;
+  recordId: string;
+}
+
+// Record locks take the two-key form, (space, hash of the record): PostgreSQL keeps two-key
+// advisory locks apart from single bigint ones, so no other lock of ours or of another
+// application on the same database can collide with a record's and block it.
+const RECORD_LOCK_SPACE = 0x7462_706f;
+
+/**
+ * Serializes work on one record across replicas for the caller's transaction (a
+ * transaction-scoped advisory lock on its key, released at commit).
+ */
+export async function lockRecordKey(
+  db: DbOrTrx,
+  system: SystemName,
+  recordType: string,
+  recordId: string,
+): Promise<void> {
+  await sql`select pg_advisory_xact_lock(${RECORD_LOCK_SPACE}, hashtext(${`${system}/${recordType}/${recordId}`}))`.execute(
+    db,
+  );
+}

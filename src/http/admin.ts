@@ -2,21 +2,20 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { Router, type Request, type RequestHandler } from 'express';
 import { z } from 'zod';
 import { FLOW_IDS, type Config } from '../config.js';
+import { listRecordAudit } from '../db/audit.js';
 import {
   getCommand,
-  getCurrentReconcileRun,
-  getMirrorRecord,
   listCommands,
-  listConflicts,
-  listLinks,
-  listRecordAudit,
   listRecordCommands,
-  listRecordEvents,
   requeueDeadCommand,
   type ApiCommandStatus,
-  type RecordKey,
-} from '../db/admin-queries.js';
+} from '../db/commands.js';
+import { listConflicts } from '../db/conflicts.js';
 import type { Db } from '../db/database.js';
+import { listRecordEvents } from '../db/inbound-events.js';
+import { listLinks } from '../db/links.js';
+import { getMirrorRecord, type RecordKey } from '../db/records.js';
+import { getCurrentReconcileRun } from '../db/reconcile-runs.js';
 import type {
   AuditEntryRow,
   ConflictRow,
@@ -270,7 +269,7 @@ export async function readRecordHistory(
   limit: number,
 ): Promise<{ record: Record<string, unknown> | null; items: HistoryEntry[] }> {
   // One after another: on embedded PGlite queries run one at a time anyway.
-  const record = await getMirrorRecord(db, key);
+  const record = await getMirrorRecord(db, key.system, key.recordType, key.recordId);
   const events = await listRecordEvents(db, key, limit);
   const audit = await listRecordAudit(db, key, limit);
   const commands = await listRecordCommands(db, key, limit);

@@ -1,5 +1,5 @@
 import { Gauge, type Registry } from 'prom-client';
-import { readOpsSnapshot, type OpsSnapshot } from '../db/admin-queries.js';
+import { readOpsSnapshot, type OpsSnapshot } from '../db/ops-snapshot.js';
 import type { Db } from '../db/database.js';
 import type { Logger } from './logger.js';
 

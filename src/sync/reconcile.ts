@@ -1,12 +1,12 @@
 import type { Config } from '../config.js';
+import type { Db } from '../db/database.js';
+import { getMaxInboundEventId } from '../db/inbound-events.js';
 import {
   claimReconcileRun,
   finishReconcileRun,
   getCurrentReconcileRun,
-  getMaxInboundEventId,
   updateReconcileProgress,
-} from '../db/admin-queries.js';
-import type { Db } from '../db/database.js';
+} from '../db/reconcile-runs.js';
 import type { ReconcileRunRow } from '../db/schema.js';
 import type { Logger } from '../lib/logger.js';
 import type { Poller } from '../lib/pollers.js';

@@ -1,7 +1,7 @@
-import { sql } from 'kysely';
 import PQueue from 'p-queue';
 import type { Config } from '../config.js';
 import type { Db, DbOrTrx } from '../db/database.js';
+import { hasDueEvent, hasPendingEvent } from '../db/inbound-events.js';
 import { listActiveLinkIds } from '../db/links.js';
 import { haveFullReads } from '../db/poller-cursors.js';
 import { listMirrorRecords } from '../db/records.js';
@@ -47,13 +47,7 @@ export async function waitForInboxDrained(
   const deadline = Date.now() + (options.timeoutMs ?? 30 * 60 * 1000);
   for (;;) {
     options.signal?.throwIfAborted();
-    let query = db
-      .selectFrom('inbound_events')
-      .select('id')
-      .where('status', '=', 'pending')
-      .limit(1);
-    if (options.upToEventId !== undefined) query = query.where('id', '<=', options.upToEventId);
-    if ((await query.executeTakeFirst()) === undefined) return;
+    if (!(await hasPendingEvent(db, options.upToEventId))) return;
     if (Date.now() > deadline) throw new Error('timed out waiting for the inbox to drain');
     await new Promise((r) => setTimeout(r, options.pollMs ?? 200));
   }
@@ -143,18 +137,12 @@ export async function runLinkSweep(deps: SweepDeps): Promise<SweepResult> {
     const state = await lockSyncState(trx, GATE);
     const since = typeof state.sweepingSince === 'string' ? Date.parse(state.sweepingSince) : NaN;
     if (state.sweepingBy !== undefined && Date.now() - since < SWEEP_LEASE_MS) return false;
-    await trx
-      .updateTable('sync_state')
-      .set({
-        value: JSON.stringify({
-          ...state,
-          open: false,
-          sweepingBy: me,
-          sweepingSince: new Date().toISOString(),
-        }),
-      })
-      .where('key', '=', GATE)
-      .execute();
+    await setSyncState(trx, GATE, {
+      ...state,
+      open: false,
+      sweepingBy: me,
+      sweepingSince: new Date().toISOString(),
+    });
     return true;
   });
   const result: SweepResult = { linksMade: 0, conflicts: 0, commandsQueued: 0 };
@@ -210,14 +198,7 @@ export async function maybeRunInitialSweep(
   const state = await getSyncState(deps.db, GATE);
   if (state?.open === true || state?.reason === 'reconcile') return false;
   if (!(await haveFullReads(deps.db, requirements.fullReads))) return false;
-  const pending = await deps.db
-    .selectFrom('inbound_events')
-    .select('id')
-    .where('status', '=', 'pending')
-    .where('run_at', '<=', sql<Date>`now()`)
-    .limit(1)
-    .executeTakeFirst();
-  if (pending !== undefined) return false;
+  if (await hasDueEvent(deps.db)) return false;
   await runLinkSweep(deps);
   return true;
 }

@@ -1,11 +1,21 @@
-import { sql } from 'kysely';
 import type { Config } from '../config.js';
 import { insertAuditEntries } from '../db/audit.js';
-import type { Db, DbOrTrx } from '../db/database.js';
-import { isWriteFeedback } from '../db/inbound-events.js';
-import { findActiveLink, unlinkLink } from '../db/links.js';
+import type { Db } from '../db/database.js';
+import {
+  claimDueFullEvents,
+  claimPendingEvent,
+  deferEvent,
+  hasOlderDueEvent,
+  isWriteFeedback,
+  markEventSkipped,
+  markEventsDone,
+  peekDueEvents,
+  storeCompletedPayload,
+} from '../db/inbound-events.js';
+import { findActiveLink, findLinkedRecords, unlinkLink } from '../db/links.js';
 import {
   getMirrorRecord,
+  lockRecordKey,
   markMirrorRecordDeleted,
   upsertMirrorRecord,
   upsertMirrorRecords,
@@ -41,11 +51,6 @@ export interface WorkerDeps {
 
 const MAX_EVENT_ATTEMPTS = 10;
 
-// Record locks take the two-key form, (space, hash of the record): PostgreSQL keeps two-key
-// advisory locks apart from single bigint ones, so no other lock of ours or of another
-// application on the same database can collide with a record's and block it.
-const RECORD_LOCK_SPACE = 0x7462_706f;
-
 /** Fetches the full record behind a thin event, or undefined when it no longer exists. */
 async function completeThinEvent(
   clients: Clients,
@@ -60,36 +65,6 @@ function hasClientFor(clients: Clients, source: SystemName): boolean {
   return source === 'tidsbanken'
     ? clients.tidsbanken !== undefined
     : clients.poweroffice !== undefined;
-}
-
-/** The next few due events, oldest first (unlocked: the claim happens per event). */
-async function peekDueEvents(db: Db, limit: number): Promise<InboundEventRow[]> {
-  return db
-    .selectFrom('inbound_events')
-    .selectAll()
-    .where('status', '=', 'pending')
-    .where('run_at', '<=', sql<Date>`now()`)
-    .orderBy('id')
-    .limit(limit)
-    .execute();
-}
-
-async function markEventsDone(db: DbOrTrx, ids: readonly string[]): Promise<void> {
-  if (ids.length === 0) return;
-  await db
-    .updateTable('inbound_events')
-    .set({ status: 'done', processed_at: sql<Date>`now()`, attempts: sql<number>`attempts + 1` })
-    .where('id', 'in', ids)
-    .execute();
-}
-
-async function deferEvent(db: Db, id: string, error: string, dead: boolean): Promise<void> {
-  await sql`
-    update inbound_events
-       set attempts = attempts + 1, last_error = ${error},
-           status = ${dead ? 'dead' : 'pending'},
-           run_at = now() + least(interval '5 minutes', interval '1 second' * power(2, least(attempts, 10)))
-     where id = ${id}`.execute(db);
 }
 
 /**
@@ -123,25 +98,12 @@ export async function processDueEvents(deps: WorkerDeps, limit = 50): Promise<nu
       try {
         const full = await completeThinEvent(deps.clients, event);
         if (full === undefined) {
-          await db
-            .updateTable('inbound_events')
-            .set({
-              status: 'done',
-              processed_at: sql<Date>`now()`,
-              last_error: 'record not found upstream',
-            })
-            .where('id', '=', event.id)
-            .execute();
+          await markEventSkipped(db, event.id, 'record not found upstream');
           done++;
           continue;
         }
         event = { ...event, payload: full, is_thin: false };
-        await db
-          .updateTable('inbound_events')
-          .set({ payload: JSON.stringify(full), is_thin: false })
-          .where('id', '=', event.id)
-          .where('status', '=', 'pending')
-          .execute();
+        await storeCompletedPayload(db, event.id, full);
       } catch (err) {
         const retryable = !(err instanceof UpstreamError) || err.retryable;
         logger.warn({ err, eventId: event.id }, 'could not complete a thin event');
@@ -156,32 +118,13 @@ export async function processDueEvents(deps: WorkerDeps, limit = 50): Promise<nu
     }
     try {
       const processed = await db.transaction().execute(async (trx) => {
-        const claimed = await trx
-          .selectFrom('inbound_events')
-          .selectAll()
-          .where('id', '=', event.id)
-          .where('status', '=', 'pending')
-          .forUpdate()
-          .skipLocked()
-          .executeTakeFirst();
+        const claimed = await claimPendingEvent(trx, event.id);
         if (claimed === undefined) return false;
         // One record at a time across replicas; released at commit.
-        await sql`select pg_advisory_xact_lock(${RECORD_LOCK_SPACE}, hashtext(${`${claimed.source}/${claimed.record_type}/${claimed.record_id}`}))`.execute(
-          trx,
-        );
-        const older = await trx
-          .selectFrom('inbound_events')
-          .select('id')
-          .where('source', '=', claimed.source)
-          .where('record_type', '=', claimed.record_type)
-          .where('record_id', '=', claimed.record_id)
-          .where('status', '=', 'pending')
-          .where('id', '<', claimed.id)
-          .where('run_at', '<=', sql<Date>`now()`)
-          .executeTakeFirst();
+        await lockRecordKey(trx, claimed.source, claimed.record_type, claimed.record_id);
         // Its turn comes first. (One waiting out a backoff does not hold newer ones back: the
         // mirror ignores a state older than the one it holds.)
-        if (older !== undefined) return false;
+        if (await hasOlderDueEvent(trx, claimed)) return false;
         await processEvent({ db: trx, config: deps.config, logger, eventId: claimed.id }, claimed);
         await markEventsDone(trx, [claimed.id]);
         return true;
@@ -232,35 +175,13 @@ function mirrorWriteOf(event: InboundEventRow): MirrorWrite | undefined {
  */
 async function fillMirrorInBulk(deps: WorkerDeps, limit: number): Promise<number> {
   return deps.db.transaction().execute(async (trx) => {
-    const claimed = await trx
-      .selectFrom('inbound_events')
-      .selectAll()
-      .where('status', '=', 'pending')
-      .where('run_at', '<=', sql<Date>`now()`)
-      .where('is_thin', '=', false)
-      .where('event_type', 'not like', '%.deleted')
-      .orderBy('id')
-      .limit(limit)
-      .forUpdate()
-      .skipLocked()
-      .execute();
+    const claimed = await claimDueFullEvents(trx, limit);
     if (claimed.length === 0) return 0;
     const linked = new Set<string>();
     for (const side of ['tidsbanken', 'poweroffice'] as const) {
       const ids = [...new Set(claimed.filter((e) => e.source === side).map((e) => e.record_id))];
-      if (ids.length === 0) continue;
-      const column = side === 'tidsbanken' ? 'tidsbanken_id' : 'poweroffice_id';
-      const typeColumn = side === 'tidsbanken' ? 'tidsbanken_type' : 'poweroffice_type';
-      const rows = await trx
-        .selectFrom('links')
-        .select([column, typeColumn])
-        .where(column, 'in', ids)
-        .where('unlinked_at', 'is', null)
-        .execute();
-      for (const row of rows) {
-        const r = row as Record<string, string>;
-        linked.add(`${side}/${r[typeColumn]}/${r[column]}`);
-      }
+      for (const r of await findLinkedRecords(trx, side, ids))
+        linked.add(`${side}/${r.recordType}/${r.recordId}`);
     }
     const newest = new Map<string, { event: InboundEventRow; write: MirrorWrite; at: number }>();
     const finished: string[] = [];
