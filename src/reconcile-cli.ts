@@ -59,7 +59,7 @@ async function main(): Promise<number> {
     return 1;
   }
 
-  const worker = startSyncWorker({ db, config, logger, clients });
+  const worker = startSyncWorker({ db, config, logger, clients, metrics });
   // A heartbeat every 2 s keeps the progress line moving (it is also the stored progress).
   const reconciler = new Reconciler({
     db,

@@ -94,6 +94,7 @@ export function createService(deps: ServiceDeps): Service {
           config,
           logger: logger.child({ module: 'dispatcher' }),
           clients,
+          metrics,
           pacer: pacers[system],
         }),
     );
@@ -162,6 +163,7 @@ export function createService(deps: ServiceDeps): Service {
           clients,
           sweep,
           leads: (system) => leaderOf[system]?.isLeader ?? true,
+          metrics,
         },
         { idleMs: deps.workerIdleMs ?? 250 },
       );
@@ -171,6 +173,7 @@ export function createService(deps: ServiceDeps): Service {
         const leadership = leadFor(system);
         leaderships.push(leadership);
         leaderOf[system] = leadership;
+        metrics.watchLeader(system, () => leadership.isLeader);
         leadership.start();
       }
     },

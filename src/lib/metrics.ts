@@ -1,4 +1,4 @@
-import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 // One registry per app instance (not the global one), so tests can build several apps in
 // one process without "metric already registered" errors. Every metric of the service is
@@ -68,8 +68,51 @@ export function createMetrics() {
     registers,
   });
 
+  const pacerWait = new Histogram({
+    name: 'tbpo_pacer_wait_seconds',
+    help: "Time a request waited in its system's pacer for a slot under the rate limit, by system and priority (write, read, poll).",
+    labelNames: ['system', 'priority'] as const,
+    buckets: [0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+    registers,
+  });
+
+  const eventsProcessed = new Counter({
+    name: 'tbpo_events_processed_total',
+    help: 'Inbox events the sync worker finished or set back, by source system and result (done, retry, dead).',
+    labelNames: ['system', 'result'] as const,
+    registers,
+  });
+  const commandsSent = new Counter({
+    name: 'tbpo_commands_sent_total',
+    help: 'Outbound commands the dispatcher took, by target system, operation and result (sent, retry, dead; dry_run and superseded were not sent).',
+    labelNames: ['system', 'operation', 'result'] as const,
+    registers,
+  });
+
+  // Read at scrape time from whatever holds each system's leadership (registered by the
+  // service for each system that is on), so the gauge cannot drift from the truth.
+  const leaderChecks = new Map<string, () => boolean>();
+  new Gauge({
+    name: 'tbpo_leader',
+    help: '1 when this replica leads the system (runs its dispatcher and pollers), 0 when not; absent for a system that is off. max by (system) across replicas should be 1.',
+    labelNames: ['system'] as const,
+    registers,
+    collect() {
+      this.reset();
+      for (const [system, check] of leaderChecks) this.set({ system }, check() ? 1 : 0);
+    },
+  });
+  /** Makes `tbpo_leader{system}` report `check()` from now on. */
+  const watchLeader = (system: string, check: () => boolean): void => {
+    leaderChecks.set(system, check);
+  };
+
   return {
     registry,
+    pacerWait,
+    eventsProcessed,
+    commandsSent,
+    watchLeader,
     httpRequests,
     httpDuration,
     webhooksAccepted,

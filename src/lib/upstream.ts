@@ -130,7 +130,14 @@ export async function upstreamRequest<S extends z.ZodType>(
 
   for (let attempt = 1; ; attempt++) {
     const authHeaders = req.auth !== undefined ? await req.auth.headers() : {};
-    const outcome = await ctx.pacer.schedule(() => sendOnce(ctx, req, authHeaders), req.priority);
+    const queuedAt = performance.now();
+    const outcome = await ctx.pacer.schedule(() => {
+      ctx.metrics.pacerWait.observe(
+        { system: ctx.system, priority: req.priority },
+        (performance.now() - queuedAt) / 1000,
+      );
+      return sendOnce(ctx, req, authHeaders);
+    }, req.priority);
     const statusLabel = outcome.type === 'response' ? String(outcome.status) : outcome.type;
     ctx.metrics.upstreamRequests.inc({ system: ctx.system, kind, code: statusLabel });
     if (outcome.type !== 'aborted') {

@@ -18,6 +18,7 @@ import { getMirrorRecord } from '../db/records.js';
 import type { OutboundCommandRow, SystemName } from '../db/schema.js';
 import { UpstreamError } from '../errors.js';
 import type { Logger } from '../lib/logger.js';
+import type { Metrics } from '../lib/metrics.js';
 import type { Pacer } from '../lib/pacer.js';
 import { parentIdOf, recordIdOf, type Clients, type UpdateResult } from '../record-adapter.js';
 import { adapterOf } from '../record-types.js';
@@ -34,6 +35,7 @@ export interface DispatcherDeps {
   config: Readonly<Config>;
   logger: Logger;
   clients: Clients;
+  metrics: Metrics;
   /** The target system's pacer: commands are claimed only as it has room for them. */
   pacer?: Pacer | undefined;
   /** Most commands claimed per round. */
@@ -168,8 +170,16 @@ export class Dispatcher {
       recordId: command.record_id,
       flow: command.flow,
     };
+    const count = (result: 'sent' | 'retry' | 'dead' | 'dry_run' | 'superseded'): void => {
+      this.deps.metrics.commandsSent.inc({
+        system: command.system,
+        operation: command.operation,
+        result,
+      });
+    };
     if (config.dryRun) {
       await markCommandDone(db, command.id, 'dry_run', { wouldSend: command.payload });
+      count('dry_run');
       await this.audit(command, 'dry_run', {});
       logger.info(
         { ...log, decision: 'dry_run', payload: command.payload },
@@ -182,6 +192,7 @@ export class Dispatcher {
       // or requeued after a restart): never send an older value over a newer one.
       const fields = await pruneSupersededFields(db, command);
       if (command.operation === 'update' && Object.keys(fields).length === 0) {
+        count('superseded');
         logger.info(
           { ...log, decision: 'superseded' },
           'command overtaken by a newer one; not sent',
@@ -205,6 +216,7 @@ export class Dispatcher {
           await this.markLanded(trx, command, result.record);
         }
       });
+      count('sent');
       // What we read and wrote goes through the inbox like any change: the mirror learns the
       // new state, the echo is recognized, and another flow of the same record sees it.
       for (const record of [...(result.reads ?? []), ...(result.record ? [result.record] : [])]) {
@@ -228,12 +240,14 @@ export class Dispatcher {
           : { message: (err as Error).message, retryable };
       if (!retryable || command.attempts >= command.max_attempts) {
         await markCommandDead(db, command.id, error);
+        count('dead');
         await this.audit(command, 'dead', { error });
         logger.warn({ ...log, decision: 'dead', error }, 'command dead-lettered');
         return;
       }
       const folded = await db.transaction().execute((trx) => foldIntoPendingUpdate(trx, command));
       if (!folded) await markCommandRetry(db, command.id, error);
+      count(folded ? 'superseded' : 'retry');
       logger.info(
         { ...log, decision: folded ? 'superseded' : 'retry', error },
         'command will be retried',

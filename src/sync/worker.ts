@@ -24,6 +24,7 @@ import {
 import type { InboundEventRow, SystemName } from '../db/schema.js';
 import { UpstreamError } from '../errors.js';
 import type { Logger } from '../lib/logger.js';
+import type { Metrics } from '../lib/metrics.js';
 import type { Clients, RecordType } from '../record-adapter.js';
 import { adapterOf } from '../record-types.js';
 import { FLOWS, flowsForRecordType, sideOf } from './flows.js';
@@ -47,6 +48,17 @@ export interface WorkerDeps {
    * that system (a GET), so every request to a vendor leaves through one pacer.
    */
   leads?: (system: SystemName) => boolean;
+  /** Counts finished and set-back events (tbpo_events_processed_total). */
+  metrics?: Metrics;
+}
+
+function countEvents(
+  deps: WorkerDeps,
+  system: SystemName,
+  result: 'done' | 'retry' | 'dead',
+  n = 1,
+): void {
+  if (n > 0) deps.metrics?.eventsProcessed.inc({ system, result }, n);
 }
 
 const MAX_EVENT_ATTEMPTS = 10;
@@ -93,12 +105,14 @@ export async function processDueEvents(deps: WorkerDeps, limit = 50): Promise<nu
           `thin event: the ${event.source} side is not configured`,
           false,
         );
+        countEvents(deps, event.source, 'retry');
         continue;
       }
       try {
         const full = await completeThinEvent(deps.clients, event);
         if (full === undefined) {
           await markEventSkipped(db, event.id, 'record not found upstream');
+          countEvents(deps, event.source, 'done');
           done++;
           continue;
         }
@@ -107,12 +121,9 @@ export async function processDueEvents(deps: WorkerDeps, limit = 50): Promise<nu
       } catch (err) {
         const retryable = !(err instanceof UpstreamError) || err.retryable;
         logger.warn({ err, eventId: event.id }, 'could not complete a thin event');
-        await deferEvent(
-          db,
-          event.id,
-          (err as Error).message,
-          !retryable || event.attempts + 1 >= MAX_EVENT_ATTEMPTS,
-        );
+        const dead = !retryable || event.attempts + 1 >= MAX_EVENT_ATTEMPTS;
+        await deferEvent(db, event.id, (err as Error).message, dead);
+        countEvents(deps, event.source, dead ? 'dead' : 'retry');
         continue;
       }
     }
@@ -129,15 +140,15 @@ export async function processDueEvents(deps: WorkerDeps, limit = 50): Promise<nu
         await markEventsDone(trx, [claimed.id]);
         return true;
       });
-      if (processed) done++;
+      if (processed) {
+        countEvents(deps, event.source, 'done');
+        done++;
+      }
     } catch (err) {
       logger.error({ err, eventId: event.id }, 'processing an event failed');
-      await deferEvent(
-        db,
-        event.id,
-        (err as Error).message,
-        event.attempts + 1 >= MAX_EVENT_ATTEMPTS,
-      );
+      const dead = event.attempts + 1 >= MAX_EVENT_ATTEMPTS;
+      await deferEvent(db, event.id, (err as Error).message, dead);
+      countEvents(deps, event.source, dead ? 'dead' : 'retry');
     }
   }
   return done;
@@ -204,6 +215,11 @@ async function fillMirrorInBulk(deps: WorkerDeps, limit: number): Promise<number
       [...newest.values()].map((n) => n.write),
     );
     await markEventsDone(trx, finished);
+    const finishedIds = new Set(finished);
+    for (const system of ['tidsbanken', 'poweroffice'] as const) {
+      const n = claimed.filter((e) => e.source === system && finishedIds.has(e.id)).length;
+      countEvents(deps, system, 'done', n);
+    }
     return finished.length;
   });
 }
