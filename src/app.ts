@@ -3,7 +3,7 @@ import type { Config } from './config.js';
 import type { Db } from './db/database.js';
 import { adminRouter } from './http/admin.js';
 import { errorHandler, notFoundHandler } from './http/error-handler.js';
-import { healthRouter } from './http/health.js';
+import { healthRouter, metricsRouter } from './http/health.js';
 import { requestLog } from './http/request-log.js';
 import { apiSecurityHeaders } from './http/security-headers.js';
 import { registerWebhookRoutes } from './http/webhooks.js';
@@ -21,8 +21,15 @@ export interface AppDeps {
   reconciler?: Reconciler;
 }
 
+/**
+ * Which routes an app serves: everything (one port), or with ADMIN_PORT set the public part
+ * (webhooks and probes) and the admin part (probes, /metrics, /admin, the console) apart, so
+ * only the webhook port need be reachable from outside.
+ */
+export type AppPart = 'all' | 'public' | 'admin';
+
 /** The Express app. Never listens: main.ts (or supertest) does. */
-export function createApp(deps: AppDeps): Express {
+export function createApp(deps: AppDeps, part: AppPart = 'all'): Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('trust proxy', false);
@@ -34,10 +41,13 @@ export function createApp(deps: AppDeps): Express {
   app.use(requestLog(deps.logger, deps.metrics));
 
   // Webhooks first: they are the hot path, and routes are tried in order.
-  registerWebhookRoutes(app, deps);
+  if (part !== 'admin') registerWebhookRoutes(app, deps);
   app.use(healthRouter(deps));
-  app.use('/admin', adminRouter(deps));
-  registerOpsMetrics({ db: deps.db, registry: deps.metrics.registry, logger: deps.logger });
+  if (part !== 'public') {
+    app.use(metricsRouter(deps));
+    app.use('/admin', adminRouter(deps));
+    registerOpsMetrics({ db: deps.db, registry: deps.metrics.registry, logger: deps.logger });
+  }
 
   app.use(notFoundHandler());
   app.use(errorHandler(deps.logger.child({ module: 'http' })));

@@ -59,6 +59,14 @@ const EnvSchema = z.object({
     .min(0)
     .max(65535)
     .default(8080),
+  ADMIN_PORT: optionalString
+    .refine(
+      (v) => v === undefined || (/^\d{1,5}$/.test(v) && Number(v) >= 1 && Number(v) <= 65535),
+      {
+        error: 'must be a port number (1-65535), or unset to serve admin on PORT',
+      },
+    )
+    .transform((v) => (v === undefined ? undefined : Number(v))),
   DATABASE_URL: optionalString.refine((v) => v === undefined || /^postgres(ql)?:\/\//.test(v), {
     error: 'must be a postgres:// or postgresql:// connection string',
   }),
@@ -114,6 +122,8 @@ export interface PowerOfficeConfig {
 
 export interface Config {
   port: number;
+  /** Port of /metrics, /admin and /console apart from the webhooks; undefined → `port`. */
+  adminPort: number | undefined;
   databaseUrl: string | undefined;
   dataDir: string;
   logLevel: string;
@@ -121,6 +131,8 @@ export interface Config {
     baseUrl: string;
     /** Undefined when the side is off (no API key). */
     credentials: TidsbankenConfig | undefined;
+    /** Credential variables left unset while another one is set (a partly configured side). */
+    credentialsMissing: string[];
     webhookSecret: string | undefined;
     rateLimitPerSecond: number;
   };
@@ -129,6 +141,8 @@ export interface Config {
     tokenUrl: string;
     /** Undefined when the side is off (any of the three keys missing). */
     credentials: PowerOfficeConfig | undefined;
+    /** Credential variables left unset while another one is set (a partly configured side). */
+    credentialsMissing: string[];
     webhookSecret: string | undefined;
     rateLimitPerSecond: number;
     contactParentId: string | undefined;
@@ -179,14 +193,18 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
           subscriptionKey: e.POWEROFFICE_SUBSCRIPTION_KEY,
         }
       : undefined;
+  const missing = (names: (keyof typeof e)[]): string[] =>
+    names.some((n) => e[n] !== undefined) ? names.filter((n) => e[n] === undefined) : [];
   const config: Config = {
     port: e.PORT,
+    adminPort: e.ADMIN_PORT,
     databaseUrl: e.DATABASE_URL,
     dataDir: e.DATA_DIR,
     logLevel: e.LOG_LEVEL,
     tidsbanken: {
       baseUrl: e.TIDSBANKEN_BASE_URL,
       credentials: tidsbankenCredentials,
+      credentialsMissing: missing(['TIDSBANKEN_API_KEY', 'TIDSBANKEN_SUBSCRIPTION_KEY']),
       webhookSecret: e.TIDSBANKEN_WEBHOOK_SECRET,
       rateLimitPerSecond: e.TIDSBANKEN_RATE_LIMIT_PER_SECOND,
     },
@@ -194,6 +212,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
       baseUrl: e.POWEROFFICE_BASE_URL,
       tokenUrl: e.POWEROFFICE_TOKEN_URL,
       credentials: powerofficeCredentials,
+      credentialsMissing: missing([
+        'POWEROFFICE_APPLICATION_KEY',
+        'POWEROFFICE_CLIENT_KEY',
+        'POWEROFFICE_SUBSCRIPTION_KEY',
+      ]),
       webhookSecret: e.POWEROFFICE_WEBHOOK_SECRET,
       rateLimitPerSecond: e.POWEROFFICE_RATE_LIMIT_PER_SECOND,
       contactParentId: e.POWEROFFICE_CONTACT_PARENT_ID,

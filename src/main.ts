@@ -1,4 +1,5 @@
 import type { Server } from 'node:http';
+import type { Express } from 'express';
 import { createApp } from './app.js';
 import { loadConfigOrExit, secretsOf } from './config.js';
 import { migrateToLatest, openDatabase, type DatabaseHandle } from './db/database.js';
@@ -30,35 +31,49 @@ async function main(): Promise<void> {
     logger,
     metrics,
   });
-  const app = createApp({
-    config,
-    db: database.db,
-    logger,
-    metrics,
-    reconciler: service.reconciler,
-  });
-  const server = app.listen(config.port);
-  await new Promise<void>((resolve, reject) => {
-    server.once('listening', resolve);
-    server.once('error', reject);
-  });
-  const address = server.address();
+  const deps = { config, db: database.db, logger, metrics, reconciler: service.reconciler };
+  // With ADMIN_PORT, /metrics, /admin and the console listen apart from the webhooks.
+  const split = config.adminPort !== undefined && config.adminPort !== config.port;
+  const servers = [await listen(createApp(deps, split ? 'public' : 'all'), config.port)];
+  if (split) servers.push(await listen(createApp(deps, 'admin'), config.adminPort));
   logger.info(
     {
-      port: typeof address === 'object' && address !== null ? address.port : config.port,
-      tidsbanken: config.tidsbanken.credentials !== undefined ? 'on' : 'off',
-      poweroffice: config.poweroffice.credentials !== undefined ? 'on' : 'off',
+      port: portOf(servers[0]!),
+      adminPort: portOf(servers[1] ?? servers[0]!),
+      tidsbanken: sideState(config.tidsbanken),
+      poweroffice: sideState(config.poweroffice),
       dryRun: config.dryRun,
     },
     'listening',
   );
 
   service.start();
-  installShutdown({ server, service, database, logger, timeoutMs: config.shutdownTimeoutMs });
+  installShutdown({ servers, service, database, logger, timeoutMs: config.shutdownTimeoutMs });
+}
+
+async function listen(app: Express, port: number | undefined): Promise<Server> {
+  const server = app.listen(port);
+  await new Promise<void>((resolve, reject) => {
+    server.once('listening', resolve);
+    server.once('error', reject);
+  });
+  return server;
+}
+
+function portOf(server: Server): number | undefined {
+  const address = server.address();
+  return typeof address === 'object' && address !== null ? address.port : undefined;
+}
+
+/** `on`, `off`, or — never silently off — which credential variables are missing. */
+function sideState(side: { credentials: unknown; credentialsMissing: string[] }): string {
+  if (side.credentials !== undefined && side.credentialsMissing.length === 0) return 'on';
+  if (side.credentialsMissing.length === 0) return 'off';
+  return `partly configured: ${side.credentialsMissing.join(', ')} missing`;
 }
 
 function installShutdown(ctx: {
-  server: Server;
+  servers: Server[];
   service: Service;
   database: DatabaseHandle;
   logger: Logger;
@@ -77,10 +92,15 @@ function installShutdown(ctx: {
     }, ctx.timeoutMs);
     deadline.unref();
     void (async () => {
-      await new Promise<void>((resolve) => {
-        ctx.server.close(() => resolve());
-        ctx.server.closeIdleConnections();
-      });
+      await Promise.all(
+        ctx.servers.map(
+          (server) =>
+            new Promise<void>((resolve) => {
+              server.close(() => resolve());
+              server.closeIdleConnections();
+            }),
+        ),
+      );
       // Pollers, dispatchers and the worker finish what they hold; anything cut short is
       // still in the database and is picked up again at the next start.
       await ctx.service.stop();

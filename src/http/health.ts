@@ -3,7 +3,7 @@ import { pendingMigrations, pingDatabase, type Db } from '../db/database.js';
 import type { Metrics } from '../lib/metrics.js';
 import { sendProblem } from './problem.js';
 
-export function healthRouter(deps: { db: Db; metrics: Metrics }): Router {
+export function healthRouter(deps: { db: Db }): Router {
   const router = Router();
   // Once the database has been seen fully migrated it stays so for this process (migrations
   // only ever run forward), so /readyz costs one ping after that.
@@ -32,9 +32,14 @@ export function healthRouter(deps: { db: Db; metrics: Metrics }): Router {
     }
   });
 
+  return router;
+}
+
+/** GET /metrics (Prometheus text): on the admin port when ADMIN_PORT is set. */
+export function metricsRouter(deps: { metrics: Metrics }): Router {
+  const router = Router();
   router.get('/metrics', async (_req, res) => {
     res.type(deps.metrics.registry.contentType).send(await deps.metrics.registry.metrics());
   });
-
   return router;
 }
