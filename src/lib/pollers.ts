@@ -87,6 +87,11 @@ export interface Poller {
   readonly system: SystemName;
   readonly recordType: string;
   readonly isRunning: boolean;
+  /**
+   * Reads finished so far (timed polls and full reads, failed ones too): lets a caller
+   * wait until a read that started after some moment has ended.
+   */
+  readonly completedReads: number;
   start(): void;
   stop(options?: { abort?: boolean }): Promise<void>;
   pollOnce(): Promise<PollResult>;
@@ -105,6 +110,7 @@ export class ChangePoller<T = unknown> implements Poller {
   private inFlight: Promise<unknown> | undefined;
   private tail: Promise<unknown> = Promise.resolve();
   private abort = new AbortController();
+  private reads = 0;
 
   constructor(
     private readonly source: PollSource<T>,
@@ -143,6 +149,10 @@ export class ChangePoller<T = unknown> implements Poller {
 
   get isRunning(): boolean {
     return this.started;
+  }
+
+  get completedReads(): number {
+    return this.reads;
   }
 
   /** One incremental poll (a full read when no cursor is stored yet). Rejects on failure. */
@@ -249,6 +259,8 @@ export class ChangePoller<T = unknown> implements Poller {
         this.logger.error({ err: recordError }, 'could not record the poll failure');
       }
       throw error;
+    } finally {
+      this.reads++;
     }
   }
 }

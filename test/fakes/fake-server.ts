@@ -8,7 +8,7 @@ import { performance } from 'node:perf_hooks';
 
 export interface RecordedRequest {
   seq: number;
-  /** performance.now() in ms when the request arrived. */
+  /** The fake's clock (performance.now() unless given) in ms when the request arrived. */
   at: number;
   method: string;
   /** Without the query string, as sent (original casing). */
@@ -79,6 +79,8 @@ export interface FakeRoute {
 
 export interface FakeServerConfig {
   routes: FakeRoute[];
+  /** Milliseconds for arrival times and the rate limit window (default performance.now). */
+  clock?: () => number;
   rateLimitPerSecond?: number;
   /** The key a rate limit counts per (the subscription key for both APIs). */
   rateLimitKey: (req: FakeRequest) => string;
@@ -201,6 +203,8 @@ export function jsonResponse(status: number, json: unknown, headers?: Record<str
 export class FakeHttpServer {
   readonly requests: RecordedRequest[] = [];
   readonly faults = new FaultInjector();
+  /** The fake's clock: arrival times, the rate limit window, token expiry. */
+  readonly clock: () => number;
   url = '';
   private readonly server: Server;
   private readonly sockets = new Set<Socket>();
@@ -210,6 +214,7 @@ export class FakeHttpServer {
   private closed: Promise<void> | undefined;
 
   constructor(private readonly config: FakeServerConfig) {
+    this.clock = config.clock ?? (() => performance.now());
     this.setRateLimit(config.rateLimitPerSecond);
     this.server = createServer((req, res) => {
       this.onRequest(req, res);
@@ -225,6 +230,11 @@ export class FakeHttpServer {
   /** Changes (or with undefined removes) the rate limit; resets the window. */
   setRateLimit(perSecond: number | undefined): void {
     this.limiter = perSecond === undefined ? undefined : new SlidingWindowLimiter(perSecond);
+  }
+
+  /** Client connections open now (a killed client's close once the kernel has ended them). */
+  get openConnections(): number {
+    return this.sockets.size;
   }
 
   clearRequests(): void {
@@ -261,7 +271,7 @@ export class FakeHttpServer {
     for (const [name, value] of url.searchParams) query[name] = value;
     const recorded: RecordedRequest = {
       seq: ++this.seq,
-      at: performance.now(),
+      at: this.clock(),
       method: req.method ?? 'GET',
       path: url.pathname,
       query,

@@ -30,12 +30,37 @@ export interface FakePowerOfficeOptions {
   rateLimitPerSecond?: number;
   /** Read NationalIdNumber / Gender back as stored, as with the special privilege. Default false. */
   revealHidden?: boolean;
+  /**
+   * The employee ledger's number series: an Employee Number outside it is refused
+   * (poweroffice.md §4c). Default 1–99 999.
+   */
+  employeeNumberSeries?: { from: number; to: number };
+  /** Milliseconds for token expiry and request arrival times (default performance.now). */
+  clock?: () => number;
 }
 
 export const POWEROFFICE_DEFAULT_PAGE_SIZE = 5000;
 export const POWEROFFICE_MAX_PAGE_SIZE = 20000;
 
 type Kind = 'Customer' | 'Employee' | 'ContactPerson';
+
+/**
+ * The syntax check of a Norwegian national id (fødselsnummer / D-number): 11 digits whose
+ * last two are the modulus 11 check digits. The date part is not checked, so synthetic test
+ * numbers pass as they do in the real API's test environments.
+ */
+export function isNationalIdSyntaxValid(value: string): boolean {
+  if (!/^\d{11}$/.test(value)) return false;
+  const d = [...value].map(Number);
+  const check = (weights: number[]) => {
+    const sum = weights.reduce((acc, w, i) => acc + w * d[i]!, 0);
+    const k = 11 - (sum % 11);
+    return k === 11 ? 0 : k;
+  };
+  const k1 = check([3, 7, 6, 1, 8, 9, 4, 5, 2]);
+  const k2 = check([5, 4, 3, 2, 7, 6, 5, 4, 3, 2]);
+  return k1 !== 10 && k2 !== 10 && k1 === d[9] && k2 === d[10];
+}
 
 interface Resource {
   kind: Kind;
@@ -165,6 +190,9 @@ export class FakePowerOffice extends FakeHttpServer {
   readonly customers = new Map<number, PoRecord>();
   readonly contactPersons = new Map<number, PoRecord>();
   tokensIssued = 0;
+  employeeNumberSeries: { from: number; to: number };
+  /** Open ledger balance per contact Id (customers and employees); see setLedgerBalance. */
+  private readonly ledgerBalances = new Map<number, number>();
   private readonly tokens = new Map<string, number>();
   private nextId = 100_001;
   private lastTicks = 0n;
@@ -174,6 +202,7 @@ export class FakePowerOffice extends FakeHttpServer {
     const routes: FakeRoute[] = [];
     super({
       routes,
+      clock: opts.clock,
       rateLimitPerSecond: opts.rateLimitPerSecond ?? 10,
       rateLimitKey: (req) => subscriptionKeyOf(req) ?? '',
       gateway: (req) => this.checkSubscription(req),
@@ -208,6 +237,7 @@ export class FakePowerOffice extends FakeHttpServer {
     this.subscriptionKey = opts.subscriptionKey ?? randomUUID().replaceAll('-', '');
     this.tokenTtlSeconds = opts.tokenTtlSeconds ?? 1200;
     this.revealHidden = opts.revealHidden ?? false;
+    this.employeeNumberSeries = opts.employeeNumberSeries ?? { from: 1, to: 99_999 };
     this.resources = {
       Customer: {
         kind: 'Customer',
@@ -262,16 +292,19 @@ export class FakePowerOffice extends FakeHttpServer {
       route('POST', '/Customers', (req) => this.create(Customer, req, undefined)),
       route('GET', '/Customers/(\\d+)', (req) => this.getOne(Customer, req)),
       route('PATCH', '/Customers/(\\d+)', (req) => this.patch(Customer, req)),
+      route('DELETE', '/Customers/(\\d+)', (req) => this.remove(Customer, req)),
       route('GET', '/Employees', (req) => this.list(Employee, req)),
       route('POST', '/Employees', (req) => this.create(Employee, req, undefined)),
       route('GET', '/Employees/(\\d+)', (req) => this.getOne(Employee, req)),
       route('PATCH', '/Employees/(\\d+)', (req) => this.patch(Employee, req)),
+      route('DELETE', '/Employees/(\\d+)', (req) => this.remove(Employee, req)),
       route('GET', '/ContactPersons', (req) => this.list(ContactPerson, req)),
       route('POST', '/ContactPersons/(\\d+)', (req) =>
         this.create(ContactPerson, req, Number(req.params[0])),
       ),
       route('GET', '/ContactPersons/(\\d+)/(\\d+)', (req) => this.getOne(ContactPerson, req)),
       route('PATCH', '/ContactPersons/(\\d+)/(\\d+)', (req) => this.patch(ContactPerson, req)),
+      route('DELETE', '/ContactPersons/(\\d+)/(\\d+)', (req) => this.remove(ContactPerson, req)),
     );
   }
 
@@ -301,7 +334,21 @@ export class FakePowerOffice extends FakeHttpServer {
     return this.seed(this.resources.ContactPerson, partial, contactId);
   }
 
-  /** A user edits the customer in the PowerOffice UI: LastChangedDateTimeOffset moves. */
+  /**
+   * Books (or with 0 settles) an open balance on a customer's or employee's sub-ledger. While
+   * one is open, archiving is refused (400) and DELETE answers 409 (poweroffice.md §1, §4c).
+   */
+  setLedgerBalance(contactId: number, amount: number): void {
+    if (!this.customers.has(contactId) && !this.employees.has(contactId))
+      throw new Error(`no customer or employee ${contactId} in the fake`);
+    if (amount === 0) this.ledgerBalances.delete(contactId);
+    else this.ledgerBalances.set(contactId, amount);
+  }
+
+  /**
+   * A user edits the customer in the PowerOffice UI: LastChangedDateTimeOffset moves, unless
+   * only the address changed (a sub-entity: only MailAddress's own timestamp moves, §4c).
+   */
   editCustomer(id: number, patch: PoRecord): PoRecord {
     return this.edit(this.resources.Customer, id, patch);
   }
@@ -375,7 +422,9 @@ export class FakePowerOffice extends FakeHttpServer {
     Object.assign(record, rest);
     if (MailAddress !== undefined)
       record.MailAddress = this.address(resource, MailAddress, record.MailAddress);
-    record.LastChangedDateTimeOffset = patch.LastChangedDateTimeOffset ?? this.timestamp();
+    const addressOnly = Object.keys(rest).length === 0 && resource.kind !== 'ContactPerson';
+    if (patch.LastChangedDateTimeOffset !== undefined || !addressOnly)
+      record.LastChangedDateTimeOffset = patch.LastChangedDateTimeOffset ?? this.timestamp();
     return this.toDto(record);
   }
 
@@ -486,7 +535,7 @@ export class FakePowerOffice extends FakeHttpServer {
       );
     }
     const token = randomBytes(32).toString('base64url');
-    this.tokens.set(token, Date.now() + this.tokenTtlSeconds * 1000);
+    this.tokens.set(token, this.clock() + this.tokenTtlSeconds * 1000);
     this.tokensIssued += 1;
     return jsonResponse(
       200,
@@ -520,7 +569,7 @@ export class FakePowerOffice extends FakeHttpServer {
   private api(req: FakeRequest, handle: (req: FakeRequest) => FakeResponse): FakeResponse {
     const bearer = /^Bearer\s+(.+)$/i.exec(req.headers.authorization ?? '')?.[1];
     const expiresAt = bearer === undefined ? undefined : this.tokens.get(bearer);
-    if (expiresAt === undefined || expiresAt <= Date.now()) {
+    if (expiresAt === undefined || expiresAt <= this.clock()) {
       const reason =
         bearer === undefined
           ? 'error="invalid_request"'
@@ -776,7 +825,12 @@ export class FakePowerOffice extends FakeHttpServer {
   }
 
   /** Rules the real API enforces beyond the schema (poweroffice.md §2–4), on POST and after PATCH. */
-  private checkRules(resource: Resource, candidate: PoRecord, selfId: number | undefined): void {
+  private checkRules(
+    resource: Resource,
+    candidate: PoRecord,
+    selfId: number | undefined,
+    previous?: PoRecord,
+  ): void {
     const errors: Record<string, string[]> = {};
     const blank = (value: unknown) => typeof value !== 'string' || value.trim() === '';
     if (resource.kind === 'Customer') {
@@ -798,6 +852,37 @@ export class FakePowerOffice extends FakeHttpServer {
     } else {
       if (blank(candidate.FirstName)) errors.FirstName = ['The FirstName field is required.'];
       if (blank(candidate.LastName)) errors.LastName = ['The LastName field is required.'];
+    }
+    // poweroffice.md §4c: national ids are syntax-checked, employee numbers must lie in the
+    // ledger's series, and a contact with ledger balances cannot be archived.
+    if (
+      typeof candidate.NationalIdNumber === 'string' &&
+      candidate.NationalIdNumber !== '' &&
+      candidate.NationalIdNumber !== previous?.NationalIdNumber &&
+      !isNationalIdSyntaxValid(candidate.NationalIdNumber)
+    ) {
+      errors.NationalIdNumber = [
+        `'${candidate.NationalIdNumber}' is not a valid Norwegian national identity number.`,
+      ];
+    }
+    if (
+      resource.kind === 'Employee' &&
+      typeof candidate.Number === 'number' &&
+      candidate.Number !== previous?.Number
+    ) {
+      const { from, to } = this.employeeNumberSeries;
+      if (candidate.Number < from || candidate.Number > to)
+        errors.Number = [
+          `Number ${candidate.Number} is outside the employee ledger's number series (${from}-${to}).`,
+        ];
+    }
+    if (
+      candidate.IsArchived === true &&
+      previous?.IsArchived !== true &&
+      selfId !== undefined &&
+      (this.ledgerBalances.get(selfId) ?? 0) !== 0
+    ) {
+      errors.IsArchived = ['IsArchived cannot be set if the contact has ledger balances.'];
     }
     if (Object.keys(errors).length > 0) throw this.validationError(resource, resource.kind, errors);
     const key = resource.uniqueKey;
@@ -911,8 +996,11 @@ export class FakePowerOffice extends FakeHttpServer {
     const errors = validateAgainst(resource.patch, patched);
     if (Object.keys(errors).length > 0)
       throw this.validationError(resource, resource.patch, errors);
-    this.checkRules(resource, { ...record, ...patched }, record.Id as number);
+    this.checkRules(resource, { ...record, ...patched }, record.Id as number, record);
     const { MailAddress, ...rest } = patched;
+    const { MailAddress: oldAddress, ...oldRest } = view;
+    void oldAddress;
+    const mainChanged = !isDeepStrictEqualJson(oldRest, rest);
     Object.assign(record, rest);
     if (!isDeepStrictEqualJson(view.MailAddress, MailAddress)) {
       // A replaced address keeps its Id; fields the new value leaves out become null.
@@ -925,9 +1013,28 @@ export class FakePowerOffice extends FakeHttpServer {
           ? fresh
           : { Id: old?.Id ?? record.Id, ...fresh, LastChangedDateTimeOffset: this.timestamp() };
     }
-    record.LastChangedDateTimeOffset = this.timestamp();
+    // The address is a sub-entity of a customer or employee: changing only it leaves the
+    // record's LastChangedDateTimeOffset where it was (poweroffice.md §1 "Listing", §4c).
+    if (mainChanged || resource.kind === 'ContactPerson')
+      record.LastChangedDateTimeOffset = this.timestamp();
     if (record.IsDefault === true && view.IsDefault !== true) this.clearOtherDefaults(record);
     return jsonResponse(200, this.toDto(record));
+  }
+
+  // DELETE: 200 with no body, 409 while the contact is in use (poweroffice.md §1).
+  private remove(resource: Resource, req: FakeRequest): FakeResponse {
+    const record = this.find(resource, req);
+    const id = record.Id as number;
+    if ((this.ledgerBalances.get(id) ?? 0) !== 0) {
+      throw new ProblemError(
+        409,
+        'Conflict',
+        `${resource.kind} with id = ${id} is in use and cannot be deleted.`,
+      );
+    }
+    resource.store.delete(id);
+    this.ledgerBalances.delete(id);
+    return { status: 200 };
   }
 
   /** One default contact person per parent: setting IsDefault clears it on the others. */

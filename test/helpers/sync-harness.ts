@@ -25,9 +25,17 @@ export interface SyncHarness {
   app: ReturnType<typeof createApp>;
   logs: LogCapture;
   logger: Logger;
-  /** Waits until the inbox and outbox are empty and stay so (the systems have converged). */
+  /**
+   * Waits until every running poller has read both systems after this call, and the inbox
+   * and outbox are then empty and stay so (the systems have converged).
+   */
   settle(options?: { timeoutMs?: number; quietMs?: number }): Promise<void>;
-  /** Requests to a fake that write (POST/PUT/PATCH on the API, not the token endpoint). */
+  /**
+   * Waits until every running poller has completed a read that started after this call:
+   * "nothing happened" is then a fact about a poll that ran, not about a pause.
+   */
+  pollCycle(options?: { timeoutMs?: number }): Promise<void>;
+  /** Requests to a fake that write (POST/PUT/PATCH/DELETE on the API, not the token endpoint). */
   writes(fake: FakeTidsbanken | FakePowerOffice): { method: string; path: string; body: unknown }[];
   close(): Promise<void>;
 }
@@ -100,6 +108,19 @@ export async function startSyncHarness(options: HarnessOptions = {}): Promise<Sy
     return command !== undefined;
   };
 
+  // A read in flight now may have started before the caller's edit: the second one to end
+  // after this moment started after it.
+  const waitForReads = async (timeoutMs: number, required: boolean) => {
+    const running = service.pollers.filter((p) => p.isRunning);
+    if (required && running.length === 0) throw new Error('no poller is running');
+    const marks = running.map((p) => p.completedReads);
+    const deadline = Date.now() + timeoutMs;
+    while (running.some((p, i) => p.completedReads < marks[i]! + 2)) {
+      if (Date.now() > deadline) throw new Error('the pollers did not complete a poll cycle');
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  };
+
   return {
     tb,
     po,
@@ -109,8 +130,10 @@ export async function startSyncHarness(options: HarnessOptions = {}): Promise<Sy
     app,
     logs,
     logger,
+    pollCycle: ({ timeoutMs = 30_000 } = {}) => waitForReads(timeoutMs, true),
     async settle({ timeoutMs = 30_000, quietMs = 700 } = {}) {
       const deadline = Date.now() + timeoutMs;
+      await waitForReads(timeoutMs, false);
       let quietSince: number | undefined;
       for (;;) {
         if (await busy()) quietSince = undefined;
@@ -122,7 +145,9 @@ export async function startSyncHarness(options: HarnessOptions = {}): Promise<Sy
     },
     writes(fake) {
       return fake.requests
-        .filter((r) => ['POST', 'PUT', 'PATCH'].includes(r.method) && !/token/i.test(r.path))
+        .filter(
+          (r) => ['POST', 'PUT', 'PATCH', 'DELETE'].includes(r.method) && !/token/i.test(r.path),
+        )
         .map((r) => ({ method: r.method, path: r.path, body: r.body }));
     },
     async close() {

@@ -1,4 +1,4 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { startFakePowerOffice, type FakePowerOffice } from '../fakes/poweroffice.js';
 import { validateAgainst } from '../fakes/poweroffice-schemas.js';
 
@@ -42,7 +42,6 @@ async function call(
 
 const patch = (path: string, ops: unknown) =>
   call('PATCH', path, ops, 'application/json-patch+json');
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 beforeEach(async () => {
   // No rate limit by default in these tests, except where it is the subject.
@@ -102,12 +101,18 @@ describe('fake PowerOffice: token', () => {
     expect((await call('GET', '/Customers')).status).toBe(401);
 
     await fake.close();
-    fake = await startFakePowerOffice({ tokenTtlSeconds: 0.2, rateLimitPerSecond: 1000 });
+    let now = 0;
+    fake = await startFakePowerOffice({
+      tokenTtlSeconds: 0.2,
+      rateLimitPerSecond: 1000,
+      clock: () => now,
+    });
     const res = (await (await fetchToken()).json()) as { access_token: string; expires_in: number };
     token = res.access_token;
     expect(res.expires_in).toBe(0.2);
+    now = 199;
     expect((await call('GET', '/Employees')).status).toBe(204);
-    await sleep(250);
+    now = 200;
     const expired = await call('GET', '/Employees');
     expect(expired.status).toBe(401);
     expect(expired.headers.get('www-authenticate')).toMatch(/invalid_token/);
@@ -239,11 +244,11 @@ describe('fake PowerOffice: get, create, patch', () => {
       FirstName: 'Kari',
       LastName: 'N',
       Number: 42,
-      NationalIdNumber: '01010112345',
+      NationalIdNumber: '01010112377',
     });
     expect(employee.body).toMatchObject({ Number: 42, NationalIdNumber: 'hidden' });
     expect(validateAgainst('EmployeeDto', employee.body)).toEqual({});
-    expect(fake.getEmployee(employee.body.Id)!.NationalIdNumber).toBe('01010112345');
+    expect(fake.getEmployee(employee.body.Id)!.NationalIdNumber).toBe('01010112377');
     const cp = await call('POST', `/ContactPersons/${String(res.body.Id)}`, {
       FirstName: 'A',
       LastName: 'B',
@@ -373,7 +378,6 @@ describe('fake PowerOffice: get, create, patch', () => {
     const a = fake.seedEmployee({ FirstName: 'A', LastName: 'A' });
     fake.seedEmployee({ FirstName: 'B', LastName: 'B' });
     const cursor = encodeURIComponent(a.LastChangedDateTimeOffset as string);
-    await sleep(2);
     fake.editEmployee(a.Id as number, { JobTitle: 'Boss' });
     const res = await call('GET', `/Employees?lastChangedDateTimeOffsetGreaterThan=${cursor}`);
     expect(res.body.map((e: { FirstName: string }) => e.FirstName)).toEqual(['A', 'B']);
@@ -381,22 +385,131 @@ describe('fake PowerOffice: get, create, patch', () => {
   });
 });
 
+describe('fake PowerOffice: what the API refuses or does not report (poweroffice.md §1, §4c)', () => {
+  it('an address-only edit (UI or PATCH) does not move LastChangedDateTimeOffset, so a lastChanged poll misses it', async () => {
+    const e = fake.seedEmployee({ FirstName: 'A', LastName: 'A', MailAddress: { City: 'Oslo' } });
+    const c = fake.seedCustomer({ Name: 'C AS', MailAddress: { City: 'Oslo' } });
+    const cursor = encodeURIComponent(fake.timestamp());
+    const poll = async (path: string) =>
+      (await call('GET', `${path}?lastChangedDateTimeOffsetGreaterThan=${cursor}`)).status;
+
+    const edited = fake.editEmployee(e.Id as number, { MailAddress: { City: 'Bergen' } });
+    expect(edited.LastChangedDateTimeOffset).toBe(e.LastChangedDateTimeOffset);
+    expect((edited.MailAddress as Body).City).toBe('Bergen');
+    const patched = await patch(`/Customers/${String(c.Id)}`, [
+      { op: 'replace', path: '/MailAddress/City', value: 'Bergen' },
+    ]);
+    expect(patched.status).toBe(200);
+    expect(patched.body.MailAddress.City).toBe('Bergen');
+    expect(patched.body.LastChangedDateTimeOffset).toBe(c.LastChangedDateTimeOffset);
+    // The address's own timestamp moves; the filter does not look at it.
+    expect(patched.body.MailAddress.LastChangedDateTimeOffset > cursor).toBe(true);
+    expect(await poll('/Employees')).toBe(204);
+    expect(await poll('/Customers')).toBe(204);
+    // Any other field with it: the record's timestamp moves.
+    fake.editEmployee(e.Id as number, { JobTitle: 'Sjef', MailAddress: { City: 'Oslo' } });
+    expect(await poll('/Employees')).toBe(200);
+  });
+
+  it('refuses to archive a customer or employee with ledger balances (400), and a DELETE of one (409)', async () => {
+    const e = fake.seedEmployee({ FirstName: 'A', LastName: 'A' });
+    const c = fake.seedCustomer({ Name: 'C AS' });
+    fake.setLedgerBalance(e.Id as number, 1250);
+    fake.setLedgerBalance(c.Id as number, -10);
+    for (const path of [`/Employees/${String(e.Id)}`, `/Customers/${String(c.Id)}`]) {
+      const refused = await patch(path, [{ op: 'replace', path: '/IsArchived', value: true }]);
+      expect(refused.status).toBe(400);
+      expect(refused.body.detail).toMatch(
+        /IsArchived cannot be set if the contact has ledger balances/,
+      );
+      expect((await call('DELETE', path)).status).toBe(409);
+    }
+    expect(fake.getEmployee(e.Id as number)!.IsArchived).toBe(false);
+    fake.setLedgerBalance(e.Id as number, 0);
+    const archived = await patch(`/Employees/${String(e.Id)}`, [
+      { op: 'replace', path: '/IsArchived', value: true },
+    ]);
+    expect(archived.status).toBe(200);
+    expect(archived.body.IsArchived).toBe(true);
+    expect((await call('DELETE', `/Employees/${String(e.Id)}`)).status).toBe(200);
+    expect(fake.getEmployee(e.Id as number)).toBeUndefined();
+    expect((await call('GET', `/Employees/${String(e.Id)}`)).status).toBe(404);
+  });
+
+  it('refuses employee numbers outside the ledger series and national ids that fail the syntax check', async () => {
+    fake.employeeNumberSeries = { from: 1, to: 999 };
+    const outside = await call('POST', '/Employees', {
+      FirstName: 'A',
+      LastName: 'B',
+      Number: 1000,
+    });
+    expect(outside.status).toBe(400);
+    expect(outside.body.errors.Number[0]).toMatch(/outside the employee ledger's number series/);
+    const inside = await call('POST', '/Employees', { FirstName: 'A', LastName: 'B', Number: 999 });
+    expect(inside.status).toBe(201);
+    const renumbered = await patch(`/Employees/${String(inside.body.Id)}`, [
+      { op: 'replace', path: '/Number', value: 5000 },
+    ]);
+    expect(renumbered.status).toBe(400);
+
+    for (const bad of ['01010112345', '0101011237', '0101011237x']) {
+      const res = await call('POST', '/Employees', {
+        FirstName: 'A',
+        LastName: 'B',
+        NationalIdNumber: bad,
+      });
+      expect(res.status, bad).toBe(400);
+      expect(res.body.errors.NationalIdNumber[0]).toMatch(
+        /not a valid Norwegian national identity number/,
+      );
+    }
+    const badPatch = await patch(`/Employees/${String(inside.body.Id)}`, [
+      { op: 'replace', path: '/NationalIdNumber', value: '31129954381' },
+    ]);
+    expect(badPatch.status).toBe(400);
+    const good = await patch(`/Employees/${String(inside.body.Id)}`, [
+      { op: 'replace', path: '/NationalIdNumber', value: '31129954380' },
+    ]);
+    expect(good.status).toBe(200);
+    expect(fake.getEmployee(inside.body.Id)!.NationalIdNumber).toBe('31129954380');
+  });
+
+  it('DELETE removes a contact person (200) and answers 404 for an unknown one', async () => {
+    const c = fake.seedCustomer({ Name: 'C AS' });
+    const cp = fake.seedContactPerson(c.Id as number, { FirstName: 'A', LastName: 'B' });
+    const path = `/ContactPersons/${String(c.Id)}/${String(cp.Id)}`;
+    expect((await call('DELETE', path)).status).toBe(200);
+    expect((await call('DELETE', path)).status).toBe(404);
+    expect(fake.contactPersons.size).toBe(0);
+  });
+});
+
 describe('fake PowerOffice: rate limit', () => {
   it('allows 10 requests per sliding second per subscription key, then 429 with Retry-After: 1', async () => {
     await fake.close();
-    fake = await startFakePowerOffice();
+    // The fake's clock stands still unless moved: which requests share a second is exact.
+    let now = 10_000;
+    fake = await startFakePowerOffice({ clock: () => now });
     token = ((await (await fetchToken()).json()) as { access_token: string }).access_token;
-    const results = await Promise.all(Array.from({ length: 10 }, () => call('GET', '/Customers')));
-    const statuses = results.map((r) => r.status).sort();
-    expect(statuses.filter((s) => s === 429)).toHaveLength(1);
-    const limited = results.find((r) => r.status === 429)!;
+    now += 500; // the token request, half a second earlier, still counts
+    const statuses: number[] = [];
+    for (let i = 0; i < 10; i++) statuses.push((await call('GET', '/Customers')).status);
+    expect(statuses).toEqual([...Array<number>(9).fill(204), 429]);
+    const limited = await call('GET', '/Customers');
+    expect(limited.status).toBe(429);
     expect(limited.headers.get('retry-after')).toBe('1');
     expect(limited.body).toEqual({
       statusCode: '429',
       message: 'Rate limit is exceeded. Try again in 1 seconds.',
     });
-    await sleep(1_050);
+    now += 500; // the token request leaves the window: one slot frees
     expect((await call('GET', '/Customers')).status).toBe(204);
+    expect((await call('GET', '/Customers')).status).toBe(429);
+    now += 1_000;
+    expect((await call('GET', '/Customers')).status).toBe(204);
+    // A 429 is not counted: the window holds 9 requests after one second has passed.
+    const other = await call('GET', '/Employees');
+    expect(other.status).toBe(204);
   });
 });
 
@@ -434,19 +547,26 @@ describe('fake API faults', () => {
     });
     await expect(aborted).rejects.toThrow(/aborted|timeout/i);
     const hanging = call('GET', '/Customers');
-    await sleep(50);
-    const started = performance.now();
+    await vi.waitFor(() => expect(fake.requests).toHaveLength(2));
+    // Unanswered until close(): the test would time out if close() waited for the client.
     await fake.close();
     await expect(hanging).rejects.toThrow();
-    expect(performance.now() - started).toBeLessThan(1_000);
   });
 
-  it("'slow' answers normally after delayMs; arrival times are recorded", async () => {
-    fake.faults.inject(1, 'slow', { delayMs: 150 });
-    const started = performance.now();
-    expect((await call('GET', '/Customers')).status).toBe(204);
-    expect(performance.now() - started).toBeGreaterThanOrEqual(140);
-    expect(fake.requests.at(-1)!.at).toBeGreaterThanOrEqual(started - 1);
+  it("'slow' handles the request at once and answers after delayMs", async () => {
+    fake.faults.inject(1, 'slow', { delayMs: 60_000 });
+    let answered = false;
+    const slow = call('POST', '/Customers', { Name: 'Slow AS' }).then((r) => {
+      answered = true;
+      return r;
+    });
+    // The write took effect on arrival; later requests are answered while the slow one waits.
+    await vi.waitFor(() => expect(fake.customers.size).toBe(1));
+    expect((await call('GET', '/Customers')).status).toBe(200);
+    expect(answered).toBe(false);
+    expect(fake.requests.slice(-2).map((r) => r.status)).toEqual([0, 200]);
+    await fake.close();
+    await expect(slow).rejects.toThrow();
   });
 
   it('random faults are reproducible for a seed, and clear() stops them', async () => {

@@ -1,18 +1,17 @@
 import request from 'supertest';
-import { afterAll, beforeAll, beforeEach, describe, expect, inject, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, inject, it } from 'vitest';
 import { sql } from 'kysely';
 import { createApp } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
-import type { Db } from '../../src/db/database.js';
 import { createLogger } from '../../src/lib/logger.js';
 import { createMetrics } from '../../src/lib/metrics.js';
 import { Pacer } from '../../src/lib/pacer.js';
 import type { Poller } from '../../src/lib/pollers.js';
 import { PowerOfficeClient } from '../../src/poweroffice/client.js';
 import { createPowerOfficePollers } from '../../src/poweroffice/poller.js';
-import { Reconciler, type ReconcileEngine } from '../../src/sync/reconcile.js';
-import { linkGateEngine } from '../../src/sync/sweep.js';
-import { startSyncWorker } from '../../src/sync/worker.js';
+import { Reconciler } from '../../src/sync/reconcile.js';
+import { isLinkGateOpen, linkGateEngine } from '../../src/sync/sweep.js';
+import { startSyncWorker, type SyncWorker } from '../../src/sync/worker.js';
 import { TidsbankenClient } from '../../src/tidsbanken/client.js';
 import { createTidsbankenPollers } from '../../src/tidsbanken/poller.js';
 import { startFakePowerOffice, type FakePowerOffice } from '../fakes/poweroffice.js';
@@ -21,9 +20,10 @@ import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { expectDocumentedResponse } from '../helpers/openapi.js';
 
 // POST/GET /admin/reconcile on the real app, real pollers and clients against the fake APIs,
-// and a real database. The engine's part (gate, worker drain, link sweep) is the lead's
-// sync/sweep.ts; here it is a recording stand-in at that edge, which "drains" the inbox the
-// way the worker would (marking events done) so the run's own sequencing is what is tested.
+// a real database, and the real engine: the link gate, the sync worker draining the inbox and
+// the link sweep. Each test starts the worker when it wants the drain to happen, so a run
+// can be held in its 'draining' phase by not starting it yet. No dispatcher runs: the
+// commands the sweep queues stay in the outbox, where they are counted.
 
 const TOKEN = 'reconcile-admin-token-0123456789';
 const auth = { Authorization: `Bearer ${TOKEN}` };
@@ -33,46 +33,7 @@ let database: TestDatabase;
 let tb: FakeTidsbanken;
 let po: FakePowerOffice;
 
-interface StubEngine extends ReconcileEngine {
-  calls: string[];
-  /** Resolves the drain wait when set; otherwise the drain returns at once. */
-  hold: Promise<void> | undefined;
-}
-
-function stubEngine(): StubEngine {
-  const engine: StubEngine = {
-    calls: [],
-    hold: undefined,
-    closeLinkGate() {
-      engine.calls.push('closeLinkGate');
-      return Promise.resolve();
-    },
-    async waitForInboxDrained(db: Db, options) {
-      engine.calls.push(`waitForInboxDrained:${options.upToEventId ?? 'none'}`);
-      await engine.hold;
-      await db
-        .updateTable('inbound_events')
-        .set({ status: 'done' })
-        .where('id', '<=', options.upToEventId ?? '0')
-        .execute();
-    },
-    async runLinkSweep({ db }) {
-      engine.calls.push('runLinkSweep');
-      const events = await db
-        .selectFrom('inbound_events')
-        .select((eb) => eb.fn.countAll<string>().as('n'))
-        .executeTakeFirstOrThrow();
-      return { linksMade: 2, conflicts: 1, commandsQueued: Number(events.n) };
-    },
-    openLinkGate() {
-      engine.calls.push('openLinkGate');
-      return Promise.resolve();
-    },
-  };
-  return engine;
-}
-
-function setup(engine: ReconcileEngine) {
+function setup() {
   const config = loadConfig({
     ADMIN_TOKEN: TOKEN,
     POLL_INTERVAL_MS: '0',
@@ -106,13 +67,40 @@ function setup(engine: ReconcileEngine) {
     ...createTidsbankenPollers({ client: tbClient, db: database.db, logger, intervalMs: 0 }),
     ...createPowerOfficePollers({ client: poClient, db: database.db, logger, intervalMs: 0 }),
   ];
-  const reconciler = new Reconciler({ db: database.db, logger, config, pollers, engine });
+  const reconciler = new Reconciler({
+    db: database.db,
+    logger,
+    config,
+    pollers,
+    engine: linkGateEngine,
+  });
   const app = createApp({ config, db: database.db, logger, metrics, reconciler });
-  return { app, reconciler, config, clients: { tidsbanken: tbClient, poweroffice: poClient } };
+  const clients = { tidsbanken: tbClient, poweroffice: poClient };
+  const startWorker = () => {
+    worker = startSyncWorker({ db: database.db, config, logger, clients }, { idleMs: 20 });
+  };
+  return { app, reconciler, startWorker };
 }
 
+let worker: SyncWorker | undefined;
+afterEach(async () => {
+  await worker?.stop();
+  worker = undefined;
+});
+
+const count = async (table: 'links' | 'conflicts' | 'outbound_commands') =>
+  Number(
+    (
+      await database.db
+        .selectFrom(table)
+        .select((eb) => eb.fn.countAll<string>().as('n'))
+        .executeTakeFirstOrThrow()
+    ).n,
+  );
+
 async function waitForFinished(app: ReturnType<typeof createApp>) {
-  for (let i = 0; i < 200; i++) {
+  const deadline = Date.now() + 30_000;
+  while (Date.now() < deadline) {
     const res = await request(app).get('/admin/reconcile').set(auth);
     if (res.body.status !== 'running') return res;
     await new Promise((r) => setTimeout(r, 25));
@@ -154,14 +142,34 @@ beforeEach(async () => {
 });
 
 describe('reconcile over HTTP', () => {
-  it('reads both sides in full, waits for the worker, sweeps, and reports progress per type', async () => {
-    for (let i = 0; i < 3; i++) tb.seedAnsatt({ Epost: `a${i}@example.no` });
-    for (let i = 0; i < 5; i++) tb.seedKunde({ Navn: `Kunde ${i}` });
-    po.seedEmployee({ FirstName: 'Kari', LastName: 'Nordmann' });
-    const customer = po.seedCustomer({ Name: 'Fjord AS' });
+  it('reads both sides in full, waits for the worker, sweeps, and reports what it did per type', async () => {
+    tb.seedAnsatt({
+      Id: 1,
+      Fornavn: 'Kari',
+      Etternavn: 'Nordmann',
+      Epost: 'kari@fjord.no',
+      Tittel: 'Sjef',
+    });
+    tb.seedAnsatt({ Id: 2, Epost: 'a2@example.no' });
+    tb.seedAnsatt({ Id: 3, Epost: 'a3@example.no' });
+    tb.seedKunde({ Id: 'K0', Navn: 'Fjord AS', Epost: 'post@fjord.no' });
+    tb.seedKunde({ Id: 'K1', Navn: 'Alone AS', Epost: 'alone@example.no' });
+    tb.seedKunde({ Id: 'K2', Navn: 'Other AS', Epost: 'other@example.no' });
+    // Two Kunder share the e-mail of one Customer: an ambiguous match, a conflict.
+    tb.seedKunde({ Id: 'K3', Navn: 'Dup AS', Epost: 'dup@example.no' });
+    tb.seedKunde({ Id: 'K4', Navn: 'Dup AS', Epost: 'dup@example.no' });
+    const employee = po.seedEmployee({
+      Number: 1,
+      FirstName: 'Kari',
+      LastName: 'Nordmann',
+      EmailAddress: 'kari@fjord.no',
+    });
+    const customer = po.seedCustomer({ Name: 'Fjord AS', EmailAddress: 'post@fjord.no' });
+    const dup = po.seedCustomer({ Name: 'Dup AS', EmailAddress: 'dup@example.no' });
     po.seedContactPerson(customer.Id as number, { FirstName: 'Ola', LastName: 'Nordmann' });
-    const engine = stubEngine();
-    const { app } = setup(engine);
+    const { app, startWorker } = setup();
+    expect(await isLinkGateOpen(database.db)).toBe(false);
+    startWorker();
 
     const started = await request(app).post('/admin/reconcile').set(auth);
     expect(started.status).toBe(202);
@@ -175,13 +183,7 @@ describe('reconcile over HTTP', () => {
     expect(res.body).toMatchObject({ id: started.body.id, status: 'done', error: null });
     expect(res.body.finishedAt).not.toBeNull();
     const progress = res.body.progress;
-    expect(progress).toMatchObject({
-      phase: 'done',
-      recordsRead: 11,
-      linksMade: 2,
-      conflicts: 1,
-      commandsQueued: 11,
-    });
+    expect(progress).toMatchObject({ phase: 'done', recordsRead: 12 });
     expect(
       progress.read.map((r: { system: string; recordType: string; records: number }) => [
         `${r.system}/${r.recordType}`,
@@ -191,56 +193,79 @@ describe('reconcile over HTTP', () => {
       ['tidsbanken/ansatt', 3],
       ['tidsbanken/kunde', 5],
       ['poweroffice/employee', 1],
-      ['poweroffice/customer', 1],
+      ['poweroffice/customer', 2],
       ['poweroffice/contactperson', 1],
     ]);
     // Pages of 2: 5 Kunder take 3 pages.
     expect(progress.read[1].pages).toBe(3);
 
-    // Everything read is in the inbox, tagged as a reconcile read.
-    const origins = await database.db
+    // Everything read went through the inbox, tagged as a reconcile read, and was processed.
+    const events = await database.db
       .selectFrom('inbound_events')
-      .select(['origin', (eb) => eb.fn.countAll<string>().as('n')])
-      .groupBy('origin')
+      .select(['origin', 'status', (eb) => eb.fn.countAll<string>().as('n')])
+      .groupBy(['origin', 'status'])
       .execute();
-    expect(origins).toEqual([{ origin: 'reconcile', n: '11' }]);
-    const maxId = await database.db
-      .selectFrom('inbound_events')
-      .select((eb) => eb.fn.max('id').as('id'))
-      .executeTakeFirstOrThrow();
-    expect(engine.calls).toEqual([
-      'closeLinkGate',
-      `waitForInboxDrained:${maxId.id}`,
-      'runLinkSweep',
+    expect(events).toEqual([{ origin: 'reconcile', status: 'done', n: '12' }]);
+
+    // The sweep's work, as the database holds it; the report says the same.
+    const links = await database.db
+      .selectFrom('links')
+      .select(['flow', 'tidsbanken_id', 'poweroffice_id'])
+      .orderBy('flow')
+      .execute();
+    expect(links).toEqual([
+      { flow: 'ansatt-employee', tidsbanken_id: '1', poweroffice_id: String(employee.Id) },
+      { flow: 'kunde-customer', tidsbanken_id: 'K0', poweroffice_id: String(customer.Id) },
     ]);
+    expect(progress.linksMade).toBe(2);
+    const conflicts = await database.db
+      .selectFrom('conflicts')
+      .select(['kind', 'record_id'])
+      .execute();
+    expect(conflicts.length).toBeGreaterThan(0);
+    expect(conflicts.every((c) => c.kind === 'ambiguous_match')).toBe(true);
+    expect(conflicts.map((c) => c.record_id)).toContain(String(dup.Id));
+    expect(progress.conflicts).toBe(conflicts.length);
+    // The first sync of the employee link: Tidsbanken's title goes to the blank JobTitle.
+    const commands = await database.db
+      .selectFrom('outbound_commands')
+      .select(['system', 'record_id', 'payload'])
+      .execute();
+    expect(commands).toContainEqual(
+      expect.objectContaining({ system: 'poweroffice', record_id: String(employee.Id) }),
+    );
+    expect(JSON.stringify(commands)).toContain('Sjef');
+    expect(progress.commandsQueued).toBe(commands.length);
+    expect(await isLinkGateOpen(database.db)).toBe(true);
   });
 
   it('while a run is going, POST answers the running run and starts nothing; GET shows its phase', async () => {
     tb.seedKunde({ Navn: 'Kunde' });
-    const engine = stubEngine();
-    let release!: () => void;
-    engine.hold = new Promise((resolve) => (release = resolve));
-    const { app } = setup(engine);
+    const { app, startWorker } = setup();
 
     const first = await request(app).post('/admin/reconcile').set(auth);
     expect(first.status).toBe(202);
+    // No worker yet: the run reads, then waits in 'draining' with the link gate closed.
     let progress;
-    for (let i = 0; i < 200; i++) {
+    for (let i = 0; i < 400; i++) {
       progress = await request(app).get('/admin/reconcile').set(auth);
       if (progress.body.progress.phase === 'draining') break;
       await new Promise((r) => setTimeout(r, 20));
     }
     expect(progress?.body).toMatchObject({ status: 'running', progress: { phase: 'draining' } });
+    expect(await isLinkGateOpen(database.db)).toBe(false);
     const second = await request(app).post('/admin/reconcile').set(auth);
     expect(second.status).toBe(202);
     expect(second.body.id).toBe(first.body.id);
 
-    release();
+    startWorker();
     const done = await waitForFinished(app);
     expect(done.body.status).toBe('done');
     const runs = await database.db.selectFrom('reconcile_runs').select('id').execute();
     expect(runs).toHaveLength(1);
-    expect(engine.calls.filter((c) => c === 'closeLinkGate')).toHaveLength(1);
+    // One run read each record once.
+    expect(await database.db.selectFrom('inbound_events').select('id').execute()).toHaveLength(1);
+    expect(await isLinkGateOpen(database.db)).toBe(true);
   });
 
   it('a running run whose replica stopped heartbeating is marked failed and a new run starts', async () => {
@@ -251,11 +276,12 @@ describe('reconcile over HTTP', () => {
       })
       .returning('id')
       .executeTakeFirstOrThrow();
-    const { app } = setup(stubEngine());
+    const { app, startWorker } = setup();
+    startWorker();
     const res = await request(app).post('/admin/reconcile').set(auth);
     expect(res.status).toBe(202);
     expect(res.body.id).not.toBe(stale.id);
-    await waitForFinished(app);
+    expect((await waitForFinished(app)).body.status).toBe('done');
     const old = await database.db
       .selectFrom('reconcile_runs')
       .select(['status', 'error'])
@@ -265,11 +291,14 @@ describe('reconcile over HTTP', () => {
     expect(old.error).toContain('abandoned');
   });
 
-  it('when a full read fails, the run is failed with the reason and the link gate is reopened', async () => {
-    tb.seedKunde({ Navn: 'Kunde' });
+  it('when a full read fails, the run is failed with the reason, nothing is swept, and the link gate is reopened', async () => {
+    // A pair that the sweep would link: it must not, since the run failed before the sweep.
+    tb.seedKunde({ Id: 'K1', Navn: 'Fjord AS', Epost: 'post@fjord.no' });
+    po.seedCustomer({ Name: 'Fjord AS', EmailAddress: 'post@fjord.no' });
     po.faults.inject(50, '500');
-    const engine = stubEngine();
-    const { app } = setup(engine);
+    const { app, startWorker } = setup();
+    startWorker();
+    expect(await isLinkGateOpen(database.db)).toBe(false);
     await request(app).post('/admin/reconcile').set(auth).expect(202);
     const res = await waitForFinished(app);
     expect(res.body.status).toBe('failed');
@@ -277,12 +306,15 @@ describe('reconcile over HTTP', () => {
     expect(res.body.progress.phase).toBe('failed');
     expect(res.body.progress.read[0]).toMatchObject({ status: 'done' });
     expect(res.body.progress.read[2]).toMatchObject({ status: 'failed' });
-    expect(engine.calls).toEqual(['closeLinkGate', 'openLinkGate']);
+    expect(await count('links')).toBe(0);
+    expect(await count('outbound_commands')).toBe(0);
+    expect(await isLinkGateOpen(database.db)).toBe(true);
   });
 
   it('Reconciler.run() waits for the run and reports progress to listeners (the CLI path)', async () => {
     tb.seedAnsatt({});
-    const { reconciler } = setup(stubEngine());
+    const { reconciler, startWorker } = setup();
+    startWorker();
     const phases: string[] = [];
     reconciler.onProgress((p) => phases.push(p.phase));
     const run = await reconciler.run();
@@ -292,35 +324,29 @@ describe('reconcile over HTTP', () => {
     expect(phases.at(-1)).toBe('done');
   });
 
-  it('with the real engine: the worker fills the mirror, the sweep links by e-mail, the link is listed', async () => {
+  it('the link is listed and the record history shows the reconcile read', async () => {
     tb.seedKunde({ Id: 'K1', Navn: 'Fjord AS', Epost: 'Post@Fjord.no' });
     tb.seedKunde({ Id: 'K2', Navn: 'Alone AS', Epost: 'alone@example.no' });
     const customer = po.seedCustomer({ Name: 'Fjord AS', EmailAddress: 'post@fjord.no ' });
-    const { app, config, clients } = setup(linkGateEngine);
-    const worker = startSyncWorker({ db: database.db, config, logger, clients }, { idleMs: 20 });
-    try {
-      await request(app).post('/admin/reconcile').set(auth).expect(202);
-      const res = await waitForFinished(app);
-      expect(res.body).toMatchObject({
-        status: 'done',
-        progress: { phase: 'done', recordsRead: 3, linksMade: 1 },
-      });
-      const links = await request(app).get('/admin/links?flow=kunde-customer').set(auth);
-      expect(links.body.items).toHaveLength(1);
-      expect(links.body.items[0]).toMatchObject({
-        tidsbankenId: 'K1',
-        powerofficeId: String(customer.Id),
-      });
-      const history = await request(app)
-        .get('/admin/records/tidsbanken/kunde/K1/history')
-        .set(auth);
-      expect(history.body.record).toMatchObject({ recordId: 'K1' });
-      expect(history.body.items[0]).toMatchObject({
-        kind: 'event',
-        detail: { origin: 'reconcile' },
-      });
-    } finally {
-      await worker.stop();
-    }
+    const { app, startWorker } = setup();
+    startWorker();
+    await request(app).post('/admin/reconcile').set(auth).expect(202);
+    const res = await waitForFinished(app);
+    expect(res.body).toMatchObject({
+      status: 'done',
+      progress: { phase: 'done', recordsRead: 3, linksMade: 1 },
+    });
+    const links = await request(app).get('/admin/links?flow=kunde-customer').set(auth);
+    expect(links.body.items).toHaveLength(1);
+    expect(links.body.items[0]).toMatchObject({
+      tidsbankenId: 'K1',
+      powerofficeId: String(customer.Id),
+    });
+    const history = await request(app).get('/admin/records/tidsbanken/kunde/K1/history').set(auth);
+    expect(history.body.record).toMatchObject({ recordId: 'K1' });
+    expect(history.body.items[0]).toMatchObject({
+      kind: 'event',
+      detail: { origin: 'reconcile' },
+    });
   });
 });

@@ -170,8 +170,13 @@ describe('a service process killed mid-burst', () => {
     // after the kill (under load, after this test's next edits could). A Tidsbanken PUT
     // replaces the whole record, so one landing after a user's edit would undo that edit —
     // the read-then-replace race of the vendor's API (README "Known limits"), not a crash
-    // effect. Let what was on the wire land first, as it would at a real vendor.
-    await new Promise((r) => setTimeout(r, 1000));
+    // effect. Let what was on the wire land first, as it would at a real vendor: the dead
+    // process's connections close once the fakes have read everything it sent on them.
+    await waitFor(
+      "the killed process's connections to close",
+      () => tb.openConnections === 0 && po.openConnections === 0,
+      20_000,
+    );
     const writesBeforeKill = writesSince();
 
     // Edits keep coming while the service is down: a second round on half of the pairs.

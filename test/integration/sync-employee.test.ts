@@ -73,10 +73,11 @@ describe('flow ansatt-employee', () => {
     expect(h.writes(tb).map((w) => `${w.method} ${w.path}`)).toEqual(['PUT /ansatt/ansatt']);
     expect(h.writes(po)).toEqual([]);
 
-    // Converged: ten poll cycles later, nothing has been written anywhere (no echo loop).
+    // Converged: three poll cycles later, nothing has been written anywhere (no echo loop).
     tb.clearRequests();
     po.clearRequests();
-    await new Promise((r) => setTimeout(r, 10 * 200 + 300));
+    for (let cycle = 0; cycle < 3; cycle++) await h.pollCycle();
+    await h.settle();
     expect(h.writes(tb)).toEqual([]);
     expect(h.writes(po)).toEqual([]);
     expect(tb.requests.filter((r) => r.method === 'GET').length).toBeGreaterThanOrEqual(10);

@@ -175,7 +175,7 @@ describe('flow kunde-customer', () => {
     expect(s.writes(s.tb)).toEqual([]);
     expect(s.writes(s.po)).toEqual([]);
     // The same ambiguity seen on every poll is one open conflict, not a new row each time.
-    await new Promise((r) => setTimeout(r, 800));
+    await s.pollCycle();
     const again = await s.database.db.selectFrom('conflicts').select('id').execute();
     expect(again).toHaveLength(conflicts.length);
   });
@@ -193,7 +193,6 @@ describe('flow kunde-customer', () => {
     // Both edited before either is read.
     s.tb.editKunde('30001', { Telefon: '11111111' });
     s.po.editCustomer(customer, { PhoneNumber: '22222222' });
-    await new Promise((r) => setTimeout(r, 1500));
     await s.settle();
     expect(s.tb.getKunde('30001')!.Telefon).toBe('22222222');
     expect(s.po.getCustomer(customer)!.PhoneNumber).toBe('22222222');
@@ -318,7 +317,8 @@ describe('relay through both Ansatt flows', () => {
     expect(s.po.getContactPerson(contact)!.PhoneNumber).toBe('+4790000009');
     s.tb.clearRequests();
     s.po.clearRequests();
-    await new Promise((r) => setTimeout(r, 1500));
+    await s.pollCycle();
+    await s.settle();
     expect(s.writes(s.tb)).toEqual([]);
     expect(s.writes(s.po)).toEqual([]);
   });
