@@ -88,10 +88,11 @@ export interface Poller {
   readonly recordType: string;
   readonly isRunning: boolean;
   /**
-   * Reads finished so far (timed polls and full reads, failed ones too): lets a caller
-   * wait until a read that started after some moment has ended.
+   * Reads started and finished so far (timed polls and full reads, failed ones too; one at a
+   * time, in order): a caller waits for a read that started after some moment to end.
    */
-  readonly completedReads: number;
+  readonly readsStarted: number;
+  readonly readsCompleted: number;
   start(): void;
   stop(options?: { abort?: boolean }): Promise<void>;
   pollOnce(): Promise<PollResult>;
@@ -110,7 +111,8 @@ export class ChangePoller<T = unknown> implements Poller {
   private inFlight: Promise<unknown> | undefined;
   private tail: Promise<unknown> = Promise.resolve();
   private abort = new AbortController();
-  private reads = 0;
+  private readsBegun = 0;
+  private completed = 0;
 
   constructor(
     private readonly source: PollSource<T>,
@@ -151,8 +153,12 @@ export class ChangePoller<T = unknown> implements Poller {
     return this.started;
   }
 
-  get completedReads(): number {
-    return this.reads;
+  get readsStarted(): number {
+    return this.readsBegun;
+  }
+
+  get readsCompleted(): number {
+    return this.completed;
   }
 
   /** One incremental poll (a full read when no cursor is stored yet). Rejects on failure. */
@@ -196,6 +202,7 @@ export class ChangePoller<T = unknown> implements Poller {
 
   private async run(forceFull: boolean, origin: 'poller' | 'reconcile'): Promise<PollResult> {
     const { system, recordType } = this;
+    this.readsBegun++;
     try {
       const row = await getPollerCursor(this.db, system, recordType);
       const cursorMs = row?.cursor != null ? parseTimestamp(row.cursor) : undefined;
@@ -260,7 +267,7 @@ export class ChangePoller<T = unknown> implements Poller {
       }
       throw error;
     } finally {
-      this.reads++;
+      this.completed++;
     }
   }
 }

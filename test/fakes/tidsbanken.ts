@@ -31,12 +31,22 @@ export interface FakeTidsbankenOptions {
   /**
    * Server-driven paging (OData 4.01 §11.2.6.7): a list page holds at most this many rows
    * whatever `$top` asked, and says where the rest is with `@odata.nextLink` (unless
-   * `pageCapNextLink` is false). Unset: no cap beyond TIDSBANKEN_MAX_TOP.
+   * `pageCapNextLink` is false). Under vitest the default is TIDSBANKEN_TEST_PAGE_CAP, so
+   * every test that reads more rows than that meets server-driven paging; elsewhere
+   * (benches) there is no cap beyond TIDSBANKEN_MAX_TOP. Pass undefined for no cap.
    */
-  pageCap?: number;
+  pageCap?: number | undefined;
   /** Whether a capped page carries `@odata.nextLink`; default true. */
   pageCapNextLink?: boolean;
+  /** Milliseconds for request arrival times and the rate limit window (default performance.now). */
+  clock?: () => number;
 }
+
+/**
+ * The page cap tests run with: below the client's page size (100), so paging is exercised
+ * by any test that lists more than a handful of records.
+ */
+export const TIDSBANKEN_TEST_PAGE_CAP = 10;
 
 /** The documented maximum of `$top` in this fake, and the page size when `$top` is absent. */
 export const TIDSBANKEN_MAX_TOP = 1000;
@@ -202,6 +212,7 @@ export class FakeTidsbanken extends FakeHttpServer {
     const routes: FakeRoute[] = [];
     super({
       routes,
+      clock: opts.clock,
       rateLimitPerSecond: opts.rateLimitPerSecond,
       rateLimitKey: (req) => req.headers['ocp-apim-subscription-key'] ?? '',
       gateway: (req) => this.authenticate(req),
@@ -224,7 +235,12 @@ export class FakeTidsbanken extends FakeHttpServer {
     this.apiKey = opts.apiKey ?? randomUUID();
     this.subscriptionKey = opts.subscriptionKey ?? randomUUID().replaceAll('-', '');
     this.clockSkewMs = opts.clockSkewMs ?? 0;
-    this.pageCap = opts.pageCap;
+    this.pageCap =
+      'pageCap' in opts
+        ? opts.pageCap
+        : process.env.VITEST !== undefined
+          ? TIDSBANKEN_TEST_PAGE_CAP
+          : undefined;
     this.pageCapNextLink = opts.pageCapNextLink ?? true;
     this.ansattSet = {
       entity: ANSATT,

@@ -108,14 +108,14 @@ export async function startSyncHarness(options: HarnessOptions = {}): Promise<Sy
     return command !== undefined;
   };
 
-  // A read in flight now may have started before the caller's edit: the second one to end
-  // after this moment started after it.
+  // A read in flight now may have started before the caller's edit: wait for the first one
+  // that starts after this moment to end.
   const waitForReads = async (timeoutMs: number, required: boolean) => {
     const running = service.pollers.filter((p) => p.isRunning);
     if (required && running.length === 0) throw new Error('no poller is running');
-    const marks = running.map((p) => p.completedReads);
+    const marks = running.map((p) => p.readsStarted);
     const deadline = Date.now() + timeoutMs;
-    while (running.some((p, i) => p.completedReads < marks[i]! + 2)) {
+    while (running.some((p, i) => p.readsCompleted < marks[i]! + 1)) {
       if (Date.now() > deadline) throw new Error('the pollers did not complete a poll cycle');
       await new Promise((r) => setTimeout(r, 20));
     }

@@ -2,6 +2,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
   startFakeTidsbanken,
   TIDSBANKEN_MAX_TOP,
+  TIDSBANKEN_TEST_PAGE_CAP,
   type FakeTidsbanken,
 } from '../fakes/tidsbanken.js';
 
@@ -162,6 +163,27 @@ describe('fake Tidsbanken: Ansatt', () => {
     expect(selected.body['@odata.context']).toMatch(/#Ansatt\(Id,Fornavn\)$/);
   });
 
+  it(`in tests caps a page at ${TIDSBANKEN_TEST_PAGE_CAP} rows whatever $top asked, with an @odata.nextLink to the rest`, async () => {
+    for (let i = 0; i < 25; i += 1) fake.seedAnsatt({ Id: 100 + i });
+    const first = await get('/ansatt/ansatt?$top=100&$skip=0');
+    expect(first.body.value).toHaveLength(TIDSBANKEN_TEST_PAGE_CAP);
+    const next = new URL(first.body['@odata.nextLink'] as string);
+    expect(next.searchParams.get('$skip')).toBe(String(TIDSBANKEN_TEST_PAGE_CAP));
+    expect(next.searchParams.get('$top')).toBe(String(100 - TIDSBANKEN_TEST_PAGE_CAP));
+    const read: unknown[] = [...ids(first.body)];
+    let link: string | undefined = first.body['@odata.nextLink'];
+    while (link !== undefined) {
+      const page = await get(new URL(link).pathname + new URL(link).search);
+      read.push(...ids(page.body));
+      link = page.body['@odata.nextLink'];
+    }
+    expect(read).toEqual(Array.from({ length: 25 }, (_, i) => 100 + i));
+    await fake.close();
+    fake = await startFakeTidsbanken({ pageCap: undefined });
+    for (let i = 0; i < 25; i += 1) fake.seedAnsatt({ Id: 100 + i });
+    expect((await get('/ansatt/ansatt?$top=100')).body.value).toHaveLength(25);
+  });
+
   it(`rejects $top above ${TIDSBANKEN_MAX_TOP} and unsupported query options`, async () => {
     const top = await get(`/ansatt/ansatt?$top=${TIDSBANKEN_MAX_TOP + 1}`);
     expect(top.status).toBe(400);
@@ -273,14 +295,17 @@ describe('fake Tidsbanken: Kunde', () => {
 describe('fake Tidsbanken: rate limit and faults', () => {
   it('answers 429 with Retry-After: 1 beyond N requests in a sliding second', async () => {
     await fake.close();
-    fake = await startFakeTidsbanken({ rateLimitPerSecond: 3 });
+    let now = 0;
+    fake = await startFakeTidsbanken({ rateLimitPerSecond: 3, clock: () => now });
     const statuses = [];
     for (let i = 0; i < 4; i += 1) statuses.push((await get('/ansatt/ansatt')).status);
     expect(statuses).toEqual([200, 200, 200, 429]);
     const res = await fetch(`${fake.url}/ansatt/ansatt`, { headers: headers() });
     expect(res.headers.get('retry-after')).toBe('1');
     expect(await res.json()).toMatchObject({ statusCode: 429 });
-    await new Promise((resolve) => setTimeout(resolve, 1_050));
+    now = 999;
+    expect((await get('/ansatt/ansatt')).status).toBe(429);
+    now = 1_000;
     expect((await get('/ansatt/ansatt')).status).toBe(200);
   });
 
