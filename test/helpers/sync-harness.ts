@@ -8,6 +8,7 @@ import { createLogger, type Logger } from '../../src/lib/logger.js';
 import { createMetrics } from '../../src/lib/metrics.js';
 import { createService, type Service } from '../../src/service.js';
 import { isLinkGateOpen } from '../../src/sync/sweep.js';
+import type { FaultKind } from '../fakes/fake-server.js';
 import { startFakePowerOffice, type FakePowerOffice } from '../fakes/poweroffice.js';
 import { startFakeTidsbanken, type FakeTidsbanken } from '../fakes/tidsbanken.js';
 import { LogCapture } from './app.js';
@@ -47,12 +48,35 @@ export interface HarnessOptions {
   fakes?: { tb?: FakeTidsbanken; po?: FakePowerOffice };
   /** Start the service at once (default) or leave it to the test. */
   start?: boolean;
+  /**
+   * Fault mode: each request to either fake (token, reads, writes) gets a random 429, 500,
+   * 503, slow answer or dropped connection with this probability, from a seeded sequence.
+   */
+  faults?: { probability: number; seed?: number };
 }
+
+/** The kinds of the harness's fault mode: what the real gateways and backends do. */
+export const HARNESS_FAULT_KINDS: FaultKind[] = ['429', '500', '503', 'slow', 'drop'];
 
 export async function startSyncHarness(options: HarnessOptions = {}): Promise<SyncHarness> {
   const tb = options.fakes?.tb ?? (await startFakeTidsbanken({ rateLimitPerSecond: 1000 }));
   const po = options.fakes?.po ?? (await startFakePowerOffice({ rateLimitPerSecond: 1000 }));
   options.seed?.(tb, po);
+  if (options.faults !== undefined) {
+    for (const [fake, seed] of [
+      [tb, options.faults.seed ?? 1],
+      [po, (options.faults.seed ?? 1) + 1],
+    ] as const) {
+      fake.faults.random({
+        probability: options.faults.probability,
+        kinds: HARNESS_FAULT_KINDS,
+        seed,
+        // Short enough to answer within the client's timeout, long enough to reorder requests.
+        delayMs: 300,
+        retryAfterSeconds: 1,
+      });
+    }
+  }
   const config = loadConfig({
     TIDSBANKEN_BASE_URL: tb.url,
     TIDSBANKEN_API_KEY: tb.apiKey,
