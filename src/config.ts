@@ -47,64 +47,86 @@ const booleanString = z
   .default('false')
   .transform((v) => v === 'true' || v === '1');
 
-const webhookSecret = optionalString.refine(
-  (v) => v === undefined || !v.startsWith('whsec_') || /^whsec_[A-Za-z0-9+/=]+$/.test(v),
-  { error: 'must be whsec_ followed by base64' },
-);
+// One secret, or several separated by whitespace (rotation: any one verifies).
+const webhookSecrets = optionalString
+  .transform((v) => (v === undefined ? undefined : v.trim().split(/\s+/)))
+  .refine(
+    (list) =>
+      list === undefined ||
+      list.every((v) => !v.startsWith('whsec_') || /^whsec_[A-Za-z0-9+/=]+$/.test(v)),
+    { error: 'must be whsec_ followed by base64' },
+  );
 
-const EnvSchema = z.object({
-  PORT: z.coerce
-    .number({ error: 'must be a port number' })
-    .int({ error: 'must be a whole number' })
-    .min(0)
-    .max(65535)
-    .default(8080),
-  ADMIN_PORT: optionalString
-    .refine(
-      (v) => v === undefined || (/^\d{1,5}$/.test(v) && Number(v) >= 1 && Number(v) <= 65535),
+const EnvSchema = z
+  .object({
+    PORT: z.coerce
+      .number({ error: 'must be a port number' })
+      .int({ error: 'must be a whole number' })
+      .min(0)
+      .max(65535)
+      .default(8080),
+    ADMIN_PORT: optionalString
+      .refine(
+        (v) => v === undefined || (/^\d{1,5}$/.test(v) && Number(v) >= 1 && Number(v) <= 65535),
+        {
+          error: 'must be a port number (1-65535), or unset to serve admin on PORT',
+        },
+      )
+      .transform((v) => (v === undefined ? undefined : Number(v))),
+    DATABASE_URL: optionalString.refine((v) => v === undefined || /^postgres(ql)?:\/\//.test(v), {
+      error: 'must be a postgres:// or postgresql:// connection string',
+    }),
+    DATA_DIR: z.string().min(1).default('./data'),
+    LOG_LEVEL: z
+      .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
+      .default('info'),
+
+    TIDSBANKEN_BASE_URL: url('https://api.tidsbanken.net'),
+    TIDSBANKEN_API_KEY: optionalString,
+    TIDSBANKEN_SUBSCRIPTION_KEY: optionalString,
+    TIDSBANKEN_WEBHOOK_SECRET: webhookSecrets,
+    TIDSBANKEN_RATE_LIMIT_PER_SECOND: positiveNumber(5),
+
+    POWEROFFICE_BASE_URL: url('https://goapi.poweroffice.net/v2'),
+    POWEROFFICE_TOKEN_URL: url('https://goapi.poweroffice.net/OAuth/Token'),
+    POWEROFFICE_APPLICATION_KEY: optionalString,
+    POWEROFFICE_CLIENT_KEY: optionalString,
+    POWEROFFICE_SUBSCRIPTION_KEY: optionalString,
+    POWEROFFICE_WEBHOOK_SECRET: webhookSecrets,
+    POWEROFFICE_RATE_LIMIT_PER_SECOND: positiveNumber(10),
+    POWEROFFICE_CONTACT_PARENT_ID: optionalString.refine(
+      (v) => v === undefined || /^\d+$/.test(v),
       {
-        error: 'must be a port number (1-65535), or unset to serve admin on PORT',
+        error: 'must be a PowerOffice customer or supplier id (digits)',
       },
-    )
-    .transform((v) => (v === undefined ? undefined : Number(v))),
-  DATABASE_URL: optionalString.refine((v) => v === undefined || /^postgres(ql)?:\/\//.test(v), {
-    error: 'must be a postgres:// or postgresql:// connection string',
-  }),
-  DATA_DIR: z.string().min(1).default('./data'),
-  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    ),
 
-  TIDSBANKEN_BASE_URL: url('https://api.tidsbanken.net'),
-  TIDSBANKEN_API_KEY: optionalString,
-  TIDSBANKEN_SUBSCRIPTION_KEY: optionalString,
-  TIDSBANKEN_WEBHOOK_SECRET: webhookSecret,
-  TIDSBANKEN_RATE_LIMIT_PER_SECOND: positiveNumber(5),
-
-  POWEROFFICE_BASE_URL: url('https://goapi.poweroffice.net/v2'),
-  POWEROFFICE_TOKEN_URL: url('https://goapi.poweroffice.net/OAuth/Token'),
-  POWEROFFICE_APPLICATION_KEY: optionalString,
-  POWEROFFICE_CLIENT_KEY: optionalString,
-  POWEROFFICE_SUBSCRIPTION_KEY: optionalString,
-  POWEROFFICE_WEBHOOK_SECRET: webhookSecret,
-  POWEROFFICE_RATE_LIMIT_PER_SECOND: positiveNumber(10),
-  POWEROFFICE_CONTACT_PARENT_ID: optionalString.refine((v) => v === undefined || /^\d+$/.test(v), {
-    error: 'must be a PowerOffice customer or supplier id (digits)',
-  }),
-
-  POLL_INTERVAL_MS: z.coerce
-    .number({ error: 'must be a number of milliseconds' })
-    .int()
-    .min(0, { error: 'must be 0 (off) or more' })
-    .default(60_000),
-  FLOW_ANSATT_CONTACTPERSON_ON_UNMATCHED: z.enum(UNMATCHED_POLICIES).default('link-only'),
-  FLOW_ANSATT_EMPLOYEE_ON_UNMATCHED: z.enum(UNMATCHED_POLICIES).default('link-only'),
-  FLOW_KUNDE_CUSTOMER_ON_UNMATCHED: z.enum(UNMATCHED_POLICIES).default('link-only'),
-  CONFLICT_POLICY: z.enum(CONFLICT_POLICIES).default('newest-wins'),
-  DRY_RUN: booleanString,
-  ADMIN_TOKEN: optionalString.refine((v) => v === undefined || v.length >= 16, {
-    error: 'must be at least 16 characters',
-  }),
-  SHUTDOWN_TIMEOUT_MS: z.coerce.number().int().positive().default(10_000),
-});
+    POLL_INTERVAL_MS: z.coerce
+      .number({ error: 'must be a number of milliseconds' })
+      .int()
+      .min(0, { error: 'must be 0 (off) or more' })
+      .default(60_000),
+    FLOW_ANSATT_CONTACTPERSON_ON_UNMATCHED: z.enum(UNMATCHED_POLICIES).default('link-only'),
+    FLOW_ANSATT_EMPLOYEE_ON_UNMATCHED: z.enum(UNMATCHED_POLICIES).default('link-only'),
+    FLOW_KUNDE_CUSTOMER_ON_UNMATCHED: z.enum(UNMATCHED_POLICIES).default('link-only'),
+    CONFLICT_POLICY: z.enum(CONFLICT_POLICIES).default('newest-wins'),
+    DRY_RUN: booleanString,
+    ADMIN_TOKEN: optionalString.refine((v) => v === undefined || v.length >= 16, {
+      error: 'must be at least 16 characters',
+    }),
+    SHUTDOWN_TIMEOUT_MS: z.coerce.number().int().positive().default(10_000),
+  })
+  .superRefine((env, ctx) => {
+    // Both Tidsbanken keys go on every call (tidsbanken.md §1): with one alone every call
+    // is refused, so the side would look on and never work.
+    if (env.TIDSBANKEN_API_KEY !== undefined && env.TIDSBANKEN_SUBSCRIPTION_KEY === undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['TIDSBANKEN_SUBSCRIPTION_KEY'],
+        message: 'is required when TIDSBANKEN_API_KEY is set',
+      });
+    }
+  });
 
 export interface TidsbankenConfig {
   baseUrl: string;
@@ -133,7 +155,8 @@ export interface Config {
     credentials: TidsbankenConfig | undefined;
     /** Credential variables left unset while another one is set (a partly configured side). */
     credentialsMissing: string[];
-    webhookSecret: string | undefined;
+    /** Any one verifies (rotation); undefined when none is configured. */
+    webhookSecrets: string[] | undefined;
     rateLimitPerSecond: number;
   };
   poweroffice: {
@@ -143,7 +166,7 @@ export interface Config {
     credentials: PowerOfficeConfig | undefined;
     /** Credential variables left unset while another one is set (a partly configured side). */
     credentialsMissing: string[];
-    webhookSecret: string | undefined;
+    webhookSecrets: string[] | undefined;
     rateLimitPerSecond: number;
     contactParentId: string | undefined;
   };
@@ -205,7 +228,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
       baseUrl: e.TIDSBANKEN_BASE_URL,
       credentials: tidsbankenCredentials,
       credentialsMissing: missing(['TIDSBANKEN_API_KEY', 'TIDSBANKEN_SUBSCRIPTION_KEY']),
-      webhookSecret: e.TIDSBANKEN_WEBHOOK_SECRET,
+      webhookSecrets: e.TIDSBANKEN_WEBHOOK_SECRET,
       rateLimitPerSecond: e.TIDSBANKEN_RATE_LIMIT_PER_SECOND,
     },
     poweroffice: {
@@ -217,7 +240,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
         'POWEROFFICE_CLIENT_KEY',
         'POWEROFFICE_SUBSCRIPTION_KEY',
       ]),
-      webhookSecret: e.POWEROFFICE_WEBHOOK_SECRET,
+      webhookSecrets: e.POWEROFFICE_WEBHOOK_SECRET,
       rateLimitPerSecond: e.POWEROFFICE_RATE_LIMIT_PER_SECOND,
       contactParentId: e.POWEROFFICE_CONTACT_PARENT_ID,
     },
@@ -240,11 +263,11 @@ export function secretsOf(config: Config): string[] {
   return [
     config.tidsbanken.credentials?.apiKey,
     config.tidsbanken.credentials?.subscriptionKey,
-    config.tidsbanken.webhookSecret,
+    ...(config.tidsbanken.webhookSecrets ?? []),
     config.poweroffice.credentials?.applicationKey,
     config.poweroffice.credentials?.clientKey,
     config.poweroffice.credentials?.subscriptionKey,
-    config.poweroffice.webhookSecret,
+    ...(config.poweroffice.webhookSecrets ?? []),
     config.adminToken,
   ].filter((s): s is string => typeof s === 'string' && s.length > 0);
 }

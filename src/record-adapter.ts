@@ -1,6 +1,7 @@
 import type { z } from 'zod';
 import type { Config } from './config.js';
 import type { SystemName } from './db/schema.js';
+import type { ListPage } from './lib/list-page.js';
 import type { RequestOptions } from './lib/upstream.js';
 import type { PowerOfficeClient } from './poweroffice/client.js';
 import type { TidsbankenClient } from './tidsbanken/client.js';
@@ -57,11 +58,14 @@ export interface UpdateResult {
 export interface RecordApi {
   /** The record, or undefined when it does not exist. */
   get(ref: RecordRef, options?: RequestOptions): Promise<VendorRecord | undefined>;
-  /** Pages of records changed after `since` (a value of the adapter's `formatSince`); all without it. */
+  /**
+   * Pages of records changed after `since` (a value of the adapter's `formatSince`); all
+   * without it. Items failing their schema come set aside in each page's `rejected`.
+   */
   listChangedSince(
     since: string | undefined,
     options?: RequestOptions,
-  ): AsyncIterable<VendorRecord[]>;
+  ): AsyncIterable<ListPage<VendorRecord>>;
   /** Creates a record from a body made by the adapter's `createBody`, idempotently. */
   create(body: VendorRecord, options: CreateOptions): Promise<VendorRecord>;
   /** Writes these fields (the flow's field names/paths → values) to the record. */

@@ -50,8 +50,9 @@ export function isWriteFeedback(eventId: string): boolean {
 }
 
 /**
- * One durable insert. A repeated (source, event id), or the same record with the same
- * content, stores nothing and reports a duplicate.
+ * One durable insert. A repeated (source, event id), or the same record with the same kind
+ * of event (deletion or not) and the same content, stores nothing and reports a duplicate.
+ * A dead row is never a duplicate's original: the same content may always come again.
  */
 export async function insertInboundEvent(
   db: DbOrTrx,
@@ -112,6 +113,140 @@ export async function insertInboundEventBatch(
     CompiledQuery.raw(INSERT_EVENTS_SQL, [JSON.stringify(rows)]),
   );
   return result.rows;
+}
+
+/**
+ * Why a value cannot be stored as jsonb, or undefined when it can: PostgreSQL refuses the
+ * NUL character (`\u0000`) and an unpaired surrogate in any string, keys included.
+ */
+export function unstorableReason(value: unknown): string | undefined {
+  if (typeof value === 'string') {
+    if (value.includes('\u0000')) return 'holds a NUL character (\\u0000), which cannot be stored';
+    if (LONE_SURROGATE.test(value)) return 'holds an unpaired surrogate, which cannot be stored';
+    return undefined;
+  }
+  if (value === null || typeof value !== 'object') return undefined;
+  for (const [key, item] of Array.isArray(value)
+    ? value.entries()
+    : Object.entries(value as Record<string, unknown>)) {
+    const reason = unstorableReason(key) ?? unstorableReason(item);
+    if (reason !== undefined) return typeof key === 'string' ? `${key}: ${reason}` : reason;
+  }
+  return undefined;
+}
+
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+/** A record a change source could not hand over as it is. */
+export interface RejectedInboxRecord {
+  source: SystemName;
+  origin: NewInboxEvent['origin'];
+  recordType: string;
+  /** Unknown when the id itself is what failed. */
+  recordId: string | undefined;
+  parentId?: string | null;
+  /** The record as received; kept as JSON text (escapes intact, so always storable). */
+  raw: unknown;
+  reason: string;
+}
+
+/**
+ * Sets records aside as dead inbox rows with their raw text and reason, for an operator to
+ * see and retry; the rest of the page goes on without them. The same raw record already set
+ * aside (and still dead) is not stored twice, so a poller re-reading it adds nothing.
+ */
+export async function insertRejectedRecords(
+  db: DbOrTrx,
+  rejected: readonly RejectedInboxRecord[],
+): Promise<number> {
+  let stored = 0;
+  for (const record of rejected) {
+    const raw = JSON.stringify(record.raw) ?? 'null';
+    const eventId = `rejected:${record.recordType}:${record.recordId ?? '?'}:${createHash('sha256').update(raw).digest('base64url')}`;
+    const result = await sql`
+      insert into inbound_events
+        (source, origin, event_id, event_type, record_type, record_id, parent_id, payload,
+         is_thin, content_hash, status, last_error, raw_record)
+      select ${record.source}, ${record.origin}, ${eventId}, ${`${record.recordType}.updated`},
+             ${record.recordType}, ${record.recordId ?? ''}, ${record.parentId ?? null},
+             '{}'::jsonb, false, null, 'dead', ${record.reason.slice(0, 2000)}, ${raw}
+      where not exists (
+        select 1 from inbound_events
+         where source = ${record.source} and event_id = ${eventId} and status = 'dead')`.execute(
+      db,
+    );
+    stored += Number(result.numAffectedRows ?? 0);
+  }
+  return stored;
+}
+
+/** Sets a claimed event aside after the fact (a thin event whose GET answered such a record). */
+export async function setEventAside(
+  db: DbOrTrx,
+  id: string,
+  raw: unknown,
+  reason: string,
+): Promise<void> {
+  await db
+    .updateTable('inbound_events')
+    .set({
+      status: 'dead',
+      attempts: sql<number>`attempts + 1`,
+      last_error: reason.slice(0, 2000),
+      raw_record: JSON.stringify(raw) ?? 'null',
+    })
+    .where('id', '=', id)
+    .execute();
+}
+
+/** Inbox events by status, newest first, after `cursor` (an event id) when given. */
+export async function listInboundEventsByStatus(
+  db: DbOrTrx,
+  filter: { status: InboundEventRow['status']; limit: number; cursor?: string | undefined },
+): Promise<InboundEventRow[]> {
+  let query = db
+    .selectFrom('inbound_events')
+    .selectAll()
+    .where('status', '=', filter.status)
+    .orderBy('id', 'desc')
+    .limit(filter.limit);
+  if (filter.cursor !== undefined) query = query.where('id', '<', filter.cursor);
+  return query.execute();
+}
+
+export async function getInboundEvent(
+  db: DbOrTrx,
+  id: string,
+): Promise<InboundEventRow | undefined> {
+  return db.selectFrom('inbound_events').selectAll().where('id', '=', id).executeTakeFirst();
+}
+
+/**
+ * Puts a dead event back in the queue: pending, attempts 0, due now. A record that was set
+ * aside becomes a thin event (only its id), so the worker reads it again from its system:
+ * the stored raw text is what could not be used. Undefined when the id is unknown or the
+ * event is not dead. Throws a unique violation when a live copy of the event is queued.
+ */
+export async function requeueDeadEvent(
+  db: DbOrTrx,
+  id: string,
+): Promise<InboundEventRow | undefined> {
+  return db
+    .updateTable('inbound_events')
+    .set({
+      status: 'pending',
+      attempts: 0,
+      run_at: sql<Date>`now()`,
+      locked_at: null,
+      locked_by: null,
+      is_thin: sql<boolean>`is_thin or raw_record is not null`,
+      payload: sql<string>`case when raw_record is not null
+        then jsonb_build_object('Id', record_id) else payload end`,
+    })
+    .where('id', '=', id)
+    .where('status', '=', 'dead')
+    .returningAll()
+    .executeTakeFirst();
 }
 
 /** Many events in one statement (pollers, reconcile); returns how many were new. */

@@ -38,6 +38,8 @@ export interface InboundEventsTable {
   locked_by: string | null;
   processed_at: NullableTimestamp;
   created_at: Timestamp;
+  /** A record set aside (not storable or readable as it is): its JSON text; else null. */
+  raw_record: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
 export interface RecordsTable {

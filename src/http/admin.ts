@@ -12,7 +12,12 @@ import {
 } from '../db/commands.js';
 import { listConflicts } from '../db/conflicts.js';
 import type { Db } from '../db/database.js';
-import { listRecordEvents } from '../db/inbound-events.js';
+import {
+  getInboundEvent,
+  listInboundEventsByStatus,
+  listRecordEvents,
+  requeueDeadEvent,
+} from '../db/inbound-events.js';
 import { listLinks } from '../db/links.js';
 import { getMirrorRecord, type RecordKey } from '../db/records.js';
 import { getCurrentReconcileRun } from '../db/reconcile-runs.js';
@@ -81,6 +86,17 @@ const CommandsQuerySchema = z
   })
   .strict();
 
+const EventsQuerySchema = z
+  .object({
+    status: z.enum(['pending', 'done', 'dead']).default('dead'),
+    limit,
+    cursor: z
+      .string()
+      .regex(/^[0-9]{1,18}$/, { error: 'must be a nextCursor value' })
+      .optional(),
+  })
+  .strict();
+
 const HistoryQuerySchema = z.object({ limit: limit.default(500) }).strict();
 const EmptyQuerySchema = z.object({}).strict();
 const CommandIdSchema = z
@@ -121,6 +137,21 @@ export function adminRouter(deps: AdminDeps): Router {
     const commandId = parse(CommandIdSchema, req.params.id, 'id');
     const replayed = await replayCommand(deps, commandId);
     res.status(202).json(toCommandDto(replayed));
+  });
+
+  router.get('/events', async (req, res) => {
+    const q = parse(EventsQuerySchema, req.query);
+    const rows = await listInboundEventsByStatus(deps.db, q);
+    res.json({
+      items: rows.map(toEventDto),
+      nextCursor: rows.length === q.limit ? String(rows.at(-1)!.id) : null,
+    });
+  });
+
+  router.post('/events/:id/retry', async (req, res) => {
+    parse(EmptyQuerySchema, req.query);
+    const eventId = parse(CommandIdSchema, req.params.id, 'id');
+    res.status(202).json(toEventDto(await retryEvent(deps, eventId)));
   });
 
   router.get('/records/:system/:type/:id/history', async (req, res) => {
@@ -239,6 +270,37 @@ async function replayCommand(deps: AdminDeps, commandId: string): Promise<Outbou
   throw new ConflictError(
     `Command ${commandId} is ${apiStatus(existing.status)}; only a dead command can be replayed.`,
   );
+}
+
+async function retryEvent(deps: AdminDeps, eventId: string): Promise<InboundEventRow> {
+  const existing = await getInboundEvent(deps.db, eventId);
+  if (existing === undefined) throw new NotFoundError(`No event ${eventId}.`);
+  if (existing.status !== 'dead') {
+    throw new ConflictError(
+      `Event ${eventId} is ${existing.status}; only a dead event can be retried.`,
+    );
+  }
+  if (existing.raw_record !== null && existing.record_id === '') {
+    throw new ConflictError(
+      `Event ${eventId} is a record without a readable id: it cannot be read again. Fix it in ${existing.source}; its next change is read as usual.`,
+    );
+  }
+  let retried: InboundEventRow | undefined;
+  try {
+    retried = await requeueDeadEvent(deps.db, eventId);
+  } catch (err) {
+    if (isUniqueViolation(err)) {
+      throw new ConflictError(
+        `Event ${eventId} cannot be retried: the same event is already in the inbox again.`,
+      );
+    }
+    throw err;
+  }
+  if (retried === undefined) throw new ConflictError(`Event ${eventId} is no longer dead.`);
+  deps.logger
+    .child({ module: 'admin' })
+    .info({ eventId, source: retried.source }, 'dead event retried');
+  return retried;
 }
 
 function isUniqueViolation(err: unknown): boolean {
@@ -420,6 +482,27 @@ export function toCommandDto(row: OutboundCommandRow) {
     runAt: iso(row.run_at),
     createdAt: iso(row.created_at),
     sentAt: isoOrNull(row.sent_at),
+  };
+}
+
+export function toEventDto(row: InboundEventRow) {
+  return {
+    id: String(row.id),
+    source: row.source,
+    origin: row.origin,
+    eventType: row.event_type,
+    recordType: row.record_type,
+    recordId: row.record_id === '' ? null : row.record_id,
+    parentId: row.parent_id,
+    status: row.status,
+    attempts: row.attempts,
+    lastError: row.last_error,
+    /** A record set aside because it could not be stored or read as it is: its JSON text. */
+    rawRecord: row.raw_record,
+    isThin: row.is_thin,
+    occurredAt: isoOrNull(row.occurred_at),
+    createdAt: iso(row.created_at),
+    processedAt: isoOrNull(row.processed_at),
   };
 }
 

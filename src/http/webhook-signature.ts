@@ -39,19 +39,40 @@ const TOLERANCE_SECONDS = 5 * 60;
 const WHSEC_PREFIX = 'whsec_';
 
 /**
- * A verifier for one configured secret. `whsec_<base64>` is decoded as base64 (the
- * Standard Webhooks convention); any other secret is used as its UTF-8 bytes, because the
- * library would otherwise try to base64-decode a plain passphrase and throw.
+ * A verifier for the configured secrets: any one verifies (rotation: the old and the new
+ * secret are both configured while senders move over). `whsec_<base64>` is decoded as
+ * base64 (the Standard Webhooks convention); any other secret is used as its UTF-8 bytes,
+ * because the library would otherwise try to base64-decode a plain passphrase and throw.
  */
-export function createWebhookVerifier(secret: string): VerifierResult {
-  let webhook: Webhook;
-  try {
-    webhook = webhookFor(secret, NativeHmacWebhook);
-  } catch {
-    // Bad base64 after whsec_ or an empty key. Never echo the secret.
-    return { ok: false, reason: 'invalid_secret' };
+export function createWebhookVerifier(secrets: string | readonly string[]): VerifierResult {
+  const webhooks: Webhook[] = [];
+  for (const secret of typeof secrets === 'string' ? [secrets] : secrets) {
+    try {
+      webhooks.push(webhookFor(secret, NativeHmacWebhook));
+    } catch {
+      // Bad base64 after whsec_ or an empty key. Never echo the secret.
+      return { ok: false, reason: 'invalid_secret' };
+    }
   }
-  return { ok: true, verifier: { verify: (body, headers) => verifyWith(webhook, body, headers) } };
+  if (webhooks.length === 0) return { ok: false, reason: 'invalid_secret' };
+  const [only] = webhooks;
+  if (webhooks.length === 1 && only !== undefined) {
+    return { ok: true, verifier: { verify: (body, headers) => verifyWith(only, body, headers) } };
+  }
+  return {
+    ok: true,
+    verifier: {
+      verify(body, headers) {
+        let result: SignatureResult = { ok: false, reason: 'no_matching_signature' };
+        for (const webhook of webhooks) {
+          result = verifyWith(webhook, body, headers);
+          // A header or timestamp problem is the same whatever the secret: stop there.
+          if (result.ok || result.reason !== 'no_matching_signature') return result;
+        }
+        return result;
+      },
+    },
+  };
 }
 
 /** The library's Webhook with node:crypto's HMAC-SHA256 (see the top of this file). */

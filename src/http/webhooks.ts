@@ -94,9 +94,9 @@ function webhookHandler(
   inbox: InboxWriter,
   logger: Logger,
 ): RequestHandler {
-  const secret = deps.config[system].webhookSecret;
+  const secrets = deps.config[system].webhookSecrets;
   const verifier: VerifierResult | undefined =
-    secret !== undefined ? createWebhookVerifier(secret) : undefined;
+    secrets !== undefined ? createWebhookVerifier(secrets) : undefined;
   if (verifier?.ok === false) {
     logger.error({ system }, 'the configured webhook secret is not usable (whsec_ needs base64)');
   }

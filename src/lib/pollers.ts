@@ -1,5 +1,12 @@
 import type { Db } from '../db/database.js';
-import { contentHash, insertInboundEvents, type NewInboxEvent } from '../db/inbound-events.js';
+import {
+  contentHash,
+  insertInboundEvents,
+  insertRejectedRecords,
+  unstorableReason,
+  type NewInboxEvent,
+  type RejectedInboxRecord,
+} from '../db/inbound-events.js';
 import { getPollerCursor, recordPollFailure, recordPollSuccess } from '../db/poller-cursors.js';
 import type { SystemName } from '../db/schema.js';
 import {
@@ -8,6 +15,7 @@ import {
   type RecordAdapter,
   type VendorRecord,
 } from '../record-adapter.js';
+import type { ListPage } from './list-page.js';
 import type { Logger } from './logger.js';
 import type { RequestOptions } from './upstream.js';
 
@@ -20,8 +28,11 @@ import type { RequestOptions } from './upstream.js';
 export interface PollSource<T> {
   system: SystemName;
   recordType: string;
-  /** Pages of records changed after `since` (a value from `formatSince`); all without it. */
-  list(since: string | undefined, options: RequestOptions): AsyncIterable<T[]>;
+  /**
+   * Pages of records changed after `since` (a value from `formatSince`); all without it.
+   * Items that failed their schema come set aside in `rejected`.
+   */
+  list(since: string | undefined, options: RequestOptions): AsyncIterable<ListPage<T>>;
   /** The vendor's filter value for an instant (epoch ms). */
   formatSince(ms: number): string;
   /** The record's id, parent (contact persons), last-changed time, and the payload to store. */
@@ -69,6 +80,8 @@ export interface PollResult {
   records: number;
   /** New inbox rows (records not seen with this content before). */
   inserted: number;
+  /** Records set aside (not storable or readable as they are) and newly stored as such. */
+  rejected: number;
   /** The stored cursor after the run. */
   cursor: string | undefined;
 }
@@ -215,18 +228,43 @@ export class ChangePoller<T = unknown> implements Poller {
       let pages = 0;
       let records = 0;
       let inserted = 0;
+      let rejected = 0;
       let maxChanged: number | undefined;
       const options: RequestOptions = { priority: 'poll', signal: this.abort.signal };
       for await (const page of this.source.list(since, options)) {
         pages++;
-        records += page.length;
-        const events: NewInboxEvent[] = page.map((record) => {
+        records += page.records.length + page.rejected.length;
+        const events: NewInboxEvent[] = [];
+        const setAside: RejectedInboxRecord[] = page.rejected.map((item) => ({
+          source: system,
+          origin,
+          recordType,
+          recordId: item.recordId,
+          raw: item.raw,
+          reason: item.reason,
+        }));
+        for (const record of page.records) {
           const { recordId, parentId, lastChanged, payload } = this.source.describe(record);
+          // The cursor moves past a record set aside too: it waits for an operator's retry
+          // or its next change, never holding back the rest of the feed.
           const changedMs = lastChanged != null ? parseTimestamp(lastChanged) : undefined;
           if (changedMs !== undefined && (maxChanged === undefined || changedMs > maxChanged)) {
             maxChanged = changedMs;
           }
-          return {
+          const unstorable = unstorableReason(payload);
+          if (unstorable !== undefined) {
+            setAside.push({
+              source: system,
+              origin,
+              recordType,
+              recordId,
+              parentId: parentId ?? null,
+              raw: payload,
+              reason: unstorable,
+            });
+            continue;
+          }
+          events.push({
             source: system,
             origin,
             // Stable per content: a re-read of an unchanged record is the same event.
@@ -238,11 +276,21 @@ export class ChangePoller<T = unknown> implements Poller {
             payload,
             isThin: false,
             occurredAt: changedMs !== undefined ? new Date(changedMs) : null,
-          };
-        });
+          });
+        }
         // Stored page by page; the cursor moves only after the last page is stored, so a
         // poll that fails half-way reads the same range again next time.
         inserted += await insertInboundEvents(this.db, events);
+        if (setAside.length > 0) {
+          const stored = await insertRejectedRecords(this.db, setAside);
+          rejected += stored;
+          if (stored > 0) {
+            this.logger.warn(
+              { records: setAside.map((r) => ({ recordId: r.recordId, reason: r.reason })) },
+              'records set aside: they cannot be stored or read as they are (GET /admin/events?status=dead)',
+            );
+          }
+        }
       }
 
       const cursor = maxChanged !== undefined ? new Date(maxChanged).toISOString() : undefined;
@@ -255,6 +303,7 @@ export class ChangePoller<T = unknown> implements Poller {
         pages,
         records,
         inserted,
+        rejected,
         cursor: stored?.cursor ?? undefined,
       };
     } catch (error) {

@@ -60,6 +60,12 @@ export interface UpstreamContextOptions {
 }
 
 export const DEFAULT_TIMEOUT_MS = 30_000;
+/**
+ * The longest Retry-After honoured. A gateway asking for hours (a misconfigured policy, a
+ * date far ahead) would otherwise stall a whole system; after this wait the request is
+ * simply refused again if the limit still holds.
+ */
+export const MAX_RETRY_AFTER_MS = 5 * 60_000;
 export const DEFAULT_MAX_ATTEMPTS = 5;
 
 export function createUpstreamContext(options: UpstreamContextOptions): UpstreamContext {
@@ -193,7 +199,15 @@ export async function upstreamRequest<S extends z.ZodType>(
       // Both vendors sit behind Azure APIM: wait Retry-After, at least 1 s, plus jitter, and
       // pause the whole system, since the limit is per subscription key (poweroffice.md §1
       // "Rate limits").
-      const waitMs = Math.max(retryAfterMs ?? 0, 1000) + Math.floor(ctx.random() * ctx.jitterMs);
+      const waitMs =
+        Math.min(Math.max(retryAfterMs ?? 0, 1000), MAX_RETRY_AFTER_MS) +
+        Math.floor(ctx.random() * ctx.jitterMs);
+      if (retryAfterMs !== undefined && retryAfterMs > MAX_RETRY_AFTER_MS) {
+        log.warn(
+          { attempt, retryAfterMs, waitMs },
+          `upstream asked for a Retry-After above ${MAX_RETRY_AFTER_MS / 1000} s; capped`,
+        );
+      }
       ctx.pacer.pauseFor(waitMs);
       if (lastAttempt) {
         throw new UpstreamError(

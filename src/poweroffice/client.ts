@@ -22,6 +22,7 @@ import {
   type Employee,
 } from './schemas.js';
 import { PowerOfficeTokenProvider } from './token.js';
+import { parseListItems, type ListPage } from '../lib/list-page.js';
 
 // PowerOffice Go v2 (../shared/apis/poweroffice.md). Bare JSON arrays for lists and 204 when
 // nothing matches; JSON Patch for updates; ExternalImportReference / ExternalCode as the
@@ -101,7 +102,7 @@ export class PowerOfficeClient {
   listEmployeesChangedSince(
     since?: string,
     options: RequestOptions = {},
-  ): AsyncGenerator<Employee[], void, undefined> {
+  ): AsyncGenerator<ListPage<Employee>, void, undefined> {
     return this.pages(
       'Employees',
       { lastChangedDateTimeOffsetGreaterThan: since },
@@ -110,7 +111,9 @@ export class PowerOfficeClient {
     );
   }
 
-  listAllEmployees(options: RequestOptions = {}): AsyncGenerator<Employee[], void, undefined> {
+  listAllEmployees(
+    options: RequestOptions = {},
+  ): AsyncGenerator<ListPage<Employee>, void, undefined> {
     return this.pages('Employees', {}, EmployeeSchema, options);
   }
 
@@ -161,7 +164,7 @@ export class PowerOfficeClient {
   listCustomersChangedSince(
     since?: string,
     options: RequestOptions = {},
-  ): AsyncGenerator<Customer[], void, undefined> {
+  ): AsyncGenerator<ListPage<Customer>, void, undefined> {
     return this.pages(
       'Customers',
       { lastChangedDateTimeOffsetGreaterThan: since },
@@ -170,7 +173,9 @@ export class PowerOfficeClient {
     );
   }
 
-  listAllCustomers(options: RequestOptions = {}): AsyncGenerator<Customer[], void, undefined> {
+  listAllCustomers(
+    options: RequestOptions = {},
+  ): AsyncGenerator<ListPage<Customer>, void, undefined> {
     return this.pages('Customers', {}, CustomerSchema, options);
   }
 
@@ -225,7 +230,7 @@ export class PowerOfficeClient {
   listContactPersonsChangedSince(
     since?: string,
     options: RequestOptions = {},
-  ): AsyncGenerator<ContactPerson[], void, undefined> {
+  ): AsyncGenerator<ListPage<ContactPerson>, void, undefined> {
     return this.pages(
       'ContactPersons',
       { lastChangedDateTimeOffsetGreaterThan: since },
@@ -236,7 +241,7 @@ export class PowerOfficeClient {
 
   listAllContactPersons(
     options: RequestOptions = {},
-  ): AsyncGenerator<ContactPerson[], void, undefined> {
+  ): AsyncGenerator<ListPage<ContactPerson>, void, undefined> {
     return this.pages('ContactPersons', {}, ContactPersonSchema, options);
   }
 
@@ -303,23 +308,25 @@ export class PowerOfficeClient {
     return data;
   }
 
+  /** One list page, item by item: a record failing its schema is set aside, not fatal. */
   private async list<T>(
     path: string,
     query: Record<string, string | number | undefined>,
     schema: z.ZodType<T>,
     options: RequestOptions,
-  ): Promise<T[]> {
+  ): Promise<{ size: number; page: ListPage<T> }> {
     const { data } = await upstreamRequest(this.upstream, {
       method: 'GET',
       url: `${this.baseUrl}/${path}?${queryString(query)}`,
       priority: options.priority ?? 'read',
       auth: this.token,
-      schema: z.array(schema),
+      schema: z.array(z.unknown()),
       // 204 No Content when nothing matches (poweroffice.md §1 "Listing").
       empty: [],
       ...(options.signal !== undefined ? { signal: options.signal } : {}),
     });
-    return data ?? [];
+    const items = data ?? [];
+    return { size: items.length, page: parseListItems(items, schema) };
   }
 
   /**
@@ -333,16 +340,16 @@ export class PowerOfficeClient {
     filter: Record<string, string | undefined>,
     schema: z.ZodType<T>,
     options: RequestOptions,
-  ): AsyncGenerator<T[], void, undefined> {
+  ): AsyncGenerator<ListPage<T>, void, undefined> {
     for (let pageNumber = 1; ; pageNumber++) {
-      const items = await this.list(
+      const { size, page } = await this.list(
         path,
         { ...filter, OrderBy: 'Id', PageNumber: pageNumber, PageSize: this.pageSize },
         schema,
         options,
       );
-      if (items.length > 0) yield items;
-      if (items.length < this.pageSize) return;
+      if (size > 0) yield page;
+      if (size < this.pageSize) return;
     }
   }
 
@@ -354,13 +361,13 @@ export class PowerOfficeClient {
     options: RequestOptions,
     matches: (item: T) => boolean,
   ): Promise<T | undefined> {
-    const items = await this.list(
+    const { page } = await this.list(
       path,
       { ...filter, PageNumber: 1, PageSize: 10 },
       schema,
       options,
     );
-    return items.find(matches);
+    return page.records.find(matches);
   }
 
   private async send<S extends z.ZodType>(

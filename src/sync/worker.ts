@@ -10,7 +10,9 @@ import {
   markEventSkipped,
   markEventsDone,
   peekDueEvents,
+  setEventAside,
   storeCompletedPayload,
+  unstorableReason,
 } from '../db/inbound-events.js';
 import { findActiveLink, findLinkedRecords, unlinkLink } from '../db/links.js';
 import {
@@ -114,6 +116,13 @@ export async function processDueEvents(deps: WorkerDeps, limit = 50): Promise<nu
           await markEventSkipped(db, event.id, 'record not found upstream');
           countEvents(deps, event.source, 'done');
           done++;
+          continue;
+        }
+        const unstorable = unstorableReason(full);
+        if (unstorable !== undefined) {
+          // Set aside for an operator, like a polled record that cannot be stored.
+          await setEventAside(db, event.id, full, unstorable);
+          logger.warn({ eventId: event.id, reason: unstorable }, 'record set aside');
           continue;
         }
         event = { ...event, payload: full, is_thin: false };

@@ -12,6 +12,7 @@ import {
   type RequestOptions,
   type UpstreamContext,
 } from '../lib/upstream.js';
+import { parseListItems, type ListPage } from '../lib/list-page.js';
 import { AnsattSchema, KundeSchema, odataList, type Ansatt, type Kunde } from './schemas.js';
 
 // Tidsbanken API v3 (../shared/apis/tidsbanken.md). OData v4 reads with a `value`
@@ -39,6 +40,8 @@ export interface CreateOptions extends RequestOptions {
 
 const AnsattListSchema = odataList(AnsattSchema);
 const KundeListSchema = odataList(KundeSchema);
+// A list page is parsed item by item (one bad record must not fail the page).
+const AnyListSchema = odataList(z.unknown());
 // What a write answers is not documented (tidsbanken.md §7.4): maybe the entity, maybe an
 // array of them, maybe nothing. Accept anything and look for a record in it.
 const AnyBody = z.unknown();
@@ -87,12 +90,12 @@ export class TidsbankenClient {
   listAnsatteChangedSince(
     since?: string,
     options: RequestOptions = {},
-  ): AsyncGenerator<Ansatt[], void, undefined> {
-    return this.pages('ansatt/ansatt', since, AnsattListSchema, options);
+  ): AsyncGenerator<ListPage<Ansatt>, void, undefined> {
+    return this.pages('ansatt/ansatt', since, AnsattSchema, options);
   }
 
-  listAllAnsatte(options: RequestOptions = {}): AsyncGenerator<Ansatt[], void, undefined> {
-    return this.pages('ansatt/ansatt', undefined, AnsattListSchema, options);
+  listAllAnsatte(options: RequestOptions = {}): AsyncGenerator<ListPage<Ansatt>, void, undefined> {
+    return this.pages('ansatt/ansatt', undefined, AnsattSchema, options);
   }
 
   /**
@@ -148,12 +151,12 @@ export class TidsbankenClient {
   listKunderChangedSince(
     since?: string,
     options: RequestOptions = {},
-  ): AsyncGenerator<Kunde[], void, undefined> {
-    return this.pages('prosjekt/Kunde', since, KundeListSchema, options);
+  ): AsyncGenerator<ListPage<Kunde>, void, undefined> {
+    return this.pages('prosjekt/Kunde', since, KundeSchema, options);
   }
 
-  listAllKunder(options: RequestOptions = {}): AsyncGenerator<Kunde[], void, undefined> {
-    return this.pages('prosjekt/Kunde', undefined, KundeListSchema, options);
+  listAllKunder(options: RequestOptions = {}): AsyncGenerator<ListPage<Kunde>, void, undefined> {
+    return this.pages('prosjekt/Kunde', undefined, KundeSchema, options);
   }
 
   /** Creates a customer: a single object, not an array, caller-supplied Id (tidsbanken.md §3). */
@@ -239,9 +242,9 @@ export class TidsbankenClient {
   private async *pages<T>(
     path: string,
     since: string | undefined,
-    schema: z.ZodType<{ value: T[] }>,
+    schema: z.ZodType<T>,
     options: RequestOptions,
-  ): AsyncGenerator<T[], void, undefined> {
+  ): AsyncGenerator<ListPage<T>, void, undefined> {
     const readOptions = { ...options, priority: options.priority ?? 'read' } as RequestOptions;
     const query = {
       $select: '*',
@@ -253,9 +256,9 @@ export class TidsbankenClient {
     let url = `${this.baseUrl}/${path}?${queryString({ ...query, $skip: 0 })}`;
     let read = 0;
     for (;;) {
-      const page = await this.getUrl(url, schema, readOptions);
+      const page = await this.getUrl(url, AnyListSchema, readOptions);
       read += page.value.length;
-      if (page.value.length > 0) yield page.value;
+      if (page.value.length > 0) yield parseListItems(page.value, schema);
       const next = nextLinkUrl(this.baseUrl, path, page, url);
       if (next !== undefined) {
         url = next;

@@ -348,6 +348,74 @@ describe('GET /admin/commands and replay', () => {
   });
 });
 
+describe('GET /admin/events and retry', () => {
+  async function seedEvent(values: { eventId: string; status: 'pending' | 'done' | 'dead' }) {
+    const row = await t.database.db
+      .insertInto('inbound_events')
+      .values({
+        source: 'tidsbanken',
+        origin: 'webhook',
+        event_id: values.eventId,
+        event_type: 'kunde.updated',
+        record_type: 'kunde',
+        record_id: values.eventId,
+        payload: JSON.stringify({ Id: values.eventId, Navn: values.eventId }),
+        content_hash: values.eventId,
+        status: values.status,
+        last_error: values.status === 'dead' ? 'gave up' : null,
+      })
+      .returning('id')
+      .executeTakeFirstOrThrow();
+    return String(row.id);
+  }
+
+  it('pages dead events newest first with a cursor; retry makes one pending and it leaves the list', async () => {
+    const ids = [];
+    for (const n of [1, 2, 3]) ids.push(await seedEvent({ eventId: `E${n}`, status: 'dead' }));
+    await seedEvent({ eventId: 'E4', status: 'done' });
+    const first = await request(t.app).get('/admin/events?status=dead&limit=2').set(auth);
+    expect(first.status).toBe(200);
+    await expectDocumentedResponse('GET', '/admin/events', first);
+    expect(first.body.items.map((i: { id: string }) => i.id)).toEqual([ids[2], ids[1]]);
+    const second = await request(t.app)
+      .get(`/admin/events?status=dead&limit=2&cursor=${String(first.body.nextCursor)}`)
+      .set(auth);
+    expect(second.body).toMatchObject({ items: [{ id: ids[0], lastError: 'gave up' }] });
+    expect(second.body.nextCursor).toBeNull();
+
+    const retried = await request(t.app).post(`/admin/events/${ids[0]!}/retry`).set(auth);
+    expect(retried.status).toBe(202);
+    expect(retried.body).toMatchObject({ id: ids[0], status: 'pending', attempts: 0 });
+    const left = await request(t.app).get('/admin/events').set(auth);
+    expect(left.body.items.map((i: { id: string }) => i.id)).toEqual([ids[2], ids[1]]);
+  });
+
+  it('answers 409 for an event that is not dead, 404 for an unknown id, 400 for a bad cursor', async () => {
+    const done = await seedEvent({ eventId: 'D1', status: 'done' });
+    const notDead = await request(t.app).post(`/admin/events/${done}/retry`).set(auth);
+    expect(notDead.status).toBe(409);
+    await expectDocumentedResponse('POST', '/admin/events/{id}/retry', notDead);
+    const unknown = await request(t.app).post('/admin/events/999999/retry').set(auth);
+    expect(unknown.status).toBe(404);
+    const bad = await request(t.app).get('/admin/events?cursor=abc').set(auth);
+    expect(bad.status).toBe(400);
+    expect(bad.body.detail).toMatch(/cursor/);
+  });
+
+  it('answers 409 when the same event is already in the inbox again, changing nothing', async () => {
+    const dead = await seedEvent({ eventId: 'S1', status: 'dead' });
+    await seedEvent({ eventId: 'S1', status: 'pending' });
+    const res = await request(t.app).post(`/admin/events/${dead}/retry`).set(auth);
+    expect(res.status).toBe(409);
+    const row = await t.database.db
+      .selectFrom('inbound_events')
+      .select('status')
+      .where('id', '=', dead)
+      .executeTakeFirstOrThrow();
+    expect(row.status).toBe('dead');
+  });
+});
+
 describe('GET /admin/records/{system}/{type}/{id}/history', () => {
   it('merges inbox events, audit entries and commands of the record, oldest first, with the mirror row', async () => {
     const at = (s: number) => new Date(Date.UTC(2026, 0, 5, 10, 0, s));

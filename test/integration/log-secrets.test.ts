@@ -166,7 +166,7 @@ describe('log output', () => {
     });
     po.seedCustomer({ Name: 'Fjord AS' });
     const customers = [];
-    for await (const page of poClient.listCustomersChangedSince()) customers.push(...page);
+    for await (const page of poClient.listCustomersChangedSince()) customers.push(...page.records);
     expect(customers).toHaveLength(1);
     po.faults.inject(1, '500');
     await expect(poClient.getCustomer(1)).rejects.toThrow();

@@ -1,5 +1,6 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { UpstreamError } from '../../src/errors.js';
+import type { ListPage } from '../../src/lib/list-page.js';
 import { createLogger } from '../../src/lib/logger.js';
 import { createMetrics } from '../../src/lib/metrics.js';
 import { Pacer } from '../../src/lib/pacer.js';
@@ -54,9 +55,13 @@ afterEach(() => {
   fake.clearRequests();
 });
 
-async function collect<T>(pages: AsyncIterable<T[]>): Promise<T[][]> {
+/** The records of each page; every item of these fixtures reads, so none is set aside. */
+async function collect<T>(pages: AsyncIterable<ListPage<T>>): Promise<T[][]> {
   const out: T[][] = [];
-  for await (const page of pages) out.push(page);
+  for await (const page of pages) {
+    expect(page.rejected).toEqual([]);
+    out.push(page.records);
+  }
   return out;
 }
 

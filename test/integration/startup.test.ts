@@ -47,6 +47,15 @@ describe('npm start (src/main.ts)', () => {
     expect(problems).toContainEqual(expect.stringMatching(/^CONFLICT_POLICY: /));
   });
 
+  it('with TIDSBANKEN_API_KEY but no TIDSBANKEN_SUBSCRIPTION_KEY, exits 78 naming the missing variable', async () => {
+    const run = runService({ TIDSBANKEN_API_KEY: 'tb-key-startup-check' });
+    expect(await run.exited).toBe(78);
+    expect(run.output()).toMatch(
+      /TIDSBANKEN_SUBSCRIPTION_KEY: is required when TIDSBANKEN_API_KEY is set/,
+    );
+    expect(run.output()).not.toContain('tb-key-startup-check');
+  });
+
   it('with no DATABASE_URL, starts on embedded PostgreSQL in DATA_DIR, answers /readyz, and stops cleanly on SIGTERM', async () => {
     const dataDir = await mkdtemp(join(tmpdir(), 'tbpo-start-'));
     dirs.push(dataDir);

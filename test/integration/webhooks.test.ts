@@ -395,6 +395,31 @@ describe.each(['tidsbanken', 'poweroffice'] as const)('POST /webhooks/%s', (syst
   });
 });
 
+describe('several configured secrets (rotation on our side)', () => {
+  it('accepts a webhook signed with any one of the space-separated secrets, and no other', async () => {
+    const rotating = await createTestApp({
+      TIDSBANKEN_WEBHOOK_SECRET: `${OLD_SECRET} ${TB_SECRET}`,
+    });
+    try {
+      const body = {
+        type: 'ansatt.updated',
+        timestamp: '2026-01-05T10:00:00Z',
+        data: { Id: 4711, Fornavn: 'Rota' },
+      };
+      for (const secret of [OLD_SECRET, TB_SECRET]) {
+        const res = await send('tidsbanken', body, { secret, app: rotating });
+        expect(res.status).toBe(202);
+      }
+      const stranger = await send('tidsbanken', body, { secret: PO_SECRET, app: rotating });
+      expect(stranger.status).toBe(401);
+      const stored = await rotating.database.db.selectFrom('inbound_events').select('id').execute();
+      expect(stored).toHaveLength(1); // the second was the same content: a duplicate
+    } finally {
+      await rotating.close();
+    }
+  });
+});
+
 describe('schema violations answer 400 naming the field', () => {
   const cases: [System, string, unknown, string][] = [
     ['tidsbanken', 'an unknown event type', { type: 'ansatt.merged', data: { Id: 1 } }, 'type'],

@@ -117,14 +117,46 @@ describe('loadConfig', () => {
     expect(config.unmatched['ansatt-employee']).toBe('create-both');
   });
 
-  it('lists every configured secret for log scrubbing', () => {
+  it('lists every configured secret for log scrubbing, each webhook secret of a list on its own', () => {
     const config = loadConfig({
       ADMIN_TOKEN: 'admin-token-0123456789',
-      TIDSBANKEN_WEBHOOK_SECRET: 'whsec_c2VjcmV0',
+      TIDSBANKEN_WEBHOOK_SECRET: 'whsec_c2VjcmV0 whsec_bmV3LXNlY3JldA==',
       TIDSBANKEN_API_KEY: 'tb-key-value',
+      TIDSBANKEN_SUBSCRIPTION_KEY: 'tb-subscription-value',
     });
     expect(secretsOf(config).sort()).toEqual(
-      ['admin-token-0123456789', 'whsec_c2VjcmV0', 'tb-key-value'].sort(),
+      [
+        'admin-token-0123456789',
+        'whsec_c2VjcmV0',
+        'whsec_bmV3LXNlY3JldA==',
+        'tb-key-value',
+        'tb-subscription-value',
+      ].sort(),
+    );
+  });
+
+  it('TIDSBANKEN_API_KEY without TIDSBANKEN_SUBSCRIPTION_KEY is an error naming the missing one', () => {
+    let err: ConfigError | undefined;
+    try {
+      loadConfig({ TIDSBANKEN_API_KEY: 'tb-key-value' });
+    } catch (e) {
+      err = e as ConfigError;
+    }
+    expect(err).toBeInstanceOf(ConfigError);
+    expect(err!.problems).toEqual([
+      'TIDSBANKEN_SUBSCRIPTION_KEY: is required when TIDSBANKEN_API_KEY is set',
+    ]);
+    expect(err!.message).not.toContain('tb-key-value');
+  });
+
+  it('a webhook secret variable takes a space-separated list (rotation), each one checked', () => {
+    const config = loadConfig({
+      POWEROFFICE_WEBHOOK_SECRET: '  whsec_b2xk   whsec_bmV3  ',
+    });
+    expect(config.poweroffice.webhookSecrets).toEqual(['whsec_b2xk', 'whsec_bmV3']);
+    expect(loadConfig({}).tidsbanken.webhookSecrets).toBeUndefined();
+    expect(() => loadConfig({ TIDSBANKEN_WEBHOOK_SECRET: 'whsec_b2xk whsec_not*base64' })).toThrow(
+      /TIDSBANKEN_WEBHOOK_SECRET: must be whsec_ followed by base64/,
     );
   });
 

@@ -4,9 +4,11 @@ import { UpstreamError } from '../../src/errors.js';
 import { createLogger } from '../../src/lib/logger.js';
 import { createMetrics } from '../../src/lib/metrics.js';
 import { Pacer } from '../../src/lib/pacer.js';
+import { LogCapture } from '../helpers/app.js';
 import {
   backoffMs,
   createUpstreamContext,
+  MAX_RETRY_AFTER_MS,
   parseRetryAfter,
   queryString,
   upstreamRequest,
@@ -108,6 +110,39 @@ describe('upstreamRequest', () => {
       expect(res.data).toEqual({ Id: 2 });
       expect(calls).toHaveLength(3);
       expect(callTimes.map((t) => t - t0)).toEqual([0, 3000 + 125, 3000 + 125 + 1000 + 125]);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('caps a Retry-After at 5 minutes and logs both the asked and the capped wait', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date', 'performance'] });
+    try {
+      const pacer = new Pacer('test', 1000);
+      const logs = new LogCapture();
+      const { fetch, calls } = scripted([
+        json(429, { message: 'slow down' }, { 'retry-after': '86400' }),
+        json(200, { Id: 3 }),
+      ]);
+      const ctx = context(fetch, [], pacer);
+      ctx.logger = createLogger({ level: 'info', destination: logs });
+      const pending = upstreamRequest(ctx, {
+        method: 'GET',
+        url: 'http://x.test/a',
+        priority: 'read',
+        schema: Item,
+      });
+      await vi.advanceTimersByTimeAsync(0);
+      expect(calls).toHaveLength(1);
+      // A day asked: five minutes (plus jitter) waited, not a day.
+      await vi.advanceTimersByTimeAsync(MAX_RETRY_AFTER_MS + 125);
+      expect((await pending).data).toEqual({ Id: 3 });
+      expect(calls).toHaveLength(2);
+      const line = logs.lines
+        .map((l) => JSON.parse(l) as Record<string, unknown>)
+        .find((l) => l.retryAfterMs !== undefined);
+      expect(line).toMatchObject({ retryAfterMs: 86_400_000, waitMs: MAX_RETRY_AFTER_MS + 125 });
+      expect(String(line!.msg)).toMatch(/capped/);
     } finally {
       vi.useRealTimers();
     }
