@@ -15,7 +15,13 @@ export interface AuditEntry {
 }
 
 export async function insertAuditEntries(db: DbOrTrx, entries: AuditEntry[]): Promise<void> {
-  if (entries.length === 0) return;
+  // In slices: one statement's parameters are capped at 65 535.
+  for (let i = 0; i < entries.length; i += 2000) {
+    await insertAuditSlice(db, entries.slice(i, i + 2000));
+  }
+}
+
+async function insertAuditSlice(db: DbOrTrx, entries: AuditEntry[]): Promise<void> {
   await db
     .insertInto('audit_entries')
     .values(

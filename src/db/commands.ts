@@ -78,6 +78,48 @@ export async function upsertPendingUpdate(
 }
 
 /**
+ * Many pending updates in one statement, each to a record that has none yet. Returns the new
+ * command id per target ("system/record_type/record_id"); a target that already has a
+ * pending update is left out, for the caller to fold in with `upsertPendingUpdate`.
+ */
+export async function insertPendingUpdates(
+  db: DbOrTrx,
+  updates: { target: UpdateTarget; fields: Fields }[],
+): Promise<Map<string, string>> {
+  const ids = new Map<string, string>();
+  if (updates.length === 0) return ids;
+  const rows = updates.map(({ target, fields }) => ({
+    system: target.system,
+    record_type: target.recordType,
+    record_id: target.recordId,
+    parent_id: target.parentId,
+    flow: target.flow,
+    link_id: target.linkId,
+    payload: { fields },
+  }));
+  const result = await sql<{ id: string; system: string; record_type: string; record_id: string }>`
+    insert into outbound_commands
+      (system, operation, record_type, record_id, parent_id, flow, link_id, payload)
+    select v.system, 'update', v.record_type, v.record_id, v.parent_id, v.flow, v.link_id, v.payload
+    from rows from (jsonb_to_recordset(${JSON.stringify(rows)}::jsonb)
+      as (system text, record_type text, record_id text, parent_id text, flow text,
+          link_id bigint, payload jsonb)) with ordinality
+      as v(system, record_type, record_id, parent_id, flow, link_id, payload, n)
+    order by v.n
+    on conflict (system, record_type, record_id)
+      where status = 'pending' and operation = 'update' do nothing
+    returning id, system, record_type, record_id`.execute(db);
+  for (const row of result.rows) {
+    ids.set(targetKey(row.system, row.record_type, row.record_id), row.id);
+  }
+  return ids;
+}
+
+export function targetKey(system: string, recordType: string, recordId: string): string {
+  return `${system}/${recordType}/${recordId}`;
+}
+
+/**
  * Takes fields out of the record's pending update (the record's own newer edit won).
  * Returns the fields that were not pending there — they may be on the wire already.
  */

@@ -1,5 +1,6 @@
 import { sql } from 'kysely';
 import type { DbOrTrx } from './database.js';
+import { firstMatchingRule, mergeDegrees, type MergeSpec } from './records.js';
 import type { LinkRow, SystemName } from './schema.js';
 
 export async function findActiveLink(
@@ -88,19 +89,109 @@ export async function unlinkLink(db: DbOrTrx, id: string, reason: string): Promi
     .execute();
 }
 
-export async function listActiveLinkIds(
+/**
+ * Links every one-to-one merge-rule match of a flow in one statement (DESIGN.md §1): a pair
+ * links when each record is the only live match of the other over the whole mirror and
+ * neither is linked in the flow yet. In the same statement it closes the two records' open
+ * ambiguous-match conflicts and writes the 'link' audit entry of each side. Returns how many
+ * links it made.
+ */
+export async function insertMergeRuleLinks(db: DbOrTrx, spec: MergeSpec): Promise<number> {
+  const result = await sql<{ made: number }>`
+    with ${mergeDegrees(spec)},
+    pairs as (
+      select dt.tb_id, dt.po_id
+      from deg_t dt join deg_p dp on dp.po_id = dt.po_id and dp.tb_id = dt.tb_id
+      where dt.n = 1 and dp.n = 1
+        and not exists (select 1 from links l where l.flow = ${spec.flow}
+          and l.unlinked_at is null and l.tidsbanken_id = dt.tb_id)
+        and not exists (select 1 from links l where l.flow = ${spec.flow}
+          and l.unlinked_at is null and l.poweroffice_id = dt.po_id)
+    ),
+    made as (
+      insert into links (flow, tidsbanken_type, tidsbanken_id, poweroffice_type, poweroffice_id,
+                         poweroffice_parent_id, linked_by, shadow)
+      select ${spec.flow}, ${spec.tidsbankenType}, pr.tb_id, ${spec.powerofficeType}, pr.po_id,
+             p.parent_id, ${firstMatchingRule(spec)}, '{}'::jsonb
+      from pairs pr
+      join records t on t.system = 'tidsbanken' and t.record_type = ${spec.tidsbankenType}
+        and t.record_id = pr.tb_id
+      join records p on p.system = 'poweroffice' and p.record_type = ${spec.powerofficeType}
+        and p.record_id = pr.po_id
+      order by pr.tb_id
+      on conflict do nothing
+      returning id, tidsbanken_id, poweroffice_id, linked_by
+    ),
+    sides as (
+      select id, linked_by, tidsbanken_id, poweroffice_id,
+             'tidsbanken' as system, ${spec.tidsbankenType} as record_type, tidsbanken_id as record_id
+      from made
+      union all
+      select id, linked_by, tidsbanken_id, poweroffice_id,
+             'poweroffice', ${spec.powerofficeType}, poweroffice_id
+      from made
+    ),
+    resolved as (
+      update conflicts c
+      set status = 'resolved', resolved_at = now(), resolution = 'linked by ' || s.linked_by
+      from sides s
+      where c.flow = ${spec.flow} and c.kind = 'ambiguous_match' and c.status = 'open'
+        and c.system = s.system and c.record_type = s.record_type and c.record_id = s.record_id
+    ),
+    audited as (
+      insert into audit_entries (system, record_type, record_id, kind, flow, link_id, detail)
+      select s.system, s.record_type, s.record_id, 'link', ${spec.flow}, s.id,
+             jsonb_build_object('linkedBy', s.linked_by, 'tidsbankenId', s.tidsbanken_id,
+                                'powerofficeId', s.poweroffice_id)
+      from sides s
+    )
+    select count(*)::int as made from made`.execute(db);
+  return result.rows[0]?.made ?? 0;
+}
+
+/** The highest link id so far ('0' when there is none): links made later have higher ids. */
+export async function getMaxLinkId(db: DbOrTrx): Promise<string> {
+  const row = await sql<{ id: string }>`select coalesce(max(id), 0)::text as id from links`.execute(
+    db,
+  );
+  return row.rows[0]?.id ?? '0';
+}
+
+/**
+ * Locks and returns up to `limit` active links of a flow with an id above `afterId` that were
+ * never synced, in id order.
+ */
+export async function lockUnsyncedLinks(
   db: DbOrTrx,
   flow: string,
-  side: SystemName,
-): Promise<Set<string>> {
-  const column = side === 'tidsbanken' ? 'tidsbanken_id' : 'poweroffice_id';
-  const rows = await db
+  afterId: string,
+  limit: number,
+): Promise<LinkRow[]> {
+  return db
     .selectFrom('links')
-    .select(column)
+    .selectAll()
     .where('flow', '=', flow)
+    .where('id', '>', afterId)
     .where('unlinked_at', 'is', null)
+    .where('last_synced_at', 'is', null)
+    .orderBy('id')
+    .limit(limit)
+    .forUpdate()
     .execute();
-  return new Set(rows.map((r) => (r as Record<string, string>)[column]!));
+}
+
+/** Many links' shadow and in-flight state at once, all marked synced now. */
+export async function updateLinkStates(
+  db: DbOrTrx,
+  states: { id: string; shadow: Record<string, unknown>; inflight: Record<string, unknown> }[],
+): Promise<void> {
+  if (states.length === 0) return;
+  await sql`
+    update links
+    set shadow = v.shadow, inflight = v.inflight, last_synced_at = now(), updated_at = now()
+    from jsonb_to_recordset(${JSON.stringify(states)}::jsonb)
+      as v(id bigint, shadow jsonb, inflight jsonb)
+    where links.id = v.id`.execute(db);
 }
 
 export interface LinkFilter {

@@ -1,4 +1,4 @@
-import { sql, type OnConflictBuilder } from 'kysely';
+import { sql, type OnConflictBuilder, type RawBuilder } from 'kysely';
 import type { DbOrTrx } from './database.js';
 import type { Database, RecordRow, SystemName } from './schema.js';
 
@@ -146,18 +146,69 @@ export async function findMirrorRecordsByKeys(
     .execute();
 }
 
-export async function listMirrorRecords(
+/** A flow's merge rules as the mirror sees them: which key column each rule compares. */
+export interface MergeSpec {
+  flow: string;
+  tidsbankenType: string;
+  powerofficeType: string;
+  /** In the flow's order: the first rule whose keys are equal names a link. */
+  rules: { name: string; column: 'email_key' | 'national_id_key' | 'number_key' }[];
+}
+
+/**
+ * The match graph of a flow over the whole mirror (DESIGN.md §1): one row (tb_id, po_id) per
+ * pair of live records that some merge rule matches. One equi-join per rule (each can use the
+ * key's index or a hash join), pairs matched by several rules counted once. Empty keys are
+ * stored as NULL, and NULL never joins.
+ */
+export function mergeEdges(spec: MergeSpec): RawBuilder<unknown> {
+  const joins = spec.rules.map(
+    (rule) => sql`
+      select t.record_id as tb_id, p.record_id as po_id
+      from records t
+      join records p on p.${sql.ref(rule.column)} = t.${sql.ref(rule.column)}
+      where t.system = 'tidsbanken' and t.record_type = ${spec.tidsbankenType}
+        and t.deleted_at is null and t.${sql.ref(rule.column)} is not null
+        and p.system = 'poweroffice' and p.record_type = ${spec.powerofficeType}
+        and p.deleted_at is null`,
+  );
+  return sql`${sql.join(joins, sql` union `)}`;
+}
+
+/**
+ * The degree of every matched record: `deg_t` (per Tidsbanken record: how many PowerOffice
+ * records match it, and the first of them) and `deg_p` (the same the other way), as CTEs
+ * after `edges`.
+ */
+export function mergeDegrees(spec: MergeSpec): RawBuilder<unknown> {
+  return sql`
+    edges as (${mergeEdges(spec)}),
+    deg_t as (select tb_id, count(*)::int as n, min(po_id) as po_id from edges group by tb_id),
+    deg_p as (select po_id, count(*)::int as n, min(tb_id) as tb_id from edges group by po_id)`;
+}
+
+/** The rule that names a link of `t` and `p` (aliases of records): the first whose keys are equal. */
+export function firstMatchingRule(spec: MergeSpec): RawBuilder<string> {
+  const cases = spec.rules.map(
+    (rule) => sql`when t.${sql.ref(rule.column)} = p.${sql.ref(rule.column)} then ${rule.name}`,
+  );
+  return sql<string>`(case ${sql.join(cases, sql` `)} else ${spec.rules[0]?.name ?? ''} end)`;
+}
+
+/** Fetches many records of one type by id (one statement). */
+export async function getMirrorRecords(
   db: DbOrTrx,
   system: SystemName,
   recordType: string,
+  recordIds: string[],
 ): Promise<RecordRow[]> {
+  if (recordIds.length === 0) return [];
   return db
     .selectFrom('records')
     .selectAll()
     .where('system', '=', system)
     .where('record_type', '=', recordType)
-    .where('deleted_at', 'is', null)
-    .orderBy('record_id')
+    .where('record_id', 'in', recordIds)
     .execute();
 }
 
@@ -185,4 +236,83 @@ export async function lockRecordKey(
   await sql`select pg_advisory_xact_lock(${RECORD_LOCK_SPACE}, hashtext(${`${system}/${recordType}/${recordId}`}))`.execute(
     db,
   );
+}
+
+/**
+ * Up to `limit` live, unlinked records of one side of a flow after `afterId` (keyset order)
+ * that no merge rule matches with any record of the other side: the unmatched records a
+ * create policy acts on.
+ */
+export async function listUnmatchedRecords(
+  db: DbOrTrx,
+  spec: MergeSpec,
+  side: SystemName,
+  afterId: string | null,
+  limit: number,
+): Promise<RecordRow[]> {
+  const [mine, other, otherSystem, linkColumn] =
+    side === 'tidsbanken'
+      ? [spec.tidsbankenType, spec.powerofficeType, 'poweroffice', 'tidsbanken_id']
+      : [spec.powerofficeType, spec.tidsbankenType, 'tidsbanken', 'poweroffice_id'];
+  const unmatched = spec.rules.map(
+    (rule) => sql`not exists (
+      select 1 from records o
+      where o.system = ${otherSystem} and o.record_type = ${other} and o.deleted_at is null
+        and o.${sql.ref(rule.column)} = r.${sql.ref(rule.column)})`,
+  );
+  const result = await sql<RecordRow>`
+    select r.* from records r
+    where r.system = ${side} and r.record_type = ${mine} and r.deleted_at is null
+      and r.record_id > ${afterId ?? ''}
+      and not exists (
+        select 1 from links l
+        where l.flow = ${spec.flow} and l.unlinked_at is null and l.${sql.ref(linkColumn)} = r.record_id)
+      and ${sql.join(unmatched, sql` and `)}
+    order by r.record_id
+    limit ${limit}`.execute(db);
+  return result.rows;
+}
+
+/**
+ * Live, unlinked PowerOffice records of a flow whose origin field carries one of our origin
+ * ids (`prefix` + a Tidsbanken id): the records we created, which link by that id.
+ */
+export async function listRecordsWithOrigin(
+  db: DbOrTrx,
+  spec: MergeSpec,
+  originField: string,
+  prefix: string,
+): Promise<RecordRow[]> {
+  const result = await sql<RecordRow>`
+    select r.* from records r
+    where r.system = 'poweroffice' and r.record_type = ${spec.powerofficeType}
+      and r.deleted_at is null
+      and left(r.data->>${originField}, ${prefix.length}) = ${prefix}
+      and not exists (
+        select 1 from links l
+        where l.flow = ${spec.flow} and l.unlinked_at is null and l.poweroffice_id = r.record_id)
+    order by r.record_id`.execute(db);
+  return result.rows;
+}
+
+/**
+ * Live, unlinked Tidsbanken records of a flow that a create command of ours made (from a
+ * PowerOffice record): they link to that record by the command's origin.
+ */
+export async function listRecordsCreatedByUs(db: DbOrTrx, spec: MergeSpec): Promise<RecordRow[]> {
+  const result = await sql<RecordRow>`
+    select r.* from records r
+    where r.system = 'tidsbanken' and r.record_type = ${spec.tidsbankenType}
+      and r.deleted_at is null
+      and exists (
+        select 1 from outbound_commands c
+        where c.system = 'tidsbanken' and c.record_type = ${spec.tidsbankenType}
+          and c.record_id = r.record_id and c.flow = ${spec.flow} and c.operation = 'create'
+          and c.status in ('pending', 'sending', 'sent', 'dry_run')
+          and c.origin_record_id is not null)
+      and not exists (
+        select 1 from links l
+        where l.flow = ${spec.flow} and l.unlinked_at is null and l.tidsbanken_id = r.record_id)
+    order by r.record_id`.execute(db);
+  return result.rows;
 }

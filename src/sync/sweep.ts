@@ -1,15 +1,13 @@
-import PQueue from 'p-queue';
 import type { Config } from '../config.js';
 import type { Db, DbOrTrx } from '../db/database.js';
 import { hasDueEvent, hasPendingEvent } from '../db/inbound-events.js';
-import { listActiveLinkIds } from '../db/links.js';
+import { getMaxLinkId } from '../db/links.js';
 import { haveFullReads } from '../db/poller-cursors.js';
-import { listMirrorRecords } from '../db/records.js';
-import type { RecordRow, SystemName } from '../db/schema.js';
+import type { SystemName } from '../db/schema.js';
 import { getSyncState, lockSyncState, setSyncState } from '../db/sync-state.js';
 import type { Logger } from '../lib/logger.js';
-import { FLOWS, type FlowDefinition } from './flows.js';
-import { syncLink, tryLink, type SyncContext } from './link.js';
+import { FLOWS } from './flows.js';
+import { linkFlow, syncNewLinks } from './match.js';
 
 // The link gate (DESIGN.md §1): merge-rule matching starts only once the mirror holds a first
 // full read of both sides, so arrival order never decides a match. Until then the worker only
@@ -65,70 +63,16 @@ export interface SweepResult {
   commandsQueued: number;
 }
 
-const SWEEP_CHUNK = 100;
-const SWEEP_CONCURRENCY = 4;
-
 function add(into: SweepResult, counts: SweepResult): void {
   into.linksMade += counts.linksMade;
   into.conflicts += counts.conflicts;
   into.commandsQueued += counts.commandsQueued;
 }
 
-async function sweepRecord(
-  ctx: SyncContext,
-  flow: FlowDefinition,
-  side: SystemName,
-  record: RecordRow,
-  result: SweepResult,
-): Promise<void> {
-  const outcome = await tryLink(ctx, flow, side, record, true);
-  if (outcome.conflict) result.conflicts++;
-  if (outcome.commandQueued) result.commandsQueued++;
-  if (outcome.link !== undefined) {
-    result.linksMade++;
-    const sync = await syncLink(ctx, flow, outcome.link.id);
-    result.commandsQueued += sync.commands.length;
-    result.conflicts += sync.conflicts;
-  }
-}
-
-async function sweepChunk(
-  deps: SweepDeps,
-  flow: FlowDefinition,
-  side: SystemName,
-  chunk: RecordRow[],
-  result: SweepResult,
-): Promise<void> {
-  const { db, logger } = deps;
-  const inOne = (records: RecordRow[]) =>
-    db.transaction().execute(async (trx) => {
-      const local: SweepResult = { linksMade: 0, conflicts: 0, commandsQueued: 0 };
-      for (const record of records) {
-        await sweepRecord({ db: trx, config: deps.config, logger }, flow, side, record, local);
-      }
-      return local;
-    });
-  try {
-    add(result, await inOne(chunk));
-  } catch (err) {
-    logger.warn({ err, flow: flow.id, side }, 'sweep chunk failed; retrying it record by record');
-    for (const record of chunk) {
-      try {
-        add(result, await inOne([record]));
-      } catch (recordErr) {
-        logger.error(
-          { err: recordErr, flow: flow.id, side, recordId: record.record_id },
-          'sweep could not process a record',
-        );
-      }
-    }
-  }
-}
-
 /**
- * Matches every unlinked mirror record of every flow over the whole mirror, syncs each new
- * link once, then opens the gate. A chunk of records per transaction, so a large sweep never
- * holds one huge transaction; the closed gate keeps anyone else from matching meanwhile.
+ * Matches every unlinked mirror record of every flow over the whole mirror (set-based:
+ * src/sync/match.ts), syncs each new link once in batches, then opens the gate. The closed
+ * gate keeps anyone else from matching meanwhile.
  */
 export async function runLinkSweep(deps: SweepDeps): Promise<SweepResult> {
   const { db, logger } = deps;
@@ -148,26 +92,15 @@ export async function runLinkSweep(deps: SweepDeps): Promise<SweepResult> {
   const result: SweepResult = { linksMade: 0, conflicts: 0, commandsQueued: 0 };
   if (!claimed) return result;
   try {
+    // Links made from here on are this sweep's: they get their first sync below.
+    const before = await getMaxLinkId(db);
     for (const flow of FLOWS) {
-      for (const side of ['tidsbanken', 'poweroffice'] as const) {
-        const type = side === 'tidsbanken' ? flow.tidsbanken : flow.poweroffice;
-        const linked = await listActiveLinkIds(db, flow.id, side);
-        const unlinked = (await listMirrorRecords(db, side, type)).filter(
-          (r) => !linked.has(r.record_id),
-        );
-        // Records go in chunks, one transaction each (the per-record work is a dozen small
-        // statements; a commit per record would double it). A chunk that fails is redone one
-        // record per transaction, so one bad record cannot stop the sweep.
-        const chunks: RecordRow[][] = [];
-        for (let i = 0; i < unlinked.length; i += SWEEP_CHUNK)
-          chunks.push(unlinked.slice(i, i + SWEEP_CHUNK));
-        // A few chunks at a time: the work is round trips, and the database has room for more
-        // than one. Chunks hold distinct records, and a link's unique indexes settle any race.
-        const queue = new PQueue({ concurrency: SWEEP_CONCURRENCY });
-        await queue.addAll(
-          chunks.map((chunk) => () => sweepChunk(deps, flow, side, chunk, result)),
-        );
-      }
+      add(result, await linkFlow(deps, flow));
+      const synced = await syncNewLinks(deps, flow, before, (progress) => {
+        logger.info({ flow: flow.id, ...progress }, 'link sweep: first sync in progress');
+      });
+      result.commandsQueued += synced.commandsQueued;
+      result.conflicts += synced.conflicts;
     }
   } catch (err) {
     await setSyncState(db, GATE, {

@@ -1,0 +1,365 @@
+import type { Config } from '../config.js';
+import { insertAuditEntries, type AuditEntry } from '../db/audit.js';
+import {
+  insertPendingUpdates,
+  targetKey,
+  upsertPendingUpdate,
+  type UpdateTarget,
+} from '../db/commands.js';
+import {
+  insertFieldConflicts,
+  upsertAmbiguousMatches,
+  type NewFieldConflict,
+} from '../db/conflicts.js';
+import type { Db } from '../db/database.js';
+import { insertMergeRuleLinks, lockUnsyncedLinks, updateLinkStates } from '../db/links.js';
+import {
+  getMirrorRecords,
+  listRecordsCreatedByUs,
+  listRecordsWithOrigin,
+  listUnmatchedRecords,
+  type MergeSpec,
+} from '../db/records.js';
+import type { LinkRow, RecordRow, SystemName } from '../db/schema.js';
+import type { Logger } from '../lib/logger.js';
+import { diffLink, type Inflight } from './diff.js';
+import { MERGE_RULE_KEY, type FlowDefinition, type MatchKeys } from './flows.js';
+import { syncLink, tryLink, type SyncContext } from './link.js';
+
+// Set-based linking (DESIGN.md §1) for the link sweep: the whole mirror of a flow is matched
+// in one statement instead of record by record, and the new links get their first sync in
+// batches. The semantics are those of `tryLink` over the whole mirror: a pair links only when
+// each is the other's one and only match and neither is linked yet; every other matched,
+// unlinked record gets an ambiguous_match conflict. The per-record path (`tryLink`) stays
+// for what the worker sees one event at a time, for our own creates (linked by origin id) and
+// for the create policies, which act per record.
+
+/** The mirror column of each match key. */
+const KEY_COLUMN = {
+  email: 'email_key',
+  nationalId: 'national_id_key',
+  number: 'number_key',
+} as const satisfies Record<keyof MatchKeys, MergeSpec['rules'][number]['column']>;
+
+export function mergeSpecOf(flow: FlowDefinition): MergeSpec {
+  return {
+    flow: flow.id,
+    tidsbankenType: flow.tidsbanken,
+    powerofficeType: flow.poweroffice,
+    rules: flow.mergeRules.map((name) => ({ name, column: KEY_COLUMN[MERGE_RULE_KEY[name]] })),
+  };
+}
+
+export interface MatchDeps {
+  db: Db;
+  config: Readonly<Config>;
+  logger: Logger;
+}
+
+export interface MatchCounts {
+  linksMade: number;
+  conflicts: number;
+  commandsQueued: number;
+}
+
+/** Records per transaction where the work is per record (creates, links by origin). */
+const RECORD_CHUNK = 100;
+/** Links per transaction in the first sync. */
+export const SYNC_BATCH = 500;
+
+async function perRecord(
+  deps: MatchDeps,
+  flow: FlowDefinition,
+  side: SystemName,
+  records: RecordRow[],
+  gateOpen: boolean,
+  counts: MatchCounts,
+): Promise<void> {
+  for (let i = 0; i < records.length; i += RECORD_CHUNK) {
+    const chunk = records.slice(i, i + RECORD_CHUNK);
+    const local = await deps.db.transaction().execute(async (trx) => {
+      const c: MatchCounts = { linksMade: 0, conflicts: 0, commandsQueued: 0 };
+      const ctx: SyncContext = { db: trx, config: deps.config, logger: deps.logger };
+      for (const record of chunk) {
+        const outcome = await tryLink(ctx, flow, side, record, gateOpen);
+        if (outcome.conflict === true) c.conflicts++;
+        if (outcome.commandQueued === true) c.commandsQueued++;
+        if (outcome.link !== undefined) c.linksMade++;
+      }
+      return c;
+    });
+    counts.linksMade += local.linksMade;
+    counts.conflicts += local.conflicts;
+    counts.commandsQueued += local.commandsQueued;
+  }
+}
+
+/** Whether the flow's unmatched policy creates counterparts of unmatched `side` records. */
+function createsFrom(config: Readonly<Config>, flow: FlowDefinition, side: SystemName): boolean {
+  const policy = config.unmatched[flow.id];
+  return side === 'tidsbanken'
+    ? policy === 'create-in-poweroffice' || policy === 'create-both'
+    : policy === 'create-in-tidsbanken' || policy === 'create-both';
+}
+
+/**
+ * Links one flow over the whole mirror: our own creates by their origin id first (they are
+ * certain), then every one-to-one merge-rule match in one statement, then the ambiguous
+ * matches in one statement, then the unmatched records the flow's create policy acts on.
+ * The new links are not synced here: see `syncNewLinks`.
+ */
+export async function linkFlow(deps: MatchDeps, flow: FlowDefinition): Promise<MatchCounts> {
+  const { db, logger } = deps;
+  const spec = mergeSpecOf(flow);
+  const counts: MatchCounts = { linksMade: 0, conflicts: 0, commandsQueued: 0 };
+
+  // Records we created carry their origin: the per-record path links them (rare, small).
+  const originField = flow.powerofficeOriginField;
+  await perRecord(
+    deps,
+    flow,
+    'poweroffice',
+    await listRecordsWithOrigin(db, spec, originField, flow.originPrefix),
+    false,
+    counts,
+  );
+  await perRecord(deps, flow, 'tidsbanken', await listRecordsCreatedByUs(db, spec), false, counts);
+
+  const { linked, ambiguous } = await db.transaction().execute(async (trx) => {
+    const made = await insertMergeRuleLinks(trx, spec);
+    const conflicts = await upsertAmbiguousMatches(trx, spec);
+    return { linked: made, ambiguous: conflicts };
+  });
+  counts.linksMade += linked;
+  counts.conflicts += ambiguous.ambiguous;
+  logger.info(
+    {
+      flow: flow.id,
+      decision: 'link_sweep_flow',
+      linksMade: linked,
+      ambiguous: ambiguous.ambiguous,
+      newConflicts: ambiguous.created,
+    },
+    'merge rules applied over the whole mirror',
+  );
+
+  for (const side of ['tidsbanken', 'poweroffice'] as const) {
+    if (!createsFrom(deps.config, flow, side)) continue;
+    let after: string | null = null;
+    for (;;) {
+      const page = await listUnmatchedRecords(db, spec, side, after, RECORD_CHUNK * 10);
+      if (page.length === 0) break;
+      await perRecord(deps, flow, side, page, true, counts);
+      after = page[page.length - 1]!.record_id;
+    }
+  }
+  return counts;
+}
+
+/**
+ * The first sync (DESIGN.md §1) of every never-synced link of a flow made after `afterLinkId`,
+ * SYNC_BATCH links per transaction: the mirror records of a batch are read in two statements,
+ * diffed in memory, and their commands, link states, field conflicts and audit entries are
+ * written in one statement each. A link whose target already has a pending update (another
+ * flow's) or whose diff takes fields back out of a queued write goes through `syncLink`.
+ * `onBatch` is told the running totals after each batch.
+ */
+export async function syncNewLinks(
+  deps: MatchDeps,
+  flow: FlowDefinition,
+  afterLinkId: string,
+  onBatch?: (counts: { synced: number; commandsQueued: number; conflicts: number }) => void,
+): Promise<{ synced: number; commandsQueued: number; conflicts: number }> {
+  const totals = { synced: 0, commandsQueued: 0, conflicts: 0 };
+  let after = afterLinkId;
+  for (;;) {
+    const batch = await deps.db.transaction().execute(async (trx) => {
+      const links = await lockUnsyncedLinks(trx, flow.id, after, SYNC_BATCH);
+      const ctx: SyncContext = { db: trx, config: deps.config, logger: deps.logger };
+      return { links, counts: await firstSyncBatch(ctx, flow, links) };
+    });
+    if (batch.links.length === 0) break;
+    after = batch.links[batch.links.length - 1]!.id;
+    totals.synced += batch.counts.synced;
+    totals.commandsQueued += batch.counts.commandsQueued;
+    totals.conflicts += batch.counts.conflicts;
+    onBatch?.({ ...totals });
+  }
+  return totals;
+}
+
+const updatedAtMs = (row: RecordRow): number | undefined =>
+  row.source_updated_at === null ? undefined : new Date(row.source_updated_at).getTime();
+
+async function firstSyncBatch(
+  ctx: SyncContext,
+  flow: FlowDefinition,
+  links: LinkRow[],
+): Promise<{ synced: number; commandsQueued: number; conflicts: number }> {
+  const counts = { synced: 0, commandsQueued: 0, conflicts: 0 };
+  if (links.length === 0) return counts;
+  const { db } = ctx;
+  const byId = (rows: RecordRow[]) => new Map(rows.map((r) => [r.record_id, r]));
+  const tbs = byId(
+    await getMirrorRecords(
+      db,
+      'tidsbanken',
+      flow.tidsbanken,
+      links.map((l) => l.tidsbanken_id),
+    ),
+  );
+  const pos = byId(
+    await getMirrorRecords(
+      db,
+      'poweroffice',
+      flow.poweroffice,
+      links.map((l) => l.poweroffice_id),
+    ),
+  );
+  const keyOf = (side: SystemName, target: string) =>
+    flow.fields.find((f) => (side === 'tidsbanken' ? f.tidsbanken : f.poweroffice) === target)!.key;
+
+  interface Planned {
+    link: LinkRow;
+    result: ReturnType<typeof diffLink>;
+    targets: Record<SystemName, UpdateTarget>;
+  }
+  const planned: Planned[] = [];
+  const oneByOne: LinkRow[] = [];
+  for (const link of links) {
+    const tb = tbs.get(link.tidsbanken_id);
+    const po = pos.get(link.poweroffice_id);
+    // Not read yet, or gone: nothing to compare with (the link waits, as in syncLink).
+    if (tb === undefined || po === undefined || tb.deleted_at !== null || po.deleted_at !== null) {
+      continue;
+    }
+    const result = diffLink({
+      flow,
+      tidsbanken: { record: tb.data, updatedAt: updatedAtMs(tb) },
+      poweroffice: { record: po.data, updatedAt: updatedAtMs(po) },
+      shadow: undefined,
+      inflight: link.inflight,
+      policy: ctx.config.conflictPolicy,
+    });
+    if (result.drops.tidsbanken.length > 0 || result.drops.poweroffice.length > 0) {
+      oneByOne.push(link);
+      continue;
+    }
+    planned.push({
+      link,
+      result,
+      targets: {
+        tidsbanken: {
+          system: 'tidsbanken',
+          recordType: flow.tidsbanken,
+          recordId: link.tidsbanken_id,
+          parentId: null,
+          flow: flow.id,
+          linkId: link.id,
+        },
+        poweroffice: {
+          system: 'poweroffice',
+          recordType: flow.poweroffice,
+          recordId: link.poweroffice_id,
+          parentId: link.poweroffice_parent_id,
+          flow: flow.id,
+          linkId: link.id,
+        },
+      },
+    });
+  }
+
+  // Commands: one insert for the batch; a target with a pending update already (written by
+  // another flow of the same record) is folded into it, as upsertPendingUpdate does.
+  const updates = planned.flatMap((p) =>
+    (['tidsbanken', 'poweroffice'] as const)
+      .filter((side) => Object.keys(p.result.writes[side]).length > 0)
+      .map((side) => ({ target: p.targets[side], fields: p.result.writes[side] })),
+  );
+  const commandIds = await insertPendingUpdates(db, updates);
+  for (const { target, fields } of updates) {
+    const key = targetKey(target.system, target.recordType, target.recordId);
+    if (!commandIds.has(key)) commandIds.set(key, await upsertPendingUpdate(db, target, fields));
+  }
+
+  const states: { id: string; shadow: Record<string, unknown>; inflight: Inflight }[] = [];
+  const conflicts: NewFieldConflict[] = [];
+  const audit: AuditEntry[] = [];
+  for (const { link, result, targets } of planned) {
+    const inflight = result.inflight;
+    const commands: string[] = [];
+    for (const side of ['tidsbanken', 'poweroffice'] as const) {
+      const writes = result.writes[side];
+      if (Object.keys(writes).length === 0) continue;
+      const t = targets[side];
+      const commandId = commandIds.get(targetKey(t.system, t.recordType, t.recordId))!;
+      commands.push(commandId);
+      for (const target of Object.keys(writes)) {
+        const key = keyOf(side, target);
+        inflight[side]![key] = { stale: inflight[side]![key]?.stale ?? [], command: commandId };
+      }
+    }
+    states.push({ id: link.id, shadow: result.shadow, inflight });
+    for (const conflict of result.conflicts) {
+      conflicts.push({
+        flow: flow.id,
+        system: 'tidsbanken',
+        recordType: flow.tidsbanken,
+        recordId: link.tidsbanken_id,
+        linkId: link.id,
+        field: conflict.key,
+        tidsbankenValue: conflict.tidsbanken,
+        powerofficeValue: conflict.poweroffice,
+        resolution: conflict.resolution,
+      });
+    }
+    const detail = {
+      firstSync: true,
+      changes: result.changes,
+      conflicts: result.conflicts,
+      writes: result.writes,
+      commands,
+    };
+    for (const side of ['tidsbanken', 'poweroffice'] as const) {
+      audit.push({
+        system: side,
+        recordType: side === 'tidsbanken' ? flow.tidsbanken : flow.poweroffice,
+        recordId: side === 'tidsbanken' ? link.tidsbanken_id : link.poweroffice_id,
+        kind: 'diff',
+        flow: flow.id,
+        linkId: link.id,
+        eventId: null,
+        detail,
+      });
+    }
+    // One line per link at debug: the audit trail has every decision, and a sweep over
+    // 100 000 records would otherwise write 100 000 info lines.
+    ctx.logger.debug(
+      {
+        flow: flow.id,
+        link: link.id,
+        tidsbankenId: link.tidsbanken_id,
+        powerofficeId: link.poweroffice_id,
+        decision: 'first_sync',
+        fieldsChanged: result.changes.map((c) => `${c.key}←${c.source}`),
+        conflicts: result.conflicts.map((c) => `${c.key}: ${c.resolution}`),
+        commands,
+      },
+      'sync decision',
+    );
+    counts.synced++;
+    counts.commandsQueued += commands.length;
+    counts.conflicts += result.conflicts.length;
+  }
+  await updateLinkStates(db, states);
+  await insertFieldConflicts(db, conflicts);
+  await insertAuditEntries(db, audit);
+
+  for (const link of oneByOne) {
+    const outcome = await syncLink(ctx, flow, link.id);
+    counts.synced++;
+    counts.commandsQueued += outcome.commands.length;
+    counts.conflicts += outcome.conflicts;
+  }
+  return counts;
+}
