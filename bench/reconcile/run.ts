@@ -4,14 +4,18 @@
 //   env: BENCH_RECORDS (per record type and side, default 20000, at most 100000),
 //        DATABASE_URL (server; default postgres://postgres@127.0.0.1:5432/postgres),
 //        BENCH_RATE (requests/s for the fakes and our pacers, default 1000),
-//        BENCH_TIMEOUT_MS (default 20 min), BENCH_LOG_LEVEL (default warn; to stderr)
+//        BENCH_TIMEOUT_MS (default 20 min), BENCH_LOG_LEVEL (default warn; to stderr),
+//        BENCH_RESULT (file name of the result next to this script, default last-result.json)
 //
-// Seeds the fake APIs with N Ansatte, N Kunder, N Employees, N Customers and N/10 contact
-// persons (half of each matching a counterpart by its merge rule), then runs one reconcile
-// exactly as the service does — Reconciler + the engine's link gate, worker and sweep —
-// against a fresh PostgreSQL database this script creates and drops. The fakes and our
-// pacers run at BENCH_RATE so the numbers measure our code; what the real limits would cost
-// (pages × pace) is computed from the requests the fakes received.
+// Seeds the fake APIs — in a process of their own (bench/lib/fakes-process.ts), so this
+// process's memory is the service's — with N Ansatte, N Kunder, N Employees, N Customers and
+// N/10 contact persons (half of each matching a counterpart by its merge rule), then runs one
+// reconcile exactly as the service does — Reconciler + the engine's link gate, worker and
+// sweep — against a fresh PostgreSQL database this script creates and drops. The fakes and our
+// pacers run at BENCH_RATE so the numbers measure our code; the time spent waiting for the
+// fakes' answers is measured (the client's request-duration histogram) and taken out of the
+// engine time; what the real limits would cost (requests × pace) is computed from the
+// requests the fakes received.
 import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { cpus, totalmem } from 'node:os';
@@ -29,8 +33,8 @@ import { linkGateEngine } from '../../src/sync/sweep.js';
 import { startSyncWorker } from '../../src/sync/worker.js';
 import { TidsbankenClient } from '../../src/tidsbanken/client.js';
 import { createTidsbankenPollers } from '../../src/tidsbanken/poller.js';
-import { startFakePowerOffice } from '../../test/fakes/poweroffice.js';
-import { startFakeTidsbanken } from '../../test/fakes/tidsbanken.js';
+import { startFakesProcess } from '../lib/fakes-process.js';
+import { sampleDatabaseCpu } from '../lib/process-stats.js';
 
 const N = Math.min(100_000, Math.max(1, Number(process.env.BENCH_RECORDS ?? 20_000)));
 const RATE = Math.max(1, Number(process.env.BENCH_RATE ?? 1000));
@@ -56,44 +60,9 @@ async function admin(text: string): Promise<void> {
 }
 
 async function main(): Promise<void> {
-  const tb = await startFakeTidsbanken({ rateLimitPerSecond: RATE });
-  const po = await startFakePowerOffice({ rateLimitPerSecond: RATE });
   const contacts = Math.max(2, Math.floor(N / 10));
-
   const seedStart = performance.now();
-  // Half of every type matches a counterpart: Ansatt i ↔ Employee Number i, Kunde i ↔
-  // Customer by e-mail, Ansatt i ↔ contact person by e-mail.
-  for (let i = 1; i <= N; i++) {
-    tb.seedAnsatt({
-      Id: i,
-      Fornavn: `Ansatt${i}`,
-      Etternavn: 'Bench',
-      Epost: `ansatt${i}@bench.no`,
-    });
-    tb.seedKunde({ Id: `K${i}`, Navn: `Kunde ${i}`, Epost: `kunde${i}@bench.no` });
-    po.seedEmployee({
-      FirstName: `Employee${i}`,
-      LastName: 'Bench',
-      ...(i % 2 === 0 ? {} : { EmailAddress: `employee${i}@bench.no` }),
-    });
-    po.seedCustomer({
-      Name: `Customer ${i}`,
-      EmailAddress: i % 2 === 0 ? `kunde${i}@bench.no` : `customer${i}@bench.no`,
-    });
-  }
-  // Employee Numbers run 1..N: make the odd ones miss (Number + 10N) so half match.
-  for (const employee of po.employees.values()) {
-    const number = employee.Number as number;
-    if (number % 2 === 1) employee.Number = number + 10 * N;
-  }
-  const customerIds = [...po.customers.keys()];
-  for (let i = 1; i <= contacts; i++) {
-    po.seedContactPerson(customerIds[i % customerIds.length]!, {
-      FirstName: `Kontakt${i}`,
-      LastName: 'Bench',
-      EmailAddress: i % 2 === 0 ? `ansatt${i}@bench.no` : `kontakt${i}@bench.no`,
-    });
-  }
+  const fakes = await startFakesProcess({ scenario: 'reconcile', records: N, rate: RATE });
   const seedMs = performance.now() - seedStart;
 
   const name = `tbpo_bench_reconcile_${randomBytes(4).toString('hex')}`;
@@ -108,15 +77,8 @@ async function main(): Promise<void> {
     const config = loadConfig({
       DATABASE_URL: databaseUrl(name),
       POLL_INTERVAL_MS: '0',
-      TIDSBANKEN_BASE_URL: tb.url,
-      TIDSBANKEN_API_KEY: tb.apiKey,
-      TIDSBANKEN_SUBSCRIPTION_KEY: tb.subscriptionKey,
+      ...fakes.env,
       TIDSBANKEN_RATE_LIMIT_PER_SECOND: String(RATE),
-      POWEROFFICE_BASE_URL: po.baseUrl,
-      POWEROFFICE_TOKEN_URL: po.tokenUrl,
-      POWEROFFICE_APPLICATION_KEY: po.applicationKey,
-      POWEROFFICE_CLIENT_KEY: po.clientKey,
-      POWEROFFICE_SUBSCRIPTION_KEY: po.subscriptionKey,
       POWEROFFICE_RATE_LIMIT_PER_SECOND: String(RATE),
     });
     const metrics = createMetrics();
@@ -156,6 +118,8 @@ async function main(): Promise<void> {
     const sampler = setInterval(() => {
       peakRss = Math.max(peakRss, process.memoryUsage().rss);
     }, 100);
+    const dbCpu = sampleDatabaseCpu(SERVER_URL, name);
+    const cpuStart = process.cpuUsage();
     const start = performance.now();
     reconciler.onProgress((p: ReconcileProgress) => {
       phaseAt[p.phase] ??= performance.now() - start;
@@ -168,13 +132,18 @@ async function main(): Promise<void> {
     const wallMs = performance.now() - start;
     clearTimeout(timeout);
     clearInterval(sampler);
+    const cpu = process.cpuUsage(cpuStart);
     await worker.stop();
+    const postgresCpuSeconds = await dbCpu.stop();
+    const fakeStats = await fakes.stats();
+    // Time spent waiting for the fakes' answers (reads run one at a time): not the engine's.
+    const waits = await metrics.upstreamDuration.get();
+    const upstreamWaitSeconds = waits.values
+      .filter((v) => v.metricName?.endsWith('_sum') === true)
+      .reduce((sum, v) => sum + v.value, 0);
 
     const progress = run.progress as ReconcileProgress;
-    const requests = {
-      tidsbanken: tb.requests.length,
-      poweroffice: po.requests.length,
-    };
+    const requests = fakeStats.requests;
     const pages = Object.fromEntries(
       progress.read.map((r) => [`${r.system}/${r.recordType}`, r.pages]),
     );
@@ -201,7 +170,14 @@ async function main(): Promise<void> {
         Object.entries(phaseAt).map(([k, v]) => [k, +(v / 1000).toFixed(1)]),
       ),
       recordsPerSecond: Math.round(progress.recordsRead / (wallMs / 1000)),
+      // Everything but waiting for the fakes' answers.
+      engineSeconds: +(wallMs / 1000 - upstreamWaitSeconds).toFixed(1),
+      upstreamWaitSeconds: +upstreamWaitSeconds.toFixed(1),
+      serviceCpuSeconds: +((cpu.user + cpu.system) / 1e6).toFixed(1),
+      postgresCpuSeconds,
+      // This process is the service (the fakes run in their own).
       peakRssMiB: Math.round(Math.max(peakRss, process.resourceUsage().maxRSS * 1024) / 2 ** 20),
+      fakesRssMiB: fakeStats.rssMiB,
       linksMade: progress.linksMade,
       linksByFlow: Object.fromEntries(links.map((l) => [l.flow, Number(l.n)])),
       conflicts: progress.conflicts,
@@ -210,6 +186,14 @@ async function main(): Promise<void> {
       requests,
       benchRatePerSecond: RATE,
       realLimitReadSeconds: realReadSeconds,
+      // Engine time plus the reads at the real limits (an upper bound: reads and the inbox
+      // writes they cause would overlap).
+      atRealLimitsSeconds: +(
+        wallMs / 1000 -
+        upstreamWaitSeconds +
+        realReadSeconds.tidsbanken +
+        realReadSeconds.poweroffice
+      ).toFixed(1),
       machine: {
         cpus: cpus().length,
         cpuModel: cpus()[0]?.model ?? 'unknown',
@@ -219,14 +203,13 @@ async function main(): Promise<void> {
     };
     process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
     await writeFile(
-      new URL('./last-result.json', import.meta.url),
+      new URL(`./${process.env.BENCH_RESULT ?? 'last-result.json'}`, import.meta.url),
       `${JSON.stringify(result, null, 2)}\n`,
     );
   } finally {
     await handle.close();
     await admin(`drop database if exists ${name} with (force)`);
-    await tb.close();
-    await po.close();
+    await fakes.close();
   }
 }
 

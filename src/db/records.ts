@@ -316,3 +316,12 @@ export async function listRecordsCreatedByUs(db: DbOrTrx, spec: MergeSpec): Prom
     order by r.record_id`.execute(db);
   return result.rows;
 }
+
+/**
+ * Refreshes the planner's statistics of the mirror and the links. A first read fills the
+ * mirror faster than autovacuum notices: without this the planner takes a freshly filled
+ * table for a nearly empty one, and the sweep's joins turn into nested loops over every pair.
+ */
+export async function analyzeMirror(db: DbOrTrx): Promise<void> {
+  await sql`analyze records, links`.execute(db);
+}

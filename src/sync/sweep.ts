@@ -3,6 +3,7 @@ import type { Db, DbOrTrx } from '../db/database.js';
 import { hasDueEvent, hasPendingEvent } from '../db/inbound-events.js';
 import { getMaxLinkId } from '../db/links.js';
 import { haveFullReads } from '../db/poller-cursors.js';
+import { analyzeMirror } from '../db/records.js';
 import type { SystemName } from '../db/schema.js';
 import { getSyncState, lockSyncState, setSyncState } from '../db/sync-state.js';
 import type { Logger } from '../lib/logger.js';
@@ -94,6 +95,7 @@ export async function runLinkSweep(deps: SweepDeps): Promise<SweepResult> {
   try {
     // Links made from here on are this sweep's: they get their first sync below.
     const before = await getMaxLinkId(db);
+    await analyzeMirror(db);
     for (const flow of FLOWS) {
       add(result, await linkFlow(deps, flow));
       const synced = await syncNewLinks(deps, flow, before, (progress) => {
