@@ -1,0 +1,148 @@
+// First start (bench/README.md, "first-start"): how long after the service starts on an
+// empty database its first links are made, and how much memory its process tree takes.
+//
+//   npx tsx bench/first-start/run.ts
+//   env: BENCH_RECORDS (Kunder and Customers each, default 20000), BENCH_AMBIGUOUS (250),
+//        BENCH_RATE (requests/s of the fakes and the service's pacers, default 50),
+//        BENCH_LAUNCH (dist: `node dist/src/main.js`, as `npm start`; tsx: `node --import tsx
+//        src/main.ts`), BENCH_SERVICE_DIR (the checkout whose service runs; default this one),
+//        BENCH_RESULT (default last-result.json), BENCH_TIMEOUT_MS (default 10 min),
+//        DATABASE_URL (server)
+//
+// The fakes run in a process of their own (bench/lib/fakes-process.ts): N Kunder and N
+// Customers, 80 % sharing an e-mail pair-wise, BENCH_AMBIGUOUS of those Kunder matching a
+// second Customer too. The service is started as a child process on a fresh database, as a
+// user starts it; the clock runs from the spawn until the link sweep has opened the link gate
+// (every link made). Memory: the service's process tree, sampled from /proc every 250 ms.
+import { spawn } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import pg from 'pg';
+import { createScratchDatabase, machine, sleep } from '../lib/common.js';
+import { startFakesProcess } from '../lib/fakes-process.js';
+import { sampleDatabaseCpu, sampleTreeMemory } from '../lib/process-stats.js';
+
+const N = Number(process.env.BENCH_RECORDS ?? 20_000);
+const AMBIGUOUS = Number(process.env.BENCH_AMBIGUOUS ?? 250);
+const RATE = Number(process.env.BENCH_RATE ?? 50);
+const LAUNCH = process.env.BENCH_LAUNCH ?? 'dist';
+const SERVICE_DIR = resolve(process.env.BENCH_SERVICE_DIR ?? '.');
+const TIMEOUT_MS = Number(process.env.BENCH_TIMEOUT_MS ?? 10 * 60_000);
+
+async function main(): Promise<void> {
+  const fakes = await startFakesProcess({
+    scenario: 'first-start',
+    records: N,
+    rate: RATE,
+    ambiguous: AMBIGUOUS,
+  });
+  const scratch = await createScratchDatabase('tbpo_bench_first_start');
+  const client = new pg.Client({ connectionString: scratch.url });
+  try {
+    if (LAUNCH === 'dist') {
+      await run('node', ['scripts/ensure-build.js']);
+    }
+    const [command, args] =
+      LAUNCH === 'dist'
+        ? ['node', ['dist/src/main.js']]
+        : ['node', ['--import', 'tsx', 'src/main.ts']];
+    const dbCpu = sampleDatabaseCpu(scratch.url, scratch.name);
+    const start = performance.now();
+    const child = spawn(command, args, {
+      cwd: SERVICE_DIR,
+      env: {
+        ...process.env,
+        ...fakes.env,
+        DATABASE_URL: scratch.url,
+        PORT: '0',
+        LOG_LEVEL: 'warn',
+        TIDSBANKEN_RATE_LIMIT_PER_SECOND: String(RATE),
+        POWEROFFICE_RATE_LIMIT_PER_SECOND: String(RATE),
+      },
+      stdio: ['ignore', 'ignore', 'inherit'],
+    });
+    const memory = sampleTreeMemory(child.pid!);
+    let exited: number | null | undefined;
+    child.once('exit', (code) => {
+      exited = code;
+    });
+
+    await client.connect();
+    let linkedAt: number | undefined;
+    let lastSweep: unknown;
+    while (linkedAt === undefined) {
+      if (exited !== undefined) throw new Error(`the service exited (${exited})`);
+      if (performance.now() - start > TIMEOUT_MS) throw new Error('timed out');
+      const gate = await client
+        .query<{ value: { open?: boolean; lastSweep?: unknown } }>(
+          "select value from sync_state where key = 'link-gate'",
+        )
+        .catch(() => ({ rows: [] }));
+      const value = gate.rows[0]?.value;
+      if (value?.open === true && value.lastSweep !== undefined) {
+        linkedAt = performance.now() - start;
+        lastSweep = value.lastSweep;
+      } else {
+        await sleep(250);
+      }
+    }
+    const mem = await memory.stop();
+    child.kill('SIGTERM');
+    await new Promise((r) => (exited !== undefined ? r(undefined) : child.once('exit', r)));
+    const postgresCpuSeconds = await dbCpu.stop();
+    const counts = await client.query<{ links: string; ambiguous: string }>(
+      `select (select count(*) from links where unlinked_at is null) as links,
+              (select count(*) from conflicts where kind = 'ambiguous_match' and status = 'open') as ambiguous`,
+    );
+    const fakeStats = await fakes.stats();
+    const result = {
+      at: new Date().toISOString(),
+      launch: LAUNCH === 'dist' ? 'node dist/src/main.js' : 'node --import tsx src/main.ts',
+      serviceDir: SERVICE_DIR,
+      kunder: N,
+      customers: N,
+      sharedEmails: Math.floor(N * 0.8),
+      ambiguousKunder: AMBIGUOUS,
+      ratePerSecond: RATE,
+      secondsUntilLinked: +(linkedAt / 1000).toFixed(1),
+      links: Number(counts.rows[0]?.links),
+      openAmbiguousConflicts: Number(counts.rows[0]?.ambiguous),
+      lastSweep,
+      serviceTreePeakRssMiB: mem.peakTreeRssMiB,
+      serviceLargestProcessHwmMiB: mem.peakProcessHwmMiB,
+      serviceCpuSeconds: mem.cpuSeconds,
+      postgresCpuSeconds,
+      requests: fakeStats.requests,
+      fakesRssMiB: fakeStats.rssMiB,
+      machine: machine(),
+    };
+    process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+    await writeFile(
+      new URL(`./${process.env.BENCH_RESULT ?? 'last-result.json'}`, import.meta.url),
+      `${JSON.stringify(result, null, 2)}\n`,
+    );
+  } finally {
+    await client.end().catch(() => undefined);
+    await scratch.drop();
+    await fakes.close();
+  }
+}
+
+function run(command: string, args: string[]): Promise<void> {
+  return new Promise((ok, fail) => {
+    const child = spawn(command, args, { cwd: SERVICE_DIR, stdio: 'inherit' });
+    child.once('exit', (code) =>
+      code === 0 ? ok() : fail(new Error(`${command} exited ${code}`)),
+    );
+  });
+}
+
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    process.stderr.write(
+      `bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
+    );
+    process.exit(1);
+  },
+);
