@@ -60,6 +60,13 @@ export type ContactPersonPostBody = Record<string, unknown> & { ExternalCode?: s
 
 const MAX_PAGE_SIZE = 20_000;
 
+const ClientIntegrationSchema = z.looseObject({
+  ClientName: z.string().nullish(),
+  ValidPrivileges: z.array(z.string()).nullish(),
+  InvalidPrivileges: z.array(z.string()).nullish(),
+});
+export type ClientIntegrationInformation = z.infer<typeof ClientIntegrationSchema>;
+
 export class PowerOfficeClient {
   readonly token: PowerOfficeTokenProvider;
   private readonly upstream: UpstreamContext;
@@ -91,6 +98,19 @@ export class PowerOfficeClient {
       ...(options.maxAttempts !== undefined ? { maxAttempts: options.maxAttempts } : {}),
       ...(options.backoffBaseMs !== undefined ? { backoffBaseMs: options.backoffBaseMs } : {}),
     });
+  }
+
+  /** The integration's privileges (poweroffice.md §1: the place to look after a 403). */
+  async getClientIntegrationInformation(
+    options: RequestOptions = {},
+  ): Promise<ClientIntegrationInformation> {
+    const info = await this.getOne(
+      'ClientIntegrationInformation',
+      ClientIntegrationSchema,
+      options,
+    );
+    if (info === undefined) throw new Error('GET /ClientIntegrationInformation answered 404');
+    return info;
   }
 
   // ---- Employees ---------------------------------------------------------------------

@@ -37,6 +37,11 @@ export interface FakePowerOfficeOptions {
   employeeNumberSeries?: { from: number; to: number };
   /** Milliseconds for token expiry and request arrival times (default performance.now). */
   clock?: () => number;
+  /**
+   * ValidPrivileges of GET /ClientIntegrationInformation (poweroffice.md §1: it lists the
+   * integration's privileges). Default: full access to every type the service syncs.
+   */
+  privileges?: string[];
 }
 
 export const POWEROFFICE_DEFAULT_PAGE_SIZE = 5000;
@@ -193,6 +198,7 @@ export class FakePowerOffice extends FakeHttpServer {
   employeeNumberSeries: { from: number; to: number };
   /** Open ledger balance per contact Id (customers and employees); see setLedgerBalance. */
   private readonly ledgerBalances = new Map<number, number>();
+  privileges: string[];
   private readonly tokens = new Map<string, number>();
   private nextId = 100_001;
   private lastTicks = 0n;
@@ -238,6 +244,12 @@ export class FakePowerOffice extends FakeHttpServer {
     this.tokenTtlSeconds = opts.tokenTtlSeconds ?? 1200;
     this.revealHidden = opts.revealHidden ?? false;
     this.employeeNumberSeries = opts.employeeNumberSeries ?? { from: 1, to: 99_999 };
+    this.privileges = opts.privileges ?? [
+      'Customer_Full',
+      'Employee_Full',
+      'ContactPerson_Full',
+      'Project_Full',
+    ];
     this.resources = {
       Customer: {
         kind: 'Customer',
@@ -288,6 +300,16 @@ export class FakePowerOffice extends FakeHttpServer {
         pattern: /^\/(?:demo\/)?oauth\/token\/?$/i,
         handle: (req) => this.issueToken(req),
       },
+      // ClientIntegrationInformationDto of the v2 spec.
+      route('GET', '/ClientIntegrationInformation', () =>
+        jsonResponse(200, {
+          ClientId: 'fake-client',
+          ClientName: 'Fake Client AS',
+          ActiveClientSubscriptions: ['Accounting'],
+          ValidPrivileges: this.privileges,
+          InvalidPrivileges: [],
+        }),
+      ),
       route('GET', '/Customers', (req) => this.list(Customer, req)),
       route('POST', '/Customers', (req) => this.create(Customer, req, undefined)),
       route('GET', '/Customers/(\\d+)', (req) => this.getOne(Customer, req)),

@@ -1,0 +1,250 @@
+import type { Config } from './config.js';
+import { openDatabase, pendingMigrations, pingDatabase } from './db/database.js';
+import type { SystemName } from './db/schema.js';
+import { UpstreamError } from './errors.js';
+import type { Logger } from './lib/logger.js';
+import { createMetrics } from './lib/metrics.js';
+import { Pacer } from './lib/pacer.js';
+import { PowerOfficeClient } from './poweroffice/client.js';
+import { recordIdOf, type Clients, type RecordType } from './record-adapter.js';
+import { RECORD_ADAPTERS, recordTypesOf } from './record-types.js';
+import { TidsbankenClient } from './tidsbanken/client.js';
+
+// `npm run check`: every configured part tried once with the configured credentials, one line
+// per check, before going live. Reads only: nothing is written to either system. An embedded
+// database is not opened (it belongs to one process, possibly the running service).
+
+export type CheckStatus = 'ok' | 'fail' | 'off';
+
+export interface CheckLine {
+  check: string;
+  status: CheckStatus;
+  detail: string;
+}
+
+// Privileges a write needs, any one of them (the "Auth roles" of each endpoint in the v2
+// spec; contact persons also under the customer/supplier privileges).
+const WRITE_PRIVILEGES: Partial<Record<RecordType, readonly string[]>> = {
+  employee: ['Employee_Full'],
+  customer: ['Customer_Full'],
+  contactperson: ['ContactPerson_Full', 'Customer_Full', 'Supplier_Full'],
+};
+
+const CHECK_TIMEOUT_MS = 15_000;
+
+export async function runChecks(config: Readonly<Config>, logger: Logger): Promise<CheckLine[]> {
+  const lines: CheckLine[] = [];
+  const metrics = createMetrics();
+  const clientOptions = { logger, metrics, timeoutMs: CHECK_TIMEOUT_MS, maxAttempts: 1 };
+  const clients: Clients = {};
+
+  const tb = config.tidsbanken;
+  if (tb.credentialsMissing.length > 0) {
+    lines.push({
+      check: 'tidsbanken configuration',
+      status: 'fail',
+      detail: `partly configured: set ${tb.credentialsMissing.join(' and ')}`,
+    });
+  } else if (tb.credentials === undefined) {
+    lines.push({
+      check: 'tidsbanken configuration',
+      status: 'off',
+      detail: 'TIDSBANKEN_API_KEY unset: the Tidsbanken side is off',
+    });
+  } else {
+    clients.tidsbanken = new TidsbankenClient({
+      config: tb.credentials,
+      pacer: new Pacer('tidsbanken', tb.rateLimitPerSecond),
+      ...clientOptions,
+    });
+  }
+
+  const po = config.poweroffice;
+  if (po.credentialsMissing.length > 0) {
+    lines.push({
+      check: 'poweroffice configuration',
+      status: 'fail',
+      detail: `partly configured: set ${po.credentialsMissing.join(' and ')}`,
+    });
+  } else if (po.credentials === undefined) {
+    lines.push({
+      check: 'poweroffice configuration',
+      status: 'off',
+      detail: 'POWEROFFICE_*_KEY unset: the PowerOffice side is off',
+    });
+  } else {
+    clients.poweroffice = new PowerOfficeClient({
+      config: po.credentials,
+      pacer: new Pacer('poweroffice', po.rateLimitPerSecond),
+      ...clientOptions,
+    });
+  }
+
+  if (clients.tidsbanken !== undefined) {
+    // Tidsbanken has no token: the first read shows whether the keys are accepted.
+    lines.push(...(await checkRecordTypes('tidsbanken', clients, 'tb-key and subscription key')));
+  }
+  if (clients.poweroffice !== undefined) {
+    const client = clients.poweroffice;
+    let tokenOk = false;
+    try {
+      await client.token.getToken();
+      tokenOk = true;
+      lines.push({ check: 'poweroffice token', status: 'ok', detail: 'OAuth token issued' });
+    } catch (err) {
+      lines.push({ check: 'poweroffice token', status: 'fail', detail: describe(err) });
+    }
+    if (tokenOk) {
+      lines.push(await checkPrivileges(client));
+      lines.push(...(await checkRecordTypes('poweroffice', clients)));
+    }
+  }
+
+  for (const system of ['tidsbanken', 'poweroffice'] as const) {
+    const secret = config[system].webhookSecret;
+    const name = `${system.toUpperCase()}_WEBHOOK_SECRET`;
+    lines.push(
+      secret !== undefined
+        ? {
+            check: `${system} webhook secret`,
+            status: 'ok',
+            detail: `${secret.trim().split(/\s+/).length} secret(s) set`,
+          }
+        : {
+            check: `${system} webhook secret`,
+            status: 'off',
+            detail: `${name} unset: POST /webhooks/${system} answers 503 (the poller still syncs)`,
+          },
+    );
+  }
+
+  lines.push(await checkDatabase(config));
+  return lines;
+}
+
+async function checkRecordTypes(
+  system: SystemName,
+  clients: Clients,
+  authLabel?: string,
+): Promise<CheckLine[]> {
+  const lines: CheckLine[] = [];
+  let authChecked = authLabel === undefined;
+  for (const type of recordTypesOf(system)) {
+    const adapter = RECORD_ADAPTERS[type];
+    const api = adapter.connect(clients);
+    if (api === undefined) continue;
+    const check = `${system} ${adapter.label}`;
+    try {
+      // One page only: the iterator is closed after its first page.
+      let page: Record<string, unknown>[] = [];
+      for await (const first of api.listChangedSince(undefined, { priority: 'read' })) {
+        page = first;
+        break;
+      }
+      const sample = page.length > 0 ? recordIdOf(page[0]!) : undefined;
+      if (!authChecked) {
+        lines.push({ check: `${system} auth`, status: 'ok', detail: `${authLabel} accepted` });
+        authChecked = true;
+      }
+      lines.push({
+        check,
+        status: 'ok',
+        detail: `${page.length} on the first page${sample !== undefined ? `, e.g. Id ${sample}` : ''}`,
+      });
+    } catch (err) {
+      const refused = err instanceof UpstreamError && [401, 403].includes(err.upstreamStatus ?? 0);
+      if (!authChecked && refused && err.upstreamStatus === 401) {
+        lines.push({ check: `${system} auth`, status: 'fail', detail: describe(err) });
+        return lines;
+      }
+      lines.push({ check, status: 'fail', detail: describe(err) });
+    }
+  }
+  return lines;
+}
+
+async function checkPrivileges(client: PowerOfficeClient): Promise<CheckLine> {
+  const check = 'poweroffice privileges';
+  try {
+    const info = await client.getClientIntegrationInformation({ priority: 'read' });
+    const valid = new Set(info.ValidPrivileges ?? []);
+    const missing = Object.entries(WRITE_PRIVILEGES)
+      .filter(([, anyOf]) => !anyOf.some((p) => valid.has(p)))
+      .map(([type, anyOf]) => `${type} needs ${anyOf.join(' or ')}`);
+    const client_ = info.ClientName ?? 'the client';
+    if (missing.length > 0) {
+      return {
+        check,
+        status: 'fail',
+        detail: `${client_}: missing ${missing.join('; ')} (grant them to the integration in PowerOffice Go)`,
+      };
+    }
+    const invalid = info.InvalidPrivileges ?? [];
+    return {
+      check,
+      status: 'ok',
+      detail:
+        `${client_}: ${[...valid].sort().join(', ')}` +
+        (invalid.length > 0 ? ` (not usable with its subscriptions: ${invalid.join(', ')})` : ''),
+    };
+  } catch (err) {
+    return { check, status: 'fail', detail: describe(err) };
+  }
+}
+
+async function checkDatabase(config: Readonly<Config>): Promise<CheckLine> {
+  const check = 'database';
+  if (config.databaseUrl === undefined) {
+    return {
+      check,
+      status: 'ok',
+      detail: `embedded PostgreSQL in ${config.dataDir} (not opened here: one process only; the service migrates it at start). Set DATABASE_URL for production.`,
+    };
+  }
+  let handle;
+  try {
+    handle = await openDatabase(config);
+    await pingDatabase(handle.db);
+    const pending = await pendingMigrations(handle.db);
+    return pending.length === 0
+      ? { check, status: 'ok', detail: 'PostgreSQL reachable, migrations done' }
+      : {
+          check,
+          status: 'fail',
+          detail: `PostgreSQL reachable, ${pending.length} migration(s) pending: run \`npm run migrate\` (or start the service)`,
+        };
+  } catch (err) {
+    return { check, status: 'fail', detail: `not reachable: ${describe(err)}` };
+  } finally {
+    await handle?.close().catch(() => undefined);
+  }
+}
+
+function describe(err: unknown): string {
+  if (err instanceof UpstreamError) {
+    const status = err.upstreamStatus !== undefined ? `HTTP ${err.upstreamStatus}: ` : '';
+    const hint =
+      err.upstreamStatus === 401
+        ? ' (credentials refused: check the keys)'
+        : err.upstreamStatus === 403
+          ? ' (a privilege is missing)'
+          : '';
+    return `${status}${err.message}${hint}`;
+  }
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** The lines as an aligned table, then a summary line. */
+export function formatCheckTable(lines: readonly CheckLine[]): string {
+  const width = Math.max(...lines.map((l) => l.check.length), 'check'.length);
+  const row = (a: string, b: string, c: string) => `${a.padEnd(width)}  ${b.padEnd(6)}  ${c}`;
+  const failed = lines.filter((l) => l.status === 'fail').length;
+  return [
+    row('check', 'result', 'detail'),
+    row('-'.repeat(width), '------', '------'),
+    ...lines.map((l) => row(l.check, l.status.toUpperCase(), l.detail)),
+    '',
+    failed === 0 ? 'All configured parts work.' : `${failed} problem(s): see the FAIL lines above.`,
+    '',
+  ].join('\n');
+}

@@ -1,0 +1,119 @@
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { formatCheckTable, runChecks, type CheckLine } from '../../src/check.js';
+import { loadConfig } from '../../src/config.js';
+import { createLogger } from '../../src/lib/logger.js';
+import { startFakePowerOffice, type FakePowerOffice } from '../fakes/poweroffice.js';
+import { startFakeTidsbanken, type FakeTidsbanken } from '../fakes/tidsbanken.js';
+import { LogCapture } from '../helpers/app.js';
+import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
+
+// `npm run check` against the two fake APIs: what it reports and that it exits non-zero on
+// any problem (the CLI exits 1 exactly when a line is FAIL).
+
+let tb: FakeTidsbanken;
+let po: FakePowerOffice;
+let database: TestDatabase;
+beforeAll(async () => {
+  // On PostgreSQL: this file's own migrated database (url undefined on the embedded one).
+  database = await createTestDatabase(inject('templateDatabase'));
+  tb = await startFakeTidsbanken({ rateLimitPerSecond: 1000 });
+  po = await startFakePowerOffice({ rateLimitPerSecond: 1000 });
+  tb.seedAnsatt({ Id: 41, Fornavn: 'Kari', Etternavn: 'Nordmann' });
+  tb.seedAnsatt({ Id: 42, Fornavn: 'Ola', Etternavn: 'Nordmann' });
+  po.seedCustomer({ Name: 'Firma AS' });
+});
+afterAll(async () => {
+  await tb.close();
+  await po.close();
+  await database.close();
+});
+
+function env(overrides: Record<string, string | undefined> = {}): Record<string, string> {
+  const all: Record<string, string | undefined> = {
+    TIDSBANKEN_BASE_URL: tb.url,
+    TIDSBANKEN_API_KEY: tb.apiKey,
+    TIDSBANKEN_SUBSCRIPTION_KEY: tb.subscriptionKey,
+    POWEROFFICE_BASE_URL: po.baseUrl,
+    POWEROFFICE_TOKEN_URL: po.tokenUrl,
+    POWEROFFICE_APPLICATION_KEY: po.applicationKey,
+    POWEROFFICE_CLIENT_KEY: po.clientKey,
+    POWEROFFICE_SUBSCRIPTION_KEY: po.subscriptionKey,
+    TIDSBANKEN_WEBHOOK_SECRET: 'whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQ=',
+    DATABASE_URL: database.url,
+    ...overrides,
+  };
+  return Object.fromEntries(
+    Object.entries(all).filter((e): e is [string, string] => e[1] !== undefined),
+  );
+}
+
+async function check(overrides: Record<string, string | undefined> = {}): Promise<CheckLine[]> {
+  const logger = createLogger({ level: 'warn', destination: new LogCapture() });
+  return runChecks(loadConfig(env(overrides)), logger);
+}
+
+const line = (lines: CheckLine[], name: string) => lines.find((l) => l.check === name);
+
+describe('npm run check', () => {
+  it('with both sides configured and working: every line OK or off, one page of each type read', async () => {
+    tb.clearRequests();
+    po.clearRequests();
+    const lines = await check();
+    expect(lines.filter((l) => l.status === 'fail')).toEqual([]);
+    expect(line(lines, 'tidsbanken auth')?.status).toBe('ok');
+    expect(line(lines, 'tidsbanken Ansatt')).toMatchObject({
+      status: 'ok',
+      detail: '2 on the first page, e.g. Id 41',
+    });
+    expect(line(lines, 'tidsbanken Kunde')).toMatchObject({ status: 'ok' });
+    expect(line(lines, 'poweroffice token')?.status).toBe('ok');
+    expect(line(lines, 'poweroffice privileges')).toMatchObject({ status: 'ok' });
+    expect(line(lines, 'poweroffice Customer')?.detail).toMatch(
+      /^1 on the first page, e.g. Id \d+$/,
+    );
+    expect(line(lines, 'poweroffice Employee')).toMatchObject({ status: 'ok' });
+    expect(line(lines, 'tidsbanken webhook secret')).toMatchObject({ status: 'ok' });
+    expect(line(lines, 'poweroffice webhook secret')).toMatchObject({ status: 'off' });
+    expect(line(lines, 'database')?.status).toBe('ok');
+    // Reads only: nothing was written to either system.
+    const writes = [...tb.requests, ...po.requests].filter(
+      (r) => r.method !== 'GET' && !/token/i.test(r.path),
+    );
+    expect(writes).toEqual([]);
+    expect(po.requests.some((r) => r.path.endsWith('/ClientIntegrationInformation'))).toBe(true);
+    expect(formatCheckTable(lines)).toContain('All configured parts work.');
+  });
+
+  it('reports a refused key, a missing privilege and a partly configured side, each on its own FAIL line', async () => {
+    const saved = po.privileges;
+    po.privileges = ['Customer_Full'];
+    try {
+      const lines = await check({
+        TIDSBANKEN_API_KEY: 'wrong-key',
+        POWEROFFICE_WEBHOOK_SECRET: undefined,
+      });
+      expect(line(lines, 'tidsbanken auth')).toMatchObject({ status: 'fail' });
+      expect(line(lines, 'tidsbanken auth')?.detail).toMatch(/401/);
+      expect(line(lines, 'poweroffice privileges')).toMatchObject({ status: 'fail' });
+      expect(line(lines, 'poweroffice privileges')?.detail).toMatch(/employee needs Employee_Full/);
+      const table = formatCheckTable(lines);
+      expect(table).toMatch(/2 problem\(s\)/);
+      expect(table).not.toContain('wrong-key');
+    } finally {
+      po.privileges = saved;
+    }
+
+    const partly = await check({ POWEROFFICE_CLIENT_KEY: undefined });
+    expect(line(partly, 'poweroffice configuration')).toEqual({
+      check: 'poweroffice configuration',
+      status: 'fail',
+      detail: 'partly configured: set POWEROFFICE_CLIENT_KEY',
+    });
+  });
+
+  it.runIf(process.env.DATABASE_URL)('reports an unreachable database', async () => {
+    const lines = await check({ DATABASE_URL: 'postgres://postgres@127.0.0.1:1/nothing' });
+    expect(line(lines, 'database')).toMatchObject({ status: 'fail' });
+    expect(line(lines, 'database')?.detail).toMatch(/^not reachable/);
+  });
+});
