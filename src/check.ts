@@ -101,14 +101,14 @@ export async function runChecks(config: Readonly<Config>, logger: Logger): Promi
   }
 
   for (const system of ['tidsbanken', 'poweroffice'] as const) {
-    const secret = config[system].webhookSecret;
+    const secrets = config[system].webhookSecrets ?? [];
     const name = `${system.toUpperCase()}_WEBHOOK_SECRET`;
     lines.push(
-      secret !== undefined
+      secrets.length > 0
         ? {
             check: `${system} webhook secret`,
             status: 'ok',
-            detail: `${secret.trim().split(/\s+/).length} secret(s) set`,
+            detail: `${secrets.length} secret(s) set`,
           }
         : {
             check: `${system} webhook secret`,
@@ -137,8 +137,10 @@ async function checkRecordTypes(
     try {
       // One page only: the iterator is closed after its first page.
       let page: Record<string, unknown>[] = [];
+      let rejected = 0;
       for await (const first of api.listChangedSince(undefined, { priority: 'read' })) {
-        page = first;
+        page = first.records;
+        rejected = first.rejected.length;
         break;
       }
       const sample = page.length > 0 ? recordIdOf(page[0]!) : undefined;
@@ -149,7 +151,9 @@ async function checkRecordTypes(
       lines.push({
         check,
         status: 'ok',
-        detail: `${page.length} on the first page${sample !== undefined ? `, e.g. Id ${sample}` : ''}`,
+        detail:
+          `${page.length} on the first page${sample !== undefined ? `, e.g. Id ${sample}` : ''}` +
+          (rejected > 0 ? ` (${rejected} unreadable: set aside, see GET /admin/events)` : ''),
       });
     } catch (err) {
       const refused = err instanceof UpstreamError && [401, 403].includes(err.upstreamStatus ?? 0);
