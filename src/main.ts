@@ -1,13 +1,11 @@
 import type { Server } from 'node:http';
 import type { Express } from 'express';
-import { createApp } from './app.js';
 import { loadConfigOrExit, secretsOf } from './config.js';
-import { migrateToLatest, openDatabase, type DatabaseHandle } from './db/database.js';
 import { createLogger, type Logger } from './lib/logger.js';
-import { createMetrics } from './lib/metrics.js';
-import { createService, type Service } from './service.js';
+import { createRuntime, type Runtime } from './runtime.js';
 
-// config → database → migrations → HTTP server + workers → graceful shutdown
+// config → runtime (database, migrations, clients, workers, apps) → HTTP servers → start the
+// workers → graceful shutdown
 
 const config = loadConfigOrExit();
 const logger = createLogger({ level: config.logLevel, secrets: secretsOf(config) });
@@ -15,27 +13,10 @@ const logger = createLogger({ level: config.logLevel, secrets: secretsOf(config)
 async function main(): Promise<void> {
   installCrashHandlers(logger);
 
-  const database = await openDatabase(config);
-  logger.info(
-    { database: database.kind, dataDir: database.kind === 'pglite' ? config.dataDir : undefined },
-    'database opened',
-  );
-  const applied = await migrateToLatest(database.db);
-  logger.info({ applied }, 'migrations done');
-
-  const metrics = createMetrics();
-  const service = createService({
-    config,
-    db: database.db,
-    databaseUrl: config.databaseUrl,
-    logger,
-    metrics,
-  });
-  const deps = { config, db: database.db, logger, metrics, reconciler: service.reconciler };
-  // With ADMIN_PORT, /metrics, /admin and the console listen apart from the webhooks.
-  const split = config.adminPort !== undefined && config.adminPort !== config.port;
-  const servers = [await listen(createApp(deps, split ? 'public' : 'all'), config.port)];
-  if (split) servers.push(await listen(createApp(deps, 'admin'), config.adminPort));
+  const runtime = await createRuntime({ config, logger });
+  const servers = [await listen(runtime.app, config.port)];
+  if (runtime.adminApp !== undefined)
+    servers.push(await listen(runtime.adminApp, config.adminPort));
   logger.info(
     {
       port: portOf(servers[0]!),
@@ -47,8 +28,8 @@ async function main(): Promise<void> {
     'listening',
   );
 
-  service.start();
-  installShutdown({ servers, service, database, logger, timeoutMs: config.shutdownTimeoutMs });
+  runtime.service.start();
+  installShutdown({ servers, runtime, logger, timeoutMs: config.shutdownTimeoutMs });
 }
 
 async function listen(app: Express, port: number | undefined): Promise<Server> {
@@ -74,8 +55,7 @@ function sideState(side: { credentials: unknown; credentialsMissing: string[] })
 
 function installShutdown(ctx: {
   servers: Server[];
-  service: Service;
-  database: DatabaseHandle;
+  runtime: Runtime;
   logger: Logger;
   timeoutMs: number;
 }): void {
@@ -103,8 +83,7 @@ function installShutdown(ctx: {
       );
       // Pollers, dispatchers and the worker finish what they hold; anything cut short is
       // still in the database and is picked up again at the next start.
-      await ctx.service.stop();
-      await ctx.database.close();
+      await ctx.runtime.close();
       ctx.logger.info('stopped');
       clearTimeout(deadline);
       process.exit(0);

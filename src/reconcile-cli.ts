@@ -1,16 +1,8 @@
 import { loadConfigOrExit, secretsOf } from './config.js';
-import { migrateToLatest, openDatabase } from './db/database.js';
 import { createLogger } from './lib/logger.js';
-import { createMetrics } from './lib/metrics.js';
-import { Pacer } from './lib/pacer.js';
-import type { Poller } from './lib/pollers.js';
-import { PowerOfficeClient } from './poweroffice/client.js';
-import { createPowerOfficePollers } from './poweroffice/poller.js';
-import { Reconciler, type ReconcileProgress } from './sync/reconcile.js';
-import { linkGateEngine } from './sync/sweep.js';
-import { startSyncWorker, type Clients } from './sync/worker.js';
-import { TidsbankenClient } from './tidsbanken/client.js';
-import { createTidsbankenPollers } from './tidsbanken/poller.js';
+import { createRuntime } from './runtime.js';
+import type { ReconcileProgress } from './sync/reconcile.js';
+import { startSyncWorker } from './sync/worker.js';
 
 // `npm run reconcile`: one reconcile in this process, with a progress line on stderr, then
 // exit 0 (done) or 1 (failed). Same configuration and database as the service.
@@ -24,50 +16,24 @@ import { createTidsbankenPollers } from './tidsbanken/poller.js';
 async function main(): Promise<number> {
   const config = loadConfigOrExit();
   const logger = createLogger({ level: config.logLevel, secrets: secretsOf(config) });
-  const metrics = createMetrics();
-  const database = await openDatabase(config);
-  await migrateToLatest(database.db);
-  const db = database.db;
-
-  const clients: Clients = {};
-  if (config.tidsbanken.credentials !== undefined) {
-    clients.tidsbanken = new TidsbankenClient({
-      config: config.tidsbanken.credentials,
-      pacer: new Pacer('tidsbanken', config.tidsbanken.rateLimitPerSecond),
-      logger,
-      metrics,
-    });
-  }
-  if (config.poweroffice.credentials !== undefined) {
-    clients.poweroffice = new PowerOfficeClient({
-      config: config.poweroffice.credentials,
-      pacer: new Pacer('poweroffice', config.poweroffice.rateLimitPerSecond),
-      logger,
-      metrics,
-    });
-  }
-  // Timed polling stays off here: only the reconcile's full reads run.
-  const pollers: Poller[] = [
-    ...createTidsbankenPollers({ client: clients.tidsbanken, db, logger, intervalMs: 0 }),
-    ...createPowerOfficePollers({ client: clients.poweroffice, db, logger, intervalMs: 0 }),
-  ];
-  if (pollers.length === 0) {
+  // A heartbeat every 2 s keeps the progress line moving (it is also the stored progress).
+  const runtime = await createRuntime({ config, logger, reconcileHeartbeatMs: 2000 });
+  const { reconciler } = runtime;
+  if (runtime.pollers.length === 0) {
     process.stderr.write(
       'reconcile: neither Tidsbanken nor PowerOffice has credentials configured; nothing to read.\n',
     );
-    await database.close();
+    await runtime.close();
     return 1;
   }
-
-  const worker = startSyncWorker({ db, config, logger, clients, metrics });
-  // A heartbeat every 2 s keeps the progress line moving (it is also the stored progress).
-  const reconciler = new Reconciler({
-    db,
-    logger,
+  // Only the worker runs here (the service is not started): no timed polling, only the
+  // reconcile's full reads, and no dispatcher.
+  const worker = startSyncWorker({
+    db: runtime.database.db,
     config,
-    pollers,
-    engine: linkGateEngine,
-    heartbeatMs: 2000,
+    logger,
+    clients: runtime.clients,
+    metrics: runtime.metrics,
   });
   const bar = createProgressBar(process.stderr);
   reconciler.onProgress(bar.update);
@@ -100,7 +66,7 @@ async function main(): Promise<number> {
   } finally {
     if (interrupted) process.stderr.write('reconcile: interrupted\n');
     await worker.stop();
-    await database.close();
+    await runtime.close();
   }
   return code;
 }

@@ -5,19 +5,14 @@ import type { SystemName } from './db/schema.js';
 import { Leadership } from './lib/leader.js';
 import type { Logger } from './lib/logger.js';
 import type { Metrics } from './lib/metrics.js';
-import { Pacer } from './lib/pacer.js';
+import type { Pacer } from './lib/pacer.js';
 import { stopPollers, type Poller } from './lib/pollers.js';
-import { PowerOfficeClient } from './poweroffice/client.js';
-import { createPowerOfficePollers } from './poweroffice/poller.js';
 import { Dispatcher } from './sync/dispatcher.js';
-import { Reconciler } from './sync/reconcile.js';
-import { linkGateEngine } from './sync/sweep.js';
+import type { Reconciler } from './sync/reconcile.js';
 import { startSyncWorker, type Clients, type SyncWorker } from './sync/worker.js';
-import { TidsbankenClient } from './tidsbanken/client.js';
-import { createTidsbankenPollers } from './tidsbanken/poller.js';
 
-// The background half of the service: clients and pacers, change pollers, the sync worker and
-// one dispatcher per target system. Per system, the replica holding that system's leadership
+// The background half of the service: the sync worker and one dispatcher per target system,
+// over the clients, pacers and pollers built once in runtime.ts. Per system, the replica holding that system's leadership
 // (a PostgreSQL advisory lock) runs its dispatcher and its pollers, so all outbound traffic to
 // a vendor leaves from one process and its pacer holds the vendor's shared limit; every
 // replica ingests webhooks and runs the worker.
@@ -29,9 +24,14 @@ export interface ServiceDeps {
   databaseUrl: string | undefined;
   logger: Logger;
   metrics: Metrics;
-  /** Client overrides (tests: shorter timeouts). */
-  clientOptions?: { timeoutMs?: number; maxAttempts?: number; backoffBaseMs?: number };
-  workerIdleMs?: number;
+  clients: Clients;
+  /** One per vendor: the vendor's clients and its dispatcher share it. */
+  pacers: Record<SystemName, Pacer>;
+  /** The change pollers; each runs on the replica leading its system. */
+  pollers: Poller[];
+  /** Stopped with the service. */
+  reconciler: Reconciler;
+  workerIdleMs?: number | undefined;
 }
 
 export interface Service {
@@ -45,45 +45,7 @@ export interface Service {
 }
 
 export function createService(deps: ServiceDeps): Service {
-  const { config, db, logger, metrics } = deps;
-  const clients: Clients = {};
-  const pacers: Record<SystemName, Pacer> = {
-    tidsbanken: new Pacer('tidsbanken', config.tidsbanken.rateLimitPerSecond),
-    poweroffice: new Pacer('poweroffice', config.poweroffice.rateLimitPerSecond),
-  };
-  if (config.tidsbanken.credentials !== undefined) {
-    clients.tidsbanken = new TidsbankenClient({
-      config: config.tidsbanken.credentials,
-      pacer: pacers.tidsbanken,
-      logger: logger.child({ module: 'tidsbanken' }),
-      metrics,
-      ...deps.clientOptions,
-    });
-  }
-  if (config.poweroffice.credentials !== undefined) {
-    clients.poweroffice = new PowerOfficeClient({
-      config: config.poweroffice.credentials,
-      pacer: pacers.poweroffice,
-      logger: logger.child({ module: 'poweroffice' }),
-      metrics,
-      ...deps.clientOptions,
-    });
-  }
-  const pollersBySystem: Record<SystemName, Poller[]> = {
-    tidsbanken: createTidsbankenPollers({
-      client: clients.tidsbanken,
-      db,
-      logger: logger.child({ module: 'poller' }),
-      intervalMs: config.pollIntervalMs,
-    }),
-    poweroffice: createPowerOfficePollers({
-      client: clients.poweroffice,
-      db,
-      logger: logger.child({ module: 'poller' }),
-      intervalMs: config.pollIntervalMs,
-    }),
-  };
-  const pollers = [...pollersBySystem.tidsbanken, ...pollersBySystem.poweroffice];
+  const { config, db, logger, metrics, clients, pacers, pollers, reconciler } = deps;
   const dispatchers = (['tidsbanken', 'poweroffice'] as const)
     .filter((system) => clients[system] !== undefined || config.dryRun)
     .map(
@@ -98,7 +60,6 @@ export function createService(deps: ServiceDeps): Service {
           pacer: pacers[system],
         }),
     );
-  const reconciler = new Reconciler({ db, logger, config, pollers, engine: linkGateEngine });
   // Merge-rule linking waits for a first full read of every side that is on.
   const sweep = { fullReads: pollers.map((p) => ({ system: p.system, recordType: p.recordType })) };
 
@@ -109,7 +70,7 @@ export function createService(deps: ServiceDeps): Service {
 
   const leadFor = (system: SystemName): Leadership => {
     const dispatcher = dispatchers.find((d) => d.system === system);
-    const own = pollersBySystem[system];
+    const own = pollers.filter((p) => p.system === system);
     let firstReads: Promise<unknown> | undefined;
     const abort = new AbortController();
     stopAborts.push(abort);

@@ -1,16 +1,15 @@
-// The whole service in this process — createService + createApp, as src/main.ts wires them —
+// The whole service in this process — createRuntime, as src/main.ts builds it —
 // on a scratch PostgreSQL database, talking to the two fakes over loopback HTTP. Unlike
 // test/helpers/sync-harness.ts it uses no vitest and keeps main.ts's defaults (worker and
 // dispatcher idle times, client timeouts), so the numbers are the production path's.
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { pino } from 'pino';
-import { createApp } from '../../src/app.js';
 import { loadConfig, secretsOf, type Config } from '../../src/config.js';
-import { migrateToLatest, openPostgres, type DatabaseHandle } from '../../src/db/database.js';
+import { openPostgres, type DatabaseHandle } from '../../src/db/database.js';
 import { createLogger } from '../../src/lib/logger.js';
-import { createMetrics } from '../../src/lib/metrics.js';
-import { createService, type Service } from '../../src/service.js';
+import { createRuntime } from '../../src/runtime.js';
+import type { Service } from '../../src/service.js';
 import { isLinkGateOpen } from '../../src/sync/sweep.js';
 import type { FakePowerOffice } from '../../test/fakes/poweroffice.js';
 import type { FakeTidsbanken } from '../../test/fakes/tidsbanken.js';
@@ -36,7 +35,6 @@ export async function startInProcessService(options: {
   const { tb, po } = options;
   const scratch = await createScratchDatabase(options.prefix);
   const database = openPostgres(scratch.url, 10);
-  await migrateToLatest(database.db);
   const secret = newWebhookSecret();
   const config = loadConfig({
     DATABASE_URL: scratch.url,
@@ -62,21 +60,8 @@ export async function startInProcessService(options: {
         ? process.stderr
         : pino.destination({ dest: '/dev/null', sync: false }),
   });
-  const metrics = createMetrics();
-  const service = createService({
-    config,
-    db: database.db,
-    databaseUrl: scratch.url,
-    logger,
-    metrics,
-  });
-  const app = createApp({
-    config,
-    db: database.db,
-    logger,
-    metrics,
-    reconciler: service.reconciler,
-  });
+  const runtime = await createRuntime({ config, logger, database, databaseUrl: scratch.url });
+  const { service, app } = runtime;
   const server: Server = app.listen(0, '127.0.0.1');
   await new Promise<void>((resolve, reject) => {
     server.once('listening', resolve);
@@ -123,8 +108,7 @@ export async function startInProcessService(options: {
         server.close(() => resolve());
         server.closeAllConnections();
       });
-      await service.stop();
-      await database.close();
+      await runtime.close();
       await scratch.drop();
     },
   };

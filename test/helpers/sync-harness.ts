@@ -1,12 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import request from 'supertest';
 import { expect, inject } from 'vitest';
-import { createApp } from '../../src/app.js';
+import type { Express } from 'express';
 import { signWebhook } from '../../src/http/webhook-signature.js';
 import { loadConfig, secretsOf, type Config } from '../../src/config.js';
 import { createLogger, type Logger } from '../../src/lib/logger.js';
-import { createMetrics } from '../../src/lib/metrics.js';
-import { createService, type Service } from '../../src/service.js';
+import { createRuntime } from '../../src/runtime.js';
+import type { Service } from '../../src/service.js';
 import { isLinkGateOpen } from '../../src/sync/sweep.js';
 import type { FaultKind } from '../fakes/fake-server.js';
 import { startFakePowerOffice, type FakePowerOffice } from '../fakes/poweroffice.js';
@@ -14,8 +14,9 @@ import { startFakeTidsbanken, type FakeTidsbanken } from '../fakes/tidsbanken.js
 import { LogCapture } from './app.js';
 import { createTestDatabase, type TestDatabase } from './database.js';
 
-// The whole service (worker, dispatchers, pollers) on this file's own database, talking to
-// both fake APIs over real HTTP. Nothing of ours is mocked.
+// The whole service (worker, dispatchers, pollers), built by createRuntime as src/main.ts
+// builds it, on this file's own database, talking to both fake APIs over real HTTP. Nothing
+// of ours is mocked.
 
 export interface SyncHarness {
   tb: FakeTidsbanken;
@@ -23,7 +24,7 @@ export interface SyncHarness {
   database: TestDatabase;
   config: Readonly<Config>;
   service: Service;
-  app: ReturnType<typeof createApp>;
+  app: Express;
   logs: LogCapture;
   logger: Logger;
   /**
@@ -94,23 +95,15 @@ export async function startSyncHarness(options: HarnessOptions = {}): Promise<Sy
   const database = await createTestDatabase(inject('templateDatabase'));
   const logs = new LogCapture();
   const logger = createLogger({ level: 'info', secrets: secretsOf(config), destination: logs });
-  const metrics = createMetrics();
-  const service = createService({
+  const runtime = await createRuntime({
     config,
-    db: database.db,
-    databaseUrl: database.url,
     logger,
-    metrics,
+    database,
+    databaseUrl: database.url,
     clientOptions: { timeoutMs: 2000, backoffBaseMs: 20 },
     workerIdleMs: 30,
   });
-  const app = createApp({
-    config,
-    db: database.db,
-    logger,
-    metrics,
-    reconciler: service.reconciler,
-  });
+  const { service, app } = runtime;
   if (options.start !== false) service.start();
 
   const db = database.db;
@@ -175,8 +168,7 @@ export async function startSyncHarness(options: HarnessOptions = {}): Promise<Sy
         .map((r) => ({ method: r.method, path: r.path, body: r.body }));
     },
     async close() {
-      await service.stop();
-      await database.close();
+      await runtime.close();
       if (options.fakes?.tb === undefined) await tb.close();
       if (options.fakes?.po === undefined) await po.close();
     },

@@ -1,13 +1,13 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import request from 'supertest';
 import { afterEach, describe, expect, it } from 'vitest';
-import { createApp } from '../../src/app.js';
+import type { Express } from 'express';
 import { secretsOf } from '../../src/config.js';
-import { openPostgres, type DatabaseHandle } from '../../src/db/database.js';
+import { openPostgres } from '../../src/db/database.js';
 import { signWebhook } from '../../src/http/webhook-signature.js';
 import { createLogger } from '../../src/lib/logger.js';
-import { createMetrics } from '../../src/lib/metrics.js';
-import { createService, type Service } from '../../src/service.js';
+import { createRuntime, type Runtime } from '../../src/runtime.js';
+import type { Service } from '../../src/service.js';
 import type { RecordedRequest } from '../fakes/fake-server.js';
 import { startFakePowerOffice, type FakePowerOffice } from '../fakes/poweroffice.js';
 import { startFakeTidsbanken, type FakeTidsbanken } from '../fakes/tidsbanken.js';
@@ -29,16 +29,15 @@ const PO_SECRET = `whsec_${randomBytes(32).toString('base64')}`;
 interface Replica {
   name: string;
   service: Service;
-  app: ReturnType<typeof createApp>;
+  app: Express;
   logs: LogCapture;
 }
 
 let h: SyncHarness | undefined;
-let second: { service: Service; handle: DatabaseHandle } | undefined;
+let second: Runtime | undefined;
 let fakes: { tb: FakeTidsbanken; po: FakePowerOffice } | undefined;
 afterEach(async () => {
-  await second?.service.stop();
-  await second?.handle.close();
+  await second?.close();
   await h?.close();
   await fakes?.tb.close();
   await fakes?.po.close();
@@ -83,11 +82,7 @@ function sentTimes(logs: LogCapture, system: string): number[] {
     .map((l) => Date.parse(l.time));
 }
 
-function webhook(
-  app: ReturnType<typeof createApp>,
-  system: 'tidsbanken' | 'poweroffice',
-  body: unknown,
-) {
+function webhook(app: Express, system: 'tidsbanken' | 'poweroffice', body: unknown) {
   const raw = JSON.stringify(body);
   const id = `msg_${randomUUID()}`;
   const timestamp = Math.floor(Date.now() / 1000);
@@ -142,24 +137,15 @@ async function scenario(options: { stopLeaderMidBurst: boolean }): Promise<Outco
     secrets: secretsOf(h.config),
     destination: logsB,
   });
-  const metricsB = createMetrics();
-  const serviceB = createService({
+  second = await createRuntime({
     config: h.config,
-    db: handle.db,
-    databaseUrl: h.database.url,
     logger: loggerB,
-    metrics: metricsB,
+    database: handle,
+    databaseUrl: h.database.url,
     clientOptions: { timeoutMs: 2000, backoffBaseMs: 20 },
     workerIdleMs: 30,
   });
-  second = { service: serviceB, handle };
-  const appB = createApp({
-    config: h.config,
-    db: handle.db,
-    logger: loggerB,
-    metrics: metricsB,
-    reconciler: serviceB.reconciler,
-  });
+  const { service: serviceB, app: appB } = second;
   serviceB.start();
   const a: Replica = { name: 'A', service: h.service, app: h.app, logs: h.logs };
   const b: Replica = { name: 'B', service: serviceB, app: appB, logs: logsB };
