@@ -28,12 +28,6 @@ export class AppError extends Error {
   }
 }
 
-export class BadRequestError extends AppError {
-  constructor(message: string, details?: Record<string, unknown>) {
-    super('bad_request', 400, message, details);
-  }
-}
-
 export class ValidationError extends AppError {
   constructor(message: string, details?: Record<string, unknown>) {
     super('validation_failed', 400, message, details);

@@ -254,27 +254,6 @@ export async function insertInboundEvents(db: DbOrTrx, events: NewInboxEvent[]):
   return (await insertInboundEventBatch(db, events)).length;
 }
 
-export async function countInboundEvents(db: DbOrTrx): Promise<number> {
-  const row = await sql<{ n: string }>`select count(*) as n from inbound_events`.execute(db);
-  return Number(row.rows[0]?.n ?? 0);
-}
-
-export async function listInboundEventsForRecord(
-  db: DbOrTrx,
-  source: SystemName,
-  recordType: string,
-  recordId: string,
-): Promise<InboundEventRow[]> {
-  return db
-    .selectFrom('inbound_events')
-    .selectAll()
-    .where('source', '=', source)
-    .where('record_type', '=', recordType)
-    .where('record_id', '=', recordId)
-    .orderBy('id')
-    .execute();
-}
-
 /** The newest `limit` inbox events of one record (index inbound_events_record). */
 export async function listRecordEvents(
   db: DbOrTrx,

@@ -20,15 +20,6 @@ export async function getPollerCursor(
     .executeTakeFirst();
 }
 
-export async function listPollerCursors(db: DbOrTrx): Promise<PollerCursorRow[]> {
-  return db
-    .selectFrom('poller_cursors')
-    .selectAll()
-    .orderBy('system')
-    .orderBy('record_type')
-    .execute();
-}
-
 /**
  * Records a successful poll. The cursor only moves forward (`greatest` ignores a null), so a
  * slow poll finishing after a newer one cannot move it back. `fullRead` stamps full_read_at.

@@ -1,4 +1,4 @@
-import type { ColumnType, Generated, Insertable, Selectable, Updateable } from 'kysely';
+import type { ColumnType, Generated, Selectable } from 'kysely';
 
 // Table types for the schema in migrations/. Kept by hand: the migrations are frozen,
 // this file follows them.
@@ -179,13 +179,10 @@ export interface Database {
 }
 
 export type InboundEventRow = Selectable<InboundEventsTable>;
-export type NewInboundEvent = Insertable<InboundEventsTable>;
 export type RecordRow = Selectable<RecordsTable>;
 export type LinkRow = Selectable<LinksTable>;
-export type LinkUpdate = Updateable<LinksTable>;
 export type ConflictRow = Selectable<ConflictsTable>;
 export type OutboundCommandRow = Selectable<OutboundCommandsTable>;
-export type NewOutboundCommand = Insertable<OutboundCommandsTable>;
 export type PollerCursorRow = Selectable<PollerCursorsTable>;
 export type ReconcileRunRow = Selectable<ReconcileRunsTable>;
 export type AuditEntryRow = Selectable<AuditEntriesTable>;

@@ -40,7 +40,6 @@ export const TidsbankenWebhookSchema = z.looseObject({
   timestamp,
   data,
 });
-export type TidsbankenWebhook = z.infer<typeof TidsbankenWebhookSchema>;
 
 export const PowerOfficeWebhookSchema = z.looseObject({
   type: z.enum(POWEROFFICE_EVENT_TYPES, {
@@ -49,7 +48,6 @@ export const PowerOfficeWebhookSchema = z.looseObject({
   timestamp,
   data,
 });
-export type PowerOfficeWebhook = z.infer<typeof PowerOfficeWebhookSchema>;
 
 export const WEBHOOK_ENVELOPE_SCHEMAS = {
   tidsbanken: TidsbankenWebhookSchema,

@@ -335,10 +335,6 @@ export function parseTimestamp(value: string): number | undefined {
   return Number.isFinite(ms) ? ms : undefined;
 }
 
-export function startPollers(pollers: readonly Poller[]): void {
-  for (const poller of pollers) poller.start();
-}
-
 export async function stopPollers(
   pollers: readonly Poller[],
   options: { abort?: boolean } = {},

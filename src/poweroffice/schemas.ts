@@ -28,7 +28,6 @@ export const AddressSchema = z.looseObject({
   City: text,
   CountryCode: text,
 });
-export type Address = z.infer<typeof AddressSchema>;
 
 const EmployeeObject = z.looseObject({
   Id: int64,
@@ -96,10 +95,4 @@ export const PowerOfficeRefSchema = z.preprocess(pascalKeys, z.looseObject({ Id:
 export const ContactPersonRefSchema = z.preprocess(
   pascalKeys,
   z.looseObject({ Id: int64, ContactId: int64 }),
-);
-
-/** RFC 7807 problem details; keys read case-insensitively (poweroffice.md §1 "Errors"). */
-export const ProblemDetailsSchema = z.preprocess(
-  pascalKeys,
-  z.looseObject({ Type: text, Title: text, Status: z.number().nullish(), Detail: text }),
 );

@@ -29,7 +29,7 @@ import type { Logger } from '../lib/logger.js';
 import type { Metrics } from '../lib/metrics.js';
 import type { Clients, RecordType } from '../record-adapter.js';
 import { adapterOf } from '../record-types.js';
-import { FLOWS, flowsForRecordType, sideOf } from './flows.js';
+import { flowsForRecordType, sideOf } from './flows.js';
 import { syncLink, tryLink, type SyncContext } from './link.js';
 import { isLinkGateOpen, maybeRunInitialSweep, type SweepRequirements } from './sweep.js';
 
@@ -347,5 +347,3 @@ export function startSyncWorker(deps: WorkerDeps, options: { idleMs?: number } =
     },
   };
 }
-
-export { FLOWS };
