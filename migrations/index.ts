@@ -4,6 +4,7 @@ import * as syncState from './2026-11-25T01-00-sync-state.js';
 import * as pendingOrder from './2026-11-26T00-00-pending-order.js';
 import * as deadEvents from './2026-11-26T01-00-dead-events.js';
 import * as inboxEdges from './2026-12-03T02-00-inbox-edges.js';
+import * as operatorActions from './2026-12-03T04-00-operator-actions.js';
 
 // Listed statically (not read from disk) so the same set runs under tsx, a bundle or a test.
 // Names sort in the order they must run.
@@ -13,4 +14,5 @@ export const migrations: Record<string, Migration> = {
   '2026-11-26T00-00-pending-order': pendingOrder,
   '2026-11-26T01-00-dead-events': deadEvents,
   '2026-12-03T02-00-inbox-edges': inboxEdges,
+  '2026-12-03T04-00-operator-actions': operatorActions,
 };

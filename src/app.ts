@@ -2,6 +2,7 @@ import express, { type Express } from 'express';
 import type { Config } from './config.js';
 import type { Db } from './db/database.js';
 import { adminRouter } from './http/admin.js';
+import { consoleRouter, type SystemStatus } from './http/console.js';
 import { errorHandler, notFoundHandler } from './http/error-handler.js';
 import { healthRouter, metricsRouter } from './http/health.js';
 import { requestLog } from './http/request-log.js';
@@ -19,6 +20,8 @@ export interface AppDeps {
   metrics: Metrics;
   /** Serves POST /admin/reconcile; without it that route answers 503. */
   reconciler?: Reconciler;
+  /** Which systems this replica leads, for the console's overview. */
+  systemStatus?: () => SystemStatus[];
 }
 
 /**
@@ -46,6 +49,7 @@ export function createApp(deps: AppDeps, part: AppPart = 'all'): Express {
   if (part !== 'public') {
     app.use(metricsRouter(deps));
     app.use('/admin', adminRouter(deps));
+    app.use('/console', consoleRouter(deps));
     registerOpsMetrics({ db: deps.db, registry: deps.metrics.registry, logger: deps.logger });
   }
 

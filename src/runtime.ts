@@ -137,7 +137,14 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     reconciler,
     workerIdleMs: options.workerIdleMs,
   });
-  const appDeps = { config, db, logger, metrics, reconciler };
+  const appDeps = {
+    config,
+    db,
+    logger,
+    metrics,
+    reconciler,
+    systemStatus: () => service.systemStatus(),
+  };
   // With ADMIN_PORT, /metrics, /admin and the console listen apart from the webhooks.
   const split = config.adminPort !== undefined && config.adminPort !== config.port;
   const app = createApp(appDeps, split ? 'public' : 'all');

@@ -40,6 +40,8 @@ export interface Service {
   dispatchers: Dispatcher[];
   reconciler: Reconciler;
   worker: SyncWorker | undefined;
+  /** Per system: configured here, and whether this replica leads it (console overview). */
+  systemStatus(): { system: SystemName; configured: boolean; leader: boolean | undefined }[];
   start(): void;
   stop(): Promise<void>;
 }
@@ -114,6 +116,13 @@ export function createService(deps: ServiceDeps): Service {
     reconciler,
     get worker() {
       return worker;
+    },
+    systemStatus() {
+      return (['tidsbanken', 'poweroffice'] as const).map((system) => ({
+        system,
+        configured: clients[system] !== undefined,
+        leader: leaderOf[system]?.isLeader,
+      }));
     },
     start() {
       worker = startSyncWorker(

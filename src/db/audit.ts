@@ -6,7 +6,16 @@ export interface AuditEntry {
   system: SystemName;
   recordType: string;
   recordId: string;
-  kind: 'diff' | 'link' | 'conflict' | 'command' | 'unlink' | 'skipped' | 'mirror';
+  kind:
+    | 'diff'
+    | 'link'
+    | 'conflict'
+    | 'command'
+    | 'unlink'
+    | 'skipped'
+    | 'mirror'
+    /** An operator's action: dismiss, replay, drop, retry (detail.action). */
+    | 'operator';
   flow?: string | null;
   linkId?: string | null;
   eventId?: string | null;

@@ -247,6 +247,9 @@ export async function claimCommands(
                -- backlog of tens of thousands is never sorted whole for one claim.
                select * from outbound_commands
                 where system = ${system} and status = 'pending' and run_at <= now()
+                  -- A paused flow's commands wait (and keep absorbing changes) until resumed.
+                  and (flow is null or flow not in (
+                    select p.flow from flow_controls p where p.paused_at is not null))
                 order by id
                 limit ${limit * 4}) c
             where not exists (
@@ -432,16 +435,31 @@ export async function pruneSupersededFields(
 }
 
 /** The statuses the admin API shows: 'sending' is an internal detail of 'pending'. */
-export type ApiCommandStatus = 'pending' | 'sent' | 'dead' | 'dry_run' | 'superseded';
+export type ApiCommandStatus = 'pending' | 'sent' | 'dead' | 'dry_run' | 'superseded' | 'dropped';
 
+export interface CommandFilter {
+  status?: ApiCommandStatus | undefined;
+  system?: SystemName | undefined;
+  flow?: string | undefined;
+  before?: string | undefined;
+  limit: number;
+}
+
+/** Newest first; one more row than `limit` when there is a next page. */
 export async function listCommands(
   db: DbOrTrx,
-  filter: { status?: ApiCommandStatus | undefined; limit: number },
+  filter: CommandFilter,
 ): Promise<OutboundCommandRow[]> {
   let query = db.selectFrom('outbound_commands').selectAll();
   if (filter.status === 'pending') query = query.where('status', 'in', ['pending', 'sending']);
   else if (filter.status !== undefined) query = query.where('status', '=', filter.status);
-  return query.orderBy('id', 'desc').limit(filter.limit).execute();
+  if (filter.system !== undefined) query = query.where('system', '=', filter.system);
+  if (filter.flow !== undefined) query = query.where('flow', '=', filter.flow);
+  if (filter.before !== undefined) query = query.where('id', '<', filter.before);
+  return query
+    .orderBy('id', 'desc')
+    .limit(filter.limit + 1)
+    .execute();
 }
 
 export async function getCommand(db: DbOrTrx, id: string): Promise<OutboundCommandRow | undefined> {
@@ -483,4 +501,61 @@ export async function listRecordCommands(
     .orderBy('id', 'desc')
     .limit(limit)
     .execute();
+}
+
+/**
+ * Takes a dead command off the dead list without sending it ('dropped'). Undefined when the
+ * id is unknown or the command is not dead (the status check is in the UPDATE itself).
+ */
+export async function dropDeadCommand(
+  db: DbOrTrx,
+  id: string,
+): Promise<OutboundCommandRow | undefined> {
+  return db
+    .updateTable('outbound_commands')
+    .set({
+      status: 'dropped',
+      locked_at: null,
+      locked_by: null,
+      result: JSON.stringify({ reason: 'dropped by an operator' }),
+      updated_at: sql<Date>`now()`,
+    })
+    .where('id', '=', id)
+    .where('status', '=', 'dead')
+    .returningAll()
+    .executeTakeFirst();
+}
+
+/** Ids of dead commands (oldest first, after `after`), for a bulk replay in batches. */
+export async function listDeadCommandIds(
+  db: DbOrTrx,
+  filter: {
+    system?: SystemName | undefined;
+    flow?: string | undefined;
+    after?: string;
+    limit: number;
+  },
+): Promise<string[]> {
+  let query = db.selectFrom('outbound_commands').select('id').where('status', '=', 'dead');
+  if (filter.system !== undefined) query = query.where('system', '=', filter.system);
+  if (filter.flow !== undefined) query = query.where('flow', '=', filter.flow);
+  if (filter.after !== undefined) query = query.where('id', '>', filter.after);
+  const rows = await query.orderBy('id').limit(filter.limit).execute();
+  return rows.map((r) => r.id);
+}
+
+/** Pending commands of a link that has just been unlinked: they are no longer to be sent. */
+export async function supersedePendingCommandsOfLink(
+  db: DbOrTrx,
+  linkId: string,
+  reason: string,
+): Promise<string[]> {
+  const rows = await db
+    .updateTable('outbound_commands')
+    .set({ status: 'superseded', result: JSON.stringify({ reason }), updated_at: sql<Date>`now()` })
+    .where('link_id', '=', linkId)
+    .where('status', '=', 'pending')
+    .returning('id')
+    .execute();
+  return rows.map((r) => r.id);
 }

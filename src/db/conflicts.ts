@@ -116,6 +116,9 @@ export interface ConflictFilter {
   flow?: string | undefined;
   kind?: ConflictRow['kind'] | undefined;
   status?: ConflictRow['status'] | undefined;
+  system?: SystemName | undefined;
+  recordId?: string | undefined;
+  before?: string | undefined;
   limit: number;
 }
 
@@ -124,7 +127,32 @@ export async function listConflicts(db: DbOrTrx, filter: ConflictFilter): Promis
   if (filter.flow !== undefined) query = query.where('flow', '=', filter.flow);
   if (filter.kind !== undefined) query = query.where('kind', '=', filter.kind);
   if (filter.status !== undefined) query = query.where('status', '=', filter.status);
-  return query.orderBy('id', 'desc').limit(filter.limit).execute();
+  if (filter.system !== undefined) query = query.where('system', '=', filter.system);
+  if (filter.recordId !== undefined) query = query.where('record_id', '=', filter.recordId);
+  if (filter.before !== undefined) query = query.where('id', '<', filter.before);
+  return query
+    .orderBy('id', 'desc')
+    .limit(filter.limit + 1)
+    .execute();
+}
+
+export async function getConflict(db: DbOrTrx, id: string): Promise<ConflictRow | undefined> {
+  return db.selectFrom('conflicts').selectAll().where('id', '=', id).executeTakeFirst();
+}
+
+/** Closes an open conflict by hand; undefined when it is unknown or not open. */
+export async function dismissConflict(
+  db: DbOrTrx,
+  id: string,
+  resolution: string,
+): Promise<ConflictRow | undefined> {
+  return db
+    .updateTable('conflicts')
+    .set({ status: 'resolved', resolved_at: sql<Date>`now()`, resolution })
+    .where('id', '=', id)
+    .where('status', '=', 'open')
+    .returningAll()
+    .executeTakeFirst();
 }
 
 /**

@@ -414,3 +414,23 @@ export async function deferEvent(
            run_at = now() + least(interval '5 minutes', interval '1 second' * power(2, least(attempts, 10)))
      where id = ${id}`.execute(db);
 }
+
+/** Inbox events by status, newest first; one more than `limit` when there is a next page. */
+export async function listInboundEvents(
+  db: DbOrTrx,
+  filter: {
+    status?: 'pending' | 'done' | 'dead' | undefined;
+    source?: SystemName | undefined;
+    before?: string | undefined;
+    limit: number;
+  },
+): Promise<InboundEventRow[]> {
+  let query = db.selectFrom('inbound_events').selectAll();
+  if (filter.status !== undefined) query = query.where('status', '=', filter.status);
+  if (filter.source !== undefined) query = query.where('source', '=', filter.source);
+  if (filter.before !== undefined) query = query.where('id', '<', filter.before);
+  return query
+    .orderBy('id', 'desc')
+    .limit(filter.limit + 1)
+    .execute();
+}

@@ -1,7 +1,7 @@
 import { sql } from 'kysely';
 import type { DbOrTrx } from './database.js';
 import { firstMatchingRule, mergeDegrees, type MergeSpec } from './records.js';
-import type { LinkRow, SystemName } from './schema.js';
+import type { LinkRow, RecordRow, SystemName } from './schema.js';
 
 export async function findActiveLink(
   db: DbOrTrx,
@@ -107,6 +107,9 @@ export async function insertMergeRuleLinks(db: DbOrTrx, spec: MergeSpec): Promis
           and l.unlinked_at is null and l.tidsbanken_id = dt.tb_id)
         and not exists (select 1 from links l where l.flow = ${spec.flow}
           and l.unlinked_at is null and l.poweroffice_id = dt.po_id)
+        -- A pair an operator unlinked is held apart: only a manual link joins it again.
+        and not exists (select 1 from link_holds h where h.flow = ${spec.flow}
+          and h.tidsbanken_id = dt.tb_id and h.poweroffice_id = dt.po_id)
     ),
     made as (
       insert into links (flow, tidsbanken_type, tidsbanken_id, poweroffice_type, poweroffice_id,
@@ -200,18 +203,83 @@ export interface LinkFilter {
   powerofficeId?: string | undefined;
   /** Unlinked (historical) links too; active ones only by default. */
   includeUnlinked?: boolean | undefined;
+  /** An id of either side, an e-mail address or part of a name (the mirror's records). */
+  search?: string | undefined;
+  /** Keyset paging: only links older than this id (the last one of the previous page). */
+  before?: string | undefined;
   limit: number;
 }
 
+/** Newest first; one more row than `limit` when there is a next page. */
 export async function listLinks(db: DbOrTrx, filter: LinkFilter): Promise<LinkRow[]> {
-  let query = db.selectFrom('links').selectAll();
+  let query = db.selectFrom('links').selectAll('links');
   if (filter.flow !== undefined) query = query.where('flow', '=', filter.flow);
   if (filter.tidsbankenId !== undefined)
     query = query.where('tidsbanken_id', '=', filter.tidsbankenId);
   if (filter.powerofficeId !== undefined)
     query = query.where('poweroffice_id', '=', filter.powerofficeId);
   if (filter.includeUnlinked !== true) query = query.where('unlinked_at', 'is', null);
-  return query.orderBy('id', 'desc').limit(filter.limit).execute();
+  if (filter.before !== undefined) query = query.where('id', '<', filter.before);
+  if (filter.search !== undefined) {
+    const term = filter.search.trim();
+    const pattern = `%${term.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+    query = query.where(
+      sql<boolean>`(links.tidsbanken_id = ${term} or links.poweroffice_id = ${term}
+        or exists (
+          select 1 from records r
+           where ((r.system = 'tidsbanken' and r.record_type = links.tidsbanken_type
+                    and r.record_id = links.tidsbanken_id)
+               or (r.system = 'poweroffice' and r.record_type = links.poweroffice_type
+                    and r.record_id = links.poweroffice_id))
+             and (r.email_key = lower(${term})
+               or concat_ws(' ', r.data->>'Fornavn', r.data->>'Etternavn', r.data->>'Navn',
+                    r.data->>'FirstName', r.data->>'LastName', r.data->>'Name') ilike ${pattern})))`,
+    );
+  }
+  return query
+    .orderBy('id', 'desc')
+    .limit(filter.limit + 1)
+    .execute();
+}
+
+/**
+ * Records of one side of a flow that have no active link in it, by record id (keyset:
+ * `after` is the last id of the previous page); one more than `limit` when there is more.
+ */
+export async function listUnlinkedRecords(
+  db: DbOrTrx,
+  filter: {
+    flow: string;
+    system: SystemName;
+    recordType: string;
+    after?: string | undefined;
+    limit: number;
+  },
+): Promise<RecordRow[]> {
+  const column = filter.system === 'tidsbanken' ? 'tidsbanken_id' : 'poweroffice_id';
+  let query = db
+    .selectFrom('records')
+    .selectAll('records')
+    .where('system', '=', filter.system)
+    .where('record_type', '=', filter.recordType)
+    .where('deleted_at', 'is', null)
+    .where((eb) =>
+      eb.not(
+        eb.exists(
+          eb
+            .selectFrom('links')
+            .select('links.id')
+            .where('links.flow', '=', filter.flow)
+            .where('links.unlinked_at', 'is', null)
+            .whereRef(`links.${column}`, '=', 'records.record_id'),
+        ),
+      ),
+    );
+  if (filter.after !== undefined) query = query.where('record_id', '>', filter.after);
+  return query
+    .orderBy('record_id')
+    .limit(filter.limit + 1)
+    .execute();
 }
 
 /** Which of `ids` on one side are linked in any flow, as (record type, id) pairs. */
@@ -233,4 +301,8 @@ export async function findLinkedRecords(
     const r = row as Record<string, string>;
     return { recordType: r[typeColumn]!, recordId: r[column]! };
   });
+}
+
+export async function getLink(db: DbOrTrx, id: string): Promise<LinkRow | undefined> {
+  return db.selectFrom('links').selectAll().where('id', '=', id).executeTakeFirst();
 }

@@ -95,7 +95,8 @@ export interface ConflictsTable {
   created_at: Timestamp;
 }
 
-export type CommandStatus = 'pending' | 'sending' | 'sent' | 'dead' | 'dry_run' | 'superseded';
+export type CommandStatus =
+  'pending' | 'sending' | 'sent' | 'dead' | 'dry_run' | 'superseded' | 'dropped';
 
 export interface OutboundCommandsTable {
   id: BigId;
@@ -166,6 +167,27 @@ export interface SyncStateTable {
   updated_at: Timestamp;
 }
 
+export interface FlowControlsTable {
+  flow: string;
+  paused_at: NullableTimestamp;
+  updated_at: Timestamp;
+}
+
+export interface LinkHoldsTable {
+  flow: string;
+  tidsbanken_id: string;
+  poweroffice_id: string;
+  link_id: ColumnType<string | null, string | number | null, string | number | null>;
+  created_at: Timestamp;
+}
+
+export interface ConsoleSessionsTable {
+  id_hash: string;
+  csrf_token: string;
+  created_at: Timestamp;
+  expires_at: Timestamp;
+}
+
 export interface Database {
   inbound_events: InboundEventsTable;
   records: RecordsTable;
@@ -176,6 +198,9 @@ export interface Database {
   reconcile_runs: ReconcileRunsTable;
   audit_entries: AuditEntriesTable;
   sync_state: SyncStateTable;
+  flow_controls: FlowControlsTable;
+  link_holds: LinkHoldsTable;
+  console_sessions: ConsoleSessionsTable;
 }
 
 export type InboundEventRow = Selectable<InboundEventsTable>;

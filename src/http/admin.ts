@@ -1,24 +1,14 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { Router, type Request, type RequestHandler } from 'express';
+import express, { Router, type Request, type RequestHandler } from 'express';
 import { z } from 'zod';
 import { FLOW_IDS, type Config } from '../config.js';
 import { listRecordAudit } from '../db/audit.js';
-import {
-  getCommand,
-  listCommands,
-  listRecordCommands,
-  requeueDeadCommand,
-  type ApiCommandStatus,
-} from '../db/commands.js';
+import { listCommands, listRecordCommands, type ApiCommandStatus } from '../db/commands.js';
 import { listConflicts } from '../db/conflicts.js';
 import type { Db } from '../db/database.js';
-import {
-  getInboundEvent,
-  listInboundEventsByStatus,
-  listRecordEvents,
-  requeueDeadEvent,
-} from '../db/inbound-events.js';
-import { listLinks } from '../db/links.js';
+import { listFlowControls, type FlowControlRow } from '../db/flow-controls.js';
+import { listInboundEvents, listRecordEvents } from '../db/inbound-events.js';
+import { listLinks, listUnlinkedRecords } from '../db/links.js';
 import { getMirrorRecord, type RecordKey } from '../db/records.js';
 import { getCurrentReconcileRun } from '../db/reconcile-runs.js';
 import type {
@@ -30,7 +20,6 @@ import type {
   RecordRow,
 } from '../db/schema.js';
 import {
-  ConflictError,
   NotConfiguredError,
   NotFoundError,
   UnauthorizedError,
@@ -38,11 +27,23 @@ import {
 } from '../errors.js';
 import type { Logger } from '../lib/logger.js';
 import { recordTypesOf } from '../record-types.js';
+import { FLOWS, flowById } from '../sync/flows.js';
+import {
+  dismissConflictByHand,
+  dropCommand,
+  linkByHand,
+  pauseFlow,
+  replayCommand,
+  replayDeadCommands,
+  retryEvent,
+  unlinkByHand,
+} from '../sync/operator.js';
 import { toReconcileRunDto, type Reconciler } from '../sync/reconcile.js';
+import { cursorSchema, keyCursorSchema, pageOf } from './paging.js';
 
 // The admin API (DESIGN.md §4 "Operations", openapi.yaml tag "admin"): what an operator
-// needs to see links, conflicts and commands, replay a dead command, follow one record and
-// run a reconcile. Thin routes: parse → query function → map to the documented shape.
+// needs to see links, conflicts and commands, act on them, follow one record and run a
+// reconcile. Thin routes: parse → query or operator action → map to the documented shape.
 
 export interface AdminDeps {
   config: Readonly<Config>;
@@ -59,6 +60,8 @@ const limit = z.coerce
   .max(1000, { error: 'must be a whole number from 1 to 1000' })
   .default(100);
 const id = z.string().min(1).max(128);
+const system = z.enum(['tidsbanken', 'poweroffice']);
+const digits = z.string().regex(/^[0-9]{1,18}$/, { error: 'must be an id (digits)' });
 
 const LinksQuerySchema = z
   .object({
@@ -66,42 +69,62 @@ const LinksQuerySchema = z
     tidsbankenId: id.optional(),
     powerofficeId: id.optional(),
     includeUnlinked: z.enum(['true', 'false']).optional(),
+    search: z.string().trim().min(1).max(200).optional(),
+    unlinked: system.optional(),
     limit,
+    cursor: keyCursorSchema,
   })
-  .strict();
+  .strict()
+  .refine((q) => q.unlinked === undefined || q.flow !== undefined, {
+    error: 'unlinked needs flow (the records of one side of that flow without a link in it)',
+    path: ['unlinked'],
+  });
 
 const ConflictsQuerySchema = z
   .object({
     flow: z.enum(FLOW_IDS).optional(),
     kind: z.enum(['ambiguous_match', 'field_conflict']).optional(),
     status: z.enum(['open', 'resolved']).optional(),
+    system: system.optional(),
+    recordId: id.optional(),
     limit,
+    cursor: cursorSchema,
   })
   .strict();
 
 const CommandsQuerySchema = z
   .object({
-    status: z.enum(['pending', 'sent', 'dead', 'dry_run', 'superseded']).optional(),
+    status: z.enum(['pending', 'sent', 'dead', 'dry_run', 'superseded', 'dropped']).optional(),
+    system: system.optional(),
+    flow: z.enum(FLOW_IDS).optional(),
     limit,
+    cursor: cursorSchema,
   })
   .strict();
 
 const EventsQuerySchema = z
   .object({
     status: z.enum(['pending', 'done', 'dead']).default('dead'),
+    system: system.optional(),
     limit,
-    cursor: z
-      .string()
-      .regex(/^[0-9]{1,18}$/, { error: 'must be a nextCursor value' })
-      .optional(),
+    cursor: cursorSchema,
   })
   .strict();
 
+const NewLinkSchema = z
+  .object({ flow: z.enum(FLOW_IDS), tidsbankenId: id, powerofficeId: id })
+  .strict();
+const BulkReplaySchema = z
+  .object({
+    status: z.literal('dead'),
+    system: system.optional(),
+    flow: z.enum(FLOW_IDS).optional(),
+  })
+  .strict();
+const FlowParamSchema = z.enum(FLOW_IDS, { error: `must be one of ${FLOW_IDS.join(', ')}` });
+
 const HistoryQuerySchema = z.object({ limit: limit.default(500) }).strict();
 const EmptyQuerySchema = z.object({}).strict();
-const CommandIdSchema = z
-  .string()
-  .regex(/^[0-9]{1,18}$/, { error: 'must be a command id (digits)' });
 
 const HistoryParamsSchema = z
   .discriminatedUnion('system', [
@@ -113,46 +136,120 @@ const HistoryParamsSchema = z
 export function adminRouter(deps: AdminDeps): Router {
   const router = Router();
   router.use(requireAdminToken(deps.config.adminToken));
+  router.use(express.json({ limit: '16kb', strict: true }));
 
   router.get('/links', async (req, res) => {
     const q = parse(LinksQuerySchema, req.query);
-    const rows = await listLinks(deps.db, { ...q, includeUnlinked: q.includeUnlinked === 'true' });
-    res.json({ items: rows.map(toLinkDto) });
+    if (q.unlinked !== undefined) {
+      const flow = flowById(q.flow!)!;
+      const rows = await listUnlinkedRecords(deps.db, {
+        flow: flow.id,
+        system: q.unlinked,
+        recordType: q.unlinked === 'tidsbanken' ? flow.tidsbanken : flow.poweroffice,
+        after: q.cursor,
+        limit: q.limit,
+      });
+      res.json(pageOf(rows, q.limit, (r) => r.record_id, toRecordDto));
+      return;
+    }
+    if (q.cursor !== undefined && !/^[0-9]{1,18}$/.test(q.cursor)) {
+      throw new ValidationError('Invalid parameter cursor: is not a cursor this API returned.', {
+        parameter: 'cursor',
+      });
+    }
+    const rows = await listLinks(deps.db, {
+      ...q,
+      includeUnlinked: q.includeUnlinked === 'true',
+      before: q.cursor,
+    });
+    res.json(pageOf(rows, q.limit, (r) => r.id, toLinkDto));
+  });
+
+  router.post('/links', async (req, res) => {
+    parse(EmptyQuerySchema, req.query);
+    const body = parse(NewLinkSchema, req.body ?? {});
+    const link = await linkByHand(deps, body);
+    res
+      .status(201)
+      .location(
+        `/admin/links?flow=${link.flow}&tidsbankenId=${encodeURIComponent(link.tidsbanken_id)}`,
+      )
+      .json(toLinkDto(link));
+  });
+
+  router.delete('/links/:id', async (req, res) => {
+    parse(EmptyQuerySchema, req.query);
+    await unlinkByHand(deps, parse(digits, req.params.id, 'id'));
+    res.status(204).end();
   });
 
   router.get('/conflicts', async (req, res) => {
     const q = parse(ConflictsQuerySchema, req.query);
-    const rows = await listConflicts(deps.db, q);
-    res.json({ items: rows.map(toConflictDto) });
+    const rows = await listConflicts(deps.db, { ...q, before: q.cursor });
+    res.json(pageOf(rows, q.limit, (r) => r.id, toConflictDto));
+  });
+
+  router.post('/conflicts/:id/dismiss', async (req, res) => {
+    parse(EmptyQuerySchema, req.query);
+    const conflict = await dismissConflictByHand(deps, parse(digits, req.params.id, 'id'));
+    res.json(toConflictDto(conflict));
   });
 
   router.get('/commands', async (req, res) => {
     const q = parse(CommandsQuerySchema, req.query);
-    const rows = await listCommands(deps.db, q);
-    res.json({ items: rows.map(toCommandDto) });
+    const rows = await listCommands(deps.db, { ...q, before: q.cursor });
+    res.json(pageOf(rows, q.limit, (r) => r.id, toCommandDto));
+  });
+
+  router.post('/commands/replay', async (req, res) => {
+    parse(EmptyQuerySchema, req.query);
+    const body = parse(BulkReplaySchema, req.body ?? {});
+    const result = await replayDeadCommands(deps, { system: body.system, flow: body.flow });
+    res.status(202).json(result);
   });
 
   router.post('/commands/:id/replay', async (req, res) => {
     parse(EmptyQuerySchema, req.query);
-    const commandId = parse(CommandIdSchema, req.params.id, 'id');
-    const replayed = await replayCommand(deps, commandId);
+    const replayed = await replayCommand(deps, parse(digits, req.params.id, 'id'));
     res.status(202).json(toCommandDto(replayed));
+  });
+
+  router.post('/commands/:id/drop', async (req, res) => {
+    parse(EmptyQuerySchema, req.query);
+    const dropped = await dropCommand(deps, parse(digits, req.params.id, 'id'));
+    res.json(toCommandDto(dropped));
   });
 
   router.get('/events', async (req, res) => {
     const q = parse(EventsQuerySchema, req.query);
-    const rows = await listInboundEventsByStatus(deps.db, q);
-    res.json({
-      items: rows.map(toEventDto),
-      nextCursor: rows.length === q.limit ? String(rows.at(-1)!.id) : null,
+    const rows = await listInboundEvents(deps.db, {
+      status: q.status,
+      source: q.system,
+      before: q.cursor,
+      limit: q.limit,
     });
+    res.json(pageOf(rows, q.limit, (r) => r.id, toEventDto));
   });
 
   router.post('/events/:id/retry', async (req, res) => {
     parse(EmptyQuerySchema, req.query);
-    const eventId = parse(CommandIdSchema, req.params.id, 'id');
-    res.status(202).json(toEventDto(await retryEvent(deps, eventId)));
+    const retried = await retryEvent(deps, parse(digits, req.params.id, 'id'));
+    res.status(202).json(toEventDto(retried));
   });
+
+  router.get('/flows', async (req, res) => {
+    parse(EmptyQuerySchema, req.query);
+    res.json({ items: await listFlows(deps), nextCursor: null });
+  });
+
+  for (const action of ['pause', 'resume'] as const) {
+    router.post(`/flows/:flow/${action}`, async (req, res) => {
+      parse(EmptyQuerySchema, req.query);
+      const flow = parse(FlowParamSchema, req.params.flow, 'flow');
+      const row = await pauseFlow(deps, flow, action === 'pause');
+      res.json(toFlowDto(deps.config, flow, row));
+    });
+  }
 
   router.get('/records/:system/:type/:id/history', async (req, res) => {
     const q = parse(HistoryQuerySchema, req.query);
@@ -184,6 +281,18 @@ export function adminRouter(deps: AdminDeps): Router {
   });
 
   return router;
+}
+
+/** Every flow with its pause state (a flow never paused has no stored row). */
+export async function listFlows(deps: { config: Readonly<Config>; db: Db }) {
+  const controls = await listFlowControls(deps.db);
+  return FLOWS.map((flow) =>
+    toFlowDto(
+      deps.config,
+      flow.id,
+      controls.find((c) => c.flow === flow.id),
+    ),
+  );
 }
 
 // ---- auth ---------------------------------------------------------------------------
@@ -222,7 +331,11 @@ function digest(value: string): Buffer {
 
 // ---- parsing ------------------------------------------------------------------------
 
-function parse<S extends z.ZodType>(schema: S, input: unknown, prefix?: string): z.output<S> {
+export function parse<S extends z.ZodType>(
+  schema: S,
+  input: unknown,
+  prefix?: string,
+): z.output<S> {
   const result = schema.safeParse(input);
   if (result.success) return result.data;
   const issues = result.error.issues;
@@ -243,69 +356,6 @@ function parse<S extends z.ZodType>(schema: S, input: unknown, prefix?: string):
 }
 
 // ---- use cases ----------------------------------------------------------------------
-
-async function replayCommand(deps: AdminDeps, commandId: string): Promise<OutboundCommandRow> {
-  let replayed: OutboundCommandRow | undefined;
-  try {
-    replayed = await requeueDeadCommand(deps.db, commandId);
-  } catch (err) {
-    // The outbox holds at most one pending update and one live create per target record
-    // (unique indexes); a newer one has taken the slot. Replaying would need a merge the
-    // engine owns, so the operator is told instead.
-    if (isUniqueViolation(err)) {
-      throw new ConflictError(
-        `Command ${commandId} cannot be replayed: a newer command for the same record is already queued.`,
-      );
-    }
-    throw err;
-  }
-  if (replayed !== undefined) {
-    deps.logger
-      .child({ module: 'admin' })
-      .info({ commandId, system: replayed.system }, 'dead command replayed');
-    return replayed;
-  }
-  const existing = await getCommand(deps.db, commandId);
-  if (existing === undefined) throw new NotFoundError(`No command ${commandId}.`);
-  throw new ConflictError(
-    `Command ${commandId} is ${apiStatus(existing.status)}; only a dead command can be replayed.`,
-  );
-}
-
-async function retryEvent(deps: AdminDeps, eventId: string): Promise<InboundEventRow> {
-  const existing = await getInboundEvent(deps.db, eventId);
-  if (existing === undefined) throw new NotFoundError(`No event ${eventId}.`);
-  if (existing.status !== 'dead') {
-    throw new ConflictError(
-      `Event ${eventId} is ${existing.status}; only a dead event can be retried.`,
-    );
-  }
-  if (existing.raw_record !== null && existing.record_id === '') {
-    throw new ConflictError(
-      `Event ${eventId} is a record without a readable id: it cannot be read again. Fix it in ${existing.source}; its next change is read as usual.`,
-    );
-  }
-  let retried: InboundEventRow | undefined;
-  try {
-    retried = await requeueDeadEvent(deps.db, eventId);
-  } catch (err) {
-    if (isUniqueViolation(err)) {
-      throw new ConflictError(
-        `Event ${eventId} cannot be retried: the same event is already in the inbox again.`,
-      );
-    }
-    throw err;
-  }
-  if (retried === undefined) throw new ConflictError(`Event ${eventId} is no longer dead.`);
-  deps.logger
-    .child({ module: 'admin' })
-    .info({ eventId, source: retried.source }, 'dead event retried');
-  return retried;
-}
-
-function isUniqueViolation(err: unknown): boolean {
-  return typeof err === 'object' && err !== null && (err as { code?: unknown }).code === '23505';
-}
 
 export interface HistoryEntry {
   id: string;
@@ -506,7 +556,23 @@ export function toEventDto(row: InboundEventRow) {
   };
 }
 
-function toRecordDto(row: RecordRow) {
+export function toFlowDto(
+  config: Readonly<Config>,
+  flowId: string,
+  row: FlowControlRow | undefined,
+) {
+  const flow = flowById(flowId)!;
+  return {
+    flow: flow.id,
+    tidsbankenType: flow.tidsbanken,
+    powerofficeType: flow.poweroffice,
+    onUnmatched: config.unmatched[flow.id],
+    paused: row?.paused_at != null,
+    pausedAt: isoOrNull(row?.paused_at ?? null),
+  };
+}
+
+export function toRecordDto(row: RecordRow) {
   return {
     system: row.system,
     recordType: row.record_type,

@@ -12,6 +12,7 @@ import {
   upsertAmbiguousMatch,
 } from '../db/conflicts.js';
 import type { DbOrTrx } from '../db/database.js';
+import { listHeldApart } from '../db/link-holds.js';
 import { findActiveLink, insertLink, lockLink, updateLinkState } from '../db/links.js';
 import { findMirrorRecordsByKeys, getMirrorRecord } from '../db/records.js';
 import type { LinkRow, RecordRow, SystemName } from '../db/schema.js';
@@ -108,11 +109,13 @@ export async function tryLink(
   const { db } = ctx;
   const id = record.record_id;
   const audit: AuditEntry[] = [];
+  // Pairs an operator unlinked are held apart: only a manual link joins them again.
+  const heldApart = await listHeldApart(db, flow.id, side, id);
 
   // 1. Our own creates.
   if (side === 'poweroffice') {
     const tidsbankenId = originTidsbankenId(flow, record.data);
-    if (tidsbankenId !== undefined) {
+    if (tidsbankenId !== undefined && !heldApart.has(tidsbankenId)) {
       const taken = await findActiveLink(db, flow.id, 'tidsbanken', tidsbankenId);
       if (taken === undefined) {
         const link = await insertLink(
@@ -127,7 +130,7 @@ export async function tryLink(
     }
   } else {
     const create = await findCreateOf(db, 'tidsbanken', flow.tidsbanken, id, flow.id);
-    if (create?.origin_record_id) {
+    if (create?.origin_record_id && !heldApart.has(create.origin_record_id)) {
       const taken = await findActiveLink(db, flow.id, 'poweroffice', create.origin_record_id);
       if (taken === undefined) {
         const origin = await getMirrorRecord(
@@ -152,15 +155,18 @@ export async function tryLink(
   // 2. Merge rules, one-to-one over the whole mirror.
   const otherSide = OTHER[side];
   const mine = keysOfRow(record);
-  const candidates = await findMirrorRecordsByKeys(
+  const matches = await findMirrorRecordsByKeys(
     db,
     otherSide,
     typeOn(flow, otherSide),
     ruleKeys(flow, mine),
   );
-  if (candidates.length === 0) {
+  const candidates = matches.filter((c) => !heldApart.has(c.record_id));
+  if (matches.length === 0) {
     return { commandQueued: await queueCreateIfConfigured(ctx, flow, side, record) };
   }
+  // Its only matches are held apart from it: it stays unlinked, and is not created again.
+  if (candidates.length === 0) return {};
   const ambiguous = async (reason: string, list: { system: SystemName; recordId: string }[]) => {
     const { created } = await upsertAmbiguousMatch(db, {
       flow: flow.id,
@@ -202,12 +208,15 @@ export async function tryLink(
     );
   }
   const counterpart = candidates[0]!;
-  const rivals = await findMirrorRecordsByKeys(
-    db,
-    side,
-    record.record_type,
-    ruleKeys(flow, keysOfRow(counterpart)),
-  );
+  const counterpartHeldApart = await listHeldApart(db, flow.id, otherSide, counterpart.record_id);
+  const rivals = (
+    await findMirrorRecordsByKeys(
+      db,
+      side,
+      record.record_type,
+      ruleKeys(flow, keysOfRow(counterpart)),
+    )
+  ).filter((r) => !counterpartHeldApart.has(r.record_id));
   if (rivals.length !== 1 || rivals[0]!.record_id !== id) {
     return ambiguous('the counterpart matches several records on this side', [
       { system: otherSide, recordId: counterpart.record_id },

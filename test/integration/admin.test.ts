@@ -124,7 +124,7 @@ describe('admin authentication', () => {
   it('with the right token, answers 200', async () => {
     const res = await request(t.app).get('/admin/links').set(auth);
     expect(res.status).toBe(200);
-    expect(res.body).toEqual({ items: [] });
+    expect(res.body).toEqual({ items: [], nextCursor: null });
   });
 });
 

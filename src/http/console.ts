@@ -1,0 +1,1036 @@
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import express, { Router, type ErrorRequestHandler, type Request, type Response } from 'express';
+import { z } from 'zod';
+import { FLOW_IDS, type Config } from '../config.js';
+import {
+  actionButton,
+  csrfField,
+  errorPage,
+  json,
+  loginPage,
+  overviewBody,
+  page,
+  pager,
+  recordLink,
+  recordSummary,
+  table,
+  when,
+  type Layout,
+  type ReconcileView,
+  type SystemView,
+} from '../console/pages.js';
+import { CONSOLE_CSS, CONSOLE_JS } from '../console/assets.js';
+import { html, type Html } from '../console/html.js';
+import { listCommands } from '../db/commands.js';
+import { listConflicts } from '../db/conflicts.js';
+import { listLinks, listUnlinkedRecords } from '../db/links.js';
+import { readOpsSnapshot } from '../db/ops-snapshot.js';
+import { getCurrentReconcileRun } from '../db/reconcile-runs.js';
+import {
+  deleteConsoleSession,
+  findConsoleSession,
+  insertConsoleSession,
+} from '../db/console-sessions.js';
+import type { Db } from '../db/database.js';
+import { listInboundEvents } from '../db/inbound-events.js';
+import { getMirrorRecord } from '../db/records.js';
+import type { ReconcileRunRow, SystemName } from '../db/schema.js';
+import { AppError, NotConfiguredError, UnauthorizedError, ValidationError } from '../errors.js';
+import type { Logger } from '../lib/logger.js';
+import { recordTypesOf } from '../record-types.js';
+import { flowById } from '../sync/flows.js';
+import {
+  dismissConflictByHand,
+  dropCommand,
+  linkByHand,
+  pauseFlow,
+  replayCommand,
+  replayDeadCommands,
+  retryEvent,
+  unlinkByHand,
+} from '../sync/operator.js';
+import type { Reconciler } from '../sync/reconcile.js';
+import {
+  listFlows,
+  parse,
+  readRecordHistory,
+  toCommandDto,
+  toConflictDto,
+  toEventDto,
+  toLinkDto,
+  toRecordDto,
+} from './admin.js';
+import { encodeCursor, keyCursorSchema } from './paging.js';
+
+// The operator's console (DESIGN.md §4 "Console"): server-rendered pages over the same
+// queries and operator actions as the admin API. docs/console.md explains the choices.
+//
+// Log-in: ADMIN_TOKEN, posted once, opens a session whose random id lives only in an
+// HttpOnly, SameSite=Strict cookie scoped to /console (never in a URL or in script-readable
+// storage); the database keeps a hash of it, so log-out ends it on every replica. Every state
+// change is a POST carrying the session's CSRF token, and a cross-site Origin is refused.
+
+export interface SystemStatus {
+  system: SystemName;
+  configured: boolean;
+  /** Whether this replica holds the system's dispatcher and pollers. */
+  leader: boolean | undefined;
+}
+
+export interface ConsoleDeps {
+  config: Readonly<Config>;
+  db: Db;
+  logger: Logger;
+  reconciler?: Reconciler | undefined;
+  /** This replica's view of each system; without it the overview says only what config says. */
+  systemStatus?: (() => SystemStatus[]) | undefined;
+}
+
+const COOKIE = 'tbpo_console';
+const SESSION_SECONDS = 12 * 60 * 60;
+
+interface Session {
+  idHash: string;
+  csrf: string;
+}
+
+declare module 'express-serve-static-core' {
+  interface Locals {
+    consoleSession?: Session;
+  }
+}
+
+const CSP = [
+  "default-src 'none'",
+  "script-src 'self'",
+  "style-src 'self'",
+  "img-src 'self'",
+  "connect-src 'self'",
+  "form-action 'self'",
+  "frame-ancestors 'none'",
+  "base-uri 'none'",
+].join('; ');
+
+function sha256(value: string): Buffer {
+  return createHash('sha256').update(value, 'utf8').digest();
+}
+
+function cookieOf(req: Request, name: string): string | undefined {
+  for (const part of (req.headers.cookie ?? '').split(';')) {
+    const eq = part.indexOf('=');
+    if (eq > 0 && part.slice(0, eq).trim() === name) return part.slice(eq + 1).trim();
+  }
+  return undefined;
+}
+
+function sessionCookie(req: Request, value: string, maxAge: number): string {
+  return [
+    `${COOKIE}=${value}`,
+    'Path=/console',
+    'HttpOnly',
+    'SameSite=Strict',
+    `Max-Age=${maxAge}`,
+    ...(req.secure ? ['Secure'] : []),
+  ].join('; ');
+}
+
+function fieldOf(req: Request, name: string): string {
+  const body: unknown = req.body;
+  if (body === null || typeof body !== 'object') return '';
+  const value = (body as Record<string, unknown>)[name];
+  return typeof value === 'string' ? value : '';
+}
+
+function sameEqual(a: string, b: string): boolean {
+  return timingSafeEqual(sha256(a), sha256(b));
+}
+
+/** Only paths inside the console are followed after an action (no open redirect). */
+function backTo(value: unknown, fallback: string): string {
+  return typeof value === 'string' &&
+    /^\/console(\/[^\s\\]*)?(\?[^\s\\]*)?$/.test(value) &&
+    !value.startsWith('//')
+    ? value
+    : fallback;
+}
+
+function withNotice(path: string, notice: string): string {
+  const url = new URL(path, 'http://console.invalid');
+  url.searchParams.set('notice', notice);
+  return `${url.pathname}${url.search}`;
+}
+
+const NOTICES: Record<string, string> = {
+  linked: 'Linked. The two records are in sync from now on.',
+  unlinked: 'Unlinked. The two records are held apart until someone links them by hand.',
+  dismissed: 'Conflict dismissed.',
+  replayed: 'The command is queued again.',
+  dropped: 'The command was dropped; it will not be sent.',
+  retried: 'The event is queued again.',
+  paused: 'Flow paused: its writes wait until it is resumed.',
+  resumed: 'Flow resumed: its waiting writes are being sent.',
+  reconcile: 'Reconcile started.',
+};
+
+export function consoleRouter(deps: ConsoleDeps): Router {
+  const router = Router();
+  const expected =
+    deps.config.adminToken !== undefined ? sha256(deps.config.adminToken) : undefined;
+
+  router.use((_req, res, next) => {
+    res.setHeader('Content-Security-Policy', CSP);
+    res.setHeader('Cache-Control', 'no-store');
+    res.setHeader('X-Frame-Options', 'DENY');
+    // The API's no-referrer makes a browser send `Origin: null` with a form post, which the
+    // CSRF check below refuses; same-origin keeps the origin and still sends nothing away.
+    res.setHeader('Referrer-Policy', 'same-origin');
+    next();
+  });
+
+  router.get('/assets/console.css', (_req, res) => {
+    res.type('text/css').setHeader('Cache-Control', 'no-cache');
+    res.send(CONSOLE_CSS);
+  });
+  router.get('/assets/console.js', (_req, res) => {
+    res.type('text/javascript').setHeader('Cache-Control', 'no-cache');
+    res.send(CONSOLE_JS);
+  });
+
+  router.use(express.urlencoded({ extended: false, limit: '16kb', parameterLimit: 50 }));
+
+  // A state change from another site is refused even before the token is checked.
+  router.use((req, _res, next) => {
+    if (req.method !== 'POST') return next();
+    const origin = req.headers.origin;
+    if (origin !== undefined && origin !== 'null') {
+      let host: string | undefined;
+      try {
+        host = new URL(origin).host;
+      } catch {
+        host = undefined;
+      }
+      if (host !== req.headers.host) {
+        return next(new UnauthorizedError('A console action must come from the console itself.'));
+      }
+    } else if (origin === 'null') {
+      return next(new UnauthorizedError('A console action must come from the console itself.'));
+    }
+    next();
+  });
+
+  router.get('/login', (_req, res) => {
+    res
+      .status(expected === undefined ? 503 : 200)
+      .type('html')
+      .send(loginPage(undefined, expected !== undefined));
+  });
+
+  router.post('/login', async (req, res) => {
+    if (expected === undefined) {
+      res.status(503).type('html').send(loginPage(undefined, false));
+      return;
+    }
+    const token = fieldOf(req, 'token');
+    if (token === '' || !timingSafeEqual(sha256(token), expected)) {
+      deps.logger.child({ module: 'console' }).warn('console log-in refused');
+      res.status(401).type('html').send(loginPage('That is not the admin token.'));
+      return;
+    }
+    const id = randomBytes(32).toString('base64url');
+    const csrf = randomBytes(24).toString('base64url');
+    await insertConsoleSession(deps.db, {
+      idHash: sha256(id).toString('hex'),
+      csrfToken: csrf,
+      ttlSeconds: SESSION_SECONDS,
+    });
+    deps.logger.child({ module: 'console' }).info('console log-in');
+    res.setHeader('Set-Cookie', sessionCookie(req, id, SESSION_SECONDS));
+    res.redirect(303, '/console');
+  });
+
+  // Everything below needs a session.
+  router.use(async (req, res, next) => {
+    if (expected === undefined) {
+      return next(new NotConfiguredError('The console is not configured (set ADMIN_TOKEN).'));
+    }
+    const id = cookieOf(req, COOKIE);
+    const idHash = id !== undefined && id.length <= 100 ? sha256(id).toString('hex') : undefined;
+    const session = idHash !== undefined ? await findConsoleSession(deps.db, idHash) : undefined;
+    if (idHash === undefined || session === undefined) {
+      if (req.method === 'GET' && !req.path.endsWith('.json')) {
+        res.redirect(303, '/console/login');
+        return;
+      }
+      return next(new UnauthorizedError('Log in to the console first.'));
+    }
+    res.locals.consoleSession = { idHash, csrf: session.csrfToken };
+    if (req.method === 'POST') {
+      const sent = fieldOf(req, 'csrf');
+      if (!sameEqual(sent, session.csrfToken)) {
+        return next(new UnauthorizedError('The form has expired: reload the page and try again.'));
+      }
+    }
+    next();
+  });
+
+  router.post('/logout', async (req, res) => {
+    await deleteConsoleSession(deps.db, res.locals.consoleSession!.idHash);
+    res.setHeader('Set-Cookie', sessionCookie(req, '', 0));
+    res.redirect(303, '/console/login');
+  });
+
+  const render = (res: Response, layout: Omit<Layout, 'csrf'>, body: Html, status = 200) => {
+    res
+      .status(status)
+      .type('html')
+      .send(page({ ...layout, csrf: res.locals.consoleSession!.csrf }, body));
+  };
+  const noticeOf = (req: Request) => {
+    const key = typeof req.query.notice === 'string' ? req.query.notice : undefined;
+    return key !== undefined ? NOTICES[key] : undefined;
+  };
+  const csrf = (res: Response) => res.locals.consoleSession!.csrf;
+
+  // ---- overview -----------------------------------------------------------------------
+
+  router.get('/', async (req, res) => {
+    const ops = await readOpsSnapshot(deps.db);
+    const flows = await listFlows(deps);
+    const run = await getCurrentReconcileRun(deps.db);
+    const statuses = deps.systemStatus?.();
+    const systems: SystemView[] = (['tidsbanken', 'poweroffice'] as const).map((system) => {
+      const configured =
+        system === 'tidsbanken'
+          ? deps.config.tidsbanken.credentials !== undefined
+          : deps.config.poweroffice.credentials !== undefined;
+      const status = statuses?.find((s) => s.system === system);
+      return {
+        system,
+        configured,
+        leader: !configured
+          ? '—'
+          : status?.leader === true
+            ? 'this replica'
+            : status?.leader === false
+              ? 'another replica'
+              : 'not known to this process',
+        credentials: configured ? 'configured' : 'not set',
+      };
+    });
+    render(
+      res,
+      { title: 'Overview', nav: 'overview', notice: noticeOf(req) },
+      overviewBody({
+        csrf: csrf(res),
+        ops,
+        systems,
+        flows,
+        reconcile: run !== undefined ? reconcileView(run) : undefined,
+        reconcileAvailable: deps.reconciler !== undefined,
+      }),
+    );
+  });
+
+  router.get('/reconcile.json', async (_req, res) => {
+    const run = await getCurrentReconcileRun(deps.db);
+    res.json(run !== undefined ? reconcileView(run) : null);
+  });
+
+  router.post('/reconcile', async (_req, res) => {
+    if (deps.reconciler === undefined) {
+      throw new NotConfiguredError('Reconcile is not available in this process.');
+    }
+    await deps.reconciler.start();
+    res.redirect(303, withNotice('/console', 'reconcile'));
+  });
+
+  // ---- links --------------------------------------------------------------------------
+
+  const LinksQuery = z
+    .object({
+      search: z.string().trim().max(200).optional(),
+      flow: z.enum(FLOW_IDS).or(z.literal('')).optional(),
+      unlinked: z.enum(['tidsbanken', 'poweroffice']).or(z.literal('')).optional(),
+      cursor: keyCursorSchema,
+      notice: z.string().optional(),
+    })
+    .strict();
+
+  router.get('/links', async (req, res) => {
+    const q = parse(LinksQuery, req.query);
+    const flow = q.flow !== undefined && q.flow !== '' ? q.flow : undefined;
+    const unlinked = q.unlinked !== undefined && q.unlinked !== '' ? q.unlinked : undefined;
+    const search = q.search !== undefined && q.search !== '' ? q.search : undefined;
+    const limit = 50;
+    const here = (cursor: string) => {
+      const params = new URLSearchParams();
+      if (search !== undefined) params.set('search', search);
+      if (flow !== undefined) params.set('flow', flow);
+      if (unlinked !== undefined) params.set('unlinked', unlinked);
+      params.set('cursor', cursor);
+      return `/console/links?${params.toString()}`;
+    };
+    const filters = html`<form class="filters" method="get" action="/console/links" role="search">
+      <div>
+        <label for="search">Id, e-mail or name</label
+        ><input id="search" name="search" type="search" value="${search ?? ''}" />
+      </div>
+      <div>
+        <label for="flow">Flow</label
+        ><select id="flow" name="flow">
+          <option value="">All flows</option>
+          ${FLOW_IDS.map(
+            (f) => html`<option value="${f}" ${f === flow ? html` selected` : ''}>${f}</option>`,
+          )}
+        </select>
+      </div>
+      <div>
+        <label for="unlinked">Show</label
+        ><select id="unlinked" name="unlinked">
+          <option value="">Links</option>
+          <option value="tidsbanken" ${unlinked === 'tidsbanken' ? html` selected` : ''}>
+            Tidsbanken records without a link (needs a flow)
+          </option>
+          <option value="poweroffice" ${unlinked === 'poweroffice' ? html` selected` : ''}>
+            PowerOffice records without a link (needs a flow)
+          </option>
+        </select>
+      </div>
+      <div><button type="submit">Search</button></div>
+    </form>`;
+    if (unlinked !== undefined) {
+      if (flow === undefined)
+        throw new ValidationError('Choose a flow to list the records without a link in it.');
+      const def = flowById(flow)!;
+      const type = unlinked === 'tidsbanken' ? def.tidsbanken : def.poweroffice;
+      const rows = await listUnlinkedRecords(deps.db, {
+        flow,
+        system: unlinked,
+        recordType: type,
+        after: q.cursor,
+        limit,
+      });
+      const shown = rows.slice(0, limit).map(toRecordDto);
+      render(
+        res,
+        { title: 'Records without a link', nav: 'links', notice: noticeOf(req) },
+        html`${filters}${table(
+          `${unlinked === 'tidsbanken' ? 'Tidsbanken' : 'PowerOffice'} ${type} records without a link in ${flow}`,
+          ['Record', 'Data'],
+          shown.map(
+            (r) =>
+              html`<tr>
+                <td>${recordLink(r.system, r.recordType, r.recordId)}</td>
+                <td>${json(r.data)}</td>
+              </tr>`,
+          ),
+          'Every record of this side has a link.',
+        )}${pager(rows.length > limit ? here(encodeCursor(shown[shown.length - 1]!.recordId)) : null)}`,
+      );
+      return;
+    }
+    if (q.cursor !== undefined && !/^[0-9]{1,18}$/.test(q.cursor)) {
+      throw new ValidationError('That page link is not valid.');
+    }
+    const rows = await listLinks(deps.db, { flow, search, before: q.cursor, limit });
+    const shown = rows.slice(0, limit).map(toLinkDto);
+    render(
+      res,
+      { title: 'Links', nav: 'links', notice: noticeOf(req) },
+      html`${filters}${table(
+        search !== undefined ? `Links matching “${search}”` : 'Links, newest first',
+        ['Link', 'Flow', 'Tidsbanken', 'PowerOffice', 'Linked by', 'Last synced', 'Action'],
+        shown.map(
+          (l) =>
+            html`<tr>
+              <td>${l.id}</td>
+              <td>${l.flow}</td>
+              <td>${recordLink('tidsbanken', l.tidsbankenType, l.tidsbankenId)}</td>
+              <td>${recordLink('poweroffice', l.powerofficeType, l.powerofficeId)}</td>
+              <td>${l.linkedBy}</td>
+              <td>${when(l.lastSyncedAt)}</td>
+              <td>
+                ${actionButton(csrf(res), `/console/links/${l.id}/unlink`, 'Unlink', {
+                  back: req.originalUrl,
+                  style: 'danger',
+                  confirm:
+                    'Unlink these two records? They will not be linked again by a merge rule.',
+                  accessibleName: `Unlink link ${l.id}`,
+                })}
+              </td>
+            </tr>`,
+        ),
+        'No links match.',
+      )}${pager(rows.length > limit ? here(shown[shown.length - 1]!.id) : null)}`,
+    );
+  });
+
+  const NewLinkForm = z.object({
+    csrf: z.string(),
+    back: z.string().optional(),
+    flow: z.enum(FLOW_IDS),
+    tidsbankenId: z.string().min(1).max(128),
+    powerofficeId: z.string().min(1).max(128),
+  });
+  router.post('/links', async (req, res) => {
+    const form = parse(NewLinkForm, req.body);
+    await linkByHand(deps, form);
+    res.redirect(303, withNotice(backTo(form.back, '/console/conflicts'), 'linked'));
+  });
+
+  const idParam = z.string().regex(/^[0-9]{1,18}$/, { error: 'must be an id' });
+  const backForm = z.object({ csrf: z.string(), back: z.string().optional() });
+
+  router.post('/links/:id/unlink', async (req, res) => {
+    const form = parse(backForm, req.body);
+    await unlinkByHand(deps, parse(idParam, req.params.id, 'id'));
+    res.redirect(303, withNotice(backTo(form.back, '/console/links'), 'unlinked'));
+  });
+
+  // ---- conflicts ----------------------------------------------------------------------
+
+  const ConflictsQuery = z
+    .object({
+      kind: z.enum(['ambiguous_match', 'field_conflict']).or(z.literal('')).optional(),
+      status: z.enum(['open', 'resolved']).or(z.literal('')).optional(),
+      cursor: keyCursorSchema,
+      notice: z.string().optional(),
+    })
+    .strict();
+
+  router.get('/conflicts', async (req, res) => {
+    const q = parse(ConflictsQuery, req.query);
+    const kind = q.kind !== undefined && q.kind !== '' ? q.kind : undefined;
+    const status = q.status === undefined ? 'open' : q.status === '' ? undefined : q.status;
+    if (q.cursor !== undefined && !/^[0-9]{1,18}$/.test(q.cursor)) {
+      throw new ValidationError('That page link is not valid.');
+    }
+    const limit = 25;
+    const rows = await listConflicts(deps.db, { kind, status, before: q.cursor, limit });
+    const shown = rows.slice(0, limit).map(toConflictDto);
+    const cards: Html[] = [];
+    for (const c of shown) {
+      const flow = flowById(c.flow);
+      if (flow === undefined) continue;
+      const back = req.originalUrl;
+      const dismiss =
+        c.status === 'open'
+          ? actionButton(csrf(res), `/console/conflicts/${c.id}/dismiss`, 'Dismiss', {
+              back,
+              style: 'secondary',
+              accessibleName: `Dismiss conflict ${c.id}`,
+            })
+          : html``;
+      if (c.kind === 'ambiguous_match') {
+        const self = await getMirrorRecord(deps.db, c.system, c.recordType ?? '', c.recordId);
+        const candidates = Array.isArray(c.candidates)
+          ? (c.candidates as { system?: string; recordId?: string }[])
+          : [];
+        const columns: Html[] = [];
+        for (const candidate of candidates) {
+          if (candidate.system !== 'tidsbanken' && candidate.system !== 'poweroffice') continue;
+          const recordId = String(candidate.recordId ?? '');
+          const type = candidate.system === 'tidsbanken' ? flow.tidsbanken : flow.poweroffice;
+          const row = await getMirrorRecord(deps.db, candidate.system, type, recordId);
+          const pair =
+            candidate.system !== c.system
+              ? c.system === 'tidsbanken'
+                ? { tidsbankenId: c.recordId, powerofficeId: recordId }
+                : { tidsbankenId: recordId, powerofficeId: c.recordId }
+              : undefined;
+          columns.push(
+            html`<div class="card">
+              <h3>Candidate</h3>
+              ${recordSummary(flow, candidate.system, recordId, row)}
+              ${
+                pair !== undefined && c.status === 'open'
+                  ? html`<div class="actions">
+                      ${actionButton(csrf(res), '/console/links', 'Link these two', {
+                        back,
+                        fields: { flow: flow.id, ...pair },
+                        accessibleName: `Link these two: Tidsbanken ${flow.tidsbanken} ${pair.tidsbankenId} and PowerOffice ${flow.poweroffice} ${pair.powerofficeId}`,
+                      })}
+                    </div>`
+                  : ''
+              }
+            </div>`,
+          );
+        }
+        cards.push(
+          html`<article class="card" aria-labelledby="conflict-${c.id}">
+            <h2 id="conflict-${c.id}">Ambiguous match ${c.id} · ${c.flow}</h2>
+            <p>${c.resolution ?? ''} · ${c.status} · found ${when(c.createdAt)}</p>
+            <div class="side-by-side">
+              <div class="card">
+                <h3>Record</h3>
+                ${recordSummary(flow, c.system, c.recordId, self)}
+              </div>
+              ${columns}
+            </div>
+            <div class="actions">${dismiss}</div>
+          </article>`,
+        );
+      } else {
+        cards.push(
+          html`<article class="card" aria-labelledby="conflict-${c.id}">
+            <h2 id="conflict-${c.id}">Field conflict ${c.id} · ${c.flow} · ${c.field ?? ''}</h2>
+            <div class="side-by-side">
+              <div>
+                <h3>Tidsbanken value</h3>
+                ${json(c.tidsbankenValue)}
+              </div>
+              <div>
+                <h3>PowerOffice value</h3>
+                ${json(c.powerofficeValue)}
+              </div>
+              <div>
+                <h3>Resolution</h3>
+                <p>${c.resolution ?? '—'}</p>
+              </div>
+            </div>
+            <p>
+              ${recordLink(c.system, c.recordType ?? '', c.recordId)} · ${c.status} ·
+              ${when(c.createdAt)}
+            </p>
+            <div class="actions">${dismiss}</div>
+          </article>`,
+        );
+      }
+    }
+    const params = new URLSearchParams();
+    if (kind !== undefined) params.set('kind', kind);
+    params.set('status', status ?? '');
+    render(
+      res,
+      { title: 'Conflicts', nav: 'conflicts', notice: noticeOf(req) },
+      html`<form class="filters" method="get" action="/console/conflicts">
+          <div>
+            <label for="kind">Kind</label
+            ><select id="kind" name="kind">
+              <option value="">All kinds</option>
+              <option value="ambiguous_match" ${kind === 'ambiguous_match' ? html` selected` : ''}>
+                Ambiguous match
+              </option>
+              <option value="field_conflict" ${kind === 'field_conflict' ? html` selected` : ''}>
+                Field conflict
+              </option>
+            </select>
+          </div>
+          <div>
+            <label for="status">Status</label
+            ><select id="status" name="status">
+              <option value="open" ${status === 'open' ? html` selected` : ''}>Open</option>
+              <option value="resolved" ${status === 'resolved' ? html` selected` : ''}>
+                Resolved
+              </option>
+              <option value="" ${status === undefined ? html` selected` : ''}>Any</option>
+            </select>
+          </div>
+          <div><button type="submit">Show</button></div>
+        </form>
+        ${cards.length === 0 ? html`<p class="muted">No conflicts here.</p>` : cards}
+        ${pager(rows.length > limit ? `/console/conflicts?${params.toString()}&cursor=${encodeCursor(shown[shown.length - 1]!.id)}` : null)}`,
+    );
+  });
+
+  router.post('/conflicts/:id/dismiss', async (req, res) => {
+    const form = parse(backForm, req.body);
+    await dismissConflictByHand(deps, parse(idParam, req.params.id, 'id'));
+    res.redirect(303, withNotice(backTo(form.back, '/console/conflicts'), 'dismissed'));
+  });
+
+  // ---- dead letters -------------------------------------------------------------------
+
+  const DeadQuery = z
+    .object({
+      system: z.enum(['tidsbanken', 'poweroffice']).or(z.literal('')).optional(),
+      flow: z.enum(FLOW_IDS).or(z.literal('')).optional(),
+      notice: z.string().optional(),
+      replayed: z
+        .string()
+        .regex(/^[0-9]{1,9}$/)
+        .optional(),
+      skipped: z
+        .string()
+        .regex(/^[0-9]{1,9}$/)
+        .optional(),
+    })
+    .strict();
+
+  router.get('/dead', async (req, res) => {
+    const q = parse(DeadQuery, req.query);
+    const system = q.system !== undefined && q.system !== '' ? q.system : undefined;
+    const flow = q.flow !== undefined && q.flow !== '' ? q.flow : undefined;
+    const limit = 100;
+    const commands = (await listCommands(deps.db, { status: 'dead', system, flow, limit })).map(
+      toCommandDto,
+    );
+    const events = (
+      await listInboundEvents(deps.db, { status: 'dead', source: system, limit })
+    ).map(toEventDto);
+    const back = req.originalUrl;
+    const bulkNotice =
+      q.replayed !== undefined
+        ? `${q.replayed} command(s) queued again${q.skipped !== undefined && q.skipped !== '0' ? `; ${q.skipped} left dead because a newer command for the same record is queued (drop those)` : ''}.`
+        : noticeOf(req);
+    render(
+      res,
+      { title: 'Dead letters', nav: 'dead', notice: bulkNotice },
+      html`<form class="filters" method="get" action="/console/dead">
+          <div>
+            <label for="system">System</label
+            ><select id="system" name="system">
+              <option value="">Both</option>
+              <option value="tidsbanken" ${system === 'tidsbanken' ? html` selected` : ''}>
+                Tidsbanken
+              </option>
+              <option value="poweroffice" ${system === 'poweroffice' ? html` selected` : ''}>
+                PowerOffice
+              </option>
+            </select>
+          </div>
+          <div>
+            <label for="flow">Flow</label
+            ><select id="flow" name="flow">
+              <option value="">All flows</option>
+              ${FLOW_IDS.map(
+                (f) =>
+                  html`<option value="${f}" ${f === flow ? html` selected` : ''}>${f}</option>`,
+              )}
+            </select>
+          </div>
+          <div><button type="submit">Show</button></div>
+        </form>
+        <h2 id="commands-h">Dead commands</h2>
+        ${
+          commands.length > 0
+            ? html`<form
+                method="post"
+                action="/console/commands/replay"
+                class="actions"
+                data-confirm="Replay every dead command shown by this filter?"
+              >
+                ${csrfField(csrf(res))} <input type="hidden" name="back" value="${back}" /><input
+                  type="hidden"
+                  name="system"
+                  value="${system ?? ''}"
+                /><input type="hidden" name="flow" value="${flow ?? ''}" />
+                <button type="submit">
+                  Replay all${system !== undefined || flow !== undefined ? ' shown' : ''}
+                </button>
+              </form>`
+            : ''
+        }
+        ${table(
+          'Dead commands, newest first',
+          ['Command', 'Target', 'Flow', 'Operation', 'Attempts', 'Last error', 'Actions'],
+          commands.map(
+            (c) =>
+              html`<tr>
+                <td>${c.id}</td>
+                <td>
+                  ${c.recordId !== null ? recordLink(c.system, c.recordType, c.recordId) : html`${c.system} ${c.recordType} (new)`}
+                </td>
+                <td>${c.flow ?? '—'}</td>
+                <td>${c.operation}</td>
+                <td class="num">${c.attempts}</td>
+                <td>${json(c.lastError)}</td>
+                <td>
+                  <div class="actions">
+                    ${actionButton(csrf(res), `/console/commands/${c.id}/replay`, 'Replay', { back, accessibleName: `Replay command ${c.id}` })}
+                    ${actionButton(csrf(res), `/console/commands/${c.id}/drop`, 'Drop', { back, style: 'danger', confirm: 'Drop this command? It will never be sent.', accessibleName: `Drop command ${c.id}` })}
+                  </div>
+                </td>
+              </tr>`,
+          ),
+          'No dead commands.',
+        )}
+        <h2 id="events-h">Dead inbox events</h2>
+        ${table(
+          'Dead inbox events, newest first',
+          ['Event', 'Record', 'Type', 'Attempts', 'Last error', 'Action'],
+          events.map(
+            (e) =>
+              html`<tr>
+                <td>${e.id}</td>
+                <td>
+                  ${e.recordId !== null ? recordLink(e.source, e.recordType, e.recordId) : html`${e.source} ${e.recordType} (no readable id)`}
+                </td>
+                <td>${e.eventType}</td>
+                <td class="num">${e.attempts}</td>
+                <td>${e.lastError ?? '—'}</td>
+                <td>
+                  ${actionButton(csrf(res), `/console/events/${e.id}/retry`, 'Retry', { back, accessibleName: `Retry event ${e.id}` })}
+                </td>
+              </tr>`,
+          ),
+          'No dead inbox events.',
+        )}`,
+    );
+  });
+
+  router.post('/commands/replay', async (req, res) => {
+    const form = parse(
+      backForm.extend({
+        system: z.enum(['tidsbanken', 'poweroffice']).or(z.literal('')).optional(),
+        flow: z.enum(FLOW_IDS).or(z.literal('')).optional(),
+      }),
+      req.body,
+    );
+    const result = await replayDeadCommands(deps, {
+      system: form.system !== '' ? form.system : undefined,
+      flow: form.flow !== '' ? form.flow : undefined,
+    });
+    const url = new URL(backTo(form.back, '/console/dead'), 'http://console.invalid');
+    url.searchParams.delete('notice');
+    url.searchParams.set('replayed', String(result.replayed));
+    url.searchParams.set('skipped', String(result.skipped));
+    res.redirect(303, `${url.pathname}${url.search}`);
+  });
+
+  router.post('/commands/:id/replay', async (req, res) => {
+    const form = parse(backForm, req.body);
+    await replayCommand(deps, parse(idParam, req.params.id, 'id'));
+    res.redirect(303, withNotice(backTo(form.back, '/console/dead'), 'replayed'));
+  });
+
+  router.post('/commands/:id/drop', async (req, res) => {
+    const form = parse(backForm, req.body);
+    await dropCommand(deps, parse(idParam, req.params.id, 'id'));
+    res.redirect(303, withNotice(backTo(form.back, '/console/dead'), 'dropped'));
+  });
+
+  router.post('/events/:id/retry', async (req, res) => {
+    const form = parse(backForm, req.body);
+    await retryEvent(deps, parse(idParam, req.params.id, 'id'));
+    res.redirect(303, withNotice(backTo(form.back, '/console/dead'), 'retried'));
+  });
+
+  // ---- flows --------------------------------------------------------------------------
+
+  router.get('/flows', async (req, res) => {
+    const flows = await listFlows(deps);
+    render(
+      res,
+      { title: 'Flows', nav: 'flows', notice: noticeOf(req) },
+      html`<p>
+          A paused flow still receives and compares changes; its writes wait (and absorb newer
+          edits) until it is resumed.
+        </p>
+        ${table(
+          'Flows',
+          ['Flow', 'Tidsbanken', 'PowerOffice', 'Unmatched records', 'State', 'Action'],
+          flows.map(
+            (f) =>
+              html`<tr>
+                <td>${f.flow}</td>
+                <td>${f.tidsbankenType}</td>
+                <td>${f.powerofficeType}</td>
+                <td>${f.onUnmatched}</td>
+                <td>
+                  ${f.paused ? html`<span class="status warn">paused</span> since ${when(f.pausedAt)}` : html`<span class="status ok">running</span>`}
+                </td>
+                <td>
+                  ${
+                    f.paused
+                      ? actionButton(csrf(res), `/console/flows/${f.flow}/resume`, 'Resume', {
+                          back: '/console/flows',
+                          accessibleName: `Resume ${f.flow}`,
+                        })
+                      : actionButton(csrf(res), `/console/flows/${f.flow}/pause`, 'Pause', {
+                          back: '/console/flows',
+                          style: 'secondary',
+                          accessibleName: `Pause ${f.flow}`,
+                        })
+                  }
+                </td>
+              </tr>`,
+          ),
+          'No flows.',
+        )}`,
+    );
+  });
+
+  for (const action of ['pause', 'resume'] as const) {
+    router.post(`/flows/:flow/${action}`, async (req, res) => {
+      const form = parse(backForm, req.body);
+      const flow = parse(z.enum(FLOW_IDS), req.params.flow, 'flow');
+      await pauseFlow(deps, flow, action === 'pause');
+      res.redirect(
+        303,
+        withNotice(backTo(form.back, '/console/flows'), action === 'pause' ? 'paused' : 'resumed'),
+      );
+    });
+  }
+
+  // ---- one record's timeline ----------------------------------------------------------
+
+  const RecordParams = z
+    .discriminatedUnion('system', [
+      z.object({ system: z.literal('tidsbanken'), type: z.enum(recordTypesOf('tidsbanken')) }),
+      z.object({ system: z.literal('poweroffice'), type: z.enum(recordTypesOf('poweroffice')) }),
+    ])
+    .and(z.object({ id: z.string().min(1).max(128) }));
+
+  router.get('/records/:system/:type/:id', async (req, res) => {
+    const p = parse(RecordParams, req.params);
+    const history = await readRecordHistory(
+      deps.db,
+      { system: p.system, recordType: p.type, recordId: p.id },
+      500,
+    );
+    const links = await listLinks(deps.db, {
+      ...(p.system === 'tidsbanken' ? { tidsbankenId: p.id } : { powerofficeId: p.id }),
+      includeUnlinked: true,
+      limit: 20,
+    });
+    const mine = links
+      .filter(
+        (l) => (p.system === 'tidsbanken' ? l.tidsbanken_type : l.poweroffice_type) === p.type,
+      )
+      .map(toLinkDto);
+    const entries = [...history.items].reverse();
+    render(
+      res,
+      {
+        title: `${p.system === 'tidsbanken' ? 'Tidsbanken' : 'PowerOffice'} ${p.type} ${p.id}`,
+        nav: 'record',
+        notice: noticeOf(req),
+      },
+      html`<h2>Links</h2>
+        ${table(
+          'Links of this record',
+          ['Link', 'Flow', 'Counterpart', 'Linked by', 'State'],
+          mine.map(
+            (l) =>
+              html`<tr>
+                <td>${l.id}</td>
+                <td>${l.flow}</td>
+                <td>
+                  ${p.system === 'tidsbanken' ? recordLink('poweroffice', l.powerofficeType, l.powerofficeId) : recordLink('tidsbanken', l.tidsbankenType, l.tidsbankenId)}
+                </td>
+                <td>${l.linkedBy}</td>
+                <td>
+                  ${l.unlinkedAt === null ? 'active' : html`unlinked ${when(l.unlinkedAt)} (${l.unlinkReason ?? ''})`}
+                </td>
+              </tr>`,
+          ),
+          'This record has no link.',
+        )}
+        <h2>Mirrored state</h2>
+        ${history.record !== null ? json(history.record.data) : html`<p class="muted">Not in the mirror.</p>`}
+        <h2>Timeline</h2>
+        ${table(
+          'Events, decisions and commands, newest first',
+          ['When', 'What', 'Details'],
+          entries.map(
+            (e) =>
+              html`<tr>
+                <td>${when(e.at)}</td>
+                <td>${timelineLabel(e.kind, e.detail)}</td>
+                <td>
+                  <details>
+                    <summary>Details</summary>
+                    ${json(e.detail)}
+                  </details>
+                </td>
+              </tr>`,
+          ),
+          'Nothing recorded for this record.',
+        )}`,
+    );
+  });
+
+  router.use(consoleErrors(deps.logger));
+  return router;
+}
+
+function timelineLabel(kind: string, detail: Record<string, unknown>): string {
+  const d = (key: string) => (typeof detail[key] === 'string' ? detail[key] : '');
+  switch (kind) {
+    case 'event':
+      return `received ${d('eventType')} (${d('origin')}, ${d('status')})`;
+    case 'command':
+      return `${d('operation')} command, ${d('status')}`;
+    case 'link':
+      return `linked (${d('linkedBy')})`;
+    case 'unlink':
+      return `unlinked: ${d('reason')}`;
+    case 'operator':
+      return `operator: ${d('action')}`;
+    default:
+      return kind;
+  }
+}
+
+export function reconcileView(run: ReconcileRunRow): ReconcileView {
+  const progress = run.progress as {
+    phase?: string;
+    read?: { status?: string; records?: number }[];
+    recordsRead?: number;
+    linksMade?: number | null;
+  };
+  const reads = progress.read ?? [];
+  const readsDone = reads.filter((r) => r.status === 'done').length;
+  const phase = progress.phase ?? run.status;
+  const percent =
+    run.status !== 'running'
+      ? 100
+      : phase === 'reading'
+        ? Math.round(5 + (60 * readsDone) / Math.max(reads.length, 1))
+        : phase === 'draining'
+          ? 70
+          : phase === 'linking'
+            ? 85
+            : phase === 'done'
+              ? 100
+              : 2;
+  const records = progress.recordsRead ?? 0;
+  const label =
+    run.status === 'done'
+      ? `Done: ${records} records read${progress.linksMade != null ? `, ${progress.linksMade} links made` : ''}`
+      : run.status === 'failed'
+        ? 'Failed'
+        : `Running: ${phase}, ${records} records read`;
+  return {
+    id: String(run.id),
+    status: run.status,
+    percent,
+    label,
+    startedAt: new Date(run.started_at).toISOString(),
+    finishedAt: run.finished_at === null ? null : new Date(run.finished_at).toISOString(),
+    error: run.error,
+  };
+}
+
+/** Errors on a console page become a page (or a JSON problem for the progress endpoint). */
+function consoleErrors(logger: Logger): ErrorRequestHandler {
+  return (err: unknown, req, res, next) => {
+    if (res.headersSent || req.path.endsWith('.json')) return next(err);
+    const csrf = res.locals.consoleSession?.csrf;
+    if (err instanceof AppError) {
+      if (err.status === 401 && csrf === undefined) {
+        res.status(401).type('html').send(loginPage(err.message));
+        return;
+      }
+      res
+        .status(err.status)
+        .type('html')
+        .send(errorPage(err.status, err.message, csrf));
+      return;
+    }
+    const status = (err as { status?: unknown }).status;
+    if (typeof status === 'number' && status >= 400 && status < 500) {
+      res
+        .status(status)
+        .type('html')
+        .send(errorPage(status, 'The request could not be read.', csrf));
+      return;
+    }
+    logger.error({ err }, 'console page failed');
+    res
+      .status(500)
+      .type('html')
+      .send(errorPage(500, 'Something went wrong; the log has the details.', csrf));
+  };
+}

@@ -1,0 +1,316 @@
+import request from 'supertest';
+import { sql } from 'kysely';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { createTestApp, type TestApp } from '../helpers/app.js';
+import { expectDocumentedResponse } from '../helpers/openapi.js';
+
+// Operator actions on rows the engine left behind (seeded directly), and cursor paging of
+// every list, over HTTP on the real app and a real database.
+
+const TOKEN = 'admin-token-0123456789abcdef';
+const auth = { Authorization: `Bearer ${TOKEN}` };
+let t: TestApp;
+
+beforeAll(async () => {
+  t = await createTestApp({ ADMIN_TOKEN: TOKEN });
+});
+afterAll(async () => {
+  await t.close();
+});
+beforeEach(async () => {
+  for (const table of [
+    'audit_entries',
+    'conflicts',
+    'outbound_commands',
+    'links',
+    'inbound_events',
+  ]) {
+    await sql`delete from ${sql.table(table)}`.execute(t.database.db);
+  }
+});
+
+async function seedCommand(values: {
+  status: 'pending' | 'dead' | 'sent';
+  recordId: string;
+  system?: 'tidsbanken' | 'poweroffice';
+  flow?: string;
+}): Promise<string> {
+  const row = await t.database.db
+    .insertInto('outbound_commands')
+    .values({
+      system: values.system ?? 'poweroffice',
+      operation: 'update',
+      record_type: values.system === 'tidsbanken' ? 'kunde' : 'customer',
+      record_id: values.recordId,
+      flow: values.flow ?? 'kunde-customer',
+      payload: JSON.stringify({ fields: { Name: 'Fjord AS' } }),
+      status: values.status,
+      attempts: values.status === 'dead' ? 7 : 0,
+      last_error: values.status === 'dead' ? JSON.stringify({ status: 400 }) : null,
+      run_at: new Date(),
+    })
+    .returning('id')
+    .executeTakeFirstOrThrow();
+  return row.id;
+}
+
+async function historyKinds(system: string, type: string, id: string) {
+  const res = await request(t.app).get(`/admin/records/${system}/${type}/${id}/history`).set(auth);
+  return res.body.items.map((i: { kind: string; detail: { action?: string } }) =>
+    i.kind === 'operator' ? `operator:${i.detail.action}` : i.kind,
+  );
+}
+
+describe('dead commands', () => {
+  it('drops a dead command: it leaves the dead list unsent, recorded in the history; 409 when not dead', async () => {
+    const dead = await seedCommand({ status: 'dead', recordId: '501' });
+    const res = await request(t.app).post(`/admin/commands/${dead}/drop`).set(auth);
+    expect(res.status).toBe(200);
+    await expectDocumentedResponse('POST', '/admin/commands/{id}/drop', res);
+    expect(res.body).toMatchObject({ id: dead, status: 'dropped' });
+    const list = await request(t.app).get('/admin/commands?status=dead').set(auth);
+    expect(list.body.items).toEqual([]);
+    expect(await historyKinds('poweroffice', 'customer', '501')).toContain('operator:drop');
+
+    const again = await request(t.app).post(`/admin/commands/${dead}/drop`).set(auth);
+    expect(again.status).toBe(409);
+    const unknown = await request(t.app).post('/admin/commands/987654/drop').set(auth);
+    expect(unknown.status).toBe(404);
+    await expectDocumentedResponse('POST', '/admin/commands/{id}/drop', unknown);
+  });
+
+  it('replays every dead command of a filter in bulk, answers how many, and skips one whose record has a newer queued command', async () => {
+    const a = await seedCommand({ status: 'dead', recordId: '601' });
+    const b = await seedCommand({ status: 'dead', recordId: '602' });
+    const blocked = await seedCommand({ status: 'dead', recordId: '603' });
+    await seedCommand({ status: 'pending', recordId: '603' });
+    const otherSystem = await seedCommand({ status: 'dead', recordId: 'K7', system: 'tidsbanken' });
+
+    const res = await request(t.app)
+      .post('/admin/commands/replay')
+      .set(auth)
+      .send({ status: 'dead', system: 'poweroffice' });
+    expect(res.status).toBe(202);
+    await expectDocumentedResponse('POST', '/admin/commands/replay', res);
+    expect(res.body).toEqual({ replayed: 2, skipped: 1, skippedIds: [blocked] });
+
+    const dead = await request(t.app).get('/admin/commands?status=dead').set(auth);
+    expect(dead.body.items.map((c: { id: string }) => c.id).sort()).toEqual(
+      [blocked, otherSystem].sort(),
+    );
+    const pending = await request(t.app).get('/admin/commands?status=pending').set(auth);
+    expect(pending.body.items.map((c: { id: string }) => c.id)).toEqual(
+      expect.arrayContaining([a, b]),
+    );
+    expect(await historyKinds('poweroffice', 'customer', '601')).toContain('operator:replay');
+  });
+
+  it('answers 400 for a bulk replay without status dead or with an unknown field', async () => {
+    for (const body of [
+      {},
+      { status: 'pending' },
+      { status: 'dead', flow: 'nope' },
+      { status: 'dead', x: 1 },
+    ]) {
+      const res = await request(t.app).post('/admin/commands/replay').set(auth).send(body);
+      expect(res.status).toBe(400);
+      await expectDocumentedResponse('POST', '/admin/commands/replay', res);
+    }
+  });
+});
+
+describe('dead inbox events', () => {
+  it('lists dead events and retries one: pending again, attempts 0, recorded; 409 when not dead', async () => {
+    const row = await t.database.db
+      .insertInto('inbound_events')
+      .values({
+        source: 'tidsbanken',
+        origin: 'webhook',
+        event_id: 'evt-dead-1',
+        event_type: 'kunde.updated',
+        record_type: 'kunde',
+        record_id: 'K9',
+        payload: JSON.stringify({ Id: 'K9' }),
+        status: 'dead',
+        attempts: 10,
+        last_error: 'the worker gave up',
+        run_at: new Date(),
+      })
+      .returning('id')
+      .executeTakeFirstOrThrow();
+    const list = await request(t.app).get('/admin/events?status=dead').set(auth);
+    expect(list.status).toBe(200);
+    await expectDocumentedResponse('GET', '/admin/events', list);
+    expect(list.body).toMatchObject({
+      items: [{ id: row.id, status: 'dead', recordId: 'K9', lastError: 'the worker gave up' }],
+      nextCursor: null,
+    });
+
+    const res = await request(t.app).post(`/admin/events/${row.id}/retry`).set(auth);
+    expect(res.status).toBe(202);
+    await expectDocumentedResponse('POST', '/admin/events/{id}/retry', res);
+    expect(res.body).toMatchObject({ status: 'pending', attempts: 0 });
+    expect((await request(t.app).get('/admin/events?status=dead').set(auth)).body.items).toEqual(
+      [],
+    );
+    expect(await historyKinds('tidsbanken', 'kunde', 'K9')).toContain('operator:retry');
+
+    const again = await request(t.app).post(`/admin/events/${row.id}/retry`).set(auth);
+    expect(again.status).toBe(409);
+  });
+});
+
+describe('conflicts', () => {
+  it('dismisses an open conflict (recorded); 409 once resolved, 404 when unknown', async () => {
+    const row = await t.database.db
+      .insertInto('conflicts')
+      .values({
+        flow: 'kunde-customer',
+        kind: 'ambiguous_match',
+        system: 'tidsbanken',
+        record_type: 'kunde',
+        record_id: 'K3',
+        candidates: JSON.stringify([{ system: 'poweroffice', recordId: '1' }]),
+        resolution: 'several records match',
+      })
+      .returning('id')
+      .executeTakeFirstOrThrow();
+    const res = await request(t.app).post(`/admin/conflicts/${row.id}/dismiss`).set(auth);
+    expect(res.status).toBe(200);
+    await expectDocumentedResponse('POST', '/admin/conflicts/{id}/dismiss', res);
+    expect(res.body).toMatchObject({ status: 'resolved', resolution: 'dismissed by an operator' });
+    expect(await historyKinds('tidsbanken', 'kunde', 'K3')).toContain('operator:dismiss');
+    expect((await request(t.app).post(`/admin/conflicts/${row.id}/dismiss`).set(auth)).status).toBe(
+      409,
+    );
+    expect((await request(t.app).post('/admin/conflicts/424242/dismiss').set(auth)).status).toBe(
+      404,
+    );
+  });
+});
+
+describe('cursor paging', () => {
+  async function seedLinks(from: number, count: number) {
+    await t.database.db
+      .insertInto('links')
+      .values(
+        Array.from({ length: count }, (_, i) => ({
+          flow: 'ansatt-employee',
+          tidsbanken_type: 'ansatt',
+          tidsbanken_id: String(from + i),
+          poweroffice_type: 'employee',
+          poweroffice_id: String(50_000 + from + i),
+          linked_by: 'number',
+          shadow: '{}',
+        })),
+      )
+      .execute();
+  }
+
+  it('walks every link once with limit and cursor, even while new links are inserted between pages', async () => {
+    await seedLinks(1, 250);
+    const seen: string[] = [];
+    let cursor: string | null = null;
+    let pages = 0;
+    do {
+      const query: string = `/admin/links?limit=100${cursor !== null ? `&cursor=${cursor}` : ''}`;
+      const res = await request(t.app).get(query).set(auth);
+      expect(res.status).toBe(200);
+      await expectDocumentedResponse('GET', '/admin/links', res);
+      seen.push(...res.body.items.map((l: { tidsbankenId: string }) => l.tidsbankenId));
+      cursor = res.body.nextCursor;
+      pages++;
+      // Inserted after the first page: newer than the walk, never shown in it and never
+      // shifting the rest.
+      if (pages === 1) await seedLinks(1000, 30);
+    } while (cursor !== null);
+    expect(pages).toBe(3);
+    expect(seen).toHaveLength(250);
+    expect(new Set(seen).size).toBe(250);
+    expect(seen.every((id) => Number(id) <= 250)).toBe(true);
+  });
+
+  it('pages commands, conflicts and unlinked records the same way, and rejects a forged cursor', async () => {
+    for (let i = 0; i < 5; i++) await seedCommand({ status: 'dead', recordId: String(700 + i) });
+    const first = await request(t.app).get('/admin/commands?status=dead&limit=3').set(auth);
+    expect(first.body.items).toHaveLength(3);
+    expect(first.body.nextCursor).toEqual(expect.any(String));
+    const second = await request(t.app)
+      .get(`/admin/commands?status=dead&limit=3&cursor=${first.body.nextCursor}`)
+      .set(auth);
+    expect(second.body.items).toHaveLength(2);
+    expect(second.body.nextCursor).toBeNull();
+
+    await t.database.db.deleteFrom('records').execute();
+    await t.database.db
+      .insertInto('records')
+      .values(
+        ['1', '2', '3'].map((id) => ({
+          system: 'tidsbanken' as const,
+          record_type: 'ansatt',
+          record_id: id,
+          data: JSON.stringify({ Id: Number(id) }),
+        })),
+      )
+      .execute();
+    await seedLinks(2, 1);
+    const unlinked = await request(t.app)
+      .get('/admin/links?flow=ansatt-employee&unlinked=tidsbanken&limit=1')
+      .set(auth);
+    expect(unlinked.status).toBe(200);
+    await expectDocumentedResponse('GET', '/admin/links', unlinked);
+    expect(unlinked.body.items.map((r: { recordId: string }) => r.recordId)).toEqual(['1']);
+    const next = await request(t.app)
+      .get(
+        `/admin/links?flow=ansatt-employee&unlinked=tidsbanken&limit=1&cursor=${unlinked.body.nextCursor}`,
+      )
+      .set(auth);
+    expect(next.body.items.map((r: { recordId: string }) => r.recordId)).toEqual(['3']);
+    expect(next.body.nextCursor).toBeNull();
+
+    for (const path of [
+      '/admin/links?cursor=abc',
+      '/admin/commands?cursor=abc',
+      `/admin/conflicts?cursor=${Buffer.from('{"k":"1 or 1=1"}').toString('base64url')}`,
+      '/admin/links?unlinked=tidsbanken',
+      '/admin/events?limit=0',
+    ]) {
+      const res = await request(t.app).get(path).set(auth);
+      expect(res.status, path).toBe(400);
+    }
+  });
+
+  it('searches links by id, e-mail or name of either record', async () => {
+    await t.database.db.deleteFrom('records').execute();
+    await seedLinks(10, 2);
+    await t.database.db
+      .insertInto('records')
+      .values([
+        {
+          system: 'tidsbanken',
+          record_type: 'ansatt',
+          record_id: '10',
+          data: JSON.stringify({ Id: 10, Fornavn: 'Kari', Etternavn: 'Nordmann' }),
+          email_key: 'kari@firma.no',
+        },
+        {
+          system: 'poweroffice',
+          record_type: 'employee',
+          record_id: '50011',
+          data: JSON.stringify({ FirstName: 'Ola', LastName: 'Hansen' }),
+        },
+      ])
+      .execute();
+    const ids = async (search: string) =>
+      (
+        await request(t.app)
+          .get(`/admin/links?search=${encodeURIComponent(search)}`)
+          .set(auth)
+      ).body.items.map((l: { tidsbankenId: string }) => l.tidsbankenId);
+    expect(await ids('KARI@firma.no')).toEqual(['10']);
+    expect(await ids('nordm')).toEqual(['10']);
+    expect(await ids('ola hansen')).toEqual(['11']);
+    expect(await ids('50011')).toEqual(['11']);
+    expect(await ids('100%')).toEqual([]);
+  });
+});
