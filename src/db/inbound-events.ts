@@ -199,21 +199,6 @@ export async function setEventAside(
     .execute();
 }
 
-/** Inbox events by status, newest first, after `cursor` (an event id) when given. */
-export async function listInboundEventsByStatus(
-  db: DbOrTrx,
-  filter: { status: InboundEventRow['status']; limit: number; cursor?: string | undefined },
-): Promise<InboundEventRow[]> {
-  let query = db
-    .selectFrom('inbound_events')
-    .selectAll()
-    .where('status', '=', filter.status)
-    .orderBy('id', 'desc')
-    .limit(filter.limit);
-  if (filter.cursor !== undefined) query = query.where('id', '<', filter.cursor);
-  return query.execute();
-}
-
 export async function getInboundEvent(
   db: DbOrTrx,
   id: string,
