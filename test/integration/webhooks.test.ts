@@ -864,9 +864,11 @@ describe('logs', () => {
 });
 
 describe('the request line of a webhook', () => {
-  type Line = { level: number; msg: string; req?: { id?: string; url?: string } };
+  type Line = { level: number; msg: string; requestId?: string };
   const lineOf = (logs: LogCapture, requestId: string) =>
-    logs.lines.map((l) => JSON.parse(l) as Line).filter((l) => l.req?.id === requestId);
+    logs.lines
+      .map((l) => JSON.parse(l) as Line)
+      .filter((l) => l.requestId === requestId && l.msg === 'request completed');
 
   it('is at debug when the webhook is accepted, at warn when it is refused', async () => {
     const accepted = await send('tidsbanken', valid.tidsbanken()).set('X-Request-Id', 'acc-1');
