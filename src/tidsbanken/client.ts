@@ -15,9 +15,9 @@ import {
 import { parseListItems, type ListPage } from '../lib/list-page.js';
 import { AnsattSchema, KundeSchema, odataList, type Ansatt, type Kunde } from './schemas.js';
 
-// Tidsbanken API v3 (../shared/apis/tidsbanken.md). OData v4 reads with a `value`
+// Tidsbanken API v3 (docs/vendor-apis.md). OData v4 reads with a `value`
 // envelope; writes as Sesam's connector does them, since the official reference could not
-// be reached (§2–3: array bodies, caller-supplied Id, no nulls on insert).
+// be reached (array bodies, caller-supplied Id, no nulls on insert).
 
 export interface TidsbankenClientOptions {
   config: TidsbankenConfig;
@@ -271,7 +271,7 @@ export class TidsbankenClient {
 
   /**
    * POST, and when the answer is lost (5xx, timeout, network), look the Id up before sending
-   * again: a POST is never repeated blindly (DESIGN.md §1 "A create is idempotent").
+   * again: a POST is never repeated blindly, so a retried create never makes a duplicate.
    */
   private async createIdempotently<T>(
     post: () => Promise<unknown>,

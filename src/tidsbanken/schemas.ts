@@ -1,6 +1,6 @@
 import { z } from 'zod';
 
-// Tidsbanken API v3 records as the API returns them (../shared/apis/tidsbanken.md §2–3).
+// Tidsbanken API v3 records as the API returns them (docs/vendor-apis.md).
 // Loose: unknown fields are kept (they belong to the record), only the fields we use are
 // typed. Blank text comes back as "" rather than null; both are accepted.
 
