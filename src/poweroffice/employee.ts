@@ -1,8 +1,7 @@
 import type { RecordAdapter } from '../record-adapter.js';
-import { emailKey, numberKey } from '../sync/normalize.js';
 import { formatPowerOfficeSince } from './client.js';
 import { toJsonPatch, toPostBody } from './fields.js';
-import { firstNationalIdKey } from './keys.js';
+import { numberedContactKeys } from './keys.js';
 import { EmployeeSchema, PowerOfficeRefSchema } from './schemas.js';
 
 // Employee (`/Employees`). Created with ExternalImportReference as its origin id.
@@ -12,16 +11,7 @@ export const employeeAdapter = {
   type: 'employee',
   label: 'Employee',
   updatedAtField: 'LastChangedDateTimeOffset',
-  keys: (r) => ({
-    email: emailKey(r.EmailAddress),
-    nationalId: firstNationalIdKey(r.NationalIdNumber, r.SocialSecurityNumber),
-    number: numberKey(r.Number),
-  }),
-  keyFields: {
-    email: ['EmailAddress'],
-    nationalId: ['NationalIdNumber', 'SocialSecurityNumber'],
-    number: ['Number'],
-  },
+  ...numberedContactKeys,
   webhook: { full: EmployeeSchema, thin: PowerOfficeRefSchema, keyFields: ['Id'], pascal: true },
   formatSince: formatPowerOfficeSince,
   createBody: toPostBody,
