@@ -1,7 +1,7 @@
 import { sql, type Kysely } from 'kysely';
 
 // Frozen in time: this file never imports from src/ and never changes once landed.
-// The whole pipeline of DESIGN.md §3 is laid out here so later work fills behaviour,
+// The whole pipeline (docs/ARCHITECTURE.md "Data flow") is laid out here so later work fills behaviour,
 // not tables: inbox → mirror → links (+ shadow) → conflicts → outbox, plus poller
 // cursors, reconcile runs and an audit trail per record.
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- frozen migrations see no app types

@@ -1,4 +1,4 @@
-// Renders DESIGN.md §1–§2's field mappings from the flow tables in src/sync/flows.ts, so the
+// Renders the README's merge rules and field mappings from the flow tables in src/sync/flows.ts, so the
 // README shows what the code does. `npx tsx scripts/generate-mapping-tables.ts` prints the
 // markdown; `--write` replaces README.md's section between the markers below (and adds the
 // section after "## Configuration" if it is missing). test/unit/readme-mappings.test.ts fails

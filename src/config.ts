@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { createLogger } from './lib/logger.js';
 
-// The only reader of process.env. Every variable of DESIGN.md §4, parsed once; a bad value
+// The only reader of process.env. Every variable of the README's "Configuration", parsed once; a bad value
 // stops start-up with one message naming every bad variable.
 
 export const FLOW_IDS = ['ansatt-contactperson', 'ansatt-employee', 'kunde-customer'] as const;
@@ -117,7 +117,7 @@ const EnvSchema = z
     SHUTDOWN_TIMEOUT_MS: z.coerce.number().int().positive().default(10_000),
   })
   .superRefine((env, ctx) => {
-    // Both Tidsbanken keys go on every call (tidsbanken.md §1): with one alone every call
+    // Both Tidsbanken keys go on every call (docs/vendor-apis.md): with one alone every call
     // is refused, so the side would look on and never work.
     if (env.TIDSBANKEN_API_KEY !== undefined && env.TIDSBANKEN_SUBSCRIPTION_KEY === undefined) {
       ctx.addIssue({

@@ -85,7 +85,7 @@ export function createService(deps: ServiceDeps): Service {
         // this process's pacer has not seen them: let one window pass before the first one.
         if (deps.databaseUrl !== undefined) await new Promise((r) => setTimeout(r, 1100));
         await dispatcher?.start();
-        // A fresh database reads each side in full first (DESIGN.md §1); with polling on,
+        // A fresh database reads each side in full first (docs/ARCHITECTURE.md "Linking": the link gate); with polling on,
         // a poller's first poll is that full read.
         const fullyRead = await listFullyReadTypes(db);
         const missing = own.filter((p) => !fullyRead.has(`${p.system}/${p.recordType}`));

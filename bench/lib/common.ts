@@ -41,7 +41,7 @@ export function newWebhookSecret(): string {
   return `whsec_${randomBytes(32).toString('base64')}`;
 }
 
-/** POSTs one Standard-Webhooks-signed event (DESIGN.md §4); resolves with the status. */
+/** POSTs one Standard-Webhooks-signed event (README "Endpoints"); resolves with the status. */
 export async function postWebhook(
   url: string,
   secret: string,

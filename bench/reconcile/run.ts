@@ -40,7 +40,7 @@ const N = Math.min(100_000, Math.max(1, Number(process.env.BENCH_RECORDS ?? 20_0
 const RATE = Math.max(1, Number(process.env.BENCH_RATE ?? 1000));
 const TIMEOUT_MS = Number(process.env.BENCH_TIMEOUT_MS ?? 20 * 60_000);
 const SERVER_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
-// The defaults of DESIGN.md §4: what a real first reconcile is paced at.
+// The README's configuration defaults: what a real first reconcile is paced at.
 const REAL_RATE = { tidsbanken: 5, poweroffice: 10 };
 
 function databaseUrl(name: string): string {

@@ -11,7 +11,7 @@
 // signed webhook, half left for the change pollers. The child is SIGKILLed at random moments
 // and started again. At the end faults stop, the service converges, and the run checks: every
 // linked pair identical on its mapped fields, each pair holding its last edit, no write
-// applied twice (beyond one re-send of an update in flight at a kill, DESIGN.md §5), no
+// applied twice (beyond one re-send of an update in flight at a kill, docs/ARCHITECTURE.md "Crash safety"), no
 // create, and no dead letter.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream } from 'node:fs';

@@ -208,7 +208,7 @@ async function pace() {
     const to = patches[patches.length - 1 - trim]!;
     const inWindow = reqs.filter((r) => r.at >= from && r.at <= to).length;
     const rate = (inWindow - 1) / ((to - from) / 1000);
-    // The limit must hold in every sliding second (DESIGN.md §3.6).
+    // The limit must hold in every sliding second (docs/ARCHITECTURE.md "Pacing").
     const times = reqs.map((r) => r.at).sort((a, b) => a - b);
     let maxInWindow = 0;
     for (let i = 0, j = 0; i < times.length; i++) {

@@ -36,7 +36,7 @@ async function lockPendingUpdate(
 }
 
 /**
- * Coalescing (DESIGN.md §3.5): newer changes for a record fold into its pending update, so
+ * Coalescing (docs/ARCHITECTURE.md "Outbox and dispatcher"): newer changes for a record fold into its pending update, so
  * ten edits while the target is rate-limited cost one write. A command already on the wire
  * ('sending') is never edited; the change opens a new pending command instead.
  */

@@ -156,7 +156,7 @@ export async function dismissConflict(
 }
 
 /**
- * Records the ambiguous matches of a flow in one statement (DESIGN.md §1), for every live,
+ * Records the ambiguous matches of a flow in one statement (docs/ARCHITECTURE.md "Linking"), for every live,
  * unlinked record on either side that some merge rule matches but that cannot link:
  * - it matches several records ('several records match'; candidates: those records);
  * - its one match also matches other records on its own side ('the counterpart matches

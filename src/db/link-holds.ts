@@ -1,7 +1,7 @@
 import type { DbOrTrx } from './database.js';
 import type { SystemName } from './schema.js';
 
-// Pairs an operator unlinked (DESIGN.md §4 "Operator actions"): no merge rule links them
+// Pairs an operator unlinked (README "The admin API"): no merge rule links them
 // again, only a manual link, which removes the hold.
 
 export interface LinkHold {

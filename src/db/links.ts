@@ -90,7 +90,7 @@ export async function unlinkLink(db: DbOrTrx, id: string, reason: string): Promi
 }
 
 /**
- * Links every one-to-one merge-rule match of a flow in one statement (DESIGN.md §1): a pair
+ * Links every one-to-one merge-rule match of a flow in one statement (docs/ARCHITECTURE.md "Linking"): a pair
  * links when each record is the only live match of the other over the whole mirror and
  * neither is linked in the flow yet. In the same statement it closes the two records' open
  * ambiguous-match conflicts and writes the 'link' audit entry of each side. Returns how many

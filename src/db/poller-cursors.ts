@@ -5,7 +5,7 @@ import type { PollerCursorRow, SystemName } from './schema.js';
 // One row per (system, record type) the change pollers read. `cursor` is the newest
 // last-changed timestamp stored in the inbox (ISO 8601, UTC, so text order is time order);
 // `full_read_at` says a complete read of that type has reached the inbox, which the sync
-// engine waits for before it links anything (DESIGN.md §1).
+// engine waits for before it links anything (docs/ARCHITECTURE.md "Linking").
 
 export async function getPollerCursor(
   db: DbOrTrx,

@@ -63,7 +63,7 @@ const unlessOlder = (winsTie: boolean) => (oc: OnConflictBuilder<Database, 'reco
     );
 
 /**
- * Upserts the mirror unless it already holds a newer state of the record (DESIGN.md §3.4:
+ * Upserts the mirror unless it already holds a newer state of the record (docs/ARCHITECTURE.md "Mirror":
  * "ignore a state older than the one held"). Returns false when the write was stale.
  * The comparison runs in SQL so PowerOffice's sub-millisecond timestamps keep their order.
  */
@@ -156,7 +156,7 @@ export interface MergeSpec {
 }
 
 /**
- * The match graph of a flow over the whole mirror (DESIGN.md §1): one row (tb_id, po_id) per
+ * The match graph of a flow over the whole mirror (docs/ARCHITECTURE.md "Linking"): one row (tb_id, po_id) per
  * pair of live records that some merge rule matches. One equi-join per rule (each can use the
  * key's index or a hash join), pairs matched by several rules counted once. Empty keys are
  * stored as NULL, and NULL never joins.

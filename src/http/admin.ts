@@ -41,7 +41,7 @@ import {
 import { toReconcileRunDto, type Reconciler } from '../sync/reconcile.js';
 import { cursorSchema, keyCursorSchema, pageOf } from './paging.js';
 
-// The admin API (DESIGN.md §4 "Operations", openapi.yaml tag "admin"): what an operator
+// The admin API (README "The admin API", openapi.yaml tag "admin"): what an operator
 // needs to see links, conflicts and commands, act on them, follow one record and run a
 // reconcile. Thin routes: parse → query or operator action → map to the documented shape.
 

@@ -62,7 +62,7 @@ import {
 } from './admin.js';
 import { encodeCursor, keyCursorSchema } from './paging.js';
 
-// The operator's console (DESIGN.md §4 "Console"): server-rendered pages over the same
+// The operator's console (docs/console.md): server-rendered pages over the same
 // queries and operator actions as the admin API. docs/console.md explains the choices.
 //
 // Log-in: ADMIN_TOKEN, posted once, opens a session whose random id lives only in an

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 
-// Cursor paging (DESIGN.md §4, the list shape): `{ items, nextCursor }`. A cursor is the
+// Cursor paging (README "The admin API", the list shape): `{ items, nextCursor }`. A cursor is the
 // position after the last item of a page (keyset, never an offset), so rows inserted
 // meanwhile neither repeat nor push others off a page. Opaque to clients: base64url JSON.
 

@@ -3,7 +3,7 @@ import type { SystemName } from '../db/schema.js';
 import { parentIdOf, type RecordAdapter, type RecordType } from '../record-adapter.js';
 import { RECORD_ADAPTERS, recordTypesOf } from '../record-types.js';
 
-// Webhook bodies (DESIGN.md §4): `{ type, timestamp?, data }`. `data` is the record as that
+// Webhook bodies (openapi.yaml, README "Endpoints"): `{ type, timestamp?, data }`. `data` is the record as that
 // system's API returns it, or a thin reference holding only its key.
 //
 // Full or thin: a `data` object is THIN when it holds no field of the record's schema other
@@ -154,7 +154,7 @@ export function parseWebhookData(
 
 /**
  * A time PostgreSQL's timestamptz surely accepts, or null. Record timestamps are loosely
- * typed text (Tidsbanken sends ISO UTC strings; apis/tidsbanken.md §2), so a value we cannot
+ * typed text (Tidsbanken sends ISO UTC strings; docs/vendor-apis.md), so a value we cannot
  * read is dropped rather than refused: it only orders events, and the record is still good.
  */
 export function toTimestamp(value: unknown): Date | null {

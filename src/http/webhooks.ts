@@ -32,7 +32,7 @@ import {
   toTimestamp,
 } from './webhook-schemas.js';
 
-// POST /webhooks/{tidsbanken,poweroffice} (DESIGN.md §4). The request path is: configured?
+// POST /webhooks/{tidsbanken,poweroffice} (README "Endpoints", openapi.yaml). The request path is: configured?
 // → JSON content type → size → signature over the raw bytes → JSON → schema → ONE durable
 // insert → 202. Nothing else runs here: the sync worker picks the row up later.
 //

@@ -1,6 +1,6 @@
 import PQueue from 'p-queue';
 
-/** Writes go before reads, reads before polling (DESIGN.md §3.6). */
+/** Writes go before reads, reads before polling (docs/ARCHITECTURE.md "Pacing"). */
 export type Priority = 'write' | 'read' | 'poll';
 const PRIORITY: Record<Priority, number> = { write: 2, read: 1, poll: 0 };
 const HOLD_SLACK_MS = 15;

@@ -19,7 +19,7 @@ import type { ListPage } from './list-page.js';
 import type { Logger } from './logger.js';
 import type { RequestOptions } from './upstream.js';
 
-// The change poller: a "virtual webhook" (DESIGN.md §3.1). Neither API pushes master-data
+// The change poller: a "virtual webhook" (docs/ARCHITECTURE.md "Change sources"). Neither API pushes master-data
 // changes, so each (system, record type) is read every interval from a stored cursor, and
 // every record read goes to the same inbox a webhook writes to. Re-reading is free: the
 // inbox stores a (record, content) pair once, so the overlap window costs requests, not rows.
@@ -323,7 +323,7 @@ export class ChangePoller<T = unknown> implements Poller {
 
 /**
  * Epoch ms of a vendor timestamp. A timestamp without an offset is taken as UTC (Tidsbanken
- * Kunde timestamps have been seen an hour off, tidsbanken.md §3: the overlap window absorbs
+ * Kunde timestamps have been seen an hour off, docs/vendor-apis.md: the overlap window absorbs
  * that, we do not guess). PowerOffice's "2021-09-25 08:03:00.123456+00:00" parses as is.
  */
 export function parseTimestamp(value: string): number | undefined {

@@ -4,7 +4,7 @@ import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
 import type { Pacer, Priority } from './pacer.js';
 
-// The one request function both API clients use (DESIGN.md §3.6). Every attempt — first
+// The one request function both API clients use (docs/ARCHITECTURE.md "Pacing"). Every attempt — first
 // try, retry after a 429, retry after a 5xx, retry after a token renewal — takes its own
 // turn in the system's pacer, so the vendor's per-second limit holds whatever fails.
 
@@ -187,7 +187,7 @@ export async function upstreamRequest<S extends z.ZodType>(
     const body = problemBody(text);
     if (status === 401 && req.auth !== undefined && !authRenewed) {
       // PowerOffice: a token can expire or be revoked early; renew once, then give up
-      // (poweroffice.md §1 "Token").
+      // (docs/vendor-apis.md).
       authRenewed = true;
       req.auth.invalidate(authHeaders);
       ctx.metrics.upstreamRetries.inc({ system: ctx.system, reason: 'token' });
@@ -197,8 +197,7 @@ export async function upstreamRequest<S extends z.ZodType>(
     }
     if (status === 429) {
       // Both vendors sit behind Azure APIM: wait Retry-After, at least 1 s, plus jitter, and
-      // pause the whole system, since the limit is per subscription key (poweroffice.md §1
-      // "Rate limits").
+      // pause the whole system, since the limit is per subscription key (docs/vendor-apis.md).
       const waitMs =
         Math.min(Math.max(retryAfterMs ?? 0, 1000), MAX_RETRY_AFTER_MS) +
         Math.floor(ctx.random() * ctx.jitterMs);
@@ -346,7 +345,7 @@ export function backoffMs(
 
 /**
  * Retry-After in seconds or as an HTTP date; PowerOffice's token endpoint puts it only in
- * the body ("Try again in 1 seconds", poweroffice.md §1 "Token").
+ * the body ("Try again in 1 seconds", docs/vendor-apis.md).
  */
 export function parseRetryAfter(header: string | null, body?: string): number | undefined {
   if (header !== null && header.trim() !== '') {
@@ -383,7 +382,7 @@ function describeProblem(body: unknown): string {
     }
     return undefined;
   };
-  // RFC 7807 keys in either casing (poweroffice.md §1 "Errors"), an OData error, an APIM message.
+  // RFC 7807 keys in either casing (docs/vendor-apis.md), an OData error, an APIM message.
   const odata = record.error;
   const odataMessage =
     odata !== null && typeof odata === 'object'

@@ -24,11 +24,11 @@ import {
 import { PowerOfficeTokenProvider } from './token.js';
 import { parseListItems, type ListPage } from '../lib/list-page.js';
 
-// PowerOffice Go v2 (../shared/apis/poweroffice.md). Bare JSON arrays for lists and 204 when
+// PowerOffice Go v2 (docs/vendor-apis.md). Bare JSON arrays for lists and 204 when
 // nothing matches; JSON Patch for updates; ExternalImportReference / ExternalCode as the
 // idempotency key of a create.
 
-/** One RFC 6902 operation; PATCH bodies are arrays of these (poweroffice.md §1 "Create / update"). */
+/** One RFC 6902 operation; PATCH bodies are arrays of these (docs/vendor-apis.md). */
 export type JsonPatchOperation =
   | { op: 'add' | 'replace' | 'test'; path: string; value: unknown }
   | { op: 'remove'; path: string }
@@ -42,7 +42,7 @@ export interface PowerOfficeClientOptions {
   timeoutMs?: number;
   maxAttempts?: number;
   fetch?: typeof fetch;
-  /** `PageSize` of a list page: default 5000, at most 20 000 (poweroffice.md §1 "Listing"). */
+  /** `PageSize` of a list page: default 5000, at most 20 000 (docs/vendor-apis.md). */
   pageSize?: number;
   backoffBaseMs?: number;
   /** A shared token provider; one is made from `config` otherwise. */
@@ -100,7 +100,7 @@ export class PowerOfficeClient {
     });
   }
 
-  /** The integration's privileges (poweroffice.md §1: the place to look after a 403). */
+  /** The integration's privileges (docs/vendor-apis.md: the place to look after a 403). */
   async getClientIntegrationInformation(
     options: RequestOptions = {},
   ): Promise<ClientIntegrationInformation> {
@@ -237,7 +237,7 @@ export class PowerOfficeClient {
     );
   }
 
-  // ---- ContactPersons: a top-level path keyed by the parent contact (poweroffice.md §4) -
+  // ---- ContactPersons: a top-level path keyed by the parent contact (docs/vendor-apis.md) -
 
   getContactPerson(
     contactId: number | string,
@@ -341,7 +341,7 @@ export class PowerOfficeClient {
       priority: options.priority ?? 'read',
       auth: this.token,
       schema: z.array(z.unknown()),
-      // 204 No Content when nothing matches (poweroffice.md §1 "Listing").
+      // 204 No Content when nothing matches (docs/vendor-apis.md).
       empty: [],
       ...(options.signal !== undefined ? { signal: options.signal } : {}),
     });
@@ -351,7 +351,7 @@ export class PowerOfficeClient {
 
   /**
    * Pages until an empty, 204 or short page: there is no total count or next link
-   * (poweroffice.md §1 "Listing", Sesam's `not-full-page`). PageNumber is 1-based. Ordered
+   * (docs/vendor-apis.md, Sesam's `not-full-page`). PageNumber is 1-based. Ordered
    * by Id: page numbers address an ordered list, and without an order the API may hand out
    * the same row twice and another never.
    */
@@ -412,7 +412,7 @@ export class PowerOfficeClient {
 
   /**
    * POST, and when the answer is lost (5xx, timeout, network), look the origin id up before
-   * sending again: a POST is never repeated blindly (DESIGN.md §1 "A create is idempotent").
+   * sending again: a POST is never repeated blindly (docs/ARCHITECTURE.md "Outbox and dispatcher").
    * Without an origin id there is nothing to look up, and the error goes to the caller.
    */
   private async createIdempotently<T>(
@@ -442,8 +442,7 @@ export class PowerOfficeClient {
 }
 
 /**
- * The spec's own example format, `2021-09-25 08:03:00.123456+00:00` (poweroffice.md §1
- * "Listing"); the client percent-encodes the `+`.
+ * The spec's own example format, `2021-09-25 08:03:00.123456+00:00` (docs/vendor-apis.md); the client percent-encodes the `+`.
  */
 export function formatPowerOfficeSince(ms: number): string {
   const iso = new Date(ms).toISOString(); // 2021-09-25T08:03:00.123Z

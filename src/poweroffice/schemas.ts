@@ -1,9 +1,9 @@
 import { z } from 'zod';
 
-// PowerOffice Go v2 records as the API returns them (../shared/apis/poweroffice.md §2–4 and
+// PowerOffice Go v2 records as the API returns them (docs/vendor-apis.md and
 // the v2 spec's CustomerDto / EmployeeDto / ContactPersonDto). Loose: unknown fields are
 // kept. Wire casing is PascalCase, but nested MailAddress keys have been seen in camelCase
-// (poweroffice.md §5), so keys are read case-insensitively by upper-casing the first letter.
+// (docs/vendor-apis.md), so keys are read case-insensitively by upper-casing the first letter.
 
 function pascalKeys(value: unknown): unknown {
   if (Array.isArray(value)) return value.map(pascalKeys);
@@ -81,7 +81,7 @@ const ContactPersonObject = z.looseObject({
   IsActive: flag,
   IsDefault: flag,
   ExternalCode: text,
-  // v1 had it; v2 has no national id on contact persons (DESIGN.md §1). Read if present.
+  // v1 had it; v2 has no national id on contact persons (docs/vendor-apis.md). Read if present.
   SocialSecurityNumber: text,
   NationalIdNumber: text,
   MailAddress: AddressSchema.nullish(),

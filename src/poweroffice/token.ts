@@ -10,7 +10,7 @@ import {
   type UpstreamContext,
 } from '../lib/upstream.js';
 
-// OAuth2 client credentials against PowerOffice Go v2 (poweroffice.md §1 "Token"): Basic
+// OAuth2 client credentials against PowerOffice Go v2 (docs/vendor-apis.md): Basic
 // base64(applicationKey:clientKey) plus the subscription key, no refresh token. PowerOffice
 // asks integrations to renew before expiry rather than wait for a 401, so a token is used
 // for 80% of its `expires_in` and renewed after that.
@@ -18,7 +18,7 @@ import {
 const TokenResponseSchema = z.looseObject({
   access_token: z.string().min(1),
   token_type: z.string().optional(),
-  // 1200 s on v2 today, 600 in the spec's example: always read it (poweroffice.md §1).
+  // 1200 s on v2 today, 600 in the spec's example: always read it (docs/vendor-apis.md).
   expires_in: z.coerce.number().positive(),
 });
 

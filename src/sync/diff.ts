@@ -10,7 +10,7 @@ import {
   type Read,
 } from './normalize.js';
 
-// The three-way diff of one link (DESIGN.md §3.4): each side's current values against the
+// The three-way diff of one link (docs/ARCHITECTURE.md "Worker"): each side's current values against the
 // shadow — the values last agreed on both sides. Pure: the worker applies the result.
 //
 // Echo suppression: when we queue a write of value w to a side, the shadow becomes w at once,
@@ -270,7 +270,7 @@ export function diffLink(input: DiffInput): DiffResult {
     const value = seen[source] as Normalized;
     if (inflight[source]![field.key] !== undefined) {
       // A write of the shadow value to `source` is still queued (it came from `other`), and
-      // `source` has since been edited: a conflict like any other (DESIGN.md §3.5).
+      // `source` has since been edited: a conflict like any other (docs/ARCHITECTURE.md "Outbox and dispatcher").
       const { winner, resolution } = winnerOf(input);
       result.conflicts.push({
         key: field.key,

@@ -25,7 +25,7 @@ import { adapterOf } from '../record-types.js';
 import type { Inflight } from './diff.js';
 import { flowById } from './flows.js';
 
-// The dispatcher of one target system (DESIGN.md §3.6): claims due commands and sends them
+// The dispatcher of one target system (docs/ARCHITECTURE.md "Outbox and dispatcher"): claims due commands and sends them
 // through that system's client (and so its pacer). Only the replica holding the system's
 // leadership runs it, so the vendor's shared limit holds across replicas.
 

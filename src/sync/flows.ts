@@ -26,7 +26,7 @@ export interface FieldMapping {
   kind: ValueKind;
   /** Boolean with opposite meaning on the two sides (Aktiv ↔ IsArchived). */
   invert?: true;
-  /** `to-poweroffice`: edits in PowerOffice are never written back (DESIGN.md §2 "→"). */
+  /** `to-poweroffice`: edits in PowerOffice are never written back (the README's "Field mappings", `→`). */
   direction: 'both' | 'to-poweroffice';
   /** Mapped only while the PowerOffice record's value at `path` is one of `oneOf` (null = empty). */
   when?: { path: string; oneOf: (string | null)[] };
@@ -46,7 +46,7 @@ export interface FlowDefinition {
   powerofficeCreateExtras(tidsbanken: Record<string, unknown>): Record<string, unknown>;
   /**
    * The Tidsbanken Id of a record created from a PowerOffice one, or undefined when this
-   * flow cannot create in Tidsbanken from it (DESIGN.md §1 "Ids on create").
+   * flow cannot create in Tidsbanken from it (docs/ARCHITECTURE.md "Linking", ids on create).
    */
   tidsbankenIdFrom(poweroffice: Record<string, unknown>): number | string | undefined;
 }
@@ -246,7 +246,7 @@ export const FLOWS: readonly FlowDefinition[] = [
     ],
     originPrefix: 'tb-ansatt-',
     powerofficeOriginField: 'ExternalImportReference',
-    // Number = Ansatt Id, so the merge rule holds from then on (DESIGN.md §1).
+    // Number = Ansatt Id, so the merge rule holds from then on.
     powerofficeCreateExtras: (tb) => ({ Number: tb.Id }),
     tidsbankenIdFrom: (po) => (typeof po.Number === 'number' ? po.Number : undefined),
   },
@@ -272,7 +272,7 @@ export const FLOWS: readonly FlowDefinition[] = [
         direction: 'both',
       },
       { key: 'Url', tidsbanken: 'Url', poweroffice: 'WebsiteUrl', kind: 'text', direction: 'both' },
-      // Sesam maps it only for Norwegian customers (tidsbanken.md §6).
+      // Sesam maps it only for Norwegian customers (docs/vendor-apis.md).
       {
         key: 'Organisasjonsnummer',
         tidsbanken: 'Organisasjonsnummer',
@@ -286,7 +286,7 @@ export const FLOWS: readonly FlowDefinition[] = [
     originPrefix: 'tb-kunde-',
     powerofficeOriginField: 'ExternalImportReference',
     powerofficeCreateExtras: () => ({}),
-    // Kunde Id = Customer Number, as a string (DESIGN.md §1).
+    // Kunde Id = Customer Number, as a string, so the counterpart keeps its number as its id.
     tidsbankenIdFrom: (po) => (typeof po.Number === 'number' ? String(po.Number) : undefined),
   },
 ];

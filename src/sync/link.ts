@@ -32,7 +32,7 @@ import {
 } from './flows.js';
 import { getPath, writableValue } from './normalize.js';
 
-// Linking (DESIGN.md §1) and syncing one link (§3.4–3.5), inside the caller's transaction.
+// Linking and syncing one link (docs/ARCHITECTURE.md "Linking", "Worker"), inside the caller's transaction.
 
 export interface SyncContext {
   db: DbOrTrx;
@@ -291,7 +291,7 @@ async function recordLinked(
   );
 }
 
-/** The unmatched policy (DESIGN.md §1): create the counterpart, idempotently by origin id. */
+/** The unmatched policy (docs/ARCHITECTURE.md "Linking"): create the counterpart, idempotently by origin id. */
 async function queueCreateIfConfigured(
   ctx: SyncContext,
   flow: FlowDefinition,

@@ -26,7 +26,7 @@ import { diffLink, type Inflight } from './diff.js';
 import { MERGE_RULE_KEY, type FlowDefinition, type MatchKeys } from './flows.js';
 import { syncLink, tryLink, type SyncContext } from './link.js';
 
-// Set-based linking (DESIGN.md §1) for the link sweep: the whole mirror of a flow is matched
+// Set-based linking (docs/ARCHITECTURE.md "Linking") for the link sweep: the whole mirror of a flow is matched
 // in one statement instead of record by record, and the new links get their first sync in
 // batches. The semantics are those of `tryLink` over the whole mirror: a pair links only when
 // each is the other's one and only match and neither is linked yet; every other matched,
@@ -157,7 +157,7 @@ export async function linkFlow(deps: MatchDeps, flow: FlowDefinition): Promise<M
 }
 
 /**
- * The first sync (DESIGN.md §1) of every never-synced link of a flow made after `afterLinkId`,
+ * The first sync (docs/ARCHITECTURE.md "Linking") of every never-synced link of a flow made after `afterLinkId`,
  * SYNC_BATCH links per transaction: the mirror records of a batch are read in two statements,
  * diffed in memory, and their commands, link states, field conflicts and audit entries are
  * written in one statement each. A link whose target already has a pending update (another

@@ -1,4 +1,4 @@
-// Values are compared after normalization (DESIGN.md §2): "" equals null, strings trimmed,
+// Values are compared after normalization (README "Field mappings"): "" equals null, strings trimmed,
 // dates as YYYY-MM-DD, e-mail case-insensitively. Booleans stay booleans.
 
 export type ValueKind = 'text' | 'email' | 'date' | 'boolean' | 'national_id';

@@ -26,7 +26,7 @@ import type { Logger } from '../lib/logger.js';
 import { flowById, type FlowDefinition } from './flows.js';
 import { syncLink } from './link.js';
 
-// What an operator can do (DESIGN.md §4 "Operator actions"), shared by the admin API and the
+// What an operator can do (README "The admin API"), shared by the admin API and the
 // console. Every action is recorded in the history of the records it touches.
 
 export interface OperatorDeps {

@@ -11,7 +11,7 @@ import type { ReconcileRunRow } from '../db/schema.js';
 import type { Logger } from '../lib/logger.js';
 import type { Poller } from '../lib/pollers.js';
 
-// Reconcile (DESIGN.md §4 POST /admin/reconcile): read both systems in full, then match and
+// Reconcile (POST /admin/reconcile, README "Reconcile"): read both systems in full, then match and
 // sync. It only adds inbox events (through each poller's own full read, so every request is
 // paced and deduplicated like any poll) and then asks the engine to link over the whole
 // mirror, so it is safe while webhooks and pollers keep going.
@@ -21,7 +21,7 @@ import type { Poller } from '../lib/pollers.js';
 //   reopens the gate) → done
 //
 // The gate is closed first so that, while the mirror is being refilled, arrival order never
-// decides a match (DESIGN.md §1): every new match waits for the sweep.
+// decides a match (docs/ARCHITECTURE.md "Linking"): every new match waits for the sweep.
 
 /** What reconcile needs from the sync engine (src/sync/sweep.ts). */
 export interface ReconcileEngine {

@@ -10,7 +10,7 @@ import type { Logger } from '../lib/logger.js';
 import { FLOWS } from './flows.js';
 import { linkFlow, syncNewLinks } from './match.js';
 
-// The link gate (DESIGN.md §1): merge-rule matching starts only once the mirror holds a first
+// The link gate (docs/ARCHITECTURE.md "Linking"): merge-rule matching starts only once the mirror holds a first
 // full read of both sides, so arrival order never decides a match. Until then the worker only
 // fills the mirror (and keeps syncing links that already exist); the sweep then matches every
 // unlinked record over the whole mirror and opens the gate. A reconcile closes the gate again

@@ -33,7 +33,7 @@ import { flowsForRecordType, sideOf } from './flows.js';
 import { syncLink, tryLink, type SyncContext } from './link.js';
 import { isLinkGateOpen, maybeRunInitialSweep, type SweepRequirements } from './sweep.js';
 
-// The sync worker (DESIGN.md §3.4): claims inbox events, never two of one record at once,
+// The sync worker (docs/ARCHITECTURE.md "Worker"): claims inbox events, never two of one record at once,
 // completes thin ones with a GET, updates the mirror, then links and diffs per flow.
 
 export type { Clients };

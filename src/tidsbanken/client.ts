@@ -27,7 +27,7 @@ export interface TidsbankenClientOptions {
   timeoutMs?: number;
   maxAttempts?: number;
   fetch?: typeof fetch;
-  /** `$top` of a list page; the API's maximum is not documented (tidsbanken.md §1). */
+  /** `$top` of a list page; the API's maximum is not documented (docs/vendor-apis.md). */
   pageSize?: number;
   /** Backoff base between create attempts and 5xx retries (tests shorten it). */
   backoffBaseMs?: number;
@@ -42,7 +42,7 @@ const AnsattListSchema = odataList(AnsattSchema);
 const KundeListSchema = odataList(KundeSchema);
 // A list page is parsed item by item (one bad record must not fail the page).
 const AnyListSchema = odataList(z.unknown());
-// What a write answers is not documented (tidsbanken.md §7.4): maybe the entity, maybe an
+// What a write answers is not documented (docs/vendor-apis.md): maybe the entity, maybe an
 // array of them, maybe nothing. Accept anything and look for a record in it.
 const AnyBody = z.unknown();
 
@@ -76,7 +76,7 @@ export class TidsbankenClient {
 
   /** One employee by Id (the employee number), or undefined when there is none. */
   async getAnsatt(id: number, options: RequestOptions = {}): Promise<Ansatt | undefined> {
-    // Key syntax `ansatt/ansatt(100)` is not confirmed; Sesam's filter lookup is (§2).
+    // Key syntax `ansatt/ansatt(100)` is not confirmed; Sesam's filter lookup is (docs/vendor-apis.md).
     const page = await this.get(
       'ansatt/ansatt',
       { $filter: `Id eq ${assertAnsattId(id)}`, $select: '*', $top: 1 },
@@ -99,7 +99,7 @@ export class TidsbankenClient {
   }
 
   /**
-   * Creates an employee. The caller supplies `Id` (tidsbanken.md §2: "Need to supply primary
+   * Creates an employee. The caller supplies `Id` (docs/vendor-apis.md: "Need to supply primary
    * key at insert"), which also makes the create idempotent: when the answer is lost, the Id
    * is looked up before anything is sent again.
    */
@@ -112,7 +112,7 @@ export class TidsbankenClient {
       () =>
         this.write(
           'POST',
-          // Plural, capital A, and an array body (Sesam commit 8c94492, tidsbanken.md §2).
+          // Plural, capital A, and an array body (Sesam commit 8c94492, docs/vendor-apis.md).
           'ansatt/Ansatte',
           [stripNulls(record)],
           options,
@@ -123,7 +123,7 @@ export class TidsbankenClient {
     );
   }
 
-  /** Replaces an employee: the full object, keyed by Id, in an array (tidsbanken.md §2). */
+  /** Replaces an employee: the full object, keyed by Id, in an array (docs/vendor-apis.md). */
   async updateAnsatt(
     record: Ansatt | Record<string, unknown>,
     options: RequestOptions = {},
@@ -138,7 +138,7 @@ export class TidsbankenClient {
   /** One customer by its string Id, or undefined when there is none. */
   async getKunde(id: string, options: RequestOptions = {}): Promise<Kunde | undefined> {
     // `$filter=Id eq '…'` rather than the key syntax `Kunde('…')`, which Sesam had to drop
-    // for Prosjekt (IS-17087, tidsbanken.md §1 "Key lookups").
+    // for Prosjekt (IS-17087, docs/vendor-apis.md).
     const page = await this.get(
       'prosjekt/Kunde',
       { $filter: `Id eq ${odataString(id)}`, $select: '*', $top: 1 },
@@ -159,7 +159,7 @@ export class TidsbankenClient {
     return this.pages('prosjekt/Kunde', undefined, KundeSchema, options);
   }
 
-  /** Creates a customer: a single object, not an array, caller-supplied Id (tidsbanken.md §3). */
+  /** Creates a customer: a single object, not an array, caller-supplied Id (docs/vendor-apis.md). */
   async createKunde(
     record: Kunde | Record<string, unknown>,
     options: CreateOptions = {},
@@ -173,7 +173,7 @@ export class TidsbankenClient {
     );
   }
 
-  /** Replaces a customer: the full object in an array (tidsbanken.md §3). */
+  /** Replaces a customer: the full object in an array (docs/vendor-apis.md). */
   async updateKunde(
     record: Kunde | Record<string, unknown>,
     options: RequestOptions = {},
@@ -248,7 +248,7 @@ export class TidsbankenClient {
     const readOptions = { ...options, priority: options.priority ?? 'read' } as RequestOptions;
     const query = {
       $select: '*',
-      // Unquoted timestamp literal, as Sesam sends it (tidsbanken.md §1 "Date filters").
+      // Unquoted timestamp literal, as Sesam sends it (docs/vendor-apis.md).
       $filter: since !== undefined ? `SistEndretDato gt ${since}` : undefined,
       $orderby: 'Id',
       $top: this.pageSize,
@@ -305,7 +305,7 @@ export class TidsbankenClient {
 
 /**
  * Where a capped page's `@odata.nextLink` points, on our own base URL and path: the link may
- * name the API's internal per-area host (as `@odata.context` does, tidsbanken.md §1), and only
+ * name the API's internal per-area host (as `@odata.context` does, docs/vendor-apis.md), and only
  * our configured host is reachable and carries our keys, so only its query is taken. A link
  * that repeats the current page is ignored (it would loop forever).
  */
@@ -365,7 +365,7 @@ function withoutAnnotations(value: unknown): unknown {
   return Object.fromEntries(Object.entries(value).filter(([key]) => !key.includes('@')));
 }
 
-/** Tidsbanken rejects null values on insert (Sesam's ansatt.json/kunde.json, tidsbanken.md §1). */
+/** Tidsbanken rejects null values on insert (Sesam's ansatt.json/kunde.json, docs/vendor-apis.md). */
 export function stripNulls(record: Record<string, unknown>): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(record)) {
@@ -378,7 +378,7 @@ export function stripNulls(record: Record<string, unknown>): Record<string, unkn
   return out;
 }
 
-/** An unquoted ISO 8601 UTC literal, as Sesam filters (tidsbanken.md §1 "Date filters"). */
+/** An unquoted ISO 8601 UTC literal, as Sesam filters (docs/vendor-apis.md). */
 export function formatTidsbankenSince(ms: number): string {
   return new Date(ms).toISOString();
 }

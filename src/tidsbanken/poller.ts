@@ -8,7 +8,7 @@ import type { TidsbankenClient } from './client.js';
 // is polled with `SistEndretDato gt <cursor − overlap>`.
 
 /**
- * Sesam had to shift Kunde's SistEndretDato by an hour (IS-17110, tidsbanken.md §3): a
+ * Sesam had to shift Kunde's SistEndretDato by an hour (IS-17110, docs/vendor-apis.md): a
  * Kunde edited now may carry a timestamp an hour behind the cursor. Re-reading the last two
  * hours absorbs that; the inbox drops what it has already stored.
  */

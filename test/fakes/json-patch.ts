@@ -1,8 +1,8 @@
 import { isDeepStrictEqual } from 'node:util';
 
 // RFC 6902 JSON Patch as ASP.NET Core's JsonPatch applies it to a typed *PatchDto, which is
-// what PowerOffice Go v2 PATCH endpoints take (../shared/apis/poweroffice.md §1 "Create /
-// update semantics"). Differences from a plain JSON document, on purpose:
+// what PowerOffice Go v2 PATCH endpoints take (docs/vendor-apis.md,
+// PowerOffice). Differences from a plain JSON document, on purpose:
 // - path segments match property names case-insensitively (the spec's example uses
 //   `/phoneNumber`, clients send `/PhoneNumber`);
 // - a typed object has a fixed set of properties: a segment naming none of them fails with

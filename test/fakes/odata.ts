@@ -1,7 +1,7 @@
 // The slice of OData v4 query options the Tidsbanken fake understands: $filter (comparisons,
 // and/or/not, parentheses, contains/startswith/endswith/tolower/toupper), $orderby, $select.
 // Property names are case-insensitive because Tidsbanken's own examples use lower-case names
-// while Sesam uses PascalCase (../shared/apis/tidsbanken.md §1 "Property-name casing").
+// while Sesam uses PascalCase (docs/vendor-apis.md).
 // Type errors follow ASP.NET OData's wording, so a client that quotes a numeric key
 // (`Id eq '100'` on Ansatt) fails here as it would against the real API.
 

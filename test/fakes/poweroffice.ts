@@ -13,7 +13,7 @@ import {
   type PowerOfficeSchemaName,
 } from './poweroffice-schemas.js';
 
-// A fake PowerOffice Go v2 API (../shared/apis/poweroffice.md): OAuth client-credentials
+// A fake PowerOffice Go v2 API (docs/vendor-apis.md): OAuth client-credentials
 // tokens, Customers, Employees and ContactPersons, JSON Patch, 204 on empty lists, and
 // APIM's 10 requests per second per subscription key. Bodies are validated against the
 // spec's schemas (test/fixtures/poweroffice/). See README.md for the unconfirmed choices.
@@ -24,21 +24,21 @@ export interface FakePowerOfficeOptions {
   applicationKey?: string;
   clientKey?: string;
   subscriptionKey?: string;
-  /** expires_in of issued tokens (default 1200, as observed on demo: poweroffice.md §1 "Token"). */
+  /** expires_in of issued tokens (default 1200, as observed on demo: docs/vendor-apis.md). */
   tokenTtlSeconds?: number;
-  /** Default 10: "10 requests per second, for each subscription key" (poweroffice.md §1 "Rate limits"). */
+  /** Default 10: "10 requests per second, for each subscription key" (docs/vendor-apis.md). */
   rateLimitPerSecond?: number;
   /** Read NationalIdNumber / Gender back as stored, as with the special privilege. Default false. */
   revealHidden?: boolean;
   /**
    * The employee ledger's number series: an Employee Number outside it is refused
-   * (poweroffice.md §4c). Default 1–99 999.
+   * (docs/vendor-apis.md). Default 1–99 999.
    */
   employeeNumberSeries?: { from: number; to: number };
   /** Milliseconds for token expiry and request arrival times (default performance.now). */
   clock?: () => number;
   /**
-   * ValidPrivileges of GET /ClientIntegrationInformation (poweroffice.md §1: it lists the
+   * ValidPrivileges of GET /ClientIntegrationInformation (docs/vendor-apis.md: it lists the
    * integration's privileges). Default: full access to every type the service syncs.
    */
   privileges?: string[];
@@ -115,7 +115,7 @@ const TIMESTAMP =
 /**
  * A timestamp as 100 ns ticks since the epoch (.NET precision), or undefined when it does not
  * parse. Accepts ISO 8601 and the spec's `2021-09-25 08:03:00.123456+00:00`. A `+` that was
- * not URL-encoded arrives as a space and is rejected, as ASP.NET would (poweroffice.md §1).
+ * not URL-encoded arrives as a space and is rejected, as ASP.NET would (docs/vendor-apis.md).
  */
 export function parsePowerOfficeTimestamp(text: string): bigint | undefined {
   const m = TIMESTAMP.exec(text.trim());
@@ -212,7 +212,7 @@ export class FakePowerOffice extends FakeHttpServer {
       rateLimitPerSecond: opts.rateLimitPerSecond ?? 10,
       rateLimitKey: (req) => subscriptionKeyOf(req) ?? '',
       gateway: (req) => this.checkSubscription(req),
-      // The gateway's body, documented for /Token (poweroffice.md §1 "Token"), used everywhere.
+      // The gateway's body, documented for /Token (docs/vendor-apis.md), used everywhere.
       tooManyRequests: (seconds) =>
         jsonResponse(
           429,
@@ -294,7 +294,7 @@ export class FakePowerOffice extends FakeHttpServer {
     });
     const { Customer, Employee, ContactPerson } = this.resources;
     routes.push(
-      // poweroffice.md §1 "Token": /OAuth/Token, /oauth/token … all used by working clients.
+      // docs/vendor-apis.md: /OAuth/Token, /oauth/token … all used by working clients.
       {
         method: 'POST',
         pattern: /^\/(?:demo\/)?oauth\/token\/?$/i,
@@ -358,7 +358,7 @@ export class FakePowerOffice extends FakeHttpServer {
 
   /**
    * Books (or with 0 settles) an open balance on a customer's or employee's sub-ledger. While
-   * one is open, archiving is refused (400) and DELETE answers 409 (poweroffice.md §1, §4c).
+   * one is open, archiving is refused (400) and DELETE answers 409 (docs/vendor-apis.md).
    */
   setLedgerBalance(contactId: number, amount: number): void {
     if (!this.customers.has(contactId) && !this.employees.has(contactId))
@@ -369,7 +369,7 @@ export class FakePowerOffice extends FakeHttpServer {
 
   /**
    * A user edits the customer in the PowerOffice UI: LastChangedDateTimeOffset moves, unless
-   * only the address changed (a sub-entity: only MailAddress's own timestamp moves, §4c).
+   * only the address changed (a sub-entity: only MailAddress's own timestamp moves; docs/vendor-apis.md).
    */
   editCustomer(id: number, patch: PoRecord): PoRecord {
     return this.edit(this.resources.Customer, id, patch);
@@ -400,7 +400,7 @@ export class FakePowerOffice extends FakeHttpServer {
   toDto(record: PoRecord): PoRecord {
     const dto = structuredClone(record);
     if (!this.revealHidden) {
-      // "Reads return "hidden" unless a special privilege is granted" (poweroffice.md §2, §3).
+      // "Reads return "hidden" unless a special privilege is granted" (docs/vendor-apis.md).
       if (typeof dto.NationalIdNumber === 'string' && dto.NationalIdNumber !== '')
         dto.NationalIdNumber = 'hidden';
       if ('Gender' in dto && dto.Gender !== null && 'EmployeeCreatedDateTimeOffset' in dto)
@@ -464,7 +464,7 @@ export class FakePowerOffice extends FakeHttpServer {
     switch (resource.kind) {
       case 'Customer': {
         const email = fields.EmailAddress ?? fields.InvoiceEmailAddress;
-        // poweroffice.md §2: "PowerOffice requires either an email, or for the invoice
+        // docs/vendor-apis.md: "PowerOffice requires either an email, or for the invoice
         // delivery type to be print" (reported, not in the spec): default accordingly.
         const delivery = email ? 'PdfByEmail' : 'Print';
         Object.assign(record, {
@@ -525,7 +525,7 @@ export class FakePowerOffice extends FakeHttpServer {
     return base;
   }
 
-  // poweroffice.md §1 "Token": Basic base64(appKey:clientKey), subscription key, form body.
+  // docs/vendor-apis.md: Basic base64(appKey:clientKey), subscription key, form body.
   private issueToken(req: FakeRequest): FakeResponse {
     const oauthError = (error: string, description: string) =>
       jsonResponse(400, { error, error_description: description }, { 'Cache-Control': 'no-store' });
@@ -610,7 +610,7 @@ export class FakePowerOffice extends FakeHttpServer {
   private list(resource: Resource, req: FakeRequest): FakeResponse {
     const odata = Object.keys(req.query).find((name) => name.startsWith('$'));
     if (odata !== undefined) {
-      // poweroffice.md §1 "Listing": OData options are v1 only and give 400 on v2.
+      // docs/vendor-apis.md: OData options are v1 only and give 400 on v2.
       throw new ProblemError(
         400,
         'Invalid query parameter(s)',
@@ -646,7 +646,7 @@ export class FakePowerOffice extends FakeHttpServer {
           `The value '${value}' is not valid for ${parameter}.`,
         );
       }
-      // "greater than … not inclusive" (poweroffice.md §1 "Listing").
+      // "greater than … not inclusive" (docs/vendor-apis.md).
       filters.push(
         (record) =>
           (typeof record[field] === 'string'
@@ -713,7 +713,7 @@ export class FakePowerOffice extends FakeHttpServer {
       .filter((record) => filters.every((filter) => filter(record)))
       .sort(this.orderBy(resource, text('OrderBy')));
     const page = rows.slice((pageNumber - 1) * pageSize, pageNumber * pageSize);
-    // poweroffice.md §1: "204 No Content with an empty body when nothing matches".
+    // docs/vendor-apis.md: "204 No Content with an empty body when nothing matches".
     if (page.length === 0) return { status: 204 };
     const fields = text('Fields');
     return jsonResponse(
@@ -846,7 +846,7 @@ export class FakePowerOffice extends FakeHttpServer {
     return new ProblemError(400, `${label} validation error(s)`, `${schema}: ${detail}`, errors);
   }
 
-  /** Rules the real API enforces beyond the schema (poweroffice.md §2–4), on POST and after PATCH. */
+  /** Rules the real API enforces beyond the schema (docs/vendor-apis.md), on POST and after PATCH. */
   private checkRules(
     resource: Resource,
     candidate: PoRecord,
@@ -875,7 +875,7 @@ export class FakePowerOffice extends FakeHttpServer {
       if (blank(candidate.FirstName)) errors.FirstName = ['The FirstName field is required.'];
       if (blank(candidate.LastName)) errors.LastName = ['The LastName field is required.'];
     }
-    // poweroffice.md §4c: national ids are syntax-checked, employee numbers must lie in the
+    // docs/vendor-apis.md: national ids are syntax-checked, employee numbers must lie in the
     // ledger's series, and a contact with ledger balances cannot be archived.
     if (
       typeof candidate.NationalIdNumber === 'string' &&
@@ -935,7 +935,7 @@ export class FakePowerOffice extends FakeHttpServer {
     }
   }
 
-  // POST: 201 with the full Dto (poweroffice.md §1 "Create / update semantics").
+  // POST: 201 with the full Dto (docs/vendor-apis.md).
   private create(
     resource: Resource,
     req: FakeRequest,
@@ -989,7 +989,7 @@ export class FakePowerOffice extends FakeHttpServer {
   }
 
   // PATCH: RFC 6902 on the *PatchDto view of the record; the result is validated against
-  // the *PatchDto schema, then merged (poweroffice.md §1 "Create / update semantics").
+  // the *PatchDto schema, then merged (docs/vendor-apis.md).
   private patch(resource: Resource, req: FakeRequest): FakeResponse {
     const record = this.find(resource, req);
     const body = this.jsonBody(req, new Set(['application/json-patch+json']));
@@ -1036,14 +1036,14 @@ export class FakePowerOffice extends FakeHttpServer {
           : { Id: old?.Id ?? record.Id, ...fresh, LastChangedDateTimeOffset: this.timestamp() };
     }
     // The address is a sub-entity of a customer or employee: changing only it leaves the
-    // record's LastChangedDateTimeOffset where it was (poweroffice.md §1 "Listing", §4c).
+    // record's LastChangedDateTimeOffset where it was (docs/vendor-apis.md).
     if (mainChanged || resource.kind === 'ContactPerson')
       record.LastChangedDateTimeOffset = this.timestamp();
     if (record.IsDefault === true && view.IsDefault !== true) this.clearOtherDefaults(record);
     return jsonResponse(200, this.toDto(record));
   }
 
-  // DELETE: 200 with no body, 409 while the contact is in use (poweroffice.md §1).
+  // DELETE: 200 with no body, 409 while the contact is in use (docs/vendor-apis.md).
   private remove(resource: Resource, req: FakeRequest): FakeResponse {
     const record = this.find(resource, req);
     const id = record.Id as number;

@@ -15,7 +15,7 @@ import {
   type EntityType,
 } from './odata.js';
 
-// A fake Tidsbanken API v3 (../shared/apis/tidsbanken.md): Ansatt and Kunde over OData,
+// A fake Tidsbanken API v3 (docs/vendor-apis.md): Ansatt and Kunde over OData,
 // behind an APIM-style gateway that wants three headers. See README.md for every choice
 // made where the real API is unconfirmed.
 
@@ -24,9 +24,9 @@ type TbRecord = Record<string, unknown>;
 export interface FakeTidsbankenOptions {
   apiKey?: string;
   subscriptionKey?: string;
-  /** Unset by default: Tidsbanken publishes no limit (tidsbanken.md §1 "Rate limits"). */
+  /** Unset by default: Tidsbanken publishes no limit (docs/vendor-apis.md). */
   rateLimitPerSecond?: number;
-  /** Shifts every SistEndretDato the fake writes (Kunde timestamps have been an hour off, §3). */
+  /** Shifts every SistEndretDato the fake writes (Kunde timestamps have been an hour off, docs/vendor-apis.md). */
   clockSkewMs?: number;
   /**
    * Server-driven paging (OData 4.01 §11.2.6.7): a list page holds at most this many rows
@@ -51,7 +51,7 @@ export const TIDSBANKEN_TEST_PAGE_CAP = 10;
 /** The documented maximum of `$top` in this fake, and the page size when `$top` is absent. */
 export const TIDSBANKEN_MAX_TOP = 1000;
 
-// tidsbanken.md §2 field table; types from the Dec 2023 `$select=*` sample. Fastlonn and
+// docs/vendor-apis.md field table; types from the Dec 2023 `$select=*` sample. Fastlonn and
 // PersonaliaBekreftet were null in the sample: their types here are guesses.
 const ANSATT: EntityType = {
   name: 'Ansatt',
@@ -97,7 +97,7 @@ const ANSATT: EntityType = {
   },
 };
 
-// tidsbanken.md §3: names confirmed, all strings per Sesam; no raw sample exists.
+// docs/vendor-apis.md: names confirmed, all strings per Sesam; no raw sample exists.
 const KUNDE: EntityType = {
   name: 'Kunde',
   properties: {
@@ -152,7 +152,7 @@ const SERVER_MANAGED = new Set([
 interface EntitySet<K extends number | string> {
   entity: EntityType;
   store: Map<K, TbRecord>;
-  /** The per-area host the real API puts in @odata.context (tidsbanken.md §1). */
+  /** The per-area host the real API puts in @odata.context (docs/vendor-apis.md). */
   contextRoot: string;
   defaults: TbRecord;
 }
@@ -368,7 +368,7 @@ export class FakeTidsbanken extends FakeHttpServer {
     return record;
   }
 
-  // tidsbanken.md §1 "Authentication": tb-key, Ocp-Apim-Subscription-Key and x-api-version.
+  // docs/vendor-apis.md: tb-key, Ocp-Apim-Subscription-Key and x-api-version.
   // The 401 wording for the subscription key is Azure APIM's own.
   private authenticate(req: FakeRequest): FakeResponse | undefined {
     const subscription = req.headers['ocp-apim-subscription-key'];
@@ -477,7 +477,7 @@ export class FakeTidsbanken extends FakeHttpServer {
     return `${set.contextRoot}/$metadata#${set.entity.name}(${select ? select.join(',') : '*'})`;
   }
 
-  // POST ansatt/Ansatte takes an ARRAY with caller-supplied Ids (tidsbanken.md §2 "Create").
+  // POST ansatt/Ansatte takes an ARRAY with caller-supplied Ids (docs/vendor-apis.md).
   private insertAnsatte(req: FakeRequest): FakeResponse {
     return this.write(req, () => {
       const items = this.arrayBody(req, 'Ansatt');
@@ -504,7 +504,7 @@ export class FakeTidsbanken extends FakeHttpServer {
     });
   }
 
-  // POST prosjekt/Kunde takes ONE object (Sesam does not wrap Kunde inserts, §3 "Create").
+  // POST prosjekt/Kunde takes ONE object (Sesam does not wrap Kunde inserts; docs/vendor-apis.md).
   private insertKunde(req: FakeRequest): FakeResponse {
     return this.write(req, () => {
       const fields = this.checkFields(this.kundeSet, this.jsonBody(req), 'insert') as TbRecord & {
@@ -526,7 +526,7 @@ export class FakeTidsbanken extends FakeHttpServer {
     });
   }
 
-  // PUT takes an ARRAY of full objects keyed by Id (§2/§3 "Update"). PUT replaces: a field
+  // PUT takes an ARRAY of full objects keyed by Id (docs/vendor-apis.md). PUT replaces: a field
   // left out is reset to its blank value, as an OData PUT would; the whole batch is
   // checked before anything is written.
   private update<K extends number | string>(set: EntitySet<K>, req: FakeRequest): FakeResponse {
@@ -619,7 +619,7 @@ export class FakeTidsbanken extends FakeHttpServer {
       }
       if (SERVER_MANAGED.has(key)) continue;
       if (value === null) {
-        // Sesam: "Tidsbanken API does not seem like null values at insert" (tidsbanken.md §1).
+        // Sesam: "Tidsbanken API does not seem like null values at insert" (docs/vendor-apis.md).
         if (mode === 'insert') {
           throw new TidsbankenHttpError(
             400,

@@ -385,7 +385,7 @@ describe('fake PowerOffice: get, create, patch', () => {
   });
 });
 
-describe('fake PowerOffice: what the API refuses or does not report (poweroffice.md §1, §4c)', () => {
+describe('fake PowerOffice: what the API refuses or does not report (docs/vendor-apis.md)', () => {
   it('an address-only edit (UI or PATCH) does not move LastChangedDateTimeOffset, so a lastChanged poll misses it', async () => {
     const e = fake.seedEmployee({ FirstName: 'A', LastName: 'A', MailAddress: { City: 'Oslo' } });
     const c = fake.seedCustomer({ Name: 'C AS', MailAddress: { City: 'Oslo' } });

@@ -13,8 +13,8 @@ import { emailKey, nationalIdKey, numberKey } from '../../src/sync/normalize.js'
 import { runLinkSweep } from '../../src/sync/sweep.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 
-// The set-based link sweep (src/sync/match.ts) against the merge-rule semantics of DESIGN.md
-// §1: worked examples first (ambiguity in both directions, two merge rules, a counterpart
+// The set-based link sweep (src/sync/match.ts) against the merge-rule semantics of
+// docs/ARCHITECTURE.md "Linking": worked examples first (ambiguity in both directions, two merge rules, a counterpart
 // linked already, deleted records), then a property: on any mirror, the sweep makes exactly
 // the links, ambiguous_match conflicts, first-sync commands and field conflicts that the
 // per-record path (`tryLink` + `syncLink` for every unlinked record, Tidsbanken side first,

@@ -10,7 +10,7 @@ import { startFakePowerOffice, type FakePowerOffice } from '../fakes/poweroffice
 import { startFakeTidsbanken, type FakeTidsbanken } from '../fakes/tidsbanken.js';
 import { createTestApp, type TestApp } from '../helpers/app.js';
 
-// DESIGN.md §5: secrets never appear in logs. Every configured secret is exercised where a
+// Secrets never appear in logs (docs/ARCHITECTURE.md "Invariants"). Every configured secret is exercised where a
 // careless line could leak it (admin auth right and wrong, signed webhooks, secrets sent
 // in headers and in the URL, upstream calls that fail) at debug level, and then none of
 // them may be found in the captured output, not even the base64 part of a whsec_ secret.

@@ -8,7 +8,7 @@ import type { RecordedRequest } from '../fakes/fake-server.js';
 import { startFakePowerOffice, type FakePowerOffice } from '../fakes/poweroffice.js';
 import { startFakeTidsbanken, type FakeTidsbanken } from '../fakes/tidsbanken.js';
 
-// The property DESIGN.md §3.6 asks for: the limit holds in every sliding second, measured
+// The pacing property (docs/ARCHITECTURE.md "Pacing"): the limit holds in every sliding second, measured
 // where the vendor measures it — at the server, from the arrival times in the fake's log.
 
 const LIMIT = 5;

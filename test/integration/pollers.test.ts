@@ -157,7 +157,7 @@ describe('Tidsbanken change pollers', () => {
     expect(fake.requests[0]!.query.$filter).toBe('SistEndretDato gt 2025-03-01T10:00:00.000Z');
     expect(await inbox('kunde')).toHaveLength(2);
 
-    // A Kunde edited now but stamped an hour behind the cursor (tidsbanken.md §3) is
+    // A Kunde edited now but stamped an hour behind the cursor (docs/vendor-apis.md) is
     // still inside the two-hour overlap.
     fake.editKunde('K2', { Navn: 'Two v2', SistEndretDato: '2025-03-01T11:45:00.000Z' });
     const third = await kunde.pollOnce();

@@ -13,7 +13,7 @@ import { freePort, TSX, waitReady } from '../helpers/child-service.js';
 import { seedEmployeePairs } from '../helpers/sync-harness.js';
 
 // The real service (`tsx src/main.ts`) in a child process, killed with SIGKILL in the middle of
-// a burst of changes and restarted on the same database (DESIGN.md §5). The fakes run in this
+// a burst of changes and restarted on the same database (docs/ARCHITECTURE.md "Crash safety"). The fakes run in this
 // process. On PGlite the child owns DATA_DIR (one process per data dir), so the test reads
 // state through the fakes and opens DATA_DIR itself only after the child has stopped.
 
@@ -248,7 +248,7 @@ describe('a service process killed mid-burst', () => {
     expect(posts.filter((p) => p.status === 0)).toHaveLength(1); // the lost answer
     expect(po.faults.remaining).toBe(0);
 
-    // Field writes: an update in flight at the kill may be sent once more (DESIGN.md §5);
+    // Field writes: an update in flight at the kill may be sent once more (docs/ARCHITECTURE.md "Crash safety");
     // nothing else is repeated: at most one repeat per record.
     const repeats: Record<string, number> = {};
     const patches = po.requests.filter((r) => r.seq > poMark && r.method === 'PATCH');

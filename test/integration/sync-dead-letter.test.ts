@@ -24,7 +24,7 @@ describe('dead-lettering and replay, end to end', () => {
     const s = h;
     await s.settle();
     const employee = [...s.po.employees.values()][0]!.Id as number;
-    // An open balance on the employee's sub-ledger: PowerOffice refuses to archive (§4c).
+    // An open balance on the employee's sub-ledger: PowerOffice refuses to archive (docs/vendor-apis.md).
     s.po.setLedgerBalance(employee, 1250);
     s.tb.editAnsatt(1, { Aktiv: false });
     await s.settle();

@@ -66,7 +66,7 @@ describe('flow ansatt-contactperson', () => {
         byId = po.seedContactPerson(parent.Id as number, { FirstName: 'Ida', LastName: 'Id' })
           .Id as number;
         // v2 has no national id on contact persons; v1 called it SocialSecurityNumber. The rule
-        // fires when a record carries one (DESIGN.md §1).
+        // fires when a record carries one (docs/ARCHITECTURE.md "Linking").
         po.editContactPerson(byId, { SocialSecurityNumber: '01019012345' });
       },
     });

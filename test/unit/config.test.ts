@@ -12,7 +12,7 @@ function problemsOf(env: Record<string, string>): string[] {
 }
 
 describe('loadConfig', () => {
-  it('with an empty environment, applies every default of DESIGN.md §4', () => {
+  it('with an empty environment, applies every default of the README Configuration table', () => {
     const config = loadConfig({});
     expect(config.port).toBe(8080);
     expect(config.databaseUrl).toBeUndefined();

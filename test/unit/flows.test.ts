@@ -33,7 +33,7 @@ const employee = flow('ansatt-employee');
 const customer = flow('kunde-customer');
 
 describe('FLOWS', () => {
-  it('has exactly the three flows of DESIGN.md §1, with their record types', () => {
+  it('has exactly the three flows of the README, with their record types', () => {
     expect(FLOWS.map((f) => [f.id, f.tidsbanken, f.poweroffice])).toEqual([
       ['ansatt-contactperson', 'ansatt', 'contactperson'],
       ['ansatt-employee', 'ansatt', 'employee'],
@@ -42,14 +42,14 @@ describe('FLOWS', () => {
     expect(flowById('nope')).toBeUndefined();
   });
 
-  it('has the merge rules of DESIGN.md §1 per flow', () => {
+  it('has the merge rules of the README per flow', () => {
     expect(contact.mergeRules).toEqual(['email', 'national_id']);
     expect(employee.mergeRules).toEqual(['number']);
     expect(customer.mergeRules).toEqual(['email']);
     expect(MERGE_RULE_KEY).toEqual({ email: 'email', national_id: 'nationalId', number: 'number' });
   });
 
-  it('maps Ansatt ↔ Employee as DESIGN.md §2 lists it (Id↔Number is the key, not a field)', () => {
+  it('maps Ansatt ↔ Employee as the README lists it (Id↔Number is the key, not a field)', () => {
     expect(pairs(employee)).toEqual([
       ['Fornavn', 'FirstName'],
       ['Etternavn', 'LastName'],
@@ -71,7 +71,7 @@ describe('FLOWS', () => {
     expect(field(employee, 'Epost').kind).toBe('email');
   });
 
-  it('maps Ansatt ↔ ContactPerson as DESIGN.md §2 lists it', () => {
+  it('maps Ansatt ↔ ContactPerson as the README lists it', () => {
     expect(pairs(contact)).toEqual([
       ['Fornavn', 'FirstName'],
       ['Etternavn', 'LastName'],
@@ -87,7 +87,7 @@ describe('FLOWS', () => {
     expect(field(contact, 'Aktiv').invert).toBeUndefined();
   });
 
-  it('maps Kunde ↔ Customer as DESIGN.md §2 lists it', () => {
+  it('maps Kunde ↔ Customer as the README lists it', () => {
     expect(pairs(customer)).toEqual([
       ['Navn', 'Name'],
       ['Epost', 'EmailAddress'],
