@@ -69,10 +69,10 @@ export function findOutsideReferences(dir) {
 
 if (process.argv[1] && resolve(process.argv[1]) === resolve(import.meta.filename)) {
   const hits = findOutsideReferences(process.argv[2] ?? process.cwd());
-  for (const h of hits) console.error(`${h.file}:${h.line}: ${h.text}`);
+  for (const h of hits) process.stderr.write(`${h.file}:${h.line}: ${h.text}\n`);
   if (hits.length > 0) {
-    console.error(
-      `${hits.length} reference(s) to files outside the repository; point to docs/, code or a public URL.`,
+    process.stderr.write(
+      `${hits.length} reference(s) to files outside the repository; point to docs/, code or a public URL.\n`,
     );
     process.exit(1);
   }
