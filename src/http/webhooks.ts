@@ -1,11 +1,5 @@
 import { isUtf8 } from 'node:buffer';
-import express, {
-  type Express,
-  type NextFunction,
-  type Request,
-  type RequestHandler,
-  type Response,
-} from 'express';
+import express, { type Express, type Request, type RequestHandler, type Response } from 'express';
 import type { z } from 'zod';
 import type { Config } from '../config.js';
 import type { Db } from '../db/database.js';
@@ -30,6 +24,8 @@ import {
   WEBHOOK_ENVELOPE_SCHEMAS,
   parseWebhookData,
   toTimestamp,
+  type ParsedWebhookData,
+  type WebhookEventType,
 } from './webhook-schemas.js';
 
 // POST /webhooks/{tidsbanken,poweroffice} (README "Endpoints", openapi.yaml). The request path is: configured?
@@ -88,162 +84,257 @@ export function registerWebhookRoutes(app: Express, deps: WebhookDeps): void {
   }
 }
 
+/** What every step of one endpoint needs. */
+interface Endpoint {
+  system: SystemName;
+  inbox: InboxWriter;
+  logger: Logger;
+  metrics: Metrics;
+  /** Undefined: the endpoint answers 503 (no secret, or one that is not usable). */
+  signatures: WebhookVerifier | undefined;
+}
+
+/** A step either hands on its value or refuses with the error to answer. */
+type Step<T> = { ok: true; value: T } | { ok: false; error: AppError };
+
+const refuse = (error: AppError): { ok: false; error: AppError } => ({ ok: false, error });
+
+/** A parsed, schema-checked event, ready to store. */
+interface WebhookEvent {
+  eventId: string;
+  eventType: WebhookEventType;
+  timestamp: string | null | undefined;
+  /** `data` exactly as sent. */
+  data: Record<string, unknown>;
+  record: Extract<ParsedWebhookData, { ok: true }>;
+}
+
 function webhookHandler(
   system: SystemName,
   deps: WebhookDeps,
   inbox: InboxWriter,
   logger: Logger,
 ): RequestHandler {
-  const secrets = deps.config[system].webhookSecrets;
-  const verifier: VerifierResult | undefined =
-    secrets !== undefined ? createWebhookVerifier(secrets) : undefined;
-  if (verifier?.ok === false) {
-    logger.error({ system }, 'the configured webhook secret is not usable (whsec_ needs base64)');
-  }
-  // Undefined: the endpoint answers 503 (no secret, or one that is not usable).
-  const signatures = verifier?.ok === true ? verifier.verifier : undefined;
-  const { metrics } = deps;
-  const reject = (reason: RejectReason, err: AppError): AppError => {
-    metrics.webhooksRejected.inc({ system, reason });
-    return err;
+  const endpoint: Endpoint = {
+    system,
+    inbox,
+    logger,
+    metrics: deps.metrics,
+    signatures: signaturesFor(system, deps.config, logger),
   };
   const rawBody = express.raw({ type: () => true, limit: MAX_WEBHOOK_BYTES, inflate: false });
 
-  const accept = async (
-    req: Request,
-    res: Response,
-    next: NextFunction,
-    acceptTimer: () => void,
-    signatures: WebhookVerifier,
-  ): Promise<void> => {
-    const body: Buffer = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
-    // Decoded once: the signature is over this text (as the library does it), and the JSON
-    // is parsed from it once the bytes are known to be valid UTF-8.
-    const text = body.toString();
-    const signed = signatures.verify(text, req.headers);
-    if (!signed.ok) {
-      // The reason goes to the log only: a caller probing signatures learns nothing.
-      logger.warn(
-        { system, requestId: requestIdOf(req), reason: signed.reason },
-        'webhook refused',
-      );
-      next(
-        reject('signature', new UnauthorizedError('The webhook signature is missing or invalid.')),
-      );
-      return;
-    }
-    if (signed.id.length > MAX_ID_LENGTH) {
-      next(
-        reject(
-          'schema',
-          new ValidationError(`webhook-id is longer than ${MAX_ID_LENGTH} characters.`, {
-            field: 'webhook-id',
-          }),
-        ),
-      );
-      return;
-    }
-
-    const json = parseJson(body, text);
-    if (!json.ok) {
-      next(reject('json', new InvalidJsonError(json.message)));
-      return;
-    }
-    const envelope = WEBHOOK_ENVELOPE_SCHEMAS[system].safeParse(json.value);
-    if (!envelope.success) {
-      next(reject('schema', schemaError(envelope.error.issues, [])));
-      return;
-    }
-    // Store `data` exactly as sent (key case, unknown fields, number vs string ids); the
-    // schemas only vouch for it and pull out the keys.
-    const data = (json.value as { data: Record<string, unknown> }).data;
-    const record = parseWebhookData(envelope.data.type, data);
-    if (!record.ok) {
-      next(reject('schema', schemaError(record.issues, ['data'])));
-      return;
-    }
-
-    let stored: { duplicate: boolean };
-    try {
-      stored = await inbox.write({
-        source: system,
-        origin: 'webhook',
-        eventId: signed.id,
-        eventType: envelope.data.type,
-        recordType: record.recordType,
-        recordId: record.recordId,
-        parentId: record.parentId,
-        payload: data,
-        isThin: record.isThin,
-        occurredAt: toTimestamp(envelope.data.timestamp) ?? record.changedAt,
-      });
-    } catch (err) {
-      // Not stored, so not accepted: the sender keeps the event and retries (Standard
-      // Webhooks senders retry on any non-2xx). A 503 says "later", not "your fault".
-      logger.error({ err, system, requestId: requestIdOf(req) }, 'webhook could not be stored');
-      res.setHeader('Retry-After', '5');
-      next(
-        new StorageUnavailableError(
-          'The event could not be stored; it was not accepted. Retry later.',
-        ),
-      );
-      return;
-    }
-    const { duplicate } = stored;
-    (duplicate ? metrics.webhooksDuplicate : metrics.webhooksAccepted).inc({ system });
-    acceptTimer();
-    // The request log has the request line (at debug when accepted); this adds the event and
-    // record ids.
-    logger.debug(
-      {
-        system,
-        requestId: requestIdOf(req),
-        eventId: signed.id,
-        eventType: envelope.data.type,
-        recordId: record.recordId,
-        duplicate,
-      },
-      duplicate ? 'webhook duplicate' : 'webhook stored',
-    );
-    const answer = JSON.stringify({ id: signed.id, duplicate });
-    res.writeHead(202, {
-      'Content-Type': 'application/json; charset=utf-8',
-      'Content-Length': Buffer.byteLength(answer),
-    });
-    res.end(answer);
-  };
-
-  const gate: RequestHandler = (req, res, next) => {
-    const acceptTimer = metrics.webhookAcceptDuration.startTimer({ system });
+  return (req, res, next) => {
+    const acceptTimer = endpoint.metrics.webhookAcceptDuration.startTimer({ system });
+    const { signatures } = endpoint;
     if (signatures === undefined) {
-      next(
-        reject(
-          'not_configured',
-          new NotConfiguredError(`The ${system} webhook endpoint is not configured.`),
-        ),
-      );
+      const message = `The ${system} webhook endpoint is not configured.`;
+      next(rejected(endpoint, 'not_configured', new NotConfiguredError(message)));
       return;
     }
     if (!isJsonContentType(req.headers['content-type'])) {
-      next(reject('media_type', new UnsupportedMediaTypeError()));
+      next(rejected(endpoint, 'media_type', new UnsupportedMediaTypeError()));
       return;
     }
     rawBody(req, res, (err?: unknown) => {
-      if (err === undefined || err === null) {
-        // Straight on, not through the router: one handler per route is one dispatch less.
-        // A throw inside goes to the error handler, as Express would route it.
-        accept(req, res, next, acceptTimer, signatures).catch(next);
+      if (err !== undefined && err !== null) {
+        next(bodyReadError(endpoint, err));
         return;
       }
-      const status = (err as { status?: unknown }).status;
-      if (status === 413) next(reject('size', new PayloadTooLargeError()));
-      else if (status === 415) next(reject('media_type', new UnsupportedMediaTypeError()));
-      // An aborted or broken upload: a 400, never a 5xx.
-      else next(reject('json', new InvalidJsonError('The request body could not be read.')));
+      // Straight on, not through the router: one handler per route is one dispatch less.
+      // A throw inside goes to the error handler, as Express would route it.
+      acceptWebhook(endpoint, signatures, req, res, acceptTimer).then((error) => {
+        if (error !== undefined) next(error);
+      }, next);
     });
   };
+}
 
-  return gate;
+/** The verifier for the system's configured secrets, or undefined when there is none usable. */
+function signaturesFor(
+  system: SystemName,
+  config: Readonly<Config>,
+  logger: Logger,
+): WebhookVerifier | undefined {
+  const secrets = config[system].webhookSecrets;
+  if (secrets === undefined) return undefined;
+  const verifier: VerifierResult = createWebhookVerifier(secrets);
+  if (!verifier.ok) {
+    logger.error({ system }, 'the configured webhook secret is not usable (whsec_ needs base64)');
+    return undefined;
+  }
+  return verifier.verifier;
+}
+
+/** Counts a refusal by reason and hands the error on. */
+function rejected(endpoint: Endpoint, reason: RejectReason, error: AppError): AppError {
+  endpoint.metrics.webhooksRejected.inc({ system: endpoint.system, reason });
+  return error;
+}
+
+/** The body could not be read: too large, an odd encoding, or a broken upload. */
+function bodyReadError(endpoint: Endpoint, err: unknown): AppError {
+  const status = (err as { status?: unknown }).status;
+  if (status === 413) return rejected(endpoint, 'size', new PayloadTooLargeError());
+  if (status === 415) return rejected(endpoint, 'media_type', new UnsupportedMediaTypeError());
+  // An aborted or broken upload: a 400, never a 5xx.
+  return rejected(endpoint, 'json', new InvalidJsonError('The request body could not be read.'));
+}
+
+/** Signature → parse → store → 202. Resolves to the error to answer, if any. */
+async function acceptWebhook(
+  endpoint: Endpoint,
+  signatures: WebhookVerifier,
+  req: Request,
+  res: Response,
+  acceptTimer: () => void,
+): Promise<AppError | undefined> {
+  const body: Buffer = Buffer.isBuffer(req.body) ? req.body : Buffer.alloc(0);
+  // Decoded once: the signature is over this text (as the library does it), and the JSON
+  // is parsed from it once the bytes are known to be valid UTF-8.
+  const text = body.toString();
+  const signed = verifySignature(endpoint, signatures, req, text);
+  if (!signed.ok) return signed.error;
+  const event = parseEvent(endpoint, signed.value, body, text);
+  if (!event.ok) return event.error;
+  const stored = await storeEvent(endpoint, req, res, event.value);
+  if (!stored.ok) return stored.error;
+  acceptTimer();
+  answerAccepted(endpoint, req, res, event.value, stored.value);
+  return undefined;
+}
+
+/** The webhook id when the signature verifies with one of the secrets. */
+function verifySignature(
+  endpoint: Endpoint,
+  signatures: WebhookVerifier,
+  req: Request,
+  text: string,
+): Step<string> {
+  const { system, logger } = endpoint;
+  const signed = signatures.verify(text, req.headers);
+  if (!signed.ok) {
+    // The reason goes to the log only: a caller probing signatures learns nothing.
+    logger.warn({ system, requestId: requestIdOf(req), reason: signed.reason }, 'webhook refused');
+    return refuse(
+      rejected(
+        endpoint,
+        'signature',
+        new UnauthorizedError('The webhook signature is missing or invalid.'),
+      ),
+    );
+  }
+  if (signed.id.length > MAX_ID_LENGTH) {
+    return refuse(
+      rejected(
+        endpoint,
+        'schema',
+        new ValidationError(`webhook-id is longer than ${MAX_ID_LENGTH} characters.`, {
+          field: 'webhook-id',
+        }),
+      ),
+    );
+  }
+  return { ok: true, value: signed.id };
+}
+
+/** JSON, then the envelope schema, then the record schema of its event type. */
+function parseEvent(
+  endpoint: Endpoint,
+  eventId: string,
+  body: Buffer,
+  text: string,
+): Step<WebhookEvent> {
+  const json = parseJson(body, text);
+  if (!json.ok) return refuse(rejected(endpoint, 'json', new InvalidJsonError(json.message)));
+  const envelope = WEBHOOK_ENVELOPE_SCHEMAS[endpoint.system].safeParse(json.value);
+  if (!envelope.success) {
+    return refuse(rejected(endpoint, 'schema', schemaError(envelope.error.issues, [])));
+  }
+  // Store `data` exactly as sent (key case, unknown fields, number vs string ids); the
+  // schemas only vouch for it and pull out the keys.
+  const data = (json.value as { data: Record<string, unknown> }).data;
+  const record = parseWebhookData(envelope.data.type, data);
+  if (!record.ok) {
+    return refuse(rejected(endpoint, 'schema', schemaError(record.issues, ['data'])));
+  }
+  return {
+    ok: true,
+    value: {
+      eventId,
+      eventType: envelope.data.type,
+      timestamp: envelope.data.timestamp,
+      data,
+      record,
+    },
+  };
+}
+
+/** The one durable insert; `duplicate` when the webhook id was stored before. */
+async function storeEvent(
+  endpoint: Endpoint,
+  req: Request,
+  res: Response,
+  event: WebhookEvent,
+): Promise<Step<boolean>> {
+  const { system, logger, inbox } = endpoint;
+  const { record } = event;
+  try {
+    const { duplicate } = await inbox.write({
+      source: system,
+      origin: 'webhook',
+      eventId: event.eventId,
+      eventType: event.eventType,
+      recordType: record.recordType,
+      recordId: record.recordId,
+      parentId: record.parentId,
+      payload: event.data,
+      isThin: record.isThin,
+      occurredAt: toTimestamp(event.timestamp) ?? record.changedAt,
+    });
+    return { ok: true, value: duplicate };
+  } catch (err) {
+    // Not stored, so not accepted: the sender keeps the event and retries (Standard
+    // Webhooks senders retry on any non-2xx). A 503 says "later", not "your fault".
+    logger.error({ err, system, requestId: requestIdOf(req) }, 'webhook could not be stored');
+    res.setHeader('Retry-After', '5');
+    return refuse(
+      new StorageUnavailableError(
+        'The event could not be stored; it was not accepted. Retry later.',
+      ),
+    );
+  }
+}
+
+/** 202 with the webhook id, counted as accepted or duplicate. */
+function answerAccepted(
+  endpoint: Endpoint,
+  req: Request,
+  res: Response,
+  event: WebhookEvent,
+  duplicate: boolean,
+): void {
+  const { system, logger, metrics } = endpoint;
+  (duplicate ? metrics.webhooksDuplicate : metrics.webhooksAccepted).inc({ system });
+  // The request log has the request line (at debug when accepted); this adds the event and
+  // record ids.
+  logger.debug(
+    {
+      system,
+      requestId: requestIdOf(req),
+      eventId: event.eventId,
+      eventType: event.eventType,
+      recordId: event.record.recordId,
+      duplicate,
+    },
+    duplicate ? 'webhook duplicate' : 'webhook stored',
+  );
+  const answer = JSON.stringify({ id: event.eventId, duplicate });
+  res.writeHead(202, {
+    'Content-Type': 'application/json; charset=utf-8',
+    'Content-Length': Buffer.byteLength(answer),
+  });
+  res.end(answer);
 }
 
 /** `application/json`, any case, with or without `charset=utf-8`. Other charsets: no. */
