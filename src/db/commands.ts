@@ -291,24 +291,45 @@ export async function requeueSendingCommands(db: DbOrTrx, system: SystemName): P
   return Number(result.numUpdatedRows);
 }
 
+/** A claimed command's row is no longer the claimer's (taken over); nothing was changed. */
+export class LostClaimError extends Error {
+  constructor(readonly commandId: string) {
+    super(`command ${commandId} is no longer held by this claim`);
+  }
+}
+
+/**
+ * Who holds a claimed command: the claimer's name and the attempt its claim counted. Every
+ * status change of a claimed command is made only while the row is still that claim's (still
+ * 'sending', same claimer, same attempt): a claim that was taken over (requeued by a successor,
+ * claimed again) changes nothing, so a command is never sent again because of a stale outcome.
+ */
+export type CommandClaim = Pick<OutboundCommandRow, 'id' | 'locked_by' | 'attempts'>;
+
+/** The row is still this claim's. */
+function whereClaimed(claim: CommandClaim) {
+  return sql<boolean>`id = ${claim.id} and status = 'sending'
+    and locked_by is not distinct from ${claim.locked_by} and attempts = ${claim.attempts}`;
+}
+
 /** One command left 'sending' by a send whose outcome could not be recorded: pending again. */
-export async function requeueCommand(db: DbOrTrx, id: string): Promise<void> {
+export async function requeueCommand(db: DbOrTrx, claim: CommandClaim): Promise<void> {
   await db
     .updateTable('outbound_commands')
     .set({ status: 'pending', locked_at: null, locked_by: null, updated_at: sql<Date>`now()` })
-    .where('id', '=', id)
-    .where('status', '=', 'sending')
+    .where(whereClaimed(claim))
     .execute();
 }
 
+/** Records a send's success; false when the claim was lost meanwhile (nothing changed). */
 export async function markCommandDone(
   db: DbOrTrx,
-  id: string,
+  claim: CommandClaim,
   status: 'sent' | 'dry_run',
   result: unknown,
   recordId?: string,
-): Promise<void> {
-  await db
+): Promise<boolean> {
+  const updated = await db
     .updateTable('outbound_commands')
     .set({
       status,
@@ -318,12 +339,17 @@ export async function markCommandDone(
       updated_at: sql<Date>`now()`,
       ...(recordId !== undefined ? { record_id: recordId } : {}),
     })
-    .where('id', '=', id)
-    .execute();
+    .where(whereClaimed(claim))
+    .executeTakeFirst();
+  return Number(updated.numUpdatedRows) > 0;
 }
 
-export async function markCommandDead(db: DbOrTrx, id: string, error: unknown): Promise<void> {
-  await db
+export async function markCommandDead(
+  db: DbOrTrx,
+  claim: CommandClaim,
+  error: unknown,
+): Promise<boolean> {
+  const updated = await db
     .updateTable('outbound_commands')
     .set({
       status: 'dead',
@@ -331,12 +357,17 @@ export async function markCommandDead(db: DbOrTrx, id: string, error: unknown): 
       last_error: JSON.stringify(error),
       updated_at: sql<Date>`now()`,
     })
-    .where('id', '=', id)
-    .execute();
+    .where(whereClaimed(claim))
+    .executeTakeFirst();
+  return Number(updated.numUpdatedRows) > 0;
 }
 
 /** Back to pending with capped exponential backoff computed in SQL (2^attempts s, ≤ 5 min). */
-export async function markCommandRetry(db: DbOrTrx, id: string, error: unknown): Promise<void> {
+export async function markCommandRetry(
+  db: DbOrTrx,
+  claim: CommandClaim,
+  error: unknown,
+): Promise<void> {
   await sql`
     update outbound_commands
        set status = 'pending', locked_at = null, locked_by = null,
@@ -344,7 +375,7 @@ export async function markCommandRetry(db: DbOrTrx, id: string, error: unknown):
            run_at = now() + least(interval '5 minutes',
                                    interval '1 second' * power(2, least(attempts, 12)) * (0.75 + random() / 2)),
            updated_at = now()
-     where id = ${id}`.execute(db);
+     where ${whereClaimed(claim)}`.execute(db);
 }
 
 /**
@@ -374,7 +405,7 @@ export async function foldIntoPendingUpdate(
     })
     .where('id', '=', newer.id)
     .execute();
-  await db
+  const updated = await db
     .updateTable('outbound_commands')
     .set({
       status: 'superseded',
@@ -382,8 +413,10 @@ export async function foldIntoPendingUpdate(
       result: JSON.stringify({ supersededBy: newer.id }),
       updated_at: sql<Date>`now()`,
     })
-    .where('id', '=', failed.id)
-    .execute();
+    .where(whereClaimed(failed))
+    .executeTakeFirst();
+  // A lost claim changes nothing (the caller's transaction is rolled back by the throw).
+  if (Number(updated.numUpdatedRows) === 0) throw new LostClaimError(failed.id);
   return true;
 }
 
@@ -414,7 +447,7 @@ export async function pruneSupersededFields(
   const left: Fields = {};
   for (const [key, value] of Object.entries(fields)) if (!overtaken.has(key)) left[key] = value;
   if (Object.keys(left).length === Object.keys(fields).length) return fields;
-  await db
+  const updated = await db
     .updateTable('outbound_commands')
     .set(
       Object.keys(left).length === 0
@@ -429,9 +462,10 @@ export async function pruneSupersededFields(
             updated_at: sql<Date>`now()`,
           },
     )
-    .where('id', '=', command.id)
-    .execute();
-  return left;
+    .where(whereClaimed(command))
+    .executeTakeFirst();
+  // The claim was lost: nothing of it is to be sent.
+  return Number(updated.numUpdatedRows) > 0 ? left : {};
 }
 
 /** The statuses the admin API shows: 'sending' is an internal detail of 'pending'. */

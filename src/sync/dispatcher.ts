@@ -4,6 +4,7 @@ import { insertAuditEntries } from '../db/audit.js';
 import {
   claimCommands,
   foldIntoPendingUpdate,
+  LostClaimError,
   markCommandDead,
   markCommandDone,
   markCommandRetry,
@@ -53,6 +54,17 @@ function fieldsOf(command: OutboundCommandRow): Fields {
 interface SendResult extends UpdateResult {
   /** The new record's id (creates). */
   recordId?: string | undefined;
+}
+
+function logFields(command: OutboundCommandRow) {
+  return {
+    command: command.id,
+    system: command.system,
+    operation: command.operation,
+    recordType: command.record_type,
+    recordId: command.record_id,
+    flow: command.flow,
+  };
 }
 
 const SYSTEM_LABEL: Record<SystemName, string> = {
@@ -110,7 +122,7 @@ export class Dispatcher {
   }
 
   private readonly inFlight = new Set<Promise<void>>();
-  private readonly stranded = new Set<string>();
+  private readonly stranded = new Map<string, OutboundCommandRow>();
 
   /**
    * One round: claim as many due commands as the pacer has free write slots, and start
@@ -134,7 +146,7 @@ export class Dispatcher {
           // connection): the row is still 'sending'. It goes back to pending once the
           // database takes writes again, and is sent again (updates are idempotent; a create
           // looks its record up first).
-          this.stranded.add(command.id);
+          this.stranded.set(command.id, command);
           this.deps.logger.error(
             { err, command: command.id, system },
             'could not record the outcome of a send; the command will be requeued',
@@ -148,8 +160,8 @@ export class Dispatcher {
 
   /** Commands whose outcome could not be recorded, back to pending (kept until that works). */
   private async requeueStranded(): Promise<void> {
-    for (const id of [...this.stranded]) {
-      await requeueCommand(this.deps.db, id);
+    for (const [id, claim] of [...this.stranded]) {
+      await requeueCommand(this.deps.db, claim);
       this.stranded.delete(id);
     }
   }
@@ -160,99 +172,126 @@ export class Dispatcher {
   }
 
   private async dispatch(claimed: OutboundCommandRow): Promise<void> {
-    let command = claimed;
     const { db, logger, config } = this.deps;
-    const log = {
-      command: command.id,
-      system: command.system,
-      operation: command.operation,
-      recordType: command.record_type,
-      recordId: command.record_id,
-      flow: command.flow,
-    };
-    const count = (result: 'sent' | 'retry' | 'dead' | 'dry_run' | 'superseded'): void => {
-      this.deps.metrics.commandsSent.inc({
-        system: command.system,
-        operation: command.operation,
-        result,
-      });
-    };
     if (config.dryRun) {
-      await markCommandDone(db, command.id, 'dry_run', { wouldSend: command.payload });
-      count('dry_run');
-      await this.audit(command, 'dry_run', {});
+      if (await markCommandDone(db, claimed, 'dry_run', { wouldSend: claimed.payload })) {
+        this.count(claimed, 'dry_run');
+        await this.audit(claimed, 'dry_run', {});
+        logger.info(
+          { ...logFields(claimed), decision: 'dry_run', payload: claimed.payload },
+          'command not sent (DRY_RUN)',
+        );
+      }
+      return;
+    }
+    // A newer command for this record may carry some of these fields (this one was retried
+    // or requeued after a restart): never send an older value over a newer one.
+    const fields = await pruneSupersededFields(db, claimed);
+    if (claimed.operation === 'update' && Object.keys(fields).length === 0) {
+      this.count(claimed, 'superseded');
       logger.info(
-        { ...log, decision: 'dry_run', payload: command.payload },
-        'command not sent (DRY_RUN)',
+        { ...logFields(claimed), decision: 'superseded' },
+        'command overtaken by a newer one; not sent',
       );
       return;
     }
+    const command = { ...claimed, payload: { ...claimed.payload, fields } };
+    let result: SendResult;
     try {
-      // A newer command for this record may carry some of these fields (this one was retried
-      // or requeued after a restart): never send an older value over a newer one.
-      const fields = await pruneSupersededFields(db, command);
-      if (command.operation === 'update' && Object.keys(fields).length === 0) {
-        count('superseded');
-        logger.info(
-          { ...log, decision: 'superseded' },
-          'command overtaken by a newer one; not sent',
-        );
-        return;
-      }
-      command = { ...command, payload: { ...command.payload, fields } };
-      const result = await this.send(command);
-      await db.transaction().execute(async (trx) => {
-        await markCommandDone(
-          trx,
-          command.id,
-          'sent',
-          { recordId: result.recordId ?? command.record_id },
-          result.recordId,
-        );
-        if (command.operation === 'create' && result.recordId !== undefined) {
-          await this.linkCreated(trx, command, result);
-        }
-        if (command.operation === 'update' && result.record !== undefined) {
-          await this.markLanded(trx, command, result.record);
-        }
-      });
-      count('sent');
-      // What we read and wrote goes through the inbox like any change: the mirror learns the
-      // new state, the echo is recognized, and another flow of the same record sees it.
-      for (const record of [...(result.reads ?? []), ...(result.record ? [result.record] : [])]) {
-        await this.feedBack(command, record);
-      }
-      await this.audit(command, 'sent', { recordId: result.recordId ?? command.record_id });
-      logger.info(
-        { ...log, decision: 'sent', recordId: result.recordId ?? command.record_id },
-        'command sent',
-      );
+      result = await this.send(command);
     } catch (err) {
-      const retryable = !(err instanceof UpstreamError) || err.retryable;
-      const error =
-        err instanceof UpstreamError
-          ? {
-              message: err.message,
-              status: err.upstreamStatus ?? null,
-              retryable,
-              body: err.body ?? null,
-            }
-          : { message: (err as Error).message, retryable };
-      if (!retryable || command.attempts >= command.max_attempts) {
-        await markCommandDead(db, command.id, error);
-        count('dead');
+      await this.failed(command, err);
+      return;
+    }
+    // From here on the write has landed: nothing below may send it again.
+    await this.succeeded(command, result);
+  }
+
+  private count(
+    command: OutboundCommandRow,
+    result: 'sent' | 'retry' | 'dead' | 'dry_run' | 'superseded',
+  ): void {
+    this.deps.metrics.commandsSent.inc({
+      system: command.system,
+      operation: command.operation,
+      result,
+    });
+  }
+
+  /** Records a landed write, links a created record, and feeds what was read and written back. */
+  private async succeeded(command: OutboundCommandRow, result: SendResult): Promise<void> {
+    const { db, logger } = this.deps;
+    const log = logFields(command);
+    const recordId = result.recordId ?? command.record_id;
+    const owned = await db.transaction().execute(async (trx) => {
+      if (!(await markCommandDone(trx, command, 'sent', { recordId }, result.recordId))) {
+        return false;
+      }
+      if (command.operation === 'create' && result.recordId !== undefined) {
+        await this.linkCreated(trx, command, result);
+      }
+      if (command.operation === 'update' && result.record !== undefined) {
+        await this.markLanded(trx, command, result.record);
+      }
+      return true;
+    });
+    if (!owned) {
+      // Taken over meanwhile (requeued by a successor): its new claimer decides; a create
+      // looks its origin id up first, an update is idempotent.
+      logger.warn({ ...log, decision: 'lost_claim' }, 'command sent, but no longer ours to record');
+      return;
+    }
+    this.count(command, 'sent');
+    // What we read and wrote goes through the inbox like any change: the mirror learns the
+    // new state, the echo is recognized, and another flow of the same record sees it. A
+    // record that cannot be stored (a NUL in some field) is logged, never a reason to send
+    // the write again.
+    for (const record of [...(result.reads ?? []), ...(result.record ? [result.record] : [])]) {
+      try {
+        await this.feedBack(command, record);
+      } catch (err) {
+        logger.warn({ ...log, err }, 'the record as written could not be fed back to the inbox');
+      }
+    }
+    await this.audit(command, 'sent', { recordId });
+    logger.info({ ...log, decision: 'sent', recordId }, 'command sent');
+  }
+
+  /** A send that failed: dead when final, otherwise back to the outbox to wait. */
+  private async failed(command: OutboundCommandRow, err: unknown): Promise<void> {
+    const { db, logger } = this.deps;
+    const log = logFields(command);
+    const retryable = !(err instanceof UpstreamError) || err.retryable;
+    const error =
+      err instanceof UpstreamError
+        ? {
+            message: err.message,
+            status: err.upstreamStatus ?? null,
+            retryable,
+            body: err.body ?? null,
+          }
+        : { message: (err as Error).message, retryable };
+    if (!retryable || command.attempts >= command.max_attempts) {
+      if (await markCommandDead(db, command, error)) {
+        this.count(command, 'dead');
         await this.audit(command, 'dead', { error });
         logger.warn({ ...log, decision: 'dead', error }, 'command dead-lettered');
-        return;
       }
-      const folded = await db.transaction().execute((trx) => foldIntoPendingUpdate(trx, command));
-      if (!folded) await markCommandRetry(db, command.id, error);
-      count(folded ? 'superseded' : 'retry');
-      logger.info(
-        { ...log, decision: folded ? 'superseded' : 'retry', error },
-        'command will be retried',
-      );
+      return;
     }
+    let folded: boolean;
+    try {
+      folded = await db.transaction().execute((trx) => foldIntoPendingUpdate(trx, command));
+    } catch (foldError) {
+      if (foldError instanceof LostClaimError) return;
+      throw foldError;
+    }
+    if (!folded) await markCommandRetry(db, command, error);
+    this.count(command, folded ? 'superseded' : 'retry');
+    logger.info(
+      { ...log, decision: folded ? 'superseded' : 'retry', error },
+      'command will be retried',
+    );
   }
 
   private async send(command: OutboundCommandRow): Promise<SendResult> {
