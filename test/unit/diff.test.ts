@@ -9,7 +9,13 @@ import {
   type Shadow,
 } from '../../src/sync/diff.js';
 import { setPath } from '../../src/poweroffice/fields.js';
-import { fieldApplies, flowById, type FlowDefinition } from '../../src/sync/flows.js';
+import {
+  fieldApplies,
+  flowById,
+  FLOWS,
+  type FieldMapping,
+  type FlowDefinition,
+} from '../../src/sync/flows.js';
 import { getPath, normalizeValue, UNKNOWN } from '../../src/sync/normalize.js';
 
 type Rec = Record<string, unknown>;
@@ -803,12 +809,28 @@ describe('diffLink: convergence', () => {
     return { tb: nextTb, po: nextPo };
   }
 
-  for (const f of [contact, employee, customer]) {
+  /** A mapped field's comparable value on one side (PowerOffice booleans un-inverted). */
+  function comparable(m: FieldMapping, side: 'tb' | 'po', record: Rec): unknown {
+    if (side === 'tb') return normalizeValue(m.kind, record[m.tidsbanken]);
+    const p = normalizeValue(m.kind, getPath(record, m.poweroffice));
+    return m.invert && typeof p === 'boolean' ? !p : p;
+  }
+
+  // Every flow of the flow table, every policy. Each round edits both sides at random and
+  // stamps them with random times, so either side may be the newer one. From the second round
+  // on (both sides agreed before it), a model says what must happen to every two-way field:
+  // an edit on one side only is copied to the other; different edits on both sides are a
+  // conflict that the policy's winner wins — for newest-wins the side with the later time.
+  for (const f of FLOWS) {
     for (const policy of ['newest-wins', 'tidsbanken-wins', 'poweroffice-wins'] as const) {
-      it(`${f.id}, ${policy}: random edits on both sides, writes landing, converge`, () => {
+      it(`${f.id}, ${policy}: random edits on both sides, either side newer: the policy's winner wins, writes land, converge`, () => {
+        const wins = { tidsbanken: 0, poweroffice: 0 };
         fc.assert(
           fc.property(
-            fc.array(arbEdits(f), { minLength: 1, maxLength: 4 }),
+            fc.array(fc.tuple(arbEdits(f), fc.integer({ min: -1500, max: 1500 })), {
+              minLength: 1,
+              maxLength: 4,
+            }),
             fc.boolean(),
             (rounds, firstSyncWithShadow) => {
               let tb: Rec = { Id: 7 };
@@ -816,30 +838,77 @@ describe('diffLink: convergence', () => {
               let shadow: Shadow | undefined = firstSyncWithShadow ? {} : undefined;
               let inflight: Inflight = {};
               let clock = T0;
-              for (const round of rounds) {
+              for (const [i, [round, poLead]] of rounds.entries()) {
+                const agreed = i > 0 ? structuredClone(tb) : undefined;
                 ({ tb } = withEdits(f, tb, po, round.tb, 'tb'));
                 ({ po } = withEdits(f, tb, po, round.po, 'po'));
                 if (round.country !== undefined) {
                   setPath(po, 'MailAddress.CountryCode', round.country);
                 }
-                clock += 1000;
+                const edited = { tb: structuredClone(tb), po: structuredClone(po) };
+                clock += 5000;
+                const tbAt = clock;
+                const poAt = clock + poLead;
                 const result = diffLink({
                   flow: f,
-                  tidsbanken: { record: tb, updatedAt: clock },
-                  poweroffice: { record: po, updatedAt: clock - 500 },
+                  tidsbanken: { record: tb, updatedAt: tbAt },
+                  poweroffice: { record: po, updatedAt: poAt },
                   shadow,
                   inflight,
                   policy,
                 });
+                const winner =
+                  policy === 'tidsbanken-wins'
+                    ? 'tidsbanken'
+                    : policy === 'poweroffice-wins'
+                      ? 'poweroffice'
+                      : poAt > tbAt
+                        ? 'poweroffice'
+                        : 'tidsbanken';
+                for (const c of result.conflicts) {
+                  expect(c.winner).toBe(winner);
+                  wins[c.winner]++;
+                }
                 ({ tb, po } = apply(tb, po, result));
                 if (f.id === 'ansatt-employee') po.NationalIdNumber = 'hidden';
+
+                if (agreed !== undefined) {
+                  const modelled = f.fields.filter(
+                    (m) =>
+                      m.direction === 'both' &&
+                      fieldApplies(m, po) &&
+                      (m.when === undefined || round.country === undefined),
+                  );
+                  const expectedConflicts: string[] = [];
+                  for (const m of modelled) {
+                    const before = comparable(m, 'tb', agreed);
+                    const t = comparable(m, 'tb', edited.tb);
+                    const p = comparable(m, 'po', edited.po);
+                    let expected = t;
+                    if (t === before) expected = p;
+                    else if (p !== before && p !== t) {
+                      expectedConflicts.push(m.key);
+                      expected = winner === 'tidsbanken' ? t : p;
+                    }
+                    expect([m.key, comparable(m, 'tb', tb)]).toEqual([m.key, expected]);
+                    expect([m.key, comparable(m, 'po', po)]).toEqual([m.key, expected]);
+                  }
+                  const keys = new Set(modelled.map((m) => m.key));
+                  expect(
+                    result.conflicts
+                      .map((c) => c.key)
+                      .filter((k) => keys.has(k))
+                      .sort(),
+                  ).toEqual(expectedConflicts.sort());
+                }
+
                 shadow = result.shadow;
                 inflight = result.inflight;
                 // The echoes come back: nothing more to do.
                 const echo = diffLink({
                   flow: f,
-                  tidsbanken: { record: tb, updatedAt: clock + 1 },
-                  poweroffice: { record: po, updatedAt: clock + 1 },
+                  tidsbanken: { record: tb, updatedAt: clock + 2000 },
+                  poweroffice: { record: po, updatedAt: clock + 2000 },
                   shadow,
                   inflight,
                   policy,
@@ -854,6 +923,9 @@ describe('diffLink: convergence', () => {
           ),
           { numRuns: 200 },
         );
+        // Each side must really have won conflicts where the policy lets it.
+        if (policy !== 'poweroffice-wins') expect(wins.tidsbanken).toBeGreaterThan(0);
+        if (policy !== 'tidsbanken-wins') expect(wins.poweroffice).toBeGreaterThan(0);
       });
     }
   }
@@ -965,6 +1037,14 @@ function step(w: World, f: FlowDefinition, policy: ConflictPolicy, a: Action): D
     }
     case 'read': {
       w.mirror[a.side] = structuredClone(w.real[a.side]);
+      // PowerOffice never shows a national id back: it reads "hidden".
+      if (a.side === 'poweroffice') {
+        for (const m of f.fields) {
+          if (m.kind === 'national_id' && getPath(w.real.poweroffice, m.poweroffice) != null) {
+            setPath(w.mirror.poweroffice, m.poweroffice, 'hidden');
+          }
+        }
+      }
       w.mirrorAt[a.side] = w.realAt[a.side];
       const result = diffLink({
         flow: f,
@@ -1011,26 +1091,6 @@ function settle(w: World, f: FlowDefinition, policy: ConflictPolicy): boolean {
 
 describe('diffLink: a worker with lagging reads and queued writes (model-based)', () => {
   const f = contact;
-  const keys = ['Fornavn', 'Tittel', 'Epost', 'Aktiv', 'Poststed'];
-  const valueOf = (key: string) =>
-    key === 'Aktiv'
-      ? fc.constantFrom(true, false, null)
-      : key === 'Epost'
-        ? fc.constantFrom('k@x.no', 'K@X.no', 'l@x.no', '')
-        : fc.constantFrom('a', 'b', 'c', '', ' a');
-  const edit = (sides: Side[]) =>
-    fc
-      .record({ side: fc.constantFrom(...sides), key: fc.constantFrom(...keys) })
-      .chain(({ side, key }) =>
-        valueOf(key).map((value): Action => ({ kind: 'edit', side, key, value })),
-      );
-  const io = fc.record({
-    kind: fc.constantFrom('read' as const, 'send' as const),
-    side: fc.constantFrom<Side>('tidsbanken', 'poweroffice'),
-  });
-  const actions = (sides: Side[]) =>
-    fc.array(fc.oneof(edit(sides), io as fc.Arbitrary<Action>), { maxLength: 25 });
-
   const run = (policy: ConflictPolicy, script: Action[]) => {
     const w = newWorld(tbKari, poKari, { ...shadowKari });
     for (const a of script) step(w, f, policy, a);
@@ -1082,42 +1142,159 @@ describe('diffLink: a worker with lagging reads and queued writes (model-based)'
     expect(agreement(f, w.real.tidsbanken, w.real.poweroffice)).toEqual([]);
     expect(w.real.tidsbanken.Aktiv).toBe(true);
   });
-
-  for (const policy of ['newest-wins', 'tidsbanken-wins', 'poweroffice-wins'] as const) {
-    // Was a bug (fixed): fails for every policy (see the deterministic cases above).
-    it(`${policy}: whatever the interleaving, both sides settle on the same values`, () => {
-      fc.assert(
-        fc.property(actions(['tidsbanken', 'poweroffice']), (script) => {
-          const w = newWorld(tbKari, poKari, { ...shadowKari });
-          for (const a of script) step(w, f, policy, a);
-          expect(settle(w, f, policy)).toBe(true);
-          expect(agreement(f, w.real.tidsbanken, w.real.poweroffice)).toEqual([]);
-        }),
-        { numRuns: 300 },
-      );
-    });
-  }
-
-  // Was a bug (fixed): the superseded-write bug (spurious conflict on an earlier echo).
-  it('edits in Tidsbanken only: never a conflict, and PowerOffice ends at the last edit', () => {
-    fc.assert(
-      fc.property(actions(['tidsbanken']), (script) => {
-        const w = newWorld(tbKari, poKari, { ...shadowKari });
-        for (const a of script) step(w, f, 'newest-wins', a);
-        expect(settle(w, f, 'newest-wins')).toBe(true);
-        expect(w.conflicts).toBe(0);
-        for (const key of keys) {
-          const m = f.fields.find((x) => x.key === key)!;
-          expect(normalizeValue(m.kind, getPath(w.real.poweroffice, m.poweroffice))).toBe(
-            normalizeValue(m.kind, w.real.tidsbanken[m.tidsbanken]),
-          );
-        }
-        expect(w.real.tidsbanken).toEqual({ ...tbKari, ...pickEdits(script, 'tidsbanken') });
-      }),
-      { numRuns: 300 },
-    );
-  });
 });
+
+// The same model over every flow of the flow table and every field it maps, so a flow added
+// to src/sync/flows.ts is covered here without a change to this file.
+
+/** Values per kind, chosen to collide (case variants, blanks, equal after normalization). */
+function modelValues(kind: string): fc.Arbitrary<unknown> {
+  switch (kind) {
+    case 'boolean':
+      return fc.constantFrom(true, false, null);
+    case 'email':
+      return fc.constantFrom('k@x.no', 'K@X.no', 'l@x.no', '');
+    case 'date':
+      return fc.constantFrom('2020-01-01', '2020-01-01T00:00:00Z', '2021-02-03', null);
+    case 'national_id':
+      return fc.constantFrom('01019012345', '010190 12345', '31129954321', null);
+    default:
+      return fc.constantFrom('a', 'b', 'c', '', ' a');
+  }
+}
+
+/** A first value per kind for the agreed starting records. */
+function startValue(kind: string): unknown {
+  switch (kind) {
+    case 'boolean':
+      return true;
+    case 'email':
+      return 'start@x.no';
+    case 'date':
+      return '2019-05-06';
+    case 'national_id':
+      return '05059912345';
+    default:
+      return 'start';
+  }
+}
+
+/** Both records agreeing on every mapped field, and the shadow their first sync agrees on. */
+function agreedStart(fl: FlowDefinition): { tb: Rec; po: Rec; shadow: Shadow } {
+  const tb: Rec = { Id: 7 };
+  const po: Rec = { Id: 500 };
+  for (const m of fl.fields) {
+    const v = startValue(m.kind);
+    tb[m.tidsbanken] = v;
+    setPath(po, m.poweroffice, m.invert && typeof v === 'boolean' ? !v : v);
+  }
+  const sync = (shadow: Shadow | undefined, inflight: Inflight, t: Rec, p: Rec) =>
+    diffLink({
+      flow: fl,
+      tidsbanken: { record: t, updatedAt: T0 },
+      poweroffice: { record: p, updatedAt: T0 },
+      shadow,
+      inflight,
+      policy: 'newest-wins',
+    });
+  // A one-way field is never read from PowerOffice, so the first sync writes it once.
+  const first = sync(undefined, {}, tb, po);
+  const landed = apply(tb, po, first);
+  const echo = sync(first.shadow, first.inflight, landed.tb, landed.po);
+  expect(isEmptyDiff(echo)).toBe(true);
+  expect(inflightKeys(echo.inflight)).toEqual({ tidsbanken: [], poweroffice: [] });
+  return { tb: landed.tb, po: landed.po, shadow: echo.shadow };
+}
+
+for (const fl of FLOWS) {
+  describe(`diffLink: the worker model over every field of ${fl.id}`, () => {
+    const start = agreedStart(fl);
+    const editable = (side: Side) =>
+      fl.fields.filter((m) => side === 'tidsbanken' || m.direction === 'both');
+    const edit = (sides: Side[]) =>
+      fc.constantFrom(...sides).chain((side) =>
+        fc.constantFrom(...editable(side)).chain((m) =>
+          modelValues(m.kind).map((value): Action => ({
+            kind: 'edit',
+            side,
+            key: m.key,
+            value,
+          })),
+        ),
+      );
+    const io = fc.record({
+      kind: fc.constantFrom('read' as const, 'send' as const),
+      side: fc.constantFrom<Side>('tidsbanken', 'poweroffice'),
+    });
+    const actions = (sides: Side[]) =>
+      fc.array(fc.oneof(edit(sides), io as fc.Arbitrary<Action>), { maxLength: 25 });
+    const world = () => newWorld(start.tb, start.po, { ...start.shadow });
+
+    /** Every mapped field was edited in some generated script: the model covers them all. */
+    function expectAllEdited(edited: Set<string>, side: Side) {
+      expect([...edited].sort()).toEqual(
+        editable(side)
+          .map((m) => m.key)
+          .sort(),
+      );
+    }
+
+    for (const policy of ['newest-wins', 'tidsbanken-wins', 'poweroffice-wins'] as const) {
+      it(`${policy}: whatever the interleaving, both sides settle on the same values`, () => {
+        const edited = new Set<string>();
+        fc.assert(
+          fc.property(actions(['tidsbanken', 'poweroffice']), (script) => {
+            const w = world();
+            for (const a of script) {
+              if (a.kind === 'edit') edited.add(a.key);
+              step(w, fl, policy, a);
+            }
+            expect(settle(w, fl, policy)).toBe(true);
+            expect(agreement(fl, w.real.tidsbanken, w.real.poweroffice)).toEqual([]);
+          }),
+          { numRuns: 200 },
+        );
+        expectAllEdited(edited, 'tidsbanken');
+      });
+    }
+
+    for (const side of ['tidsbanken', 'poweroffice'] as const) {
+      const other: Side = side === 'tidsbanken' ? 'poweroffice' : 'tidsbanken';
+      it(`edits in ${side} only: never a conflict, and ${other} ends at the last edit of every field`, () => {
+        const edited = new Set<string>();
+        fc.assert(
+          fc.property(actions([side]), (script) => {
+            const w = world();
+            for (const a of script) {
+              if (a.kind === 'edit') edited.add(a.key);
+              step(w, fl, 'newest-wins', a);
+            }
+            expect(settle(w, fl, 'newest-wins')).toBe(true);
+            expect(w.conflicts).toBe(0);
+            for (const m of editable(side)) {
+              if (!fieldApplies(m, w.real.poweroffice)) continue;
+              const t = normalizeValue(m.kind, w.real.tidsbanken[m.tidsbanken]);
+              let p = normalizeValue(m.kind, getPath(w.real.poweroffice, m.poweroffice));
+              if (m.invert && typeof p === 'boolean') p = !p;
+              expect([m.key, p]).toEqual([m.key, t]);
+            }
+            const last = pickEdits(script, side);
+            for (const m of editable(side)) {
+              if (!(m.key in last)) continue;
+              const held =
+                side === 'tidsbanken'
+                  ? w.real.tidsbanken[m.tidsbanken]
+                  : getPath(w.real.poweroffice, m.poweroffice);
+              expect([m.key, held]).toEqual([m.key, last[m.key]]);
+            }
+          }),
+          { numRuns: 200 },
+        );
+        expectAllEdited(edited, side);
+      });
+    }
+  });
+}
 
 function pickEdits(script: Action[], side: Side): Rec {
   const out: Rec = {};
