@@ -44,6 +44,14 @@ export interface FakePowerOfficeOptions {
   privileges?: string[];
 }
 
+/** Privilege areas per top-level path: any one of them lets a request through. */
+const PRIVILEGE_AREAS: Record<string, readonly string[] | undefined> = {
+  customers: ['Customer'],
+  employees: ['Employee'],
+  contactpersons: ['ContactPerson', 'Customer', 'Supplier'],
+  projects: ['Project'],
+};
+
 export const POWEROFFICE_DEFAULT_PAGE_SIZE = 5000;
 export const POWEROFFICE_MAX_PAGE_SIZE = 20000;
 
@@ -598,6 +606,8 @@ export class FakePowerOffice extends FakeHttpServer {
           : 'error="invalid_token", error_description="The token is expired or invalid"';
       return { status: 401, headers: { 'WWW-Authenticate': `Bearer ${reason}` } };
     }
+    const refused = this.missingPrivilege(req);
+    if (refused !== undefined) return refused;
     try {
       return handle(req);
     } catch (error) {
@@ -605,6 +615,28 @@ export class FakePowerOffice extends FakeHttpServer {
         return problem(error.status, error.title, error.detail, error.errors);
       throw error;
     }
+  }
+
+  /**
+   * 403 when the integration holds no privilege for the area a request touches (a missing
+   * privilege, not bad credentials: docs/vendor-apis.md). Reads take any privilege of the
+   * area, writes its `_Full`; contact persons also come under the customer and supplier
+   * privileges. The exact 403 body is unconfirmed; problem details like the API's other errors.
+   */
+  private missingPrivilege(req: FakeRequest): FakeResponse | undefined {
+    const segment = /^\/(?:demo\/)?v2\/([^/]+)/i.exec(req.path)?.[1]?.toLowerCase();
+    const areas = segment === undefined ? undefined : PRIVILEGE_AREAS[segment];
+    if (areas === undefined) return undefined;
+    const allowed = (p: string) =>
+      areas.some((area) =>
+        req.method === 'GET' ? p.startsWith(`${area}_`) : p === `${area}_Full`,
+      );
+    if (this.privileges.some(allowed)) return undefined;
+    return problem(
+      403,
+      'Forbidden',
+      `The integration lacks the privilege for this request (${areas.map((a) => `${a}_Full`).join(' or ')}).`,
+    );
   }
 
   private list(resource: Resource, req: FakeRequest): FakeResponse {

@@ -96,8 +96,14 @@ describe('npm run check', () => {
       expect(line(lines, 'tidsbanken auth')?.detail).toMatch(/401/);
       expect(line(lines, 'poweroffice privileges')).toMatchObject({ status: 'fail' });
       expect(line(lines, 'poweroffice privileges')?.detail).toMatch(/employee needs Employee_Full/);
+      // Without the privilege PowerOffice refuses the read itself (403): the page line says so.
+      expect(line(lines, 'poweroffice Employee')).toMatchObject({ status: 'fail' });
+      expect(line(lines, 'poweroffice Employee')?.detail).toMatch(
+        /HTTP 403: .*\(a privilege is missing\)$/,
+      );
+      expect(line(lines, 'poweroffice Customer')).toMatchObject({ status: 'ok' });
       const table = formatCheckTable(lines);
-      expect(table).toMatch(/2 problem\(s\)/);
+      expect(table).toMatch(/3 problem\(s\)/);
       expect(table).not.toContain('wrong-key');
     } finally {
       po.privileges = saved;
