@@ -54,6 +54,17 @@ export interface UpdateResult {
   reads?: VendorRecord[];
 }
 
+/**
+ * An update's read right before its write shows a change of the record that the mirror has
+ * not seen: nothing was written. The read goes to the inbox, and the command waits until the
+ * worker has decided again by policy.
+ */
+export class UnseenChangeError extends Error {
+  constructor(readonly record: VendorRecord) {
+    super('the record changed since it was last read; the change is synced first');
+  }
+}
+
 /** One record type's reads and writes through a configured client. */
 export interface RecordApi {
   /** The record, or undefined when it does not exist. */

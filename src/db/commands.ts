@@ -362,18 +362,38 @@ export async function markCommandDead(
   return Number(updated.numUpdatedRows) > 0;
 }
 
-/** Back to pending with capped exponential backoff computed in SQL (2^attempts s, ≤ 5 min). */
+/** How a command waits in the outbox before its next attempt. */
+export interface RetryWait {
+  /**
+   * The wait the system asked for (Retry-After, a credentials pause, a change to sync first);
+   * without it, capped exponential backoff computed in SQL (2^attempts s, ≤ 5 min).
+   */
+  afterMs?: number | undefined;
+  /**
+   * The attempt was refused before anything was applied and says nothing about the command
+   * (a 429, refused credentials, a change to sync first): it does not count toward
+   * max_attempts, so waiting never makes a command dead.
+   */
+  uncounted?: boolean;
+}
+
+/** Back to pending, due after `wait`: the command waits in the outbox, still absorbable. */
 export async function markCommandRetry(
   db: DbOrTrx,
   claim: CommandClaim,
   error: unknown,
+  wait: RetryWait = {},
 ): Promise<void> {
+  const afterMs = wait.afterMs === undefined ? null : Math.max(0, Math.round(wait.afterMs));
   await sql`
     update outbound_commands
        set status = 'pending', locked_at = null, locked_by = null,
+           attempts = attempts - ${wait.uncounted === true ? 1 : 0},
            last_error = ${JSON.stringify(error)}::jsonb,
-           run_at = now() + least(interval '5 minutes',
-                                   interval '1 second' * power(2, least(attempts, 12)) * (0.75 + random() / 2)),
+           run_at = now() + coalesce(interval '1 millisecond' * ${afterMs}::integer,
+                                     least(interval '5 minutes',
+                                           interval '1 second' * power(2, least(attempts, 12))
+                                             * (0.75 + random() / 2))),
            updated_at = now()
      where ${whereClaimed(claim)}`.execute(db);
 }

@@ -17,6 +17,22 @@ export interface RequestOptions {
   priority?: Priority;
   /** Cancels waiting and in-flight attempts (shutdown). */
   signal?: AbortSignal;
+  /**
+   * One attempt: a 429, 5xx, timeout or network error goes straight to the caller, which
+   * waits elsewhere — the dispatcher waits in the outbox, where the command stays absorbable
+   * (a 429 still pauses the system's pacer). A refused token is still renewed once.
+   */
+  once?: boolean;
+}
+
+/** The per-call options a client hands on to `upstreamRequest`. */
+export function passOn(
+  options: RequestOptions,
+): Pick<UpstreamRequest<z.ZodType>, 'signal' | 'once'> {
+  return {
+    ...(options.signal !== undefined ? { signal: options.signal } : {}),
+    ...(options.once === true ? { once: true } : {}),
+  };
 }
 
 /** Bearer-style authentication that can be renewed once when the API answers 401. */
@@ -110,6 +126,8 @@ export interface UpstreamRequest<S extends z.ZodType> {
    */
   idempotent?: boolean;
   signal?: AbortSignal;
+  /** One attempt only (RequestOptions.once). */
+  once?: boolean;
 }
 
 export interface UpstreamResponse<T> {
@@ -157,7 +175,7 @@ export async function upstreamRequest<S extends z.ZodType>(
     if (outcome.type === 'aborted') {
       throw new UpstreamError(ctx.system, undefined, true, `${req.method} ${path} aborted`);
     }
-    const lastAttempt = attempt >= ctx.maxAttempts;
+    const lastAttempt = req.once === true || attempt >= ctx.maxAttempts;
 
     if (outcome.type === 'timeout' || outcome.type === 'network') {
       const error = new UpstreamError(

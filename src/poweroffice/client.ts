@@ -8,6 +8,7 @@ import {
   backoffMs,
   createUpstreamContext,
   queryString,
+  passOn,
   upstreamRequest,
   type HttpMethod,
   type RequestOptions,
@@ -323,7 +324,7 @@ export class PowerOfficeClient {
       auth: this.token,
       schema,
       acceptStatus: [404],
-      ...(options.signal !== undefined ? { signal: options.signal } : {}),
+      ...passOn(options),
     });
     return data;
   }
@@ -343,7 +344,7 @@ export class PowerOfficeClient {
       schema: z.array(z.unknown()),
       // 204 No Content when nothing matches (docs/vendor-apis.md).
       empty: [],
-      ...(options.signal !== undefined ? { signal: options.signal } : {}),
+      ...passOn(options),
     });
     const items = data ?? [];
     return { size: items.length, page: parseListItems(items, schema) };
@@ -405,7 +406,7 @@ export class PowerOfficeClient {
       json,
       ...(method === 'PATCH' ? { contentType: 'application/json-patch+json' } : {}),
       schema,
-      ...(options.signal !== undefined ? { signal: options.signal } : {}),
+      ...passOn(options),
     });
     return data as z.infer<S>;
   }
@@ -430,7 +431,11 @@ export class PowerOfficeClient {
       } catch (error) {
         const unknownOutcome =
           error instanceof UpstreamError && error.retryable && error.upstreamStatus !== 429;
-        if (!unknownOutcome || lookup === undefined || attempt >= this.upstream.maxAttempts) {
+        if (
+          !unknownOutcome ||
+          lookup === undefined ||
+          attempt >= (options.once === true ? 1 : this.upstream.maxAttempts)
+        ) {
           throw error;
         }
         const existing = await lookup();

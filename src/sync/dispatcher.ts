@@ -11,6 +11,7 @@ import {
   pruneSupersededFields,
   requeueCommand,
   requeueSendingCommands,
+  type RetryWait,
 } from '../db/commands.js';
 import type { Db, DbOrTrx } from '../db/database.js';
 import { insertInboundEvent, writeFeedbackEventId } from '../db/inbound-events.js';
@@ -21,7 +22,13 @@ import { UpstreamError } from '../errors.js';
 import type { Logger } from '../lib/logger.js';
 import type { Metrics } from '../lib/metrics.js';
 import type { Pacer } from '../lib/pacer.js';
-import { parentIdOf, recordIdOf, type Clients, type UpdateResult } from '../record-adapter.js';
+import {
+  parentIdOf,
+  recordIdOf,
+  UnseenChangeError,
+  type Clients,
+  type UpdateResult,
+} from '../record-adapter.js';
 import { adapterOf } from '../record-types.js';
 import type { Inflight } from './diff.js';
 import { flowById } from './flows.js';
@@ -54,6 +61,33 @@ function fieldsOf(command: OutboundCommandRow): Fields {
 interface SendResult extends UpdateResult {
   /** The new record's id (creates). */
   recordId?: string | undefined;
+}
+
+/** How long an update that met an unseen change waits for the worker to sync it. */
+const UNSEEN_CHANGE_WAIT_MS = 500;
+
+function describeError(err: unknown): { message: string; retryable: boolean } & Fields {
+  const retryable = !(err instanceof UpstreamError) || err.retryable;
+  return err instanceof UpstreamError
+    ? {
+        message: err.message,
+        status: err.upstreamStatus ?? null,
+        retryable,
+        body: err.body ?? null,
+      }
+    : { message: (err as Error).message, retryable };
+}
+
+/**
+ * How a failed command waits in the outbox: a 429 for the Retry-After the system asked (it
+ * refused the request, nothing was applied, so the attempt is not counted); anything else
+ * retryable by backoff.
+ */
+function waitAfter(err: unknown): RetryWait {
+  if (err instanceof UpstreamError && err.upstreamStatus === 429) {
+    return { afterMs: err.retryAfterMs ?? 1000, uncounted: true };
+  }
+  return {};
 }
 
 function logFields(command: OutboundCommandRow) {
@@ -261,17 +295,26 @@ export class Dispatcher {
   private async failed(command: OutboundCommandRow, err: unknown): Promise<void> {
     const { db, logger } = this.deps;
     const log = logFields(command);
-    const retryable = !(err instanceof UpstreamError) || err.retryable;
-    const error =
-      err instanceof UpstreamError
-        ? {
-            message: err.message,
-            status: err.upstreamStatus ?? null,
-            retryable,
-            body: err.body ?? null,
-          }
-        : { message: (err as Error).message, retryable };
-    if (!retryable || command.attempts >= command.max_attempts) {
+    if (err instanceof UnseenChangeError) {
+      // Nothing was written: the change goes through the worker first, which may take fields
+      // out of this command by policy; the command is looked at again after that.
+      await this.feedBack(command, err.record);
+      await markCommandRetry(
+        db,
+        command,
+        { message: err.message, retryable: true },
+        {
+          afterMs: UNSEEN_CHANGE_WAIT_MS,
+          uncounted: true,
+        },
+      );
+      this.count(command, 'retry');
+      logger.info({ ...log, decision: 'unseen_change' }, err.message);
+      return;
+    }
+    const error = describeError(err);
+    const wait = waitAfter(err);
+    if (!error.retryable || (wait.uncounted !== true && command.attempts >= command.max_attempts)) {
       if (await markCommandDead(db, command, error)) {
         this.count(command, 'dead');
         await this.audit(command, 'dead', { error });
@@ -286,10 +329,10 @@ export class Dispatcher {
       if (foldError instanceof LostClaimError) return;
       throw foldError;
     }
-    if (!folded) await markCommandRetry(db, command, error);
+    if (!folded) await markCommandRetry(db, command, error, wait);
     this.count(command, folded ? 'superseded' : 'retry');
     logger.info(
-      { ...log, decision: folded ? 'superseded' : 'retry', error },
+      { ...log, decision: folded ? 'superseded' : 'retry', error, waitMs: wait.afterMs },
       'command will be retried',
     );
   }
@@ -319,12 +362,18 @@ export class Dispatcher {
         parentId: command.parent_id,
         // After a crash mid-send the POST may have landed: look the origin id up first.
         lookupFirst: command.attempts > 1,
+        // A wait (429, 5xx backoff) happens in the outbox, not here.
+        once: true,
       });
       return { record, recordId: recordIdOf(record) };
     }
     const ref = { id: command.record_id!, parentId: command.parent_id };
     const known = await getMirrorRecord(this.deps.db, command.system, adapter.type, ref.id);
-    return api.update(ref, fieldsOf(command), { priority: 'write', known: known?.data });
+    return api.update(ref, fieldsOf(command), {
+      priority: 'write',
+      once: true,
+      known: known?.data,
+    });
   }
 
   private async linkCreated(

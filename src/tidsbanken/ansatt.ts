@@ -31,6 +31,7 @@ export const ansattAdapter = {
           'Ansatt',
           ref.id,
           fields,
+          options.known,
           () => client.getAnsatt(Number(ref.id), options),
           (record) => client.updateAnsatt(record, options),
         ),

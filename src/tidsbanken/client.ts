@@ -8,6 +8,7 @@ import {
   backoffMs,
   createUpstreamContext,
   queryString,
+  passOn,
   upstreamRequest,
   type RequestOptions,
   type UpstreamContext,
@@ -210,7 +211,7 @@ export class TidsbankenClient {
       priority: options.priority ?? 'read',
       headers: this.headers,
       schema,
-      ...(options.signal !== undefined ? { signal: options.signal } : {}),
+      ...passOn(options),
     });
     return data as z.infer<S>;
   }
@@ -228,7 +229,7 @@ export class TidsbankenClient {
       headers: this.headers,
       json,
       schema: AnyBody,
-      ...(options.signal !== undefined ? { signal: options.signal } : {}),
+      ...passOn(options),
     });
     return data;
   }
@@ -292,7 +293,8 @@ export class TidsbankenClient {
         // landed.
         const unknownOutcome =
           error instanceof UpstreamError && error.retryable && error.upstreamStatus !== 429;
-        if (!unknownOutcome || attempt >= this.upstream.maxAttempts) throw error;
+        if (!unknownOutcome || attempt >= (options.once === true ? 1 : this.upstream.maxAttempts))
+          throw error;
         const existing = await lookup();
         if (existing !== undefined) return existing;
         await this.upstream.sleep(backoffMs(this.upstream, attempt), options.signal);

@@ -26,6 +26,7 @@ export const kundeAdapter = {
           'Kunde',
           ref.id,
           fields,
+          options.known,
           () => client.getKunde(ref.id, options),
           (record) => client.updateKunde(record, options),
         ),

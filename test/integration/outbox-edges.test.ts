@@ -1,5 +1,10 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { seedEmployeePairs, startSyncHarness, type SyncHarness } from '../helpers/sync-harness.js';
+import {
+  seedEmployeePairs,
+  sendSignedWebhook,
+  startSyncHarness,
+  type SyncHarness,
+} from '../helpers/sync-harness.js';
 import { waitFor } from '../helpers/wait.js';
 
 // The outbox at its edges: commands that have to wait, retried writes, and the bookkeeping of a
@@ -12,7 +17,10 @@ afterEach(async () => {
   h = undefined;
 });
 
+const SECRET = 'whsec_b3V0Ym94LWVkZ2VzLXNlY3JldC0wMTIzNDU2Nzg5';
 const isPatch = (r: { method: string }) => r.method === 'PATCH';
+const isPut = (r: { method: string }) => r.method === 'PUT';
+const answered = (r: { status: number }) => r.status >= 200 && r.status < 300;
 
 async function linkedEmployeeId(s: SyncHarness): Promise<number> {
   const { poweroffice_id } = await s.database.db
@@ -47,5 +55,77 @@ describe('command status changes', () => {
     expect(s.writes(s.po).filter(isPatch)).toHaveLength(1);
     const statuses = await s.database.db.selectFrom('outbound_commands').select('status').execute();
     expect(statuses.map((c) => c.status)).toEqual(['sent']);
+  });
+});
+
+describe('a command that has to wait waits in the outbox', () => {
+  it('a PATCH answered 429 stays absorbable: a newer PowerOffice edit of the same field takes it out, and the old value is never sent', async () => {
+    h = await startSyncHarness({
+      env: { POWEROFFICE_WEBHOOK_SECRET: SECRET },
+      seed: (tb, po) => seedEmployeePairs(tb, po, 1),
+    });
+    const s = h;
+    await s.settle();
+    const employeeId = await linkedEmployeeId(s);
+    s.po.faults.inject(1, '429', { match: isPatch, retryAfterSeconds: 4 });
+    s.tb.editAnsatt(1, { Tittel: 'Gammel' });
+    await waitFor('the PATCH to be refused', () =>
+      s.po.requests.some((r) => isPatch(r) && r.status === 429),
+    );
+    // During the wait a PowerOffice user sets the same field; it is newer, so it wins.
+    const edited = s.po.editEmployee(employeeId, { JobTitle: 'Ny' });
+    await sendSignedWebhook(s, 'poweroffice', SECRET, { type: 'employee.updated', data: edited });
+    await waitFor(
+      'the PowerOffice title to reach Tidsbanken',
+      () => s.tb.getAnsatt(1)?.Tittel === 'Ny',
+    );
+    await s.settle();
+    expect(s.po.getEmployee(employeeId)?.JobTitle).toBe('Ny');
+    const sentOld = s.po.requests.filter(
+      (r) => isPatch(r) && answered(r) && JSON.stringify(r.body).includes('Gammel'),
+    );
+    expect(sentOld).toEqual([]);
+  });
+});
+
+describe('a Tidsbanken update reads the record right before every PUT', () => {
+  it('a PUT retried after a 429 keeps what a Tidsbanken user edited in another field during the wait', async () => {
+    h = await startSyncHarness({ seed: (tb, po) => seedEmployeePairs(tb, po, 1) });
+    const s = h;
+    await s.settle();
+    const employeeId = await linkedEmployeeId(s);
+    s.tb.faults.inject(1, '429', { match: isPut, retryAfterSeconds: 3 });
+    s.po.editEmployee(employeeId, { JobTitle: 'Sjef' });
+    await waitFor('the PUT to be refused', () =>
+      s.tb.requests.some((r) => isPut(r) && r.status === 429),
+    );
+    s.tb.editAnsatt(1, { Mobil: '99887766' });
+    await waitFor('the title to reach Tidsbanken', () => s.tb.getAnsatt(1)?.Tittel === 'Sjef');
+    await s.settle();
+    expect(s.tb.getAnsatt(1)?.Mobil).toBe('99887766');
+    expect(s.po.getEmployee(employeeId)?.PhoneNumber).toBe('99887766');
+  });
+
+  it('a change the mirror has not seen stops the PUT: the read goes to the inbox and the newer Tidsbanken edit of the same field wins', async () => {
+    h = await startSyncHarness({ seed: (tb, po) => seedEmployeePairs(tb, po, 1) });
+    const s = h;
+    await s.settle();
+    const employeeId = await linkedEmployeeId(s);
+    s.tb.faults.inject(1, '429', { match: isPut, retryAfterSeconds: 3 });
+    s.po.editEmployee(employeeId, { JobTitle: 'Fra PowerOffice' });
+    await waitFor('the PUT to be refused', () =>
+      s.tb.requests.some((r) => isPut(r) && r.status === 429),
+    );
+    s.tb.editAnsatt(1, { Tittel: 'Fra Tidsbanken' });
+    await waitFor(
+      'the Tidsbanken title to reach PowerOffice',
+      () => s.po.getEmployee(employeeId)?.JobTitle === 'Fra Tidsbanken',
+    );
+    await s.settle();
+    expect(s.tb.getAnsatt(1)?.Tittel).toBe('Fra Tidsbanken');
+    const putsOfOld = s.tb.requests.filter(
+      (r) => isPut(r) && answered(r) && JSON.stringify(r.body).includes('Fra PowerOffice'),
+    );
+    expect(putsOfOld).toEqual([]);
   });
 });
