@@ -136,6 +136,8 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     pollers,
     reconciler,
     workerIdleMs: options.workerIdleMs,
+    // A failed command backs off in the outbox as a request would in the client.
+    commandBackoffBaseMs: options.clientOptions?.backoffBaseMs,
   });
   const appDeps = {
     config,

@@ -32,6 +32,8 @@ export interface ServiceDeps {
   /** Stopped with the service. */
   reconciler: Reconciler;
   workerIdleMs?: number | undefined;
+  /** Base of a failed command's backoff in the outbox (tests: shorter). */
+  commandBackoffBaseMs?: number | undefined;
 }
 
 export interface Service {
@@ -60,6 +62,7 @@ export function createService(deps: ServiceDeps): Service {
           clients,
           metrics,
           pacer: pacers[system],
+          backoffBaseMs: deps.commandBackoffBaseMs,
         }),
     );
   // Merge-rule linking waits for a first full read of every side that is on.

@@ -46,6 +46,11 @@ export interface DispatcherDeps {
   metrics: Metrics;
   /** The target system's pacer: commands are claimed only as it has room for them. */
   pacer?: Pacer | undefined;
+  /**
+   * Base of the capped exponential backoff (×2 per attempt, ≤ 5 min, ±25 %) a command waits in
+   * the outbox after a 5xx, timeout or network error. Default 2 s; tests shorten it.
+   */
+  backoffBaseMs?: number | undefined;
   /** Most commands claimed per round. */
   batchSize?: number;
   idleMs?: number;
@@ -78,16 +83,19 @@ function describeError(err: unknown): { message: string; retryable: boolean } & 
     : { message: (err as Error).message, retryable };
 }
 
+const MAX_BACKOFF_MS = 5 * 60_000;
+
 /**
  * How a failed command waits in the outbox: a 429 for the Retry-After the system asked (it
  * refused the request, nothing was applied, so the attempt is not counted); anything else
- * retryable by backoff.
+ * retryable by capped exponential backoff.
  */
-function waitAfter(err: unknown): RetryWait {
+function waitAfter(err: unknown, attempts: number, baseMs: number): RetryWait {
   if (err instanceof UpstreamError && err.upstreamStatus === 429) {
     return { afterMs: err.retryAfterMs ?? 1000, uncounted: true };
   }
-  return {};
+  const exp = Math.min(MAX_BACKOFF_MS, baseMs * 2 ** Math.min(Math.max(attempts - 1, 0), 20));
+  return { afterMs: exp * (0.75 + Math.random() / 2) };
 }
 
 function logFields(command: OutboundCommandRow) {
@@ -313,7 +321,7 @@ export class Dispatcher {
       return;
     }
     const error = describeError(err);
-    const wait = waitAfter(err);
+    const wait = waitAfter(err, command.attempts, this.deps.backoffBaseMs ?? 2000);
     if (!error.retryable || (wait.uncounted !== true && command.attempts >= command.max_attempts)) {
       if (await markCommandDead(db, command, error)) {
         this.count(command, 'dead');
