@@ -584,3 +584,41 @@ describe('fake API faults', () => {
     expect((await call('GET', '/Customers')).status).toBe(204);
   });
 });
+
+describe('fake PowerOffice: privileges', () => {
+  it('refuses a request to an area the integration holds no privilege for with 403, until it is granted', async () => {
+    const customer = fake.seedCustomer({ Name: 'Priv AS', EmailAddress: 'priv@as.no' });
+    const id = customer.Id as number;
+    const granted = fake.privileges;
+
+    fake.privileges = ['Employee_Full'];
+    const read = await call('GET', `/Customers/${id}`);
+    expect(read.status).toBe(403);
+    expect(read.headers.get('content-type')).toMatch(/json/);
+    expect(read.body).toMatchObject({ status: 403 });
+    expect((await call('GET', '/Customers')).status).toBe(403);
+    expect(
+      (await patch(`/Customers/${id}`, [{ op: 'replace', path: '/Name', value: 'X' }])).status,
+    ).toBe(403);
+    expect(fake.getCustomer(id)!.Name).toBe('Priv AS');
+    // Another area, and the privilege list itself, stay readable.
+    expect((await call('GET', '/Employees')).status).not.toBe(403);
+    expect((await call('GET', '/ClientIntegrationInformation')).body.ValidPrivileges).toEqual([
+      'Employee_Full',
+    ]);
+
+    // A read-only privilege reads, but does not write.
+    fake.privileges = ['Customer_Read'];
+    expect((await call('GET', `/Customers/${id}`)).status).toBe(200);
+    expect(
+      (await patch(`/Customers/${id}`, [{ op: 'replace', path: '/Name', value: 'X' }])).status,
+    ).toBe(403);
+
+    // Contact persons come under the customer privileges too.
+    fake.privileges = ['Customer_Full'];
+    expect((await call('GET', '/ContactPersons')).status).not.toBe(403);
+
+    fake.privileges = granted;
+    expect((await call('GET', `/Customers/${id}`)).status).toBe(200);
+  });
+});
