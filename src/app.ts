@@ -1,6 +1,7 @@
 import express, { type Express } from 'express';
 import type { Config } from './config.js';
 import type { Db } from './db/database.js';
+import type { InboxWriter } from './db/inbox-writer.js';
 import { adminRouter } from './http/admin.js';
 import { consoleRouter, type SystemStatus } from './http/console.js';
 import { errorHandler, notFoundHandler } from './http/error-handler.js';
@@ -22,6 +23,10 @@ export interface AppDeps {
   reconciler?: Reconciler;
   /** Which systems this replica leads, for the console's overview. */
   systemStatus?: () => SystemStatus[];
+  /** The webhooks' inbox writer; by default a bounded group-committing one on `db`. */
+  inbox?: InboxWriter;
+  /** True once the process is shutting down: /readyz answers 503. */
+  draining?: () => boolean;
 }
 
 /**

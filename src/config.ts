@@ -115,6 +115,26 @@ const EnvSchema = z
       error: 'must be at least 16 characters',
     }),
     SHUTDOWN_TIMEOUT_MS: z.coerce.number().int().positive().default(10_000),
+    SHUTDOWN_DELAY_MS: z.coerce
+      .number({ error: 'must be a number of milliseconds' })
+      .int()
+      .min(0, { error: 'must be 0 or more' })
+      .default(0),
+    DATABASE_CONNECT_TIMEOUT_MS: z.coerce
+      .number({ error: 'must be a number of milliseconds' })
+      .int()
+      .positive({ error: 'must be greater than 0' })
+      .default(5000),
+    DATABASE_STATEMENT_TIMEOUT_MS: z.coerce
+      .number({ error: 'must be a number of milliseconds' })
+      .int()
+      .min(0, { error: 'must be 0 (off) or more' })
+      .default(60_000),
+    RETENTION_DAYS: z.coerce
+      .number({ error: 'must be a number of days' })
+      .int({ error: 'must be a whole number of days' })
+      .min(0, { error: 'must be 0 (keep everything) or more' })
+      .default(30),
   })
   .superRefine((env, ctx) => {
     // Both Tidsbanken keys go on every call (docs/vendor-apis.md): with one alone every call
@@ -175,7 +195,14 @@ export interface Config {
   conflictPolicy: ConflictPolicy;
   dryRun: boolean;
   adminToken: string | undefined;
+  /** SIGTERM to exit, at most (the readiness delay, the drain, the workers' stop). */
   shutdownTimeoutMs: number;
+  /** After SIGTERM, /readyz answers 503 this long before the server stops accepting. */
+  shutdownDelayMs: number;
+  /** PostgreSQL: the bounds on every wait (0: no statement timeout). */
+  database: { connectTimeoutMs: number; statementTimeoutMs: number };
+  /** Days processed events, finished commands and audit rows are kept; 0 keeps them. */
+  retentionDays: number;
 }
 
 export class ConfigError extends Error {
@@ -254,6 +281,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
     dryRun: e.DRY_RUN,
     adminToken: e.ADMIN_TOKEN,
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT_MS,
+    shutdownDelayMs: e.SHUTDOWN_DELAY_MS,
+    database: {
+      connectTimeoutMs: e.DATABASE_CONNECT_TIMEOUT_MS,
+      statementTimeoutMs: e.DATABASE_STATEMENT_TIMEOUT_MS,
+    },
+    retentionDays: e.RETENTION_DAYS,
   };
   return Object.freeze(config);
 }

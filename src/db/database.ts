@@ -43,8 +43,31 @@ class PreparingClient extends pg.Client {
   }
 }
 
-export function openPostgres(connectionString: string, poolSize = 10): DatabaseHandle {
-  const pool = new pg.Pool({ connectionString, max: poolSize, Client: PreparingClient });
+/** Bounds on every wait for PostgreSQL (0 or undefined: none). */
+export interface PostgresTimeouts {
+  /** Longest wait for a connection: a free one from the pool or a new one. */
+  connectTimeoutMs?: number;
+  /** The server cancels a statement running longer (`statement_timeout`). */
+  statementTimeoutMs?: number;
+}
+
+export function openPostgres(
+  connectionString: string,
+  poolSize = 10,
+  timeouts: PostgresTimeouts = {},
+): DatabaseHandle {
+  const pool = new pg.Pool({
+    connectionString,
+    max: poolSize,
+    Client: PreparingClient,
+    // A hung server or network: the caller gets an error instead of waiting for ever.
+    ...(timeouts.connectTimeoutMs ? { connectionTimeoutMillis: timeouts.connectTimeoutMs } : {}),
+    ...(timeouts.statementTimeoutMs ? { statement_timeout: timeouts.statementTimeoutMs } : {}),
+    // A peer that vanished (a node lost, a NAT entry dropped) is found by TCP keepalive
+    // instead of after the kernel's retransmission timeout (minutes to hours).
+    keepAlive: true,
+    keepAliveInitialDelayMillis: 10_000,
+  });
   // An idle client's error (server restart) must not crash the process; the next query
   // gets a fresh connection.
   pool.on('error', () => undefined);
@@ -79,9 +102,10 @@ export async function openPglite(
 export async function openDatabase(options: {
   databaseUrl: string | undefined;
   dataDir: string;
+  database?: { connectTimeoutMs: number; statementTimeoutMs: number };
 }): Promise<DatabaseHandle> {
   return options.databaseUrl !== undefined
-    ? openPostgres(options.databaseUrl)
+    ? openPostgres(options.databaseUrl, 10, options.database)
     : openPglite(options.dataDir);
 }
 
@@ -90,11 +114,20 @@ export async function openDatabase(options: {
  * the run, so two replicas starting at once apply each migration exactly once.
  */
 export async function migrateToLatest(db: Db): Promise<string[]> {
-  const migrator = new Migrator({
-    db,
-    provider: { getMigrations: () => Promise.resolve(migrations) },
+  // On one connection without the statement timeout: an index built over a large table, or
+  // the wait for another replica's migration lock, may take longer than any live statement.
+  const { error, results } = await db.connection().execute(async (conn) => {
+    await sql`set statement_timeout = 0`.execute(conn);
+    try {
+      const migrator = new Migrator({
+        db: conn,
+        provider: { getMigrations: () => Promise.resolve(migrations) },
+      });
+      return await migrator.migrateToLatest();
+    } finally {
+      await sql`reset statement_timeout`.execute(conn);
+    }
   });
-  const { error, results } = await migrator.migrateToLatest();
   if (error !== undefined) {
     throw new Error('Database migration failed', { cause: error });
   }

@@ -18,29 +18,73 @@ import {
 // statements are cheaper: against two flushes at a time, bench/ingest measured PostgreSQL
 // CPU per webhook -24 % and +5 % webhooks/s (bench/README.md, ingest).
 
+//
+// Bounded: a request waits at most `timeoutMs` for its row (then InboxUnavailableError: the
+// webhook answers 503 and the sender retries), and at most `maxWaiting` requests holding at
+// most `maxWaitingBytes` of bodies wait at once; one more is refused at once. A hung database
+// thus costs a bounded amount of memory and every caller an answer within the timeout.
+
 export interface InboxWriteResult {
   duplicate: boolean;
 }
 
 export interface InboxWriter {
-  write(event: NewInboxEvent): Promise<InboxWriteResult>;
+  /** `bytes`: the size of the request body behind the event (counts against the bound). */
+  write(event: NewInboxEvent, bytes?: number): Promise<InboxWriteResult>;
+  /** Writes queued or in flight (waiting callers). */
+  readonly waiting: number;
+}
+
+/** The row could not be stored in time, or too many are waiting: not accepted. */
+export class InboxUnavailableError extends Error {
+  constructor(readonly reason: 'full' | 'timeout') {
+    super(
+      reason === 'full'
+        ? 'Too many events are waiting for the database.'
+        : 'The database did not take the event in time.',
+    );
+    this.name = 'InboxUnavailableError';
+  }
 }
 
 interface Pending {
   event: NewInboxEvent;
+  bytes: number;
   resolve(result: InboxWriteResult): void;
   reject(err: unknown): void;
 }
 
-export function createInboxWriter(
-  db: Db,
-  options: { maxBatch?: number; maxConcurrentFlushes?: number } = {},
-): InboxWriter {
+export interface InboxWriterOptions {
+  maxBatch?: number;
+  maxConcurrentFlushes?: number;
+  /** Callers waiting at once (queued or in a flush); beyond it a write is refused at once. */
+  maxWaiting?: number;
+  /** Request body bytes waiting at once; beyond it a write is refused at once. */
+  maxWaitingBytes?: number;
+  /** Longest a caller waits for its row. */
+  timeoutMs?: number;
+}
+
+/** Under the webhook path's 5 s answer, with room for reading and checking the request. */
+export const INBOX_WRITE_TIMEOUT_MS = 3000;
+
+export function createInboxWriter(db: Db, options: InboxWriterOptions = {}): InboxWriter {
   const maxBatch = options.maxBatch ?? 200;
   const maxConcurrent = options.maxConcurrentFlushes ?? 1;
+  const maxWaiting = options.maxWaiting ?? 1000;
+  const maxWaitingBytes = options.maxWaitingBytes ?? 64 * 1024 * 1024;
+  const timeoutMs = options.timeoutMs ?? INBOX_WRITE_TIMEOUT_MS;
   let queue: Pending[] = [];
   let flushing = 0;
   let scheduled = false;
+  // Callers and body bytes held: queued, or in a flush that has not finished (its rows are
+  // in memory until then, whether or not the caller gave up).
+  let waiting = 0;
+  let waitingBytes = 0;
+  const letGo = (pending: Pending) => {
+    waiting -= 1;
+    waitingBytes -= pending.bytes;
+  };
 
   const schedule = () => {
     if (scheduled || flushing >= maxConcurrent || queue.length === 0) return;
@@ -51,8 +95,10 @@ export function createInboxWriter(
       scheduled = false;
       const batch = queue.slice(0, maxBatch);
       queue = queue.slice(batch.length);
+      if (batch.length === 0) return;
       flushing += 1;
       void flush(db, batch).finally(() => {
+        for (const pending of batch) letGo(pending);
         flushing -= 1;
         schedule();
       });
@@ -61,9 +107,45 @@ export function createInboxWriter(
   };
 
   return {
-    write(event) {
+    get waiting() {
+      return waiting;
+    },
+    write(event, bytes = 0) {
+      if (waiting >= maxWaiting || (waiting > 0 && waitingBytes + bytes > maxWaitingBytes)) {
+        return Promise.reject(new InboxUnavailableError('full'));
+      }
       return new Promise<InboxWriteResult>((resolve, reject) => {
-        queue.push({ event, resolve, reject });
+        let settled = false;
+        const timer = setTimeout(() => {
+          settled = true;
+          // Still queued: it never reaches the database. Already in a flush: its row may
+          // still commit, and the sender's retry is then a duplicate (stored once).
+          const index = queue.indexOf(pending);
+          if (index >= 0) {
+            queue.splice(index, 1);
+            letGo(pending);
+          }
+          reject(new InboxUnavailableError('timeout'));
+        }, timeoutMs);
+        const pending: Pending = {
+          event,
+          bytes,
+          resolve: (result) => {
+            if (settled) return;
+            settled = true;
+            clearTimeout(timer);
+            resolve(result);
+          },
+          reject: (err) => {
+            if (settled) return;
+            settled = true;
+            clearTimeout(timer);
+            reject(err instanceof Error ? err : new Error(String(err)));
+          },
+        };
+        waiting += 1;
+        waitingBytes += bytes;
+        queue.push(pending);
         schedule();
       });
     },

@@ -3,7 +3,7 @@ import express, { type Express, type Request, type RequestHandler, type Response
 import type { z } from 'zod';
 import type { Config } from '../config.js';
 import type { Db } from '../db/database.js';
-import { createInboxWriter, type InboxWriter } from '../db/inbox-writer.js';
+import { createInboxWriter, InboxUnavailableError, type InboxWriter } from '../db/inbox-writer.js';
 import type { SystemName } from '../db/schema.js';
 import {
   AppError,
@@ -107,6 +107,8 @@ interface WebhookEvent {
   /** `data` exactly as sent. */
   data: Record<string, unknown>;
   record: Extract<ParsedWebhookData, { ok: true }>;
+  /** Size of the request body: what a waiting request holds counts against the inbox bound. */
+  bytes: number;
 }
 
 function webhookHandler(
@@ -266,6 +268,7 @@ function parseEvent(
       timestamp: envelope.data.timestamp,
       data,
       record,
+      bytes: body.length,
     },
   };
 }
@@ -280,23 +283,33 @@ async function storeEvent(
   const { system, logger, inbox } = endpoint;
   const { record } = event;
   try {
-    const { duplicate } = await inbox.write({
-      source: system,
-      origin: 'webhook',
-      eventId: event.eventId,
-      eventType: event.eventType,
-      recordType: record.recordType,
-      recordId: record.recordId,
-      parentId: record.parentId,
-      payload: event.data,
-      isThin: record.isThin,
-      occurredAt: toTimestamp(event.timestamp) ?? record.changedAt,
-    });
+    const { duplicate } = await inbox.write(
+      {
+        source: system,
+        origin: 'webhook',
+        eventId: event.eventId,
+        eventType: event.eventType,
+        recordType: record.recordType,
+        recordId: record.recordId,
+        parentId: record.parentId,
+        payload: event.data,
+        isThin: record.isThin,
+        occurredAt: toTimestamp(event.timestamp) ?? record.changedAt,
+      },
+      event.bytes,
+    );
     return { ok: true, value: duplicate };
   } catch (err) {
     // Not stored, so not accepted: the sender keeps the event and retries (Standard
     // Webhooks senders retry on any non-2xx). A 503 says "later", not "your fault".
-    logger.error({ err, system, requestId: requestIdOf(req) }, 'webhook could not be stored');
+    if (err instanceof InboxUnavailableError) {
+      logger.warn(
+        { system, requestId: requestIdOf(req), reason: err.reason },
+        'webhook not stored: the database is not taking rows',
+      );
+    } else {
+      logger.error({ err, system, requestId: requestIdOf(req) }, 'webhook could not be stored');
+    }
     res.setHeader('Retry-After', '5');
     return refuse(
       new StorageUnavailableError(
