@@ -368,8 +368,9 @@ export class Dispatcher {
       const record = await api.create(command.payload.body as Record<string, unknown>, {
         priority: 'write',
         parentId: command.parent_id,
-        // After a crash mid-send the POST may have landed: look the origin id up first.
-        lookupFirst: command.attempts > 1,
+        // An earlier attempt — before a crash, a lost answer, or the failure an operator
+        // replayed — may have landed: look the origin id up before every POST.
+        lookupFirst: true,
         // A wait (429, 5xx backoff) happens in the outbox, not here.
         once: true,
       });

@@ -1,3 +1,5 @@
+import { sql } from 'kysely';
+import request from 'supertest';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   seedEmployeePairs,
@@ -127,5 +129,46 @@ describe('a Tidsbanken update reads the record right before every PUT', () => {
       (r) => isPut(r) && answered(r) && JSON.stringify(r.body).includes('Fra PowerOffice'),
     );
     expect(putsOfOld).toEqual([]);
+  });
+});
+
+describe('creates look the origin id up before every POST', () => {
+  it('a replayed dead create whose POST had landed links the record instead of making a second one', async () => {
+    const token = 'outbox-edges-admin-token';
+    h = await startSyncHarness({
+      start: false,
+      env: { ADMIN_TOKEN: token, FLOW_ANSATT_EMPLOYEE_ON_UNMATCHED: 'create-in-poweroffice' },
+      seed: (tb) => {
+        tb.seedAnsatt({ Id: 7, Fornavn: 'Ny', Etternavn: 'Ansatt', Epost: 'ny@firma.no' });
+      },
+    });
+    const s = h;
+    // One attempt per command, so the create goes dead at its first failure.
+    await sql`alter table outbound_commands alter column max_attempts set default 1`.execute(
+      s.database.db,
+    );
+    // The POST lands, its answer is lost.
+    s.po.faults.inject(1, 'drop', {
+      match: (r) => r.method === 'POST' && r.path.endsWith('/Employees'),
+      process: true,
+    });
+    s.service.start();
+    const dead = await waitFor('the create to go dead', () =>
+      s.database.db
+        .selectFrom('outbound_commands')
+        .select('id')
+        .where('status', '=', 'dead')
+        .executeTakeFirst(),
+    );
+    expect(s.po.employees.size).toBe(1);
+    const replay = await request(s.app)
+      .post(`/admin/commands/${dead.id}/replay`)
+      .set('authorization', `Bearer ${token}`);
+    expect(replay.status).toBe(202);
+    await s.settle();
+    expect(s.po.employees.size).toBe(1);
+    expect(s.writes(s.po).filter((w) => w.method === 'POST')).toHaveLength(1);
+    const links = await s.database.db.selectFrom('links').select('tidsbanken_id').execute();
+    expect(links).toEqual([{ tidsbanken_id: '7' }]);
   });
 });
