@@ -183,7 +183,9 @@ async function main(): Promise<void> {
   const history = new Map<number, string[]>();
   const employeeOf = new Map<number, number>();
   for (const [id, e] of po.employees) employeeOf.set(e.Number as number, id);
+  // Lost and mismatched pairs and dead letters first: the duplicates can be many.
   const details: string[] = [];
+  const duplicateDetails: string[] = [];
   let converged = false;
 
   try {
@@ -323,7 +325,7 @@ async function main(): Promise<void> {
     for (const [key, n] of applied) {
       if (n > 1) {
         counts.duplicates += n - 1;
-        details.push(`written ${n}×: ${key}`);
+        duplicateDetails.push(`written ${n}×: ${key}`);
       }
       if (n > 2) counts.duplicatesBeyondOneResend += n - 2;
     }
@@ -412,7 +414,7 @@ async function main(): Promise<void> {
     converged,
     pass,
     counts,
-    details: details.slice(0, 50),
+    details: [...details, ...duplicateDetails].slice(0, 100),
     serviceLog: logPath,
     machine: machine(),
   };
@@ -455,7 +457,7 @@ async function main(): Promise<void> {
   process.stdout.write(
     `converged: ${converged} · ${pass ? 'PASS' : 'FAIL'} · seed ${SEED} · service log ${logPath}\n`,
   );
-  for (const d of details.slice(0, 30)) process.stdout.write(`  ${d}\n`);
+  for (const d of [...details, ...duplicateDetails].slice(0, 30)) process.stdout.write(`  ${d}\n`);
   process.exitCode = pass ? 0 : 1;
 }
 
