@@ -97,13 +97,20 @@ export function sampleDatabaseCpu(serverUrl: string, database: string, everyMs =
   const timer = setInterval(() => {
     running = running.then(sample, () => undefined);
   }, everyMs);
+  const total = () => +[...byPid.values()].reduce((a, b) => a + b, 0).toFixed(1);
   return {
+    /** CPU seconds so far (a fresh sample), for per-phase numbers. */
+    async now(): Promise<number> {
+      running = running.then(sample, () => undefined);
+      await running.catch(() => undefined);
+      return total();
+    },
     async stop(): Promise<number> {
       clearInterval(timer);
       await running.catch(() => undefined);
       await sample().catch(() => undefined);
       await client.end();
-      return +[...byPid.values()].reduce((a, b) => a + b, 0).toFixed(1);
+      return total();
     },
   };
 }

@@ -5,7 +5,8 @@
 //        DATABASE_URL (server; default postgres://postgres@127.0.0.1:5432/postgres),
 //        BENCH_RATE (requests/s for the fakes and our pacers, default 1000),
 //        BENCH_TIMEOUT_MS (default 20 min), BENCH_LOG_LEVEL (default warn; to stderr),
-//        BENCH_RESULT (file name of the result next to this script, default last-result.json)
+//        BENCH_RESULT (file name of the result next to this script, default last-result.json),
+//        BENCH_KEEP_DB=1 (keep the database afterwards, to look at its plans; drop it yourself)
 //
 // Seeds the fake APIs — in a process of their own (bench/lib/fakes-process.ts), so this
 // process's memory is the service's — with N Ansatte, N Kunder, N Employees, N Customers and
@@ -114,6 +115,8 @@ async function main(): Promise<void> {
 
     // Phase timings and peak RSS, sampled while the run goes.
     const phaseAt: Record<string, number> = {};
+    // CPU seconds of the service and of PostgreSQL when each phase began.
+    const phaseCpu: Record<string, Promise<{ service: number; postgres: number }>> = {};
     let peakRss = process.memoryUsage().rss;
     const sampler = setInterval(() => {
       peakRss = Math.max(peakRss, process.memoryUsage().rss);
@@ -121,10 +124,26 @@ async function main(): Promise<void> {
     const dbCpu = sampleDatabaseCpu(SERVER_URL, name);
     const cpuStart = process.cpuUsage();
     const start = performance.now();
+    const cpuNow = async () => {
+      const used = process.cpuUsage(cpuStart);
+      return { service: (used.user + used.system) / 1e6, postgres: await dbCpu.now() };
+    };
+    let lastPhase = '';
+    let printedAt = 0;
     reconciler.onProgress((p: ReconcileProgress) => {
       phaseAt[p.phase] ??= performance.now() - start;
+      phaseCpu[p.phase] ??= cpuNow();
+      // A line per phase change, else every 5 s (progress now moves page by page).
+      if (p.phase === lastPhase && performance.now() - printedAt < 5000) return;
+      lastPhase = p.phase;
+      printedAt = performance.now();
       process.stderr.write(
-        `  ${((performance.now() - start) / 1000).toFixed(1)}s ${p.phase} ${p.recordsRead} records read\n`,
+        `  ${((performance.now() - start) / 1000).toFixed(1)}s ${p.phase} ${p.recordsRead} read` +
+          (p.pending !== null ? ` · ${p.pending} pending` : '') +
+          (p.linking !== null
+            ? ` · ${p.linking.map((f) => `${f.flow} ${f.step} ${f.synced}/${f.linksMade}`).join(', ')}`
+            : '') +
+          '\n',
       );
     });
     const timeout = setTimeout(() => void reconciler.stop(), TIMEOUT_MS);
@@ -134,7 +153,32 @@ async function main(): Promise<void> {
     clearInterval(sampler);
     const cpu = process.cpuUsage(cpuStart);
     await worker.stop();
+    const cpuAt = Object.fromEntries(
+      await Promise.all(Object.entries(phaseCpu).map(async ([k, v]) => [k, await v] as const)),
+    );
     const postgresCpuSeconds = await dbCpu.stop();
+    // Per phase: wall seconds, service CPU seconds, PostgreSQL CPU seconds.
+    const phases = ['reading', 'draining', 'linking', 'done'];
+    const phaseCost = Object.fromEntries(
+      phases.slice(0, -1).flatMap((phase, i) => {
+        const from = cpuAt[phase];
+        const to = cpuAt[phases[i + 1]!];
+        if (from === undefined || to === undefined) return [];
+        return [
+          [
+            phase,
+            {
+              wallSeconds: +(
+                ((phaseAt[phases[i + 1]!] ?? 0) - (phaseAt[phase] ?? 0)) /
+                1000
+              ).toFixed(1),
+              serviceCpuSeconds: +(to.service - from.service).toFixed(1),
+              postgresCpuSeconds: +(to.postgres - from.postgres).toFixed(1),
+            },
+          ],
+        ];
+      }),
+    );
     const fakeStats = await fakes.stats();
     // Time spent waiting for the fakes' answers (reads run one at a time): not the engine's.
     const waits = await metrics.upstreamDuration.get();
@@ -169,6 +213,7 @@ async function main(): Promise<void> {
       phaseStartSeconds: Object.fromEntries(
         Object.entries(phaseAt).map(([k, v]) => [k, +(v / 1000).toFixed(1)]),
       ),
+      phaseCost,
       recordsPerSecond: Math.round(progress.recordsRead / (wallMs / 1000)),
       // Everything but waiting for the fakes' answers.
       engineSeconds: +(wallMs / 1000 - upstreamWaitSeconds).toFixed(1),
@@ -208,7 +253,8 @@ async function main(): Promise<void> {
     );
   } finally {
     await handle.close();
-    await admin(`drop database if exists ${name} with (force)`);
+    if (process.env.BENCH_KEEP_DB === '1') process.stderr.write(`kept database ${name}\n`);
+    else await admin(`drop database if exists ${name} with (force)`);
     await fakes.close();
   }
 }

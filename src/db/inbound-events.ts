@@ -291,6 +291,16 @@ export async function hasDueEvent(db: DbOrTrx): Promise<boolean> {
   return row !== undefined;
 }
 
+/** How many events up to `upToEventId` are still pending (a reconcile's drain progress). */
+export async function countPendingEvents(db: DbOrTrx, upToEventId?: string): Promise<number> {
+  let query = db
+    .selectFrom('inbound_events')
+    .select((eb) => eb.fn.countAll<string>().as('n'))
+    .where('status', '=', 'pending');
+  if (upToEventId !== undefined) query = query.where('id', '<=', upToEventId);
+  return Number((await query.executeTakeFirstOrThrow()).n);
+}
+
 /** Whether any event (up to `upToEventId`, when given) is pending, due or not. */
 export async function hasPendingEvent(db: DbOrTrx, upToEventId?: string): Promise<boolean> {
   let query = db.selectFrom('inbound_events').select('id').where('status', '=', 'pending').limit(1);

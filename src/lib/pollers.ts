@@ -109,7 +109,13 @@ export interface Poller {
   start(): void;
   stop(options?: { abort?: boolean }): Promise<void>;
   pollOnce(): Promise<PollResult>;
-  fullRead(options?: { origin?: 'poller' | 'reconcile' }): Promise<PollResult>;
+  fullRead(options?: FullReadOptions): Promise<PollResult>;
+}
+
+export interface FullReadOptions {
+  origin?: 'poller' | 'reconcile';
+  /** Told the running totals after each page is stored (a reconcile's progress). */
+  onPage?: (read: { pages: number; records: number; inserted: number }) => void;
 }
 
 export class ChangePoller<T = unknown> implements Poller {
@@ -176,15 +182,15 @@ export class ChangePoller<T = unknown> implements Poller {
 
   /** One incremental poll (a full read when no cursor is stored yet). Rejects on failure. */
   pollOnce(): Promise<PollResult> {
-    return this.exclusive(() => this.run(false, 'poller'));
+    return this.exclusive(() => this.run(false, 'poller', undefined));
   }
 
   /**
    * Reads everything now, whatever the cursor, and stamps full_read_at. The reconcile
    * feature uses this with origin 'reconcile'.
    */
-  fullRead(options: { origin?: 'poller' | 'reconcile' } = {}): Promise<PollResult> {
-    return this.exclusive(() => this.run(true, options.origin ?? 'poller'));
+  fullRead(options: FullReadOptions = {}): Promise<PollResult> {
+    return this.exclusive(() => this.run(true, options.origin ?? 'poller', options.onPage));
   }
 
   private scheduleNext(delayMs: number): void {
@@ -213,7 +219,11 @@ export class ChangePoller<T = unknown> implements Poller {
     return next;
   }
 
-  private async run(forceFull: boolean, origin: 'poller' | 'reconcile'): Promise<PollResult> {
+  private async run(
+    forceFull: boolean,
+    origin: 'poller' | 'reconcile',
+    onPage: FullReadOptions['onPage'],
+  ): Promise<PollResult> {
     const { system, recordType } = this;
     this.readsBegun++;
     try {
@@ -291,6 +301,7 @@ export class ChangePoller<T = unknown> implements Poller {
             );
           }
         }
+        onPage?.({ pages, records, inserted });
       }
 
       const cursor = maxChanged !== undefined ? new Date(maxChanged).toISOString() : undefined;

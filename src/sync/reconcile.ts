@@ -10,6 +10,7 @@ import {
 import type { ReconcileRunRow } from '../db/schema.js';
 import type { Logger } from '../lib/logger.js';
 import type { Poller } from '../lib/pollers.js';
+import type { SweepFlowProgress } from './sweep.js';
 
 // Reconcile (POST /admin/reconcile, README "Reconcile"): read both systems in full, then match and
 // sync. It only adds inbox events (through each poller's own full read, so every request is
@@ -30,13 +31,19 @@ export interface ReconcileEngine {
   /** Resolves once every inbox event up to `upToEventId` is processed (done or dead). */
   waitForInboxDrained(
     db: Db,
-    options: { upToEventId?: string; timeoutMs?: number; signal?: AbortSignal },
+    options: {
+      upToEventId?: string;
+      timeoutMs?: number;
+      signal?: AbortSignal;
+      onPending?: (pending: number) => void;
+    },
   ): Promise<void>;
   /** Matches every unlinked mirror record, queues first-sync commands, opens the gate. */
   runLinkSweep(deps: {
     db: Db;
     logger: Logger;
     config: Readonly<Config>;
+    onProgress?: (flows: SweepFlowProgress[]) => void;
   }): Promise<{ linksMade: number; conflicts: number; commandsQueued: number }>;
   /** Reopens the gate without a sweep (a failed run); a sweep is run instead when absent. */
   openLinkGate?(db: Db): Promise<void>;
@@ -60,6 +67,10 @@ export interface ReconcileProgress {
   /** One entry per system and record type, in read order. */
   read: ReconcileReadProgress[];
   recordsRead: number;
+  /** While draining: inbox events read by this run that the worker has not processed yet. */
+  pending: number | null;
+  /** While linking (and after): each flow's step and counts. */
+  linking: SweepFlowProgress[] | null;
   linksMade: number | null;
   conflicts: number | null;
   commandsQueued: number | null;
@@ -159,6 +170,8 @@ export class Reconciler {
         inserted: 0,
       })),
       recordsRead: 0,
+      pending: null,
+      linking: null,
       linksMade: null,
       conflicts: null,
       commandsQueued: null,
@@ -175,16 +188,38 @@ export class Reconciler {
 
     // Progress writes are serialized (last one wins in order) and never fail the run.
     let writes: Promise<void> = Promise.resolve();
-    const save = (): Promise<void> => {
+    let savedAt = 0;
+    let trailing: NodeJS.Timeout | undefined;
+    const notify = (): ReconcileProgress => {
       progress.heartbeatAt = new Date().toISOString();
       const snapshot = structuredClone(progress);
       for (const listener of this.listeners) listener(snapshot);
+      return snapshot;
+    };
+    const store = (snapshot: ReconcileProgress): Promise<void> => {
+      savedAt = Date.now();
+      clearTimeout(trailing);
+      trailing = undefined;
       writes = writes
         .then(() => updateReconcileProgress(db, run.id, snapshot))
         .catch((err: unknown) => {
           logger.warn({ err }, 'could not store reconcile progress');
         });
       return writes;
+    };
+    const save = (): Promise<void> => store(notify());
+    // Counts that move often (pages, events left, first-sync batches) reach the listeners at
+    // once and the database at most about once a second (the last one always); phase changes
+    // are stored at once.
+    const saveSoon = (): void => {
+      const snapshot = notify();
+      const wait = savedAt + 1000 - Date.now();
+      if (wait <= 0) {
+        void store(snapshot);
+        return;
+      }
+      trailing ??= setTimeout(() => void save(), wait);
+      trailing.unref();
     };
     const heartbeat = setInterval(() => void save(), this.heartbeatMs);
     heartbeat.unref();
@@ -207,7 +242,13 @@ export class Reconciler {
         entry.status = 'reading';
         await save();
         try {
-          const result = await poller.fullRead({ origin: 'reconcile' });
+          const result = await poller.fullRead({
+            origin: 'reconcile',
+            onPage: (read) => {
+              Object.assign(entry, read);
+              saveSoon();
+            },
+          });
           Object.assign(entry, {
             status: 'done',
             pages: result.pages,
@@ -231,11 +272,24 @@ export class Reconciler {
         ...(upToEventId !== undefined ? { upToEventId } : {}),
         timeoutMs: this.drainTimeoutMs,
         signal,
+        onPending: (pending) => {
+          progress.pending = pending;
+          saveSoon();
+        },
       });
 
       progress.phase = 'linking';
+      progress.pending = 0;
       await save();
-      const sweep = await engine.runLinkSweep({ db, logger, config: this.deps.config });
+      const sweep = await engine.runLinkSweep({
+        db,
+        logger,
+        config: this.deps.config,
+        onProgress: (flows) => {
+          progress.linking = flows;
+          saveSoon();
+        },
+      });
       gateClosed = false;
       progress.linksMade = sweep.linksMade;
       progress.conflicts = sweep.conflicts;
@@ -265,6 +319,7 @@ export class Reconciler {
       }
     } finally {
       clearInterval(heartbeat);
+      clearTimeout(trailing);
       await writes;
     }
   }

@@ -1,6 +1,6 @@
 import type { Config } from '../config.js';
 import type { Db, DbOrTrx } from '../db/database.js';
-import { hasDueEvent, hasPendingEvent } from '../db/inbound-events.js';
+import { countPendingEvents, hasDueEvent, hasPendingEvent } from '../db/inbound-events.js';
 import { getMaxLinkId } from '../db/links.js';
 import { haveFullReads } from '../db/poller-cursors.js';
 import { analyzeMirror } from '../db/records.js';
@@ -38,15 +38,33 @@ export async function openLinkGate(db: Db): Promise<void> {
   await setSyncState(db, GATE, { open: true, openedAt: new Date().toISOString() });
 }
 
-/** Waits until no event (up to `upToEventId`, when given) is pending in the inbox. */
+/**
+ * Waits until no event (up to `upToEventId`, when given) is pending in the inbox. `onPending`
+ * is told how many are left, about every `reportMs` (a count, so not on every look).
+ */
 export async function waitForInboxDrained(
   db: Db,
-  options: { upToEventId?: string; timeoutMs?: number; signal?: AbortSignal; pollMs?: number } = {},
+  options: {
+    upToEventId?: string;
+    timeoutMs?: number;
+    signal?: AbortSignal;
+    pollMs?: number;
+    onPending?: (pending: number) => void;
+    reportMs?: number;
+  } = {},
 ): Promise<void> {
   const deadline = Date.now() + (options.timeoutMs ?? 30 * 60 * 1000);
+  let reportedAt = 0;
   for (;;) {
     options.signal?.throwIfAborted();
-    if (!(await hasPendingEvent(db, options.upToEventId))) return;
+    if (!(await hasPendingEvent(db, options.upToEventId))) {
+      options.onPending?.(0);
+      return;
+    }
+    if (options.onPending !== undefined && Date.now() - reportedAt >= (options.reportMs ?? 1000)) {
+      reportedAt = Date.now();
+      options.onPending(await countPendingEvents(db, options.upToEventId));
+    }
     if (Date.now() > deadline) throw new Error('timed out waiting for the inbox to drain');
     await new Promise((r) => setTimeout(r, options.pollMs ?? 200));
   }
@@ -56,6 +74,21 @@ export interface SweepDeps {
   db: Db;
   config: Readonly<Config>;
   logger: Logger;
+  /** Told each flow's progress whenever a step or a first-sync batch ends. */
+  onProgress?: (flows: SweepFlowProgress[]) => void;
+}
+
+/** Where the sweep is in one flow (GET /admin/reconcile while `linking`). */
+export interface SweepFlowProgress {
+  flow: string;
+  step: 'waiting' | 'matching' | 'first-sync' | 'done';
+  /** Links made by merge rule or origin id. */
+  linksMade: number;
+  /** Records left unlinked with an ambiguous_match conflict (open). */
+  ambiguous: number;
+  /** New links whose first sync is done, of `linksMade`. */
+  synced: number;
+  commandsQueued: number;
 }
 
 export interface SweepResult {
@@ -95,12 +128,37 @@ export async function runLinkSweep(deps: SweepDeps): Promise<SweepResult> {
   try {
     // Links made from here on are this sweep's: they get their first sync below.
     const before = await getMaxLinkId(db);
+    const progress: SweepFlowProgress[] = FLOWS.map((flow) => ({
+      flow: flow.id,
+      step: 'waiting',
+      linksMade: 0,
+      ambiguous: 0,
+      synced: 0,
+      commandsQueued: 0,
+    }));
+    const report = () => deps.onProgress?.(progress.map((p) => ({ ...p })));
     await analyzeMirror(db);
-    for (const flow of FLOWS) {
-      add(result, await linkFlow(deps, flow));
-      const synced = await syncNewLinks(deps, flow, before, (progress) => {
-        logger.info({ flow: flow.id, ...progress }, 'link sweep: first sync in progress');
+    for (const [index, flow] of FLOWS.entries()) {
+      const entry = progress[index]!;
+      entry.step = 'matching';
+      report();
+      const linked = await linkFlow(deps, flow);
+      add(result, linked);
+      Object.assign(entry, {
+        step: 'first-sync',
+        linksMade: linked.linksMade,
+        ambiguous: linked.conflicts,
+        commandsQueued: linked.commandsQueued,
       });
+      report();
+      const synced = await syncNewLinks(deps, flow, before, (batch) => {
+        entry.synced = batch.synced;
+        entry.commandsQueued = linked.commandsQueued + batch.commandsQueued;
+        report();
+        logger.info({ flow: flow.id, ...batch }, 'link sweep: first sync in progress');
+      });
+      entry.step = 'done';
+      report();
       result.commandsQueued += synced.commandsQueued;
       result.conflicts += synced.conflicts;
     }

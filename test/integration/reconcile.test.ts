@@ -9,7 +9,7 @@ import { Pacer } from '../../src/lib/pacer.js';
 import type { Poller } from '../../src/lib/pollers.js';
 import { PowerOfficeClient } from '../../src/poweroffice/client.js';
 import { createPowerOfficePollers } from '../../src/poweroffice/poller.js';
-import { Reconciler } from '../../src/sync/reconcile.js';
+import { Reconciler, type ReconcileProgress } from '../../src/sync/reconcile.js';
 import { isLinkGateOpen, linkGateEngine } from '../../src/sync/sweep.js';
 import { startSyncWorker, type SyncWorker } from '../../src/sync/worker.js';
 import { TidsbankenClient } from '../../src/tidsbanken/client.js';
@@ -348,5 +348,63 @@ describe('reconcile over HTTP', () => {
       kind: 'event',
       detail: { origin: 'reconcile' },
     });
+  });
+  it('progress moves while a phase runs: pages per type, events left to drain, and per flow links made and first-synced', async () => {
+    for (let i = 1; i <= 5; i++) {
+      tb.seedAnsatt({ Id: i, Fornavn: `A${i}`, Epost: `a${i}@example.no`, Tittel: `T${i}` });
+      po.seedEmployee({ Number: i, FirstName: `E${i}`, EmailAddress: `a${i}@example.no` });
+    }
+    tb.seedKunde({ Id: 'K1', Navn: 'Dup AS', Epost: 'dup@example.no' });
+    tb.seedKunde({ Id: 'K2', Navn: 'Dup AS', Epost: 'dup@example.no' });
+    po.seedCustomer({ Name: 'Dup AS', EmailAddress: 'dup@example.no' });
+    const { app, reconciler, startWorker } = setup();
+    const seen: ReconcileProgress[] = [];
+    reconciler.onProgress((p) => seen.push(p));
+
+    await request(app).post('/admin/reconcile').set(auth).expect(202);
+    // No worker yet: the run waits in 'draining', and says how many events are left.
+    let draining = await request(app).get('/admin/reconcile').set(auth);
+    for (let i = 0; i < 400 && draining.body.progress.pending !== 13; i++) {
+      await new Promise((r) => setTimeout(r, 20));
+      draining = await request(app).get('/admin/reconcile').set(auth);
+    }
+    expect(draining.body.progress).toMatchObject({ phase: 'draining', pending: 13 });
+    await expectDocumentedResponse('GET', '/admin/reconcile', draining);
+    // A type still being read already showed its pages (pages of 2: 5 Ansatte take 3).
+    expect(
+      seen.some((p) => p.read.some((r) => r.status === 'reading' && r.pages > 0 && r.records > 0)),
+    ).toBe(true);
+
+    startWorker();
+    const done = await waitForFinished(app);
+    await expectDocumentedResponse('GET', '/admin/reconcile', done);
+    expect(done.body.progress).toMatchObject({ phase: 'done', pending: 0, linksMade: 5 });
+    const byFlow = Object.fromEntries(
+      (done.body.progress.linking as { flow: string }[]).map((f) => [f.flow, f]),
+    );
+    const employeeCommands = await database.db
+      .selectFrom('outbound_commands')
+      .select('id')
+      .where('flow', '=', 'ansatt-employee')
+      .execute();
+    expect(employeeCommands.length).toBeGreaterThan(0);
+    expect(byFlow['ansatt-employee']).toEqual({
+      flow: 'ansatt-employee',
+      step: 'done',
+      linksMade: 5,
+      ambiguous: 0,
+      synced: 5,
+      commandsQueued: employeeCommands.length,
+    });
+    expect(byFlow['kunde-customer']).toMatchObject({
+      step: 'done',
+      linksMade: 0,
+      ambiguous: 3,
+      synced: 0,
+    });
+    // The listeners saw the sweep under way, flow by flow.
+    expect(
+      seen.some((p) => p.phase === 'linking' && p.linking?.some((f) => f.step !== 'done')),
+    ).toBe(true);
   });
 });
