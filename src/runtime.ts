@@ -40,6 +40,8 @@ export interface RuntimeOptions {
   workerIdleMs?: number;
   /** How often a running reconcile stores its progress (the reconcile command: often). */
   reconcileHeartbeatMs?: number;
+  /** Delay before the first retention pass (tests: 0). */
+  retentionFirstRunMs?: number;
 }
 
 export interface Runtime {
@@ -138,6 +140,7 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     workerIdleMs: options.workerIdleMs,
     // A failed command backs off in the outbox as a request would in the client.
     commandBackoffBaseMs: options.clientOptions?.backoffBaseMs,
+    retentionFirstRunMs: options.retentionFirstRunMs,
   });
   const appDeps = {
     config,

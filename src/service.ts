@@ -7,6 +7,7 @@ import type { Logger } from './lib/logger.js';
 import type { Metrics } from './lib/metrics.js';
 import type { Pacer } from './lib/pacer.js';
 import { stopPollers, type Poller } from './lib/pollers.js';
+import { startRetention, type RetentionJob } from './lib/retention.js';
 import { Dispatcher } from './sync/dispatcher.js';
 import type { Reconciler } from './sync/reconcile.js';
 import { startSyncWorker, type Clients, type SyncWorker } from './sync/worker.js';
@@ -34,6 +35,8 @@ export interface ServiceDeps {
   workerIdleMs?: number | undefined;
   /** Base of a failed command's backoff in the outbox (tests: shorter). */
   commandBackoffBaseMs?: number | undefined;
+  /** Delay before the first retention pass (tests: 0). */
+  retentionFirstRunMs?: number | undefined;
 }
 
 export interface Service {
@@ -69,6 +72,7 @@ export function createService(deps: ServiceDeps): Service {
   const sweep = { fullReads: pollers.map((p) => ({ system: p.system, recordType: p.recordType })) };
 
   let worker: SyncWorker | undefined;
+  let retention: RetentionJob | undefined;
   const leaderships: Leadership[] = [];
   const leaderOf: Partial<Record<SystemName, Leadership>> = {};
   const stopAborts: AbortController[] = [];
@@ -149,8 +153,19 @@ export function createService(deps: ServiceDeps): Service {
         metrics.watchLeader(system, () => leadership.isLeader);
         leadership.start();
       }
+      // One replica prunes: the leader of the first system that is on (with none on, every
+      // replica may; the deletes skip rows another one holds).
+      retention = startRetention({
+        db,
+        logger: logger.child({ module: 'retention' }),
+        metrics,
+        retentionDays: config.retentionDays,
+        leads: () => leaderships[0]?.isLeader ?? true,
+        ...(deps.retentionFirstRunMs !== undefined ? { firstRunMs: deps.retentionFirstRunMs } : {}),
+      });
     },
     async stop() {
+      await retention?.stop();
       for (const abort of stopAborts) abort.abort();
       await reconciler.stop?.();
       await Promise.all(leaderships.map((l) => l.stop()));

@@ -1,3 +1,4 @@
+import { sql } from 'kysely';
 import type { DbOrTrx } from './database.js';
 import type { RecordKey } from './records.js';
 import type { AuditEntryRow, SystemName } from './schema.js';
@@ -64,4 +65,17 @@ export async function listRecordAudit(
     .orderBy('id', 'desc')
     .limit(limit)
     .execute();
+}
+
+/**
+ * Retention: deletes those of the `limit` oldest audit entries (by id, the primary key: ids
+ * grow with time, so no index on created_at is needed) written more than `days` days ago;
+ * returns how many.
+ */
+export async function pruneAuditEntries(db: DbOrTrx, days: number, limit: number): Promise<number> {
+  const result = await sql`
+    delete from audit_entries where id in (
+      select id from (select id, created_at from audit_entries order by id limit ${limit}) oldest
+       where created_at < now() - ${days}::int * interval '1 day')`.execute(db);
+  return Number(result.numAffectedRows ?? 0);
 }

@@ -613,3 +613,27 @@ export async function supersedePendingCommandsOfLink(
     .execute();
   return rows.map((r) => r.id);
 }
+
+/**
+ * Retention: deletes up to `limit` finished commands last changed more than `days` days ago,
+ * oldest first (index outbound_commands_finished); returns how many. Finished: superseded,
+ * dropped, and updates sent or recorded in dry run. Creates that were sent or recorded are
+ * kept (they say which records this service made, and stop the same record being created
+ * twice), as are pending, sending and dead commands. Rows another transaction holds are skipped.
+ */
+export async function pruneFinishedCommands(
+  db: DbOrTrx,
+  days: number,
+  limit: number,
+): Promise<number> {
+  const result = await sql`
+    delete from outbound_commands where id in (
+      select id from outbound_commands
+       where (status in ('superseded', 'dropped')
+              or (operation = 'update' and status in ('sent', 'dry_run')))
+         and updated_at < now() - ${days}::int * interval '1 day'
+       order by updated_at
+       limit ${limit}
+       for update skip locked)`.execute(db);
+  return Number(result.numAffectedRows ?? 0);
+}

@@ -429,3 +429,23 @@ export async function listInboundEvents(
     .limit(filter.limit + 1)
     .execute();
 }
+
+/**
+ * Retention: deletes up to `limit` events processed more than `days` days ago, oldest first
+ * (index inbound_events_done); returns how many. A row another transaction holds is skipped,
+ * so this never waits on live work. Pending and dead events (rejected records too) are kept.
+ */
+export async function pruneProcessedEvents(
+  db: DbOrTrx,
+  days: number,
+  limit: number,
+): Promise<number> {
+  const result = await sql`
+    delete from inbound_events where id in (
+      select id from inbound_events
+       where status = 'done' and processed_at < now() - ${days}::int * interval '1 day'
+       order by processed_at
+       limit ${limit}
+       for update skip locked)`.execute(db);
+  return Number(result.numAffectedRows ?? 0);
+}

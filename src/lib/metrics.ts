@@ -88,6 +88,12 @@ export function createMetrics() {
     labelNames: ['system', 'operation', 'result'] as const,
     registers,
   });
+  const retentionPruned = new Counter({
+    name: 'tbpo_retention_pruned_rows_total',
+    help: 'Rows deleted by retention (RETENTION_DAYS), by table: inbound_events, outbound_commands, audit_entries.',
+    labelNames: ['table'] as const,
+    registers,
+  });
 
   // Read at scrape time from whatever holds each system's leadership (registered by the
   // service for each system that is on), so the gauge cannot drift from the truth.
@@ -112,6 +118,7 @@ export function createMetrics() {
     pacerWait,
     eventsProcessed,
     commandsSent,
+    retentionPruned,
     watchLeader,
     httpRequests,
     httpDuration,
