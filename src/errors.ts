@@ -1,19 +1,23 @@
 // A small AppError hierarchy. The error handler (http/error-handler.ts) is the one place
-// these become HTTP; codes are a closed union so clients can branch on them.
+// these become HTTP; codes are a closed union so clients can branch on them (openapi.yaml
+// lists the same values as ErrorCode; a unit test holds them together).
 
-export type ErrorCode =
-  | 'bad_request'
-  | 'validation_failed'
-  | 'invalid_json'
-  | 'unauthorized'
-  | 'not_found'
-  | 'payload_too_large'
-  | 'unsupported_media_type'
-  | 'not_configured'
-  | 'storage_unavailable'
-  | 'conflict'
-  | 'upstream_error'
-  | 'internal';
+export const ERROR_CODES = [
+  'bad_request',
+  'validation_failed',
+  'invalid_json',
+  'unauthorized',
+  'not_found',
+  'payload_too_large',
+  'unsupported_media_type',
+  'not_configured',
+  'not_ready',
+  'storage_unavailable',
+  'conflict',
+  'upstream_error',
+  'internal',
+] as const;
+export type ErrorCode = (typeof ERROR_CODES)[number];
 
 export class AppError extends Error {
   constructor(

@@ -89,8 +89,6 @@ export interface WebhookShape {
   thin: z.ZodType;
   /** Key fields: a `data` holding nothing known besides these is thin. */
   keyFields: readonly string[];
-  /** Whether keys are read with the first letter upper-cased (PowerOffice). */
-  pascal: boolean;
 }
 
 export interface RecordAdapter {

@@ -1,6 +1,6 @@
 import type { ErrorRequestHandler, RequestHandler } from 'express';
 import { STATUS_CODES } from 'node:http';
-import { AppError } from '../errors.js';
+import { AppError, type ErrorCode } from '../errors.js';
 import type { Logger } from '../lib/logger.js';
 import { sendProblem } from './problem.js';
 
@@ -33,7 +33,7 @@ export function errorHandler(logger: Logger): ErrorRequestHandler {
     const status = httpStatusOf(err);
     if (status !== undefined && status >= 400 && status < 500) {
       const type = (err as { type?: unknown }).type;
-      const [code, detail] =
+      const [code, detail]: [ErrorCode, string] =
         status === 413
           ? ['payload_too_large', 'The request body is larger than the limit.']
           : status === 415

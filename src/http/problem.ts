@@ -1,12 +1,13 @@
 import type { Response } from 'express';
+import type { ErrorCode } from '../errors.js';
 
 export const PROBLEM_CONTENT_TYPE = 'application/problem+json';
 
-/** RFC 9457 problem details. `type` is a stable URN per error code. */
+/** RFC 9457 problem details: `code` to branch on, and `type`, the same as a stable URN. */
 export function sendProblem(
   res: Response,
   status: number,
-  code: string,
+  code: ErrorCode,
   title: string,
   detail: string,
   extra: Record<string, unknown> = {},
@@ -17,6 +18,7 @@ export function sendProblem(
     .send(
       JSON.stringify({
         type: `urn:tidsbanken-poweroffice-sync:problem:${code}`,
+        code,
         title,
         status,
         detail,

@@ -9,8 +9,7 @@ import { RECORD_ADAPTERS, recordTypesOf } from '../record-types.js';
 // Full or thin: a `data` object is THIN when it holds no field of the record's schema other
 // than its key fields (`Id`; contact persons `Id` + `ContactId`). Unknown extra fields
 // (`@odata.etag`, a sender's own notes) do not make it full, because the worker could not
-// map them anyway; they are still stored. PowerOffice keys are matched case-insensitively
-// on the first letter, as the PowerOffice record schemas read them.
+// map them anyway; they are still stored. Keys are matched exactly as openapi.yaml names them.
 
 const ACTIONS = ['created', 'updated', 'deleted'] as const;
 export type WebhookEventType = `${RecordType}.${(typeof ACTIONS)[number]}`;
@@ -25,10 +24,11 @@ function eventTypesOf(system: SystemName): [WebhookEventType, ...WebhookEventTyp
 export const TIDSBANKEN_EVENT_TYPES = eventTypesOf('tidsbanken');
 export const POWEROFFICE_EVENT_TYPES = eventTypesOf('poweroffice');
 
+// Optional, but when present a date-time (null is not "absent": openapi.yaml says string).
 const timestamp = z.iso
   .datetime({ offset: true, error: 'must be an ISO 8601 date-time with a time zone' })
   .refine((v) => Number.isFinite(Date.parse(v)), { error: 'must be a real date-time' })
-  .nullish();
+  .optional();
 
 // A loose object: extra envelope fields are kept (and ignored).
 const data = z.record(z.string(), z.unknown(), { error: 'must be a JSON object' });
@@ -68,42 +68,37 @@ interface RecordKind {
   keys: readonly string[];
   /** Every field the full schema knows, key fields included. */
   known: ReadonlySet<string>;
-  /** Whether keys are read with the first letter upper-cased (PowerOffice). */
-  pascal: boolean;
 }
 
 function shapeKeys(schema: z.ZodType): ReadonlySet<string> {
-  // EmployeeSchema etc. are z.preprocess(pascalKeys, object): the object is the pipe's `out`.
+  // EmployeeWebhookSchema etc. are z.preprocess(…, object): the object is the pipe's `out`.
   const object =
     schema instanceof z.ZodPipe ? (schema.out as unknown as z.ZodObject) : (schema as z.ZodObject);
   return new Set(Object.keys(object.shape));
 }
 
 function kindOf(adapter: RecordAdapter): RecordKind {
-  const { full, thin, keyFields, pascal } = adapter.webhook;
-  return { adapter, full, thin, keys: keyFields, known: shapeKeys(full), pascal };
+  const { full, thin, keyFields } = adapter.webhook;
+  return { adapter, full, thin, keys: keyFields, known: shapeKeys(full) };
 }
 
 export const RECORD_KINDS = Object.fromEntries(
   Object.entries(RECORD_ADAPTERS).map(([type, adapter]) => [type, kindOf(adapter)]),
 ) as Record<RecordType, RecordKind>;
 
-function pascal(key: string): string {
-  return key.length > 0 ? key[0]!.toUpperCase() + key.slice(1) : key;
-}
-
-/** The field names of `data` as the record schema reads them. */
-function schemaKeys(kind: RecordKind, record: Record<string, unknown>): string[] {
-  return Object.keys(record).map((k) => (kind.pascal ? pascal(k) : k));
-}
-
 export function isThinRecord(kind: RecordKind, record: Record<string, unknown>): boolean {
-  return !schemaKeys(kind, record).some((k) => kind.known.has(k) && !kind.keys.includes(k));
+  return !Object.keys(record).some((k) => kind.known.has(k) && !kind.keys.includes(k));
 }
 
 export type ParsedWebhookData =
   | {
       ok: true;
+      /**
+       * `data` to store: as sent, except a key field sent as text that the record's schema
+       * reads as a number (an Ansatt `Id` of "100"), which is stored as that number, as the
+       * API itself gives it.
+       */
+      payload: Record<string, unknown>;
       recordType: RecordType;
       recordId: string;
       parentId: string | null;
@@ -144,12 +139,25 @@ export function parseWebhookData(
   const parentId = parentIdOf(kind.adapter, value);
   return {
     ok: true,
+    payload: withNumericKeys(kind, record, value),
     recordType,
     recordId,
     parentId,
     isThin,
     changedAt: toTimestamp(value[kind.adapter.updatedAtField]),
   };
+}
+
+function withNumericKeys(
+  kind: RecordKind,
+  sent: Record<string, unknown>,
+  parsed: Record<string, unknown>,
+): Record<string, unknown> {
+  const numeric = kind.keys.filter(
+    (k) => typeof sent[k] === 'string' && typeof parsed[k] === 'number',
+  );
+  if (numeric.length === 0) return sent;
+  return { ...sent, ...Object.fromEntries(numeric.map((k) => [k, parsed[k]])) };
 }
 
 /**

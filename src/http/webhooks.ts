@@ -103,8 +103,8 @@ const refuse = (error: AppError): { ok: false; error: AppError } => ({ ok: false
 interface WebhookEvent {
   eventId: string;
   eventType: WebhookEventType;
-  timestamp: string | null | undefined;
-  /** `data` exactly as sent. */
+  timestamp: string | undefined;
+  /** `data` as stored (see parseWebhookData). */
   data: Record<string, unknown>;
   record: Extract<ParsedWebhookData, { ok: true }>;
   /** Size of the request body: what a waiting request holds counts against the inbox bound. */
@@ -253,8 +253,8 @@ function parseEvent(
   if (!envelope.success) {
     return refuse(rejected(endpoint, 'schema', schemaError(envelope.error.issues, [])));
   }
-  // Store `data` exactly as sent (key case, unknown fields, number vs string ids); the
-  // schemas only vouch for it and pull out the keys.
+  // Store `data` as sent (key case, unknown fields, a Kunde's number or string id); the
+  // schemas vouch for it and pull out the keys (see parseWebhookData for the one exception).
   const data = (json.value as { data: Record<string, unknown> }).data;
   const record = parseWebhookData(envelope.data.type, data);
   if (!record.ok) {
@@ -266,7 +266,7 @@ function parseEvent(
       eventId,
       eventType: envelope.data.type,
       timestamp: envelope.data.timestamp,
-      data,
+      data: record.payload,
       record,
       bytes: body.length,
     },

@@ -3,7 +3,7 @@ import { emailKey } from '../sync/normalize.js';
 import { formatPowerOfficeSince } from './client.js';
 import { toJsonPatch, toPostBody } from './fields.js';
 import { firstNationalIdKey } from './keys.js';
-import { ContactPersonRefSchema, ContactPersonSchema } from './schemas.js';
+import { ContactPersonRefSchema, ContactPersonWebhookSchema } from './schemas.js';
 
 // ContactPerson (`/ContactPersons/{contactId}/{id}`): every path carries the parent customer
 // or supplier (ContactId). Created with ExternalCode as its origin id.
@@ -26,10 +26,9 @@ export const contactPersonAdapter = {
     number: [],
   },
   webhook: {
-    full: ContactPersonSchema,
+    full: ContactPersonWebhookSchema,
     thin: ContactPersonRefSchema,
     keyFields: ['Id', 'ContactId'],
-    pascal: true,
   },
   formatSince: formatPowerOfficeSince,
   createBody: toPostBody,

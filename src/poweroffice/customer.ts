@@ -2,7 +2,7 @@ import type { RecordAdapter } from '../record-adapter.js';
 import { formatPowerOfficeSince } from './client.js';
 import { toJsonPatch, toPostBody } from './fields.js';
 import { numberedContactKeys } from './keys.js';
-import { CustomerSchema, PowerOfficeRefSchema } from './schemas.js';
+import { CustomerWebhookSchema, PowerOfficeRefSchema } from './schemas.js';
 
 // Customer (`/Customers`). Created with ExternalImportReference as its origin id.
 
@@ -12,7 +12,7 @@ export const customerAdapter = {
   label: 'Customer',
   updatedAtField: 'LastChangedDateTimeOffset',
   ...numberedContactKeys,
-  webhook: { full: CustomerSchema, thin: PowerOfficeRefSchema, keyFields: ['Id'], pascal: true },
+  webhook: { full: CustomerWebhookSchema, thin: PowerOfficeRefSchema, keyFields: ['Id'] },
   formatSince: formatPowerOfficeSince,
   createBody: toPostBody,
   connect: ({ poweroffice: client }) =>

@@ -2,7 +2,7 @@ import type { RecordAdapter } from '../record-adapter.js';
 import { formatPowerOfficeSince } from './client.js';
 import { toJsonPatch, toPostBody } from './fields.js';
 import { numberedContactKeys } from './keys.js';
-import { EmployeeSchema, PowerOfficeRefSchema } from './schemas.js';
+import { EmployeeWebhookSchema, PowerOfficeRefSchema } from './schemas.js';
 
 // Employee (`/Employees`). Created with ExternalImportReference as its origin id.
 
@@ -12,7 +12,7 @@ export const employeeAdapter = {
   label: 'Employee',
   updatedAtField: 'LastChangedDateTimeOffset',
   ...numberedContactKeys,
-  webhook: { full: EmployeeSchema, thin: PowerOfficeRefSchema, keyFields: ['Id'], pascal: true },
+  webhook: { full: EmployeeWebhookSchema, thin: PowerOfficeRefSchema, keyFields: ['Id'] },
   formatSince: formatPowerOfficeSince,
   createBody: toPostBody,
   connect: ({ poweroffice: client }) =>

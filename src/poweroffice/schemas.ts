@@ -90,9 +90,17 @@ const ContactPersonObject = z.looseObject({
 export const ContactPersonSchema = z.preprocess(pascalKeys, ContactPersonObject);
 export type ContactPerson = z.infer<typeof ContactPersonObject>;
 
-/** Thin references, completed with a GET before processing. */
-export const PowerOfficeRefSchema = z.preprocess(pascalKeys, z.looseObject({ Id: int64 }));
-export const ContactPersonRefSchema = z.preprocess(
-  pascalKeys,
-  z.looseObject({ Id: int64, ContactId: int64 }),
-);
+// Webhook `data` (openapi.yaml): top-level keys exactly as the API spells them, so a body
+// means the same to the spec and to us (`{"id": 5}` has no `Id`); nested objects (MailAddress)
+// are read case-insensitively, as in API answers.
+function pascalNestedKeys(value: unknown): unknown {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) return value;
+  return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, pascalKeys(v)]));
+}
+export const EmployeeWebhookSchema = z.preprocess(pascalNestedKeys, EmployeeObject);
+export const CustomerWebhookSchema = z.preprocess(pascalNestedKeys, CustomerObject);
+export const ContactPersonWebhookSchema = z.preprocess(pascalNestedKeys, ContactPersonObject);
+
+/** Thin webhook references, completed with a GET before processing. */
+export const PowerOfficeRefSchema = z.looseObject({ Id: int64 });
+export const ContactPersonRefSchema = z.looseObject({ Id: int64, ContactId: int64 });

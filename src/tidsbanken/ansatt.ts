@@ -17,7 +17,7 @@ export const ansattAdapter = {
     number: numberKey(r.Id),
   }),
   keyFields: { email: ['Epost'], nationalId: ['Personnummer'], number: ['Id'] },
-  webhook: { full: AnsattSchema, thin: AnsattRefSchema, keyFields: ['Id'], pascal: false },
+  webhook: { full: AnsattSchema, thin: AnsattRefSchema, keyFields: ['Id'] },
   formatSince: formatTidsbankenSince,
   createBody: (fields) => fields,
   connect: ({ tidsbanken: client }) =>

@@ -13,7 +13,7 @@ export const kundeAdapter = {
   updatedAtField: 'SistEndretDato',
   keys: (r) => ({ email: emailKey(r.Epost), nationalId: null, number: numberKey(r.Id) }),
   keyFields: { email: ['Epost'], nationalId: [], number: ['Id'] },
-  webhook: { full: KundeSchema, thin: KundeRefSchema, keyFields: ['Id'], pascal: false },
+  webhook: { full: KundeSchema, thin: KundeRefSchema, keyFields: ['Id'] },
   formatSince: formatTidsbankenSince,
   createBody: (fields) => fields,
   connect: ({ tidsbanken: client }) =>

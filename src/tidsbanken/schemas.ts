@@ -8,8 +8,15 @@ const text = z.string().nullish();
 const flag = z.boolean().nullish();
 
 export const AnsattSchema = z.looseObject({
-  // The employee number; numeric, supplied by the caller on create.
-  Id: z.number().int().nonnegative(),
+  // The employee number; numeric, supplied by the caller on create. A webhook sender may
+  // write it as its decimal string ("100" is Ansatt 100): read as the number.
+  Id: z.union([
+    z.number().int().nonnegative(),
+    z
+      .string()
+      .regex(/^[0-9]{1,15}$/, { error: 'must be an employee number (digits)' })
+      .transform(Number),
+  ]),
   Fornavn: text,
   Etternavn: text,
   Adresse: text,

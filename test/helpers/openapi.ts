@@ -1,11 +1,15 @@
 import SwaggerParser from '@apidevtools/swagger-parser';
+import { Ajv2020, type ValidateFunction } from 'ajv/dist/2020.js';
+import addFormats from 'ajv-formats';
 import { expect } from 'vitest';
 
+type MediaType = { schema?: object };
 type OpenApiDoc = {
   paths: Record<
     string,
-    Record<string, { responses: Record<string, { content?: Record<string, unknown> }> }>
+    Record<string, { responses: Record<string, { content?: Record<string, MediaType> }> }>
   >;
+  components?: { schemas?: Record<string, object> };
 };
 
 let cached: Promise<OpenApiDoc> | undefined;
@@ -16,23 +20,75 @@ export function loadOpenApi(): Promise<OpenApiDoc> {
   return cached;
 }
 
+// OpenAPI 3.1 schemas are JSON Schema 2020-12. Strict, so a misspelt keyword in the spec is an
+// error rather than a schema that allows everything; `example` is OpenAPI's own annotation.
+const ajv = new Ajv2020({ strict: true, allErrors: true, allowUnionTypes: true });
+ajv.addKeyword('example');
+addFormats.default(ajv);
+const validators = new WeakMap<object, ValidateFunction>();
+
+function validatorFor(schema: object): ValidateFunction {
+  let validate = validators.get(schema);
+  if (validate === undefined) {
+    validate = ajv.compile(schema);
+    validators.set(schema, validate);
+  }
+  return validate;
+}
+
+/** A component schema of openapi.yaml (dereferenced), e.g. for unit tests of its shape. */
+export async function componentSchema(name: string): Promise<object> {
+  const schema = (await loadOpenApi()).components?.schemas?.[name];
+  expect(schema, `components.schemas.${name} is in openapi.yaml`).toBeDefined();
+  return schema!;
+}
+
+/** Whether `value` is valid against `schema` (a dereferenced openapi.yaml schema); the errors. */
+export function validateAgainst(schema: object, value: unknown): string[] {
+  const validate = validatorFor(schema);
+  if (validate(value)) return [];
+  return (validate.errors ?? []).map(
+    (e) => `${e.instancePath || '(body)'} ${e.message ?? 'is invalid'} ${JSON.stringify(e.params)}`,
+  );
+}
+
 /**
  * Asserts that an actual response is one the spec documents for this operation: the status
- * code is listed and the content type is one of that response's media types.
+ * code is listed, the content type is one of that response's media types, and the body is
+ * valid against that media type's schema.
  */
 export async function expectDocumentedResponse(
   method: string,
   pathTemplate: string,
-  response: { status: number; headers: Record<string, string | undefined> },
+  response: {
+    status: number;
+    headers: Record<string, string | undefined>;
+    text?: string;
+  },
 ): Promise<void> {
   const doc = await loadOpenApi();
   const operation = doc.paths[pathTemplate]?.[method.toLowerCase()];
   expect(operation, `${method} ${pathTemplate} is in openapi.yaml`).toBeDefined();
   const documented = operation!.responses[String(response.status)];
   expect(documented, `${method} ${pathTemplate} documents status ${response.status}`).toBeDefined();
-  const mediaTypes = Object.keys(documented!.content ?? {});
+  const content = documented!.content ?? {};
   const actual = (response.headers['content-type'] ?? '').split(';')[0]!.trim();
-  // A response documented without a body (204) has no content type.
-  if (mediaTypes.length === 0 && actual === '') return;
-  expect(mediaTypes, `${method} ${pathTemplate} ${response.status} content type`).toContain(actual);
+  const text = response.text ?? '';
+  // A response documented without a body (204) has neither a content type nor a body.
+  if (Object.keys(content).length === 0) {
+    expect(actual, `${method} ${pathTemplate} ${response.status} has no content type`).toBe('');
+    expect(text, `${method} ${pathTemplate} ${response.status} has no body`).toBe('');
+    return;
+  }
+  expect(
+    Object.keys(content),
+    `${method} ${pathTemplate} ${response.status} content type`,
+  ).toContain(actual);
+  const schema = content[actual]!.schema;
+  if (schema === undefined) return;
+  const body: unknown = /[/+]json$/.test(actual) ? JSON.parse(text) : text;
+  expect(
+    validateAgainst(schema, body),
+    `${method} ${pathTemplate} ${response.status} body matches openapi.yaml: ${text.slice(0, 500)}`,
+  ).toEqual([]);
 }

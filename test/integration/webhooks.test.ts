@@ -427,7 +427,18 @@ describe('schema violations answer 400 naming the field', () => {
     ['tidsbanken', 'no data', { type: 'ansatt.updated' }, 'data'],
     ['tidsbanken', 'data that is an array', { type: 'ansatt.updated', data: [1] }, 'data'],
     ['tidsbanken', 'a missing Id', { type: 'ansatt.updated', data: { Fornavn: 'K' } }, 'data.Id'],
-    ['tidsbanken', 'a string Ansatt Id', { type: 'ansatt.deleted', data: { Id: '1' } }, 'data.Id'],
+    [
+      'tidsbanken',
+      'an Ansatt Id that is no employee number',
+      { type: 'ansatt.deleted', data: { Id: 'A1' } },
+      'data.Id',
+    ],
+    [
+      'tidsbanken',
+      'a null envelope timestamp',
+      { type: 'kunde.updated', timestamp: null, data: { Id: 'K1' } },
+      'timestamp',
+    ],
     [
       'tidsbanken',
       'a known field of the wrong type',
@@ -449,6 +460,7 @@ describe('schema violations answer 400 naming the field', () => {
     ],
     ['poweroffice', 'a Tidsbanken type', { type: 'ansatt.updated', data: { Id: 1 } }, 'type'],
     ['poweroffice', 'a string Id', { type: 'customer.updated', data: { Id: 'abc' } }, 'data.Id'],
+    ['poweroffice', 'a camelCase id', { type: 'customer.updated', data: { id: 5 } }, 'data.Id'],
     [
       'poweroffice',
       'a contact person without ContactId',
@@ -576,30 +588,36 @@ describe('every event type, full and thin', () => {
     expect(row!.payload).toEqual(data);
   });
 
-  it('reads PowerOffice keys case-insensitively (camelCase id → thin, known field → full)', async () => {
-    const thinId = `msg_${randomUUID()}`;
-    const fullId = `msg_${randomUUID()}`;
+  it('reads PowerOffice keys as the spec names them: a camelCase twin is an unknown field', async () => {
+    const id = `msg_${randomUUID()}`;
     const n = nextId();
-    expect(
-      (await send('poweroffice', { type: 'customer.deleted', data: { id: n } }, { id: thinId }))
-        .status,
-    ).toBe(202);
-    expect(
-      (
-        await send(
-          'poweroffice',
-          { type: 'customer.updated', data: { id: n, name: 'X' } },
-          { id: fullId },
-        )
-      ).status,
-    ).toBe(202);
-    expect((await rows({ eventId: thinId }))[0]).toMatchObject({
+    const res = await send(
+      'poweroffice',
+      { type: 'customer.updated', data: { Id: n, name: 'X' } },
+      { id },
+    );
+    expect(res.status).toBe(202);
+    expect((await rows({ eventId: id }))[0]).toMatchObject({
       is_thin: true,
       record_id: String(n),
+      payload: { Id: n, name: 'X' },
     });
-    expect((await rows({ eventId: fullId }))[0]).toMatchObject({
+  });
+
+  it('accepts an Ansatt Id sent as its decimal string and stores the number', async () => {
+    const id = `msg_${randomUUID()}`;
+    const n = nextId();
+    const res = await send(
+      'tidsbanken',
+      { type: 'ansatt.updated', data: { Id: String(n), Fornavn: 'Kari' } },
+      { id },
+    );
+    expect(res.status).toBe(202);
+    await expectDocumentedResponse('POST', '/webhooks/tidsbanken', res);
+    expect((await rows({ eventId: id }))[0]).toMatchObject({
       is_thin: false,
       record_id: String(n),
+      payload: { Id: n, Fornavn: 'Kari' },
     });
   });
 

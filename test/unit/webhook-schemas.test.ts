@@ -16,8 +16,9 @@ describe('full or thin', () => {
     ['kunde', { Id: 'K1' }, true],
     ['kunde', { Id: 'K1', Navn: 'A' }, false],
     ['employee', { Id: 1 }, true],
-    ['employee', { id: 1 }, true],
-    ['employee', { Id: 1, firstName: 'K' }, false],
+    // Keys are read as openapi.yaml names them: a camelCase twin is an unknown field.
+    ['employee', { Id: 1, firstName: 'K' }, true],
+    ['employee', { Id: 1, FirstName: 'K' }, false],
     ['customer', { Id: 1, Name: 'A' }, false],
     ['contactperson', { ContactId: 2, Id: 1 }, true],
     ['contactperson', { ContactId: 2, Id: 1, EmailAddress: 'a@b' }, false],
@@ -37,6 +38,12 @@ describe('parseWebhookData', () => {
       }),
     ).toEqual({
       ok: true,
+      payload: {
+        Id: 9,
+        ContactId: 77,
+        FirstName: 'Ola',
+        LastChangedDateTimeOffset: '2024-03-04T05:06:07+01:00',
+      },
       recordType: 'contactperson',
       recordId: '9',
       parentId: '77',
@@ -52,8 +59,23 @@ describe('parseWebhookData', () => {
     });
   });
 
+  it('stores an Ansatt Id sent as its decimal string as the number; a Kunde Id as sent', () => {
+    expect(parseWebhookData('ansatt.updated', { Id: '100', Fornavn: 'K' })).toMatchObject({
+      ok: true,
+      recordId: '100',
+      payload: { Id: 100, Fornavn: 'K' },
+    });
+    expect(parseWebhookData('kunde.updated', { Id: 4711 })).toMatchObject({
+      ok: true,
+      recordId: '4711',
+      payload: { Id: 4711 },
+    });
+  });
+
   it.each([
     ['ansatt.updated', { Fornavn: 'K' }, ['Id']],
+    ['ansatt.updated', { Id: 'abc' }, ['Id']],
+    ['employee.updated', { id: 1 }, ['Id']],
     ['ansatt.updated', { Id: -1 }, ['Id']],
     ['ansatt.updated', { Id: 1.5 }, ['Id']],
     ['ansatt.updated', { Id: 1, Epost: 5 }, ['Epost']],
