@@ -18,6 +18,7 @@ import {
   listRecordsCreatedByUs,
   listRecordsWithOrigin,
   listUnmatchedRecords,
+  preferHashJoins,
   type MergeSpec,
 } from '../db/records.js';
 import type { LinkRow, RecordRow, SystemName } from '../db/schema.js';
@@ -126,6 +127,7 @@ export async function linkFlow(deps: MatchDeps, flow: FlowDefinition): Promise<M
   await perRecord(deps, flow, 'tidsbanken', await listRecordsCreatedByUs(db, spec), false, counts);
 
   const { linked, ambiguous } = await db.transaction().execute(async (trx) => {
+    await preferHashJoins(trx);
     const made = await insertMergeRuleLinks(trx, spec);
     const conflicts = await upsertAmbiguousMatches(trx, spec);
     return { linked: made, ambiguous: conflicts };
