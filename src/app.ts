@@ -3,7 +3,8 @@ import type { Config } from './config.js';
 import type { Db } from './db/database.js';
 import type { InboxWriter } from './db/inbox-writer.js';
 import { adminRouter } from './http/admin.js';
-import { consoleRouter, type SystemStatus } from './http/console.js';
+import { consoleRouter } from './http/console.js';
+import type { SystemStatus } from './service.js';
 import { errorHandler, notFoundHandler } from './http/error-handler.js';
 import { healthRouter, metricsRouter } from './http/health.js';
 import { requestLog } from './http/request-log.js';
@@ -21,7 +22,7 @@ export interface AppDeps {
   metrics: Metrics;
   /** Serves POST /admin/reconcile; without it that route answers 503. */
   reconciler?: Reconciler;
-  /** Which systems this replica leads, for the console's overview. */
+  /** Which systems this replica leads and their credentials' state (console, GET /admin/systems). */
   systemStatus?: () => SystemStatus[];
   /** The webhooks' inbox writer; by default a bounded group-committing one on `db`. */
   inbox?: InboxWriter;

@@ -83,3 +83,20 @@ export class UpstreamError extends AppError {
     super('upstream_error', 502, message, { system, status: upstreamStatus, body }, options);
   }
 }
+
+/**
+ * The system refused our credentials (its token endpoint answered 400/401, or an API answered
+ * 401 after one token renewal). Not a fault of the request: the system is paused and every
+ * request waits until the credentials work again; nothing goes dead for it.
+ */
+export class CredentialsError extends UpstreamError {
+  constructor(
+    system: 'tidsbanken' | 'poweroffice',
+    status: number,
+    message: string,
+    body: unknown,
+    retryAfterMs: number,
+  ) {
+    super(system, status, true, message, body, retryAfterMs);
+  }
+}

@@ -35,7 +35,13 @@ export interface RuntimeOptions {
    */
   databaseUrl?: string | undefined;
   /** Client overrides (tests: shorter timeouts and backoffs). */
-  clientOptions?: { timeoutMs?: number; maxAttempts?: number; backoffBaseMs?: number };
+  clientOptions?: {
+    timeoutMs?: number;
+    maxAttempts?: number;
+    backoffBaseMs?: number;
+    /** How long refused credentials pause a system before they are tried again (30 s). */
+    credentialsRetryMs?: number;
+  };
   /** How long the sync worker sleeps when nothing is due (tests: shorter). */
   workerIdleMs?: number;
   /** How often a running reconcile stores its progress (the reconcile command: often). */
@@ -81,10 +87,18 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
   const db = database.db;
 
   const metrics = createMetrics();
+  const { credentialsRetryMs, ...clientOptions } = options.clientOptions ?? {};
   const pacers: Record<SystemName, Pacer> = {
-    tidsbanken: new Pacer('tidsbanken', config.tidsbanken.rateLimitPerSecond),
-    poweroffice: new Pacer('poweroffice', config.poweroffice.rateLimitPerSecond),
+    tidsbanken: new Pacer('tidsbanken', config.tidsbanken.rateLimitPerSecond, {
+      credentialsRetryMs,
+    }),
+    poweroffice: new Pacer('poweroffice', config.poweroffice.rateLimitPerSecond, {
+      credentialsRetryMs,
+    }),
   };
+  for (const pacer of Object.values(pacers)) {
+    metrics.watchCredentials(pacer.system, () => pacer.credentialsState !== undefined);
+  }
   const clients: Clients = {};
   if (config.tidsbanken.credentials !== undefined) {
     clients.tidsbanken = new TidsbankenClient({
@@ -92,7 +106,7 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
       pacer: pacers.tidsbanken,
       logger: logger.child({ module: 'tidsbanken' }),
       metrics,
-      ...options.clientOptions,
+      ...clientOptions,
     });
   }
   if (config.poweroffice.credentials !== undefined) {
@@ -101,7 +115,7 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
       pacer: pacers.poweroffice,
       logger: logger.child({ module: 'poweroffice' }),
       metrics,
-      ...options.clientOptions,
+      ...clientOptions,
     });
   }
   const pollerLogger = logger.child({ module: 'poller' });

@@ -39,6 +39,16 @@ export interface ServiceDeps {
   retentionFirstRunMs?: number | undefined;
 }
 
+/** Per system: configured here, whether this replica leads it, and its credentials' state. */
+export interface SystemStatus {
+  system: SystemName;
+  configured: boolean;
+  /** Whether this replica holds the system's dispatcher and pollers; undefined when off. */
+  leader: boolean | undefined;
+  /** Since when and why the system refuses our credentials (paused); undefined while they work. */
+  credentials: { since: Date; message: string } | undefined;
+}
+
 export interface Service {
   clients: Clients;
   pollers: Poller[];
@@ -46,7 +56,7 @@ export interface Service {
   reconciler: Reconciler;
   worker: SyncWorker | undefined;
   /** Per system: configured here, and whether this replica leads it (console overview). */
-  systemStatus(): { system: SystemName; configured: boolean; leader: boolean | undefined }[];
+  systemStatus(): SystemStatus[];
   start(): void;
   stop(): Promise<void>;
 }
@@ -129,6 +139,7 @@ export function createService(deps: ServiceDeps): Service {
         system,
         configured: clients[system] !== undefined,
         leader: leaderOf[system]?.isLeader,
+        credentials: pacers[system].credentialsState,
       }));
     },
     start() {

@@ -39,6 +39,7 @@ import {
   unlinkByHand,
 } from '../sync/operator.js';
 import { toReconcileRunDto, type Reconciler } from '../sync/reconcile.js';
+import type { SystemStatus } from '../service.js';
 import { cursorSchema, keyCursorSchema, pageOf } from './paging.js';
 
 // The admin API (README "The admin API", openapi.yaml tag "admin"): what an operator
@@ -51,6 +52,8 @@ export interface AdminDeps {
   logger: Logger;
   /** Without it POST /admin/reconcile answers 503; GET still shows stored runs. */
   reconciler?: Reconciler | undefined;
+  /** Each system's state on this replica (GET /admin/systems). */
+  systemStatus?: (() => SystemStatus[]) | undefined;
 }
 
 const limit = z.coerce
@@ -235,6 +238,20 @@ export function adminRouter(deps: AdminDeps): Router {
     parse(EmptyQuerySchema, req.query);
     const retried = await retryEvent(deps, parse(digits, req.params.id, 'id'));
     res.status(202).json(toEventDto(retried));
+  });
+
+  router.get('/systems', (req, res) => {
+    parse(EmptyQuerySchema, req.query);
+    const items = (deps.systemStatus?.() ?? []).map((status) => ({
+      system: status.system,
+      configured: status.configured,
+      leader: status.leader ?? false,
+      // Refused credentials pause the system's writes and polls until they work again.
+      credentialsRefused: status.credentials !== undefined,
+      credentialsRefusedSince: status.credentials?.since.toISOString() ?? null,
+      credentialsError: status.credentials?.message ?? null,
+    }));
+    res.json({ items, nextCursor: null });
   });
 
   router.get('/flows', async (req, res) => {

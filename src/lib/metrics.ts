@@ -113,8 +113,25 @@ export function createMetrics() {
     leaderChecks.set(system, check);
   };
 
+  const credentialChecks = new Map<string, () => boolean>();
+  new Gauge({
+    name: 'tbpo_credentials_refused',
+    help: '1 while the system refuses our credentials on this replica (its writes and polls are paused and the credentials are retried every 30 s), 0 when they work.',
+    labelNames: ['system'] as const,
+    registers,
+    collect() {
+      this.reset();
+      for (const [system, check] of credentialChecks) this.set({ system }, check() ? 1 : 0);
+    },
+  });
+  /** Makes `tbpo_credentials_refused{system}` report `check()` from now on. */
+  const watchCredentials = (system: string, check: () => boolean): void => {
+    credentialChecks.set(system, check);
+  };
+
   return {
     registry,
+    watchCredentials,
     pacerWait,
     eventsProcessed,
     commandsSent,

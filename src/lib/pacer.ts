@@ -37,11 +37,16 @@ export class Pacer {
   };
   private pausedUntil = 0;
   private resumeTimer: NodeJS.Timeout | undefined;
+  private refused: { since: Date; message: string } | undefined;
+  /** How long refused credentials pause the system before they are tried again. */
+  readonly credentialsRetryMs: number;
 
   constructor(
     readonly system: string,
     readonly perSecond: number,
+    options: { credentialsRetryMs?: number | undefined } = {},
   ) {
+    this.credentialsRetryMs = options.credentialsRetryMs ?? 30_000;
     // A fractional rate (0.5/s) becomes 1 request per 2 s.
     // Plus a little: timers run on the event loop's cached clock and can fire a millisecond
     // or so short of the full window (seen in CI: two arrivals exactly 1000 ms apart, a 429).
@@ -92,7 +97,26 @@ export class Pacer {
     this.resumeTimer.unref();
   }
 
-  /** Whether a 429 has paused this system right now. */
+  /**
+   * The system refused our credentials: every request to it waits (writes, polls, reads) and
+   * the credentials are tried again after `credentialsRetryMs` by whatever request comes first.
+   */
+  credentialsRefused(message: string): void {
+    this.refused ??= { since: new Date(), message };
+    this.pauseFor(this.credentialsRetryMs);
+  }
+
+  /** A request succeeded: the credentials work (again). */
+  credentialsAccepted(): void {
+    this.refused = undefined;
+  }
+
+  /** Since when and why the credentials are refused; undefined while they work. */
+  get credentialsState(): { since: Date; message: string } | undefined {
+    return this.refused;
+  }
+
+  /** Whether a 429 or refused credentials have paused this system right now. */
   get isPaused(): boolean {
     return this.pausedUntil > Date.now();
   }

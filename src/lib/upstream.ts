@@ -1,5 +1,5 @@
 import type { z } from 'zod';
-import { UpstreamError } from '../errors.js';
+import { CredentialsError, UpstreamError } from '../errors.js';
 import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
 import type { Pacer, Priority } from './pacer.js';
@@ -196,6 +196,7 @@ export async function upstreamRequest<S extends z.ZodType>(
     if (outcome.type !== 'response') continue;
     const { status, text, retryAfterMs } = outcome;
     if (status >= 200 && status < 300) {
+      ctx.pacer.credentialsAccepted();
       return { status, data: parseBody(ctx, req, path, status, text) };
     }
     if (req.acceptStatus?.includes(status) === true) {
@@ -212,6 +213,18 @@ export async function upstreamRequest<S extends z.ZodType>(
       log.info({ attempt }, 'upstream answered 401; renewing the token once');
       attempt--; // a refused token is not a failed attempt of the request itself
       continue;
+    }
+    if (refusesCredentials(req, status)) {
+      // Credentials, not this request: pause the whole system and try them again later
+      // (DESIGN: writes and polls wait, nothing goes dead for it).
+      const message = `${ctx.system} refused the credentials (${req.method} ${path} answered ${status}${describeProblem(body)})`;
+      ctx.pacer.credentialsRefused(message);
+      ctx.metrics.upstreamRetries.inc({ system: ctx.system, reason: 'credentials' });
+      log.warn(
+        { attempt, status, retryInMs: ctx.pacer.credentialsRetryMs },
+        'credentials refused; the system is paused until they work again',
+      );
+      throw new CredentialsError(ctx.system, status, message, body, ctx.pacer.credentialsRetryMs);
     }
     if (status === 429) {
       // Both vendors sit behind Azure APIM: wait Retry-After, at least 1 s, plus jitter, and
@@ -262,6 +275,15 @@ export async function upstreamRequest<S extends z.ZodType>(
       body,
     );
   }
+}
+
+/**
+ * A token endpoint answering 400/401 (invalid_client), or an API answering 401 after the one
+ * token renewal (or with no token to renew: Tidsbanken's keys).
+ */
+function refusesCredentials(req: UpstreamRequest<z.ZodType>, status: number): boolean {
+  if (req.kind === 'token') return status === 400 || status === 401;
+  return status === 401;
 }
 
 type Outcome =

@@ -18,7 +18,7 @@ import { insertInboundEvent, writeFeedbackEventId } from '../db/inbound-events.j
 import { insertLink, lockLink, setLinkInflight } from '../db/links.js';
 import { getMirrorRecord } from '../db/records.js';
 import type { OutboundCommandRow, SystemName } from '../db/schema.js';
-import { UpstreamError } from '../errors.js';
+import { CredentialsError, UpstreamError } from '../errors.js';
 import type { Logger } from '../lib/logger.js';
 import type { Metrics } from '../lib/metrics.js';
 import type { Pacer } from '../lib/pacer.js';
@@ -86,11 +86,15 @@ function describeError(err: unknown): { message: string; retryable: boolean } & 
 const MAX_BACKOFF_MS = 5 * 60_000;
 
 /**
- * How a failed command waits in the outbox: a 429 for the Retry-After the system asked (it
+ * How a failed command waits in the outbox: refused credentials until they are tried again,
+ * a 429 for the Retry-After the system asked (it
  * refused the request, nothing was applied, so the attempt is not counted); anything else
  * retryable by capped exponential backoff.
  */
 function waitAfter(err: unknown, attempts: number, baseMs: number): RetryWait {
+  if (err instanceof CredentialsError) {
+    return { afterMs: err.retryAfterMs, uncounted: true };
+  }
   if (err instanceof UpstreamError && err.upstreamStatus === 429) {
     return { afterMs: err.retryAfterMs ?? 1000, uncounted: true };
   }

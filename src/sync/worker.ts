@@ -24,7 +24,7 @@ import {
   type MirrorWrite,
 } from '../db/records.js';
 import type { InboundEventRow, SystemName } from '../db/schema.js';
-import { UpstreamError } from '../errors.js';
+import { CredentialsError, UpstreamError } from '../errors.js';
 import type { Logger } from '../lib/logger.js';
 import type { Metrics } from '../lib/metrics.js';
 import type { Clients, RecordType } from '../record-adapter.js';
@@ -130,7 +130,10 @@ export async function processDueEvents(deps: WorkerDeps, limit = 50): Promise<nu
       } catch (err) {
         const retryable = !(err instanceof UpstreamError) || err.retryable;
         logger.warn({ err, eventId: event.id }, 'could not complete a thin event');
-        const dead = !retryable || event.attempts + 1 >= MAX_EVENT_ATTEMPTS;
+        // Refused credentials pause the system; the event waits, it never goes dead for it.
+        const dead =
+          !(err instanceof CredentialsError) &&
+          (!retryable || event.attempts + 1 >= MAX_EVENT_ATTEMPTS);
         await deferEvent(db, event.id, (err as Error).message, dead);
         countEvents(deps, event.source, dead ? 'dead' : 'retry');
         continue;

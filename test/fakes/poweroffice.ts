@@ -347,6 +347,12 @@ export class FakePowerOffice extends FakeHttpServer {
     return `${this.url}/OAuth/Token`;
   }
 
+  /**
+   * While true, the token endpoint refuses the integration's keys (401 invalid_client, as
+   * during a key rotation or an identity-provider fault).
+   */
+  refuseCredentials = false;
+
   /** Every issued token becomes invalid: the next API call with one answers 401. */
   expireTokens(): void {
     this.tokens.clear();
@@ -558,6 +564,12 @@ export class FakePowerOffice extends FakeHttpServer {
     const [appKey, clientKey] = basic
       ? Buffer.from(basic[1]!, 'base64').toString('utf8').split(':')
       : [];
+    if (this.refuseCredentials) {
+      return jsonResponse(401, {
+        error: 'invalid_client',
+        error_description: 'The client credentials are not valid at this time.',
+      });
+    }
     if (appKey !== this.applicationKey || clientKey !== this.clientKey) {
       return oauthError(
         'invalid_client',

@@ -100,7 +100,7 @@ export async function startSyncHarness(options: HarnessOptions = {}): Promise<Sy
     logger,
     database,
     databaseUrl: database.url,
-    clientOptions: { timeoutMs: 2000, backoffBaseMs: 20 },
+    clientOptions: { timeoutMs: 2000, backoffBaseMs: 20, credentialsRetryMs: 500 },
     workerIdleMs: 30,
   });
   const { service, app } = runtime;

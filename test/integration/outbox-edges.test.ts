@@ -1,6 +1,7 @@
 import { sql } from 'kysely';
 import request from 'supertest';
 import { afterEach, describe, expect, it } from 'vitest';
+import { expectDocumentedResponse } from '../helpers/openapi.js';
 import {
   seedEmployeePairs,
   sendSignedWebhook,
@@ -170,5 +171,54 @@ describe('creates look the origin id up before every POST', () => {
     expect(s.writes(s.po).filter((w) => w.method === 'POST')).toHaveLength(1);
     const links = await s.database.db.selectFrom('links').select('tidsbanken_id').execute();
     expect(links).toEqual([{ tidsbanken_id: '7' }]);
+  });
+});
+
+describe('refused credentials pause the system', () => {
+  it('a token endpoint answering 401 for a while pauses PowerOffice: queued writes wait, none goes dead, all are delivered after', async () => {
+    const token = 'outbox-edges-admin-token';
+    h = await startSyncHarness({
+      env: { ADMIN_TOKEN: token },
+      seed: (tb, po) => seedEmployeePairs(tb, po, 3),
+    });
+    const s = h;
+    await s.settle();
+    const admin = (path: string) =>
+      request(s.app).get(path).set('authorization', `Bearer ${token}`);
+    const powerOffice = async () => {
+      const res = await admin('/admin/systems');
+      expect(res.status).toBe(200);
+      await expectDocumentedResponse('GET', '/admin/systems', res);
+      return (res.body as { items: { system: string; credentialsRefused: boolean }[] }).items.find(
+        (i) => i.system === 'poweroffice',
+      )!;
+    };
+    s.po.refuseCredentials = true;
+    s.po.expireTokens();
+    for (const id of [1, 2, 3]) s.tb.editAnsatt(id, { Tittel: `Tittel ${id}` });
+    await waitFor('PowerOffice to be paused', async () => (await powerOffice()).credentialsRefused);
+    const metrics = await request(s.app).get('/metrics');
+    expect(metrics.text).toContain('tbpo_credentials_refused{system="poweroffice"} 1');
+    // Held for a while: several retries of the credentials are refused.
+    await waitFor(
+      'the credentials to be retried',
+      () => s.po.requests.filter((r) => /token/i.test(r.path) && r.status === 401).length >= 3,
+    );
+    s.po.refuseCredentials = false;
+    const employees = [...s.po.employees.values()];
+    await waitFor('every title to reach PowerOffice', () =>
+      employees.every((e) => {
+        const now = s.po.getEmployee(e.Id as number)!;
+        return now.JobTitle === `Tittel ${String(now.Number)}`;
+      }),
+    );
+    await s.settle();
+    const dead = await s.database.db
+      .selectFrom('outbound_commands')
+      .select('id')
+      .where('status', '=', 'dead')
+      .execute();
+    expect(dead).toEqual([]);
+    expect((await powerOffice()).credentialsRefused).toBe(false);
   });
 });
