@@ -1,5 +1,5 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { UpstreamError } from '../../src/errors.js';
+import { CredentialsError, UpstreamError } from '../../src/errors.js';
 import type { ListPage } from '../../src/lib/list-page.js';
 import { createLogger } from '../../src/lib/logger.js';
 import { createMetrics } from '../../src/lib/metrics.js';
@@ -337,7 +337,7 @@ describe('PowerOffice token lifecycle', () => {
     ]);
   });
 
-  it('a 401 that persists after one renewal is an UpstreamError, not a loop', async () => {
+  it('a 401 that persists after one renewal is refused credentials (the system pauses), not a loop', async () => {
     const seeded = fake.seedCustomer({ Name: 'E AS', EmailAddress: 'e@e.no' });
     let apiCalls = 0;
     const issued = fake.tokensIssued;
@@ -354,15 +354,17 @@ describe('PowerOffice token lifecycle', () => {
     const error = await c.getCustomer(seeded.Id as number).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(UpstreamError);
     expect((error as UpstreamError).upstreamStatus).toBe(401);
-    expect((error as UpstreamError).retryable).toBe(false);
+    // Retryable: refused credentials pause the system; nothing goes dead for them.
+    expect(error).toBeInstanceOf(CredentialsError);
+    expect((error as UpstreamError).retryable).toBe(true);
     expect(apiCalls).toBe(2);
     expect(fake.tokensIssued - issued).toBe(2);
   });
 
-  it('bad client keys give a non-retryable UpstreamError from the token endpoint', async () => {
+  it('bad client keys are refused credentials from the token endpoint, with its answer', async () => {
     const c = makeClient({ config: { ...config(), clientKey: 'wrong' } });
     const error = await c.getCustomer(1).catch((e: unknown) => e);
-    expect(error).toBeInstanceOf(UpstreamError);
+    expect(error).toBeInstanceOf(CredentialsError);
     expect((error as UpstreamError).upstreamStatus).toBe(400);
     expect((error as UpstreamError).body).toMatchObject({ error: 'invalid_client' });
     expect(apiRequests()).toHaveLength(0);

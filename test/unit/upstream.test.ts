@@ -1,6 +1,6 @@
 import { describe, expect, it, vi } from 'vitest';
 import { z } from 'zod';
-import { UpstreamError } from '../../src/errors.js';
+import { CredentialsError, UpstreamError } from '../../src/errors.js';
 import { createLogger } from '../../src/lib/logger.js';
 import { createMetrics } from '../../src/lib/metrics.js';
 import { Pacer } from '../../src/lib/pacer.js';
@@ -236,7 +236,9 @@ describe('upstreamRequest', () => {
       'Bearer t2',
     ]);
     expect(invalidated).toEqual(['Bearer t1']);
-    expect(error).toMatchObject({ upstreamStatus: 401, retryable: false });
+    // Refused credentials: retryable, the system's pacer pauses until they are tried again.
+    expect(error).toMatchObject({ upstreamStatus: 401, retryable: true });
+    expect(error).toBeInstanceOf(CredentialsError);
   });
 
   it('stops after maxAttempts with a retryable error', async () => {
