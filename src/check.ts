@@ -23,8 +23,9 @@ export interface CheckLine {
 }
 
 // Privileges a write needs, any one of them (the "Auth roles" of each endpoint in the v2
-// spec; contact persons also under the customer/supplier privileges).
-const WRITE_PRIVILEGES: Partial<Record<RecordType, readonly string[]>> = {
+// spec; contact persons also under the customer/supplier privileges). Every PowerOffice record
+// type of the registry needs an entry (test/integration/check.test.ts).
+export const WRITE_PRIVILEGES: Partial<Record<RecordType, readonly string[]>> = {
   employee: ['Employee_Full'],
   customer: ['Customer_Full'],
   contactperson: ['ContactPerson_Full', 'Customer_Full', 'Supplier_Full'],

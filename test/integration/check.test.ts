@@ -1,10 +1,13 @@
+import { spawn } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { formatCheckTable, runChecks, type CheckLine } from '../../src/check.js';
+import { WRITE_PRIVILEGES, formatCheckTable, runChecks, type CheckLine } from '../../src/check.js';
 import { loadConfig } from '../../src/config.js';
 import { createLogger } from '../../src/lib/logger.js';
 import { startFakePowerOffice, type FakePowerOffice } from '../fakes/poweroffice.js';
 import { startFakeTidsbanken, type FakeTidsbanken } from '../fakes/tidsbanken.js';
+import { RECORD_ADAPTERS, recordTypesOf } from '../../src/record-types.js';
 import { LogCapture } from '../helpers/app.js';
+import { TSX } from '../helpers/child-service.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 
 // `npm run check` against the two fake APIs: what it reports and that it exits non-zero on
@@ -53,6 +56,24 @@ async function check(overrides: Record<string, string | undefined> = {}): Promis
 }
 
 const line = (lines: CheckLine[], name: string) => lines.find((l) => l.check === name);
+
+/** `npm run check` as a user runs it: the CLI in a child process with only this environment. */
+function runCli(
+  environment: Record<string, string>,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(TSX, ['src/check-cli.ts'], {
+      env: { PATH: process.env.PATH ?? '', ...environment },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    child.once('error', reject);
+    child.once('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
 
 describe('npm run check', () => {
   it('with both sides configured and working: every line OK or off, one page of each type read', async () => {
@@ -121,5 +142,41 @@ describe('npm run check', () => {
     const lines = await check({ DATABASE_URL: 'postgres://postgres@127.0.0.1:1/nothing' });
     expect(line(lines, 'database')).toMatchObject({ status: 'fail' });
     expect(line(lines, 'database')?.detail).toMatch(/^not reachable/);
+  });
+
+  it('the CLI prints the table and exits 0 only when every configured part works; 1 on a FAIL; 78 on a bad variable', async () => {
+    const ok = await runCli(env());
+    expect(ok.stdout).toMatch(/^check\s+result\s+detail$/m);
+    expect(ok.stdout).toMatch(/^tidsbanken Ansatt\s+OK\s+2 on the first page, e\.g\. Id 41$/m);
+    expect(ok.stdout).toContain('All configured parts work.');
+    expect(ok.code).toBe(0);
+
+    const refused = await runCli(env({ TIDSBANKEN_API_KEY: 'wrong-key-123' }));
+    expect(refused.stdout).toMatch(/^tidsbanken auth\s+FAIL\s+HTTP 401/m);
+    expect(refused.stdout).toMatch(/1 problem\(s\)/);
+    expect(refused.code).toBe(1);
+    expect(refused.stdout + refused.stderr).not.toContain('wrong-key-123');
+
+    // A whsec_ secret that is not base64 could never verify: a configuration error, named
+    // without its value.
+    const invalid = await runCli(
+      env({ POLL_INTERVAL_MS: 'soon', POWEROFFICE_WEBHOOK_SECRET: 'whsec_%%not-base64%%' }),
+    );
+    expect(invalid.code).toBe(78);
+    const output = invalid.stderr + invalid.stdout;
+    expect(output).toContain('POLL_INTERVAL_MS');
+    expect(output).toContain('POWEROFFICE_WEBHOOK_SECRET');
+    expect(output).not.toContain('not-base64');
+  });
+
+  it('checks a page and the write privileges of every PowerOffice record type in the registry', async () => {
+    const lines = await check();
+    for (const type of recordTypesOf('poweroffice')) {
+      expect(WRITE_PRIVILEGES[type], `${type} has its write privileges`).toBeDefined();
+      expect(line(lines, `poweroffice ${RECORD_ADAPTERS[type].label}`)?.status).toBe('ok');
+    }
+    for (const type of recordTypesOf('tidsbanken')) {
+      expect(line(lines, `tidsbanken ${RECORD_ADAPTERS[type].label}`)?.status).toBe('ok');
+    }
   });
 });
