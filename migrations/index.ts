@@ -5,6 +5,7 @@ import * as pendingOrder from './2026-11-26T00-00-pending-order.js';
 import * as deadEvents from './2026-11-26T01-00-dead-events.js';
 import * as inboxEdges from './2026-12-03T02-00-inbox-edges.js';
 import * as operatorActions from './2026-12-03T04-00-operator-actions.js';
+import * as leases from './2026-12-04T00-30-leases.js';
 import * as retention from './2026-12-04T00-40-retention.js';
 
 // Listed statically (not read from disk) so the same set runs under tsx, a bundle or a test.
@@ -16,5 +17,6 @@ export const migrations: Record<string, Migration> = {
   '2026-11-26T01-00-dead-events': deadEvents,
   '2026-12-03T02-00-inbox-edges': inboxEdges,
   '2026-12-03T04-00-operator-actions': operatorActions,
+  '2026-12-04T00-30-leases': leases,
   '2026-12-04T00-40-retention': retention,
 };

@@ -135,6 +135,13 @@ const EnvSchema = z
       .int({ error: 'must be a whole number of days' })
       .min(0, { error: 'must be 0 (keep everything) or more' })
       .default(30),
+    // A frozen leader is replaced within this (plus one acquire retry, ≤ 2 s).
+    LEASE_TTL_MS: z.coerce
+      .number({ error: 'must be a number of milliseconds' })
+      .int()
+      .min(1000, { error: 'must be at least 1000' })
+      .max(60_000, { error: 'must be at most 60000' })
+      .default(15_000),
   })
   .superRefine((env, ctx) => {
     // Both Tidsbanken keys go on every call (docs/vendor-apis.md): with one alone every call
@@ -203,6 +210,8 @@ export interface Config {
   database: { connectTimeoutMs: number; statementTimeoutMs: number };
   /** Days processed events, finished commands and audit rows are kept; 0 keeps them. */
   retentionDays: number;
+  /** Length of a system's leadership lease (renewed every third of it). */
+  leaseTtlMs: number;
 }
 
 export class ConfigError extends Error {
@@ -287,6 +296,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
       statementTimeoutMs: e.DATABASE_STATEMENT_TIMEOUT_MS,
     },
     retentionDays: e.RETENTION_DAYS,
+    leaseTtlMs: e.LEASE_TTL_MS,
   };
   return Object.freeze(config);
 }

@@ -100,3 +100,15 @@ export class CredentialsError extends UpstreamError {
     super(system, status, true, message, body, retryAfterMs);
   }
 }
+
+/**
+ * Work done under a system's lease was refused: the lease term it carried is no longer the
+ * current one (another replica took over, or it expired), or this process could not renew
+ * it in time and stopped sending. Nothing was sent or recorded; the current holder does it.
+ */
+export class FencedError extends Error {
+  constructor(message = 'not done: this replica no longer holds the lease') {
+    super(message);
+    this.name = 'FencedError';
+  }
+}

@@ -140,6 +140,7 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     pollers,
     engine: linkGateEngine,
     heartbeatMs: options.reconcileHeartbeatMs,
+    leaseTtlMs: config.leaseTtlMs,
   });
   const service = createService({
     config,

@@ -2,7 +2,7 @@ import type { Config } from './config.js';
 import type { Db } from './db/database.js';
 import { listFullyReadTypes } from './db/poller-cursors.js';
 import type { SystemName } from './db/schema.js';
-import { Leadership } from './lib/leader.js';
+import { Leadership, type HeldTerm } from './lib/leader.js';
 import type { Logger } from './lib/logger.js';
 import type { Metrics } from './lib/metrics.js';
 import type { Pacer } from './lib/pacer.js';
@@ -13,15 +13,18 @@ import type { Reconciler } from './sync/reconcile.js';
 import { startSyncWorker, type Clients, type SyncWorker } from './sync/worker.js';
 
 // The background half of the service: the sync worker and one dispatcher per target system,
-// over the clients, pacers and pollers built once in runtime.ts. Per system, the replica holding that system's leadership
-// (a PostgreSQL advisory lock) runs its dispatcher and its pollers, so all outbound traffic to
-// a vendor leaves from one process and its pacer holds the vendor's shared limit; every
-// replica ingests webhooks and runs the worker.
+// over the clients, pacers and pollers built once in runtime.ts. Per system, the replica
+// holding that system's lease (src/lib/leader.ts) runs its dispatcher and its pollers, so all
+// outbound traffic to a vendor leaves from one process and its pacer holds the vendor's
+// shared limit; every replica ingests webhooks and runs the worker.
+//
+//   start(): worker → recovery of abandoned reconciles (now and periodically) → one
+//   leadership per system that is on, whose holder runs leaderStartUp / leaderStepDown.
 
 export interface ServiceDeps {
   config: Readonly<Config>;
   db: Db;
-  /** The PostgreSQL connection string for leadership locks; undefined on embedded PGlite. */
+  /** The PostgreSQL connection string; undefined on embedded PGlite (one process). */
   databaseUrl: string | undefined;
   logger: Logger;
   metrics: Metrics;
@@ -61,70 +64,113 @@ export interface Service {
   stop(): Promise<void>;
 }
 
+const SYSTEMS = ['tidsbanken', 'poweroffice'] as const;
+
+/** One dispatcher per system that is on (configured, or everything in DRY_RUN). */
+function createDispatchers(deps: ServiceDeps): Dispatcher[] {
+  const { config, db, logger, metrics, clients, pacers } = deps;
+  return SYSTEMS.filter((system) => clients[system] !== undefined || config.dryRun).map(
+    (system) =>
+      new Dispatcher({
+        system,
+        db,
+        config,
+        logger: logger.child({ module: 'dispatcher' }),
+        clients,
+        metrics,
+        pacer: pacers[system],
+        backoffBaseMs: deps.commandBackoffBaseMs,
+      }),
+  );
+}
+
+/** What the holder of one system's lease runs, and how it starts and stops it. */
+interface SystemWork {
+  system: SystemName;
+  dispatcher: Dispatcher | undefined;
+  pollers: Poller[];
+  firstReads: Promise<unknown> | undefined;
+}
+
+/**
+ * A new holder's start-up steps (retried by Leadership until they succeed): wait out the
+ * predecessor's last sliding second, start the dispatcher (it requeues what the predecessor
+ * left in flight), recover an abandoned reconcile, then the pollers — or, with polling off,
+ * the first full reads a fresh database still lacks.
+ */
+async function leaderStartUp(deps: ServiceDeps, work: SystemWork, term: HeldTerm): Promise<void> {
+  const { config, db, logger, reconciler } = deps;
+  // A predecessor's last requests may still be inside the vendor's sliding second, and this
+  // process's pacer has not seen them: let one window pass before the first one.
+  if (deps.databaseUrl !== undefined) await new Promise((r) => setTimeout(r, 1100));
+  await work.dispatcher?.start(term);
+  await reconciler.recoverAbandoned();
+  // A fresh database reads each side in full first (docs/ARCHITECTURE.md "Linking": the link
+  // gate); with polling on, a poller's first poll is that full read.
+  const fullyRead = await listFullyReadTypes(db);
+  const missing = work.pollers.filter((p) => !fullyRead.has(`${p.system}/${p.recordType}`));
+  if (config.pollIntervalMs > 0) {
+    for (const p of work.pollers) p.start(term);
+  } else if (missing.length > 0 && work.firstReads === undefined) {
+    work.firstReads = Promise.all(missing.map((p) => p.fullRead({ origin: 'poller', term }))).catch(
+      (err: unknown) =>
+        logger.error(
+          { err, system: work.system },
+          'first full read failed; it is retried at the next start or reconcile',
+        ),
+    );
+  }
+}
+
+/** The holder lost (or gave up) the lease: its pollers and dispatcher stop. */
+async function leaderStepDown(work: SystemWork): Promise<void> {
+  await stopPollers(work.pollers, { abort: true });
+  await work.firstReads;
+  work.firstReads = undefined;
+  await work.dispatcher?.stop();
+}
+
+function createLeadership(deps: ServiceDeps, work: SystemWork): Leadership {
+  return new Leadership({
+    system: work.system,
+    db: deps.db,
+    logger: deps.logger,
+    ttlMs: deps.config.leaseTtlMs,
+    exclusive: deps.databaseUrl === undefined,
+    onAcquire: (term) => leaderStartUp(deps, work, term),
+    onLose: () => leaderStepDown(work),
+    onStartFailure: () => deps.metrics.leaderStartFailures.inc({ system: work.system }),
+  });
+}
+
+/**
+ * Recovery without an operator, on every replica: at start and then once per lease period,
+ * a reconcile whose process died is failed and the link gate it held closed is released.
+ */
+function startRecovery(deps: ServiceDeps): () => void {
+  const recover = () =>
+    deps.reconciler
+      .recoverAbandoned()
+      .catch((err: unknown) =>
+        deps.logger.warn({ err }, 'could not look for an abandoned reconcile run'),
+      );
+  void recover();
+  const timer = setInterval(() => void recover(), deps.config.leaseTtlMs);
+  timer.unref();
+  return () => clearInterval(timer);
+}
+
 export function createService(deps: ServiceDeps): Service {
   const { config, db, logger, metrics, clients, pacers, pollers, reconciler } = deps;
-  const dispatchers = (['tidsbanken', 'poweroffice'] as const)
-    .filter((system) => clients[system] !== undefined || config.dryRun)
-    .map(
-      (system) =>
-        new Dispatcher({
-          system,
-          db,
-          config,
-          logger: logger.child({ module: 'dispatcher' }),
-          clients,
-          metrics,
-          pacer: pacers[system],
-          backoffBaseMs: deps.commandBackoffBaseMs,
-        }),
-    );
+  const dispatchers = createDispatchers(deps);
   // Merge-rule linking waits for a first full read of every side that is on.
   const sweep = { fullReads: pollers.map((p) => ({ system: p.system, recordType: p.recordType })) };
 
   let worker: SyncWorker | undefined;
   let retention: RetentionJob | undefined;
+  let stopRecovery: (() => void) | undefined;
   const leaderships: Leadership[] = [];
   const leaderOf: Partial<Record<SystemName, Leadership>> = {};
-  const stopAborts: AbortController[] = [];
-
-  const leadFor = (system: SystemName): Leadership => {
-    const dispatcher = dispatchers.find((d) => d.system === system);
-    const own = pollers.filter((p) => p.system === system);
-    let firstReads: Promise<unknown> | undefined;
-    const abort = new AbortController();
-    stopAborts.push(abort);
-    return new Leadership({
-      name: `tbpo-dispatcher-${system}`,
-      databaseUrl: deps.databaseUrl,
-      logger,
-      onAcquire: async () => {
-        // A predecessor's last requests may still be inside the vendor's sliding second, and
-        // this process's pacer has not seen them: let one window pass before the first one.
-        if (deps.databaseUrl !== undefined) await new Promise((r) => setTimeout(r, 1100));
-        await dispatcher?.start();
-        // A fresh database reads each side in full first (docs/ARCHITECTURE.md "Linking": the link gate); with polling on,
-        // a poller's first poll is that full read.
-        const fullyRead = await listFullyReadTypes(db);
-        const missing = own.filter((p) => !fullyRead.has(`${p.system}/${p.recordType}`));
-        if (config.pollIntervalMs > 0) {
-          for (const p of own) p.start();
-        } else if (missing.length > 0) {
-          firstReads = Promise.all(missing.map((p) => p.fullRead({ origin: 'poller' }))).catch(
-            (err: unknown) =>
-              logger.error(
-                { err, system },
-                'first full read failed; it is retried at the next start or reconcile',
-              ),
-          );
-        }
-      },
-      onLose: async () => {
-        await stopPollers(own, { abort: true });
-        await firstReads;
-        await dispatcher?.stop();
-      },
-    });
-  };
 
   return {
     clients,
@@ -135,7 +181,7 @@ export function createService(deps: ServiceDeps): Service {
       return worker;
     },
     systemStatus() {
-      return (['tidsbanken', 'poweroffice'] as const).map((system) => ({
+      return SYSTEMS.map((system) => ({
         system,
         configured: clients[system] !== undefined,
         leader: leaderOf[system]?.isLeader,
@@ -155,13 +201,20 @@ export function createService(deps: ServiceDeps): Service {
         },
         { idleMs: deps.workerIdleMs ?? 250 },
       );
-      for (const system of ['tidsbanken', 'poweroffice'] as const) {
-        if (clients[system] === undefined && !dispatchers.some((d) => d.system === system))
-          continue;
-        const leadership = leadFor(system);
+      stopRecovery = startRecovery(deps);
+      for (const system of SYSTEMS) {
+        const dispatcher = dispatchers.find((d) => d.system === system);
+        if (clients[system] === undefined && dispatcher === undefined) continue;
+        const work: SystemWork = {
+          system,
+          dispatcher,
+          pollers: pollers.filter((p) => p.system === system),
+          firstReads: undefined,
+        };
+        const leadership = createLeadership(deps, work);
         leaderships.push(leadership);
         leaderOf[system] = leadership;
-        metrics.watchLeader(system, () => leadership.isLeader);
+        metrics.watchLeader(system, leadership);
         leadership.start();
       }
       // One replica prunes: the leader of the first system that is on (with none on, every
@@ -177,7 +230,7 @@ export function createService(deps: ServiceDeps): Service {
     },
     async stop() {
       await retention?.stop();
-      for (const abort of stopAborts) abort.abort();
+      stopRecovery?.();
       await reconciler.stop?.();
       await Promise.all(leaderships.map((l) => l.stop()));
       await worker?.stop();

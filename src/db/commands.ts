@@ -1,5 +1,6 @@
 import { sql } from 'kysely';
 import type { DbOrTrx } from './database.js';
+import { termIsCurrent, type LeaseTerm } from './leases.js';
 import type { RecordKey } from './records.js';
 import type { OutboundCommandRow, SystemName } from './schema.js';
 
@@ -228,17 +229,21 @@ const HOLD_SECONDS = 2;
  */
 export async function claimCommands(
   db: DbOrTrx,
-  system: SystemName,
+  term: LeaseTerm,
   limit: number,
   worker: string,
 ): Promise<OutboundCommandRow[]> {
-  // `status = 'pending'` is checked again by the update itself: a row claimed meanwhile (a
-  // leadership handover overlap) is not claimed twice.
+  const system = term.system;
+  // `status = 'pending'` is checked again by the update itself: a row claimed meanwhile is not
+  // claimed twice. Only under the system's current lease term, which the claim records: a
+  // holder that lost the lease (frozen, cut off) claims nothing.
   const result = await sql<OutboundCommandRow>`
     update outbound_commands
        set status = 'sending', locked_at = now(), locked_by = ${worker},
+           locked_epoch = ${term.epoch}::bigint,
            attempts = attempts + 1, updated_at = now()
      where status = 'pending'
+       and ${termIsCurrent(term)}
        and id in (
          select id from (
            select distinct on (c.record_type, coalesce(c.record_id, 'new:' || c.id::text)) c.id
@@ -281,12 +286,13 @@ export async function claimCommands(
 }
 
 /** A dispatcher that died mid-send left rows 'sending': its successor sends them again. */
-export async function requeueSendingCommands(db: DbOrTrx, system: SystemName): Promise<number> {
+export async function requeueSendingCommands(db: DbOrTrx, term: LeaseTerm): Promise<number> {
   const result = await db
     .updateTable('outbound_commands')
     .set({ status: 'pending', locked_at: null, locked_by: null, updated_at: sql<Date>`now()` })
-    .where('system', '=', system)
+    .where('system', '=', term.system)
     .where('status', '=', 'sending')
+    .where(termIsCurrent(term))
     .executeTakeFirst();
   return Number(result.numUpdatedRows);
 }
@@ -304,12 +310,19 @@ export class LostClaimError extends Error {
  * 'sending', same claimer, same attempt): a claim that was taken over (requeued by a successor,
  * claimed again) changes nothing, so a command is never sent again because of a stale outcome.
  */
-export type CommandClaim = Pick<OutboundCommandRow, 'id' | 'locked_by' | 'attempts'>;
+export type CommandClaim = Pick<
+  OutboundCommandRow,
+  'id' | 'system' | 'locked_by' | 'locked_epoch' | 'attempts'
+>;
 
-/** The row is still this claim's. */
+/**
+ * The row is still this claim's, and the lease term the claim was made under is still the
+ * system's current one (fencing: a holder that lost its lease changes nothing).
+ */
 function whereClaimed(claim: CommandClaim) {
   return sql<boolean>`id = ${claim.id} and status = 'sending'
-    and locked_by is not distinct from ${claim.locked_by} and attempts = ${claim.attempts}`;
+    and locked_by is not distinct from ${claim.locked_by} and attempts = ${claim.attempts}
+    and ${termIsCurrent({ system: claim.system, epoch: claim.locked_epoch ?? '0' })}`;
 }
 
 /** One command left 'sending' by a send whose outcome could not be recorded: pending again. */

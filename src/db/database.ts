@@ -34,6 +34,14 @@ export function preparedStatement(name: string, text: string): string {
 }
 
 class PreparingClient extends pg.Client {
+  constructor(config?: string | pg.ClientConfig) {
+    super(config);
+    // The server may end a session while it is checked out between two statements (the idle
+    // transaction timeout after a freeze, a failover): the error surfaces on the next query,
+    // and must not crash the process as an unhandled 'error' event meanwhile.
+    this.on('error', () => undefined);
+  }
+
   // pg's query() has many overloads; only (text, values) from Kysely is rewritten.
   override query(...args: unknown[]): never {
     const [text, values] = args;
@@ -42,6 +50,9 @@ class PreparingClient extends pg.Client {
     return (super.query as (...a: unknown[]) => never)(...forward);
   }
 }
+
+/** See openPostgres; a replica taking over waits at most this long for a frozen one's locks. */
+const IDLE_IN_TRANSACTION_TIMEOUT_MS = 5000;
 
 /** Bounds on every wait for PostgreSQL (0 or undefined: none). */
 export interface PostgresTimeouts {
@@ -67,6 +78,11 @@ export function openPostgres(
     // instead of after the kernel's retransmission timeout (minutes to hours).
     keepAlive: true,
     keepAliveInitialDelayMillis: 10_000,
+    // A process frozen (SIGSTOP, a VM pause) or cut off inside a transaction would hold its
+    // row and advisory locks for as long as its session lives, blocking the replica that takes
+    // its leases over. No transaction of ours waits this long between statements: the server
+    // ends such a session and its locks go with it.
+    idle_in_transaction_session_timeout: IDLE_IN_TRANSACTION_TIMEOUT_MS,
   });
   // An idle client's error (server restart) must not crash the process; the next query
   // gets a fresh connection.

@@ -1,5 +1,7 @@
 import { sql } from 'kysely';
+import { FencedError } from '../errors.js';
 import type { DbOrTrx } from './database.js';
+import { termIsCurrent, type LeaseTerm } from './leases.js';
 import type { PollerCursorRow, SystemName } from './schema.js';
 
 // One row per (system, record type) the change pollers read. `cursor` is the newest
@@ -23,58 +25,43 @@ export async function getPollerCursor(
 /**
  * Records a successful poll. The cursor only moves forward (`greatest` ignores a null), so a
  * slow poll finishing after a newer one cannot move it back. `fullRead` stamps full_read_at.
+ * With a lease `term` (a leader's poll) nothing is written unless the term is still current:
+ * throws FencedError then.
  */
 export async function recordPollSuccess(
   db: DbOrTrx,
   row: { system: SystemName; recordType: string; cursor: string | undefined; fullRead: boolean },
+  term?: LeaseTerm,
 ): Promise<void> {
-  const now = new Date();
-  await db
-    .insertInto('poller_cursors')
-    .values({
-      system: row.system,
-      record_type: row.recordType,
-      cursor: row.cursor ?? null,
-      full_read_at: row.fullRead ? now : null,
-      last_polled_at: now,
-      last_success_at: now,
-      last_error: null,
-    })
-    .onConflict((oc) =>
-      oc.columns(['system', 'record_type']).doUpdateSet({
-        cursor: sql`greatest(poller_cursors.cursor, excluded.cursor)`,
-        full_read_at: row.fullRead ? now : sql`poller_cursors.full_read_at`,
-        last_polled_at: now,
-        last_success_at: now,
-        last_error: null,
-        updated_at: now,
-      }),
-    )
-    .execute();
+  const result = await sql`
+    insert into poller_cursors as p
+      (system, record_type, cursor, full_read_at, last_polled_at, last_success_at, last_error)
+    select ${row.system}, ${row.recordType}, ${row.cursor ?? null}::text,
+           case when ${row.fullRead} then now() end, now(), now(), null
+     where ${term === undefined ? sql`true` : termIsCurrent(term)}
+    on conflict (system, record_type) do update
+       set cursor = greatest(p.cursor, excluded.cursor),
+           full_read_at = coalesce(excluded.full_read_at, p.full_read_at),
+           last_polled_at = now(), last_success_at = now(), last_error = null,
+           updated_at = now()
+    returning 1`.execute(db);
+  if (result.rows.length === 0) throw new FencedError();
 }
 
-/** Records a failed poll; the cursor and full_read_at stay as they were. */
+/** Records a failed poll; the cursor and full_read_at stay as they were. Fenced like success. */
 export async function recordPollFailure(
   db: DbOrTrx,
   row: { system: SystemName; recordType: string; error: string },
+  term?: LeaseTerm,
 ): Promise<void> {
-  const now = new Date();
-  await db
-    .insertInto('poller_cursors')
-    .values({
-      system: row.system,
-      record_type: row.recordType,
-      last_polled_at: now,
-      last_error: row.error,
-    })
-    .onConflict((oc) =>
-      oc.columns(['system', 'record_type']).doUpdateSet({
-        last_polled_at: now,
-        last_error: row.error,
-        updated_at: now,
-      }),
-    )
-    .execute();
+  const result = await sql`
+    insert into poller_cursors as p (system, record_type, last_polled_at, last_error)
+    select ${row.system}, ${row.recordType}, now(), ${row.error}::text
+     where ${term === undefined ? sql`true` : termIsCurrent(term)}
+    on conflict (system, record_type) do update
+       set last_polled_at = now(), last_error = excluded.last_error, updated_at = now()
+    returning 1`.execute(db);
+  if (result.rows.length === 0) throw new FencedError();
 }
 
 /** The (system, record type) pairs whose full read is stored, as `system/recordType` keys. */

@@ -118,6 +118,8 @@ export interface OutboundCommandsTable {
   run_at: Timestamp;
   locked_at: NullableTimestamp;
   locked_by: string | null;
+  /** The lease epoch of the claim (fencing); null while not claimed. */
+  locked_epoch: ColumnType<string | null, string | null | undefined, string | null>;
   sent_at: NullableTimestamp;
   result: Json<unknown> | null;
   created_at: Timestamp;
@@ -144,6 +146,21 @@ export interface ReconcileRunsTable {
   started_at: Timestamp;
   finished_at: NullableTimestamp;
   created_at: Timestamp;
+  /** The process running it (null: started before runs had owners). */
+  owner: ColumnType<string | null, string | null | undefined, string | null>;
+  /** Renewed by the run's heartbeat; a running run past it has no live owner. */
+  expires_at: NullableTimestamp;
+}
+
+/** Leadership of one target system (src/db/leases.ts). */
+export interface LeasesTable {
+  system: SystemName;
+  holder: string | null;
+  /** Raised by every take-over; bigint, kept as a string. */
+  epoch: ColumnType<string, string | number | undefined, string | number>;
+  expires_at: Timestamp;
+  acquired_at: NullableTimestamp;
+  renewed_at: NullableTimestamp;
 }
 
 export interface AuditEntriesTable {
@@ -201,6 +218,7 @@ export interface Database {
   flow_controls: FlowControlsTable;
   link_holds: LinkHoldsTable;
   console_sessions: ConsoleSessionsTable;
+  leases: LeasesTable;
 }
 
 export type InboundEventRow = Selectable<InboundEventsTable>;

@@ -95,22 +95,44 @@ export function createMetrics() {
     registers,
   });
 
-  // Read at scrape time from whatever holds each system's leadership (registered by the
-  // service for each system that is on), so the gauge cannot drift from the truth.
-  const leaderChecks = new Map<string, () => boolean>();
+  // Read at scrape time from each system's leadership (registered by the service for each
+  // system that is on), so the gauges cannot drift from the lease.
+  const leaderChecks = new Map<
+    string,
+    { readonly isLeader: boolean; readonly isStarting: boolean }
+  >();
   new Gauge({
     name: 'tbpo_leader',
-    help: '1 when this replica leads the system (runs its dispatcher and pollers), 0 when not; absent for a system that is off. max by (system) across replicas should be 1.',
+    help: "1 when this replica holds the system's lease within its safe window (runs its dispatcher and pollers), 0 when not; absent for a system that is off. max by (system) across replicas should be 1.",
     labelNames: ['system'] as const,
     registers,
     collect() {
       this.reset();
-      for (const [system, check] of leaderChecks) this.set({ system }, check() ? 1 : 0);
+      for (const [system, lease] of leaderChecks) this.set({ system }, lease.isLeader ? 1 : 0);
     },
   });
-  /** Makes `tbpo_leader{system}` report `check()` from now on. */
-  const watchLeader = (system: string, check: () => boolean): void => {
-    leaderChecks.set(system, check);
+  new Gauge({
+    name: 'tbpo_leader_starting',
+    help: "1 while this replica holds the system's lease but its start-up steps have not succeeded yet (they are retried with backoff); 0 otherwise.",
+    labelNames: ['system'] as const,
+    registers,
+    collect() {
+      this.reset();
+      for (const [system, lease] of leaderChecks) this.set({ system }, lease.isStarting ? 1 : 0);
+    },
+  });
+  const leaderStartFailures = new Counter({
+    name: 'tbpo_leader_start_failures_total',
+    help: 'Failed start-up attempts of a new lease holder (each is retried), by system.',
+    labelNames: ['system'] as const,
+    registers,
+  });
+  /** Makes `tbpo_leader{system}` and `tbpo_leader_starting{system}` report `lease`. */
+  const watchLeader = (
+    system: string,
+    lease: { readonly isLeader: boolean; readonly isStarting: boolean },
+  ): void => {
+    leaderChecks.set(system, lease);
   };
 
   const credentialChecks = new Map<string, () => boolean>();
@@ -137,6 +159,7 @@ export function createMetrics() {
     commandsSent,
     retentionPruned,
     watchLeader,
+    leaderStartFailures,
     httpRequests,
     httpDuration,
     webhooksAccepted,

@@ -15,6 +15,7 @@ import {
   type RecordAdapter,
   type VendorRecord,
 } from '../record-adapter.js';
+import type { HeldTerm } from './leader.js';
 import type { ListPage } from './list-page.js';
 import type { Logger } from './logger.js';
 import type { RequestOptions } from './upstream.js';
@@ -106,7 +107,8 @@ export interface Poller {
    */
   readonly readsStarted: number;
   readonly readsCompleted: number;
-  start(): void;
+  /** Timed polls under the leader's lease `term`: fenced (src/lib/leader.ts) when given. */
+  start(term?: HeldTerm): void;
   stop(options?: { abort?: boolean }): Promise<void>;
   pollOnce(): Promise<PollResult>;
   fullRead(options?: FullReadOptions): Promise<PollResult>;
@@ -116,6 +118,8 @@ export interface FullReadOptions {
   origin?: 'poller' | 'reconcile';
   /** Told the running totals after each page is stored (a reconcile's progress). */
   onPage?: (read: { pages: number; records: number; inserted: number }) => void;
+  /** A leader's read: its requests and its cursor write are fenced by this term. */
+  term?: HeldTerm | undefined;
 }
 
 export class ChangePoller<T = unknown> implements Poller {
@@ -132,6 +136,7 @@ export class ChangePoller<T = unknown> implements Poller {
   private abort = new AbortController();
   private readsBegun = 0;
   private completed = 0;
+  private term: HeldTerm | undefined;
 
   constructor(
     private readonly source: PollSource<T>,
@@ -150,9 +155,10 @@ export class ChangePoller<T = unknown> implements Poller {
   }
 
   /** Polls now, then every interval after each poll ends. No-op when the interval is 0. */
-  start(): void {
+  start(term?: HeldTerm): void {
     if (this.started || this.intervalMs <= 0) return;
     this.started = true;
+    this.term = term;
     this.abort = new AbortController();
     this.scheduleNext(0);
   }
@@ -182,7 +188,7 @@ export class ChangePoller<T = unknown> implements Poller {
 
   /** One incremental poll (a full read when no cursor is stored yet). Rejects on failure. */
   pollOnce(): Promise<PollResult> {
-    return this.exclusive(() => this.run(false, 'poller', undefined));
+    return this.exclusive(() => this.run(false, 'poller', undefined, this.term));
   }
 
   /**
@@ -190,7 +196,9 @@ export class ChangePoller<T = unknown> implements Poller {
    * feature uses this with origin 'reconcile'.
    */
   fullRead(options: FullReadOptions = {}): Promise<PollResult> {
-    return this.exclusive(() => this.run(true, options.origin ?? 'poller', options.onPage));
+    return this.exclusive(() =>
+      this.run(true, options.origin ?? 'poller', options.onPage, options.term),
+    );
   }
 
   private scheduleNext(delayMs: number): void {
@@ -223,6 +231,7 @@ export class ChangePoller<T = unknown> implements Poller {
     forceFull: boolean,
     origin: 'poller' | 'reconcile',
     onPage: FullReadOptions['onPage'],
+    term: HeldTerm | undefined,
   ): Promise<PollResult> {
     const { system, recordType } = this;
     this.readsBegun++;
@@ -240,7 +249,11 @@ export class ChangePoller<T = unknown> implements Poller {
       let inserted = 0;
       let rejected = 0;
       let maxChanged: number | undefined;
-      const options: RequestOptions = { priority: 'poll', signal: this.abort.signal };
+      const options: RequestOptions = {
+        priority: 'poll',
+        signal: this.abort.signal,
+        ...(term !== undefined ? { fence: term.valid } : {}),
+      };
       for await (const page of this.source.list(since, options)) {
         pages++;
         records += page.records.length + page.rejected.length;
@@ -305,7 +318,7 @@ export class ChangePoller<T = unknown> implements Poller {
       }
 
       const cursor = maxChanged !== undefined ? new Date(maxChanged).toISOString() : undefined;
-      await recordPollSuccess(this.db, { system, recordType, cursor, fullRead: full });
+      await recordPollSuccess(this.db, { system, recordType, cursor, fullRead: full }, term);
       const stored = await getPollerCursor(this.db, system, recordType);
       return {
         system,
@@ -321,7 +334,11 @@ export class ChangePoller<T = unknown> implements Poller {
       const message = error instanceof Error ? error.message : String(error);
       this.logger.error({ err: error }, 'poll failed; the cursor stays where it was');
       try {
-        await recordPollFailure(this.db, { system, recordType, error: message.slice(0, 2000) });
+        await recordPollFailure(
+          this.db,
+          { system, recordType, error: message.slice(0, 2000) },
+          term,
+        );
       } catch (recordError) {
         this.logger.error({ err: recordError }, 'could not record the poll failure');
       }

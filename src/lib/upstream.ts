@@ -1,5 +1,5 @@
 import type { z } from 'zod';
-import { CredentialsError, UpstreamError } from '../errors.js';
+import { CredentialsError, FencedError, UpstreamError } from '../errors.js';
 import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
 import type { Pacer, Priority } from './pacer.js';
@@ -23,15 +23,22 @@ export interface RequestOptions {
    * (a 429 still pauses the system's pacer). A refused token is still renewed once.
    */
   once?: boolean;
+  /**
+   * Asked right before each attempt leaves (after its wait in the pacer): false → the request
+   * is not sent and FencedError is thrown. A lease holder's work passes the lease's check, so
+   * a holder that wakes up from a freeze past its safe window sends nothing.
+   */
+  fence?: () => boolean;
 }
 
 /** The per-call options a client hands on to `upstreamRequest`. */
 export function passOn(
   options: RequestOptions,
-): Pick<UpstreamRequest<z.ZodType>, 'signal' | 'once'> {
+): Pick<UpstreamRequest<z.ZodType>, 'signal' | 'once' | 'fence'> {
   return {
     ...(options.signal !== undefined ? { signal: options.signal } : {}),
     ...(options.once === true ? { once: true } : {}),
+    ...(options.fence !== undefined ? { fence: options.fence } : {}),
   };
 }
 
@@ -128,6 +135,8 @@ export interface UpstreamRequest<S extends z.ZodType> {
   signal?: AbortSignal;
   /** One attempt only (RequestOptions.once). */
   once?: boolean;
+  /** See RequestOptions.fence. */
+  fence?: (() => boolean) | undefined;
 }
 
 export interface UpstreamResponse<T> {
@@ -153,6 +162,8 @@ export async function upstreamRequest<S extends z.ZodType>(
   let authRenewed = false;
 
   for (let attempt = 1; ; attempt++) {
+    if (req.fence?.() === false)
+      throw new FencedError(`${req.method} ${path} not sent: lease lapsed`);
     const authHeaders = req.auth !== undefined ? await req.auth.headers() : {};
     const queuedAt = performance.now();
     const outcome = await ctx.pacer.schedule(() => {
@@ -164,6 +175,9 @@ export async function upstreamRequest<S extends z.ZodType>(
     }, req.priority);
     const statusLabel = outcome.type === 'response' ? String(outcome.status) : outcome.type;
     ctx.metrics.upstreamRequests.inc({ system: ctx.system, kind, code: statusLabel });
+    if (outcome.type === 'fenced') {
+      throw new FencedError(`${req.method} ${path} not sent: lease lapsed`);
+    }
     if (outcome.type !== 'aborted') {
       ctx.metrics.upstreamDuration.observe({ system: ctx.system }, outcome.seconds);
     }
@@ -289,7 +303,7 @@ function refusesCredentials(req: UpstreamRequest<z.ZodType>, status: number): bo
 type Outcome =
   | { type: 'response'; status: number; text: string; retryAfterMs?: number; seconds: number }
   | { type: 'timeout' | 'network'; error: unknown; seconds: number }
-  | { type: 'aborted'; seconds: number };
+  | { type: 'aborted' | 'fenced'; seconds: number };
 
 async function sendOnce<S extends z.ZodType>(
   ctx: UpstreamContext,
@@ -299,6 +313,9 @@ async function sendOnce<S extends z.ZodType>(
   const started = performance.now();
   const seconds = () => (performance.now() - started) / 1000;
   if (isAborted(req.signal)) return { type: 'aborted', seconds: 0 };
+  // Checked synchronously here, just before the request leaves: after a freeze the pacer's
+  // timers may fire before any timer that would have stopped this holder.
+  if (req.fence?.() === false) return { type: 'fenced', seconds: 0 };
   const timeout = AbortSignal.timeout(ctx.timeoutMs);
   const signal = req.signal !== undefined ? AbortSignal.any([timeout, req.signal]) : timeout;
   const headers: Record<string, string> = {

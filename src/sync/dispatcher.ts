@@ -18,7 +18,8 @@ import { insertInboundEvent, writeFeedbackEventId } from '../db/inbound-events.j
 import { insertLink, lockLink, setLinkInflight } from '../db/links.js';
 import { getMirrorRecord } from '../db/records.js';
 import type { OutboundCommandRow, SystemName } from '../db/schema.js';
-import { CredentialsError, UpstreamError } from '../errors.js';
+import { CredentialsError, FencedError, UpstreamError } from '../errors.js';
+import type { HeldTerm } from '../lib/leader.js';
 import type { Logger } from '../lib/logger.js';
 import type { Metrics } from '../lib/metrics.js';
 import type { Pacer } from '../lib/pacer.js';
@@ -35,7 +36,9 @@ import { flowById } from './flows.js';
 
 // The dispatcher of one target system (docs/ARCHITECTURE.md "Outbox and dispatcher"): claims due commands and sends them
 // through that system's client (and so its pacer). Only the replica holding the system's
-// leadership runs it, so the vendor's shared limit holds across replicas.
+// lease runs it, so the vendor's shared limit holds across replicas. Every claim, completion
+// and requeue is fenced by the lease epoch the claim was made under (src/db/commands.ts), and
+// no request leaves once the term is no longer valid here (src/lib/leader.ts).
 
 export interface DispatcherDeps {
   system: SystemName;
@@ -123,6 +126,7 @@ export class Dispatcher {
   private loop: Promise<void> | undefined;
   private wake: (() => void) | undefined;
   private readonly worker = `dispatcher-${randomUUID().slice(0, 8)}`;
+  private term: HeldTerm | undefined;
 
   constructor(private readonly deps: DispatcherDeps) {}
 
@@ -130,10 +134,16 @@ export class Dispatcher {
     return this.deps.system;
   }
 
-  /** Takes over from a predecessor (its in-flight commands go back to pending), then loops. */
-  async start(): Promise<void> {
-    if (this.running) return;
-    const requeued = await requeueSendingCommands(this.deps.db, this.deps.system);
+  /**
+   * Takes over from a predecessor under lease `term` (its in-flight commands go back to
+   * pending), then loops until stopped. Claims carry the term's epoch; requests leave only
+   * while `term.valid()`.
+   */
+  async start(term: HeldTerm): Promise<void> {
+    if (this.running && this.term === term) return;
+    if (this.running) await this.stop();
+    this.term = term;
+    const requeued = await requeueSendingCommands(this.deps.db, term);
     if (requeued > 0)
       this.deps.logger.warn(
         { system: this.deps.system, requeued },
@@ -178,15 +188,17 @@ export class Dispatcher {
    */
   async runOnce(): Promise<number> {
     const { db, system } = this.deps;
+    const term = this.term;
+    if (term === undefined || !term.valid()) return 0;
     // Slots freeing before the next look (the busy loop looks every 20 ms) count: the claim and
     // its queries happen meanwhile, and the request leaves the moment its slot frees.
     const free = this.deps.pacer?.freeSlotsFor('write', 25) ?? Number.POSITIVE_INFINITY;
     const limit = Math.min(this.deps.batchSize ?? 50, free);
     if (limit <= 0) return 0;
     await this.requeueStranded();
-    const commands = await claimCommands(db, system, limit, this.worker);
+    const commands = await claimCommands(db, term, limit, this.worker);
     for (const command of commands) {
-      const sending = this.dispatch(command)
+      const sending = this.dispatch(term, command)
         .catch((err: unknown) => {
           // The database failed while the outcome was recorded (a failover, a hung
           // connection): the row is still 'sending'. It goes back to pending once the
@@ -217,7 +229,7 @@ export class Dispatcher {
     await Promise.all([...this.inFlight]);
   }
 
-  private async dispatch(claimed: OutboundCommandRow): Promise<void> {
+  private async dispatch(term: HeldTerm, claimed: OutboundCommandRow): Promise<void> {
     const { db, logger, config } = this.deps;
     if (config.dryRun) {
       if (await markCommandDone(db, claimed, 'dry_run', { wouldSend: claimed.payload })) {
@@ -244,7 +256,7 @@ export class Dispatcher {
     const command = { ...claimed, payload: { ...claimed.payload, fields } };
     let result: SendResult;
     try {
-      result = await this.send(command);
+      result = await this.send(term, command);
     } catch (err) {
       await this.failed(command, err);
       return;
@@ -307,6 +319,15 @@ export class Dispatcher {
   private async failed(command: OutboundCommandRow, err: unknown): Promise<void> {
     const { db, logger } = this.deps;
     const log = logFields(command);
+    if (err instanceof FencedError) {
+      // Not sent: this replica's lease term is over (or could not be renewed in time). The
+      // row stays 'sending' under the old epoch; the next holder requeues it.
+      logger.warn(
+        { ...log, decision: 'fenced' },
+        'command not sent: left to the next lease holder',
+      );
+      return;
+    }
     if (err instanceof UnseenChangeError) {
       // Nothing was written: the change goes through the worker first, which may take fields
       // out of this command by policy; the command is looked at again after that.
@@ -349,7 +370,7 @@ export class Dispatcher {
     );
   }
 
-  private async send(command: OutboundCommandRow): Promise<SendResult> {
+  private async send(term: HeldTerm, command: OutboundCommandRow): Promise<SendResult> {
     const adapter = adapterOf(command.record_type);
     if (adapter === undefined) {
       throw new UpstreamError(
@@ -371,6 +392,7 @@ export class Dispatcher {
     if (command.operation === 'create') {
       const record = await api.create(command.payload.body as Record<string, unknown>, {
         priority: 'write',
+        fence: term.valid,
         parentId: command.parent_id,
         // An earlier attempt — before a crash, a lost answer, or the failure an operator
         // replayed — may have landed: look the origin id up before every POST.
@@ -384,6 +406,7 @@ export class Dispatcher {
     const known = await getMirrorRecord(this.deps.db, command.system, adapter.type, ref.id);
     return api.update(ref, fieldsOf(command), {
       priority: 'write',
+      fence: term.valid,
       once: true,
       known: known?.data,
     });

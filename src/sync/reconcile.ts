@@ -3,11 +3,13 @@ import type { Db } from '../db/database.js';
 import { getMaxInboundEventId } from '../db/inbound-events.js';
 import {
   claimReconcileRun,
+  failAbandonedReconcileRuns,
   finishReconcileRun,
   getCurrentReconcileRun,
   updateReconcileProgress,
 } from '../db/reconcile-runs.js';
 import type { ReconcileRunRow } from '../db/schema.js';
+import { replicaId } from '../lib/leader.js';
 import type { Logger } from '../lib/logger.js';
 import type { Poller } from '../lib/pollers.js';
 import type { SweepFlowProgress } from './sweep.js';
@@ -47,6 +49,11 @@ export interface ReconcileEngine {
   }): Promise<{ linksMade: number; conflicts: number; commandsQueued: number }>;
   /** Reopens the gate without a sweep (a failed run); a sweep is run instead when absent. */
   openLinkGate?(db: Db): Promise<void>;
+  /**
+   * A gate a reconcile closed while no run is going any more (its process died): hands it to
+   * the next link sweep, which the sync worker runs by itself. True when it did.
+   */
+  releaseAbandonedGate?(db: Db): Promise<boolean>;
 }
 
 export type ReconcilePhase = 'starting' | 'reading' | 'draining' | 'linking' | 'done' | 'failed';
@@ -85,9 +92,14 @@ export interface ReconcilerDeps {
   config: Readonly<Config>;
   pollers: readonly Poller[];
   engine: ReconcileEngine;
-  /** A 'running' run without a heartbeat for this long is taken as dead. Default 5 min. */
+  /**
+   * A run's owner holds it this long past each heartbeat; a running run past that has no
+   * live owner and is failed. Default 30 s.
+   */
+  leaseTtlMs?: number;
+  /** Runs from before runs had owners: taken as dead without a heartbeat this long. 5 min. */
   staleAfterMs?: number;
-  /** How often a live run refreshes its heartbeat. Default 15 s. */
+  /** How often a live run refreshes its heartbeat. Default 15 s, at most a third of the TTL. */
   heartbeatMs?: number;
   /** Longest wait for the worker to process what was read. Default 1 h. */
   drainTimeoutMs?: number;
@@ -99,6 +111,7 @@ export class Reconciler {
   private readonly logger: Logger;
   private readonly staleAfterMs: number;
   private readonly heartbeatMs: number;
+  private readonly leaseTtlMs: number;
   private readonly drainTimeoutMs: number;
   private readonly listeners = new Set<ProgressListener>();
   private active: Promise<ReconcileRunRow | undefined> | undefined;
@@ -107,7 +120,8 @@ export class Reconciler {
   constructor(private readonly deps: ReconcilerDeps) {
     this.logger = deps.logger.child({ module: 'reconcile' });
     this.staleAfterMs = deps.staleAfterMs ?? 5 * 60_000;
-    this.heartbeatMs = deps.heartbeatMs ?? 15_000;
+    this.leaseTtlMs = deps.leaseTtlMs ?? 30_000;
+    this.heartbeatMs = Math.min(deps.heartbeatMs ?? 15_000, this.leaseTtlMs / 3);
     this.drainTimeoutMs = deps.drainTimeoutMs ?? 60 * 60_000;
   }
 
@@ -116,11 +130,14 @@ export class Reconciler {
    * going (here or on another replica), answers with that one and starts nothing.
    */
   async start(): Promise<{ run: ReconcileRunRow; started: boolean }> {
-    const claimed = await this.deps.db
-      .transaction()
-      .execute((trx) =>
-        claimReconcileRun(trx, { staleAfterMs: this.staleAfterMs, progress: this.initial() }),
-      );
+    const claimed = await this.deps.db.transaction().execute((trx) =>
+      claimReconcileRun(trx, {
+        staleAfterMs: this.staleAfterMs,
+        progress: this.initial(),
+        owner: replicaId,
+        ttlMs: this.leaseTtlMs,
+      }),
+    );
     if (claimed.started) {
       this.active = this.execute(claimed.run).finally(() => {
         this.active = undefined;
@@ -144,6 +161,25 @@ export class Reconciler {
   /** The running or newest run, as stored (any replica). */
   current(): Promise<ReconcileRunRow | undefined> {
     return getCurrentReconcileRun(this.deps.db);
+  }
+
+  /**
+   * Recovery without an operator (at start-up, on taking leadership, and periodically): a run
+   * whose process died (kill -9, a lost node) is marked failed, and the link gate it left
+   * closed goes to the next link sweep, so linking resumes by itself.
+   */
+  async recoverAbandoned(): Promise<void> {
+    const { db, engine } = this.deps;
+    const failed = await failAbandonedReconcileRuns(db, { staleAfterMs: this.staleAfterMs });
+    if (failed.length > 0) {
+      this.logger.warn({ runs: failed }, 'reconcile run of a stopped process marked failed');
+    }
+    if ((await engine.releaseAbandonedGate?.(db)) === true) {
+      this.logger.warn(
+        { decision: 'gate_released' },
+        'link gate left closed by a stopped reconcile: linking resumes after a link sweep',
+      );
+    }
   }
 
   onProgress(listener: ProgressListener): () => void {
@@ -201,7 +237,7 @@ export class Reconciler {
       clearTimeout(trailing);
       trailing = undefined;
       writes = writes
-        .then(() => updateReconcileProgress(db, run.id, snapshot))
+        .then(() => updateReconcileProgress(db, run.id, snapshot, this.leaseTtlMs))
         .catch((err: unknown) => {
           logger.warn({ err }, 'could not store reconcile progress');
         });

@@ -3,6 +3,7 @@ import type { Db, DbOrTrx } from '../db/database.js';
 import { countPendingEvents, hasDueEvent, hasPendingEvent } from '../db/inbound-events.js';
 import { getMaxLinkId } from '../db/links.js';
 import { haveFullReads } from '../db/poller-cursors.js';
+import { hasRunningReconcileRun } from '../db/reconcile-runs.js';
 import { analyzeMirror } from '../db/records.js';
 import type { SystemName } from '../db/schema.js';
 import { getSyncState, lockSyncState, setSyncState } from '../db/sync-state.js';
@@ -36,6 +37,28 @@ export async function closeLinkGate(db: Db, reason = 'reconcile'): Promise<void>
 /** Reopens the gate without a sweep (a reconcile that failed must not leave linking off). */
 export async function openLinkGate(db: Db): Promise<void> {
   await setSyncState(db, GATE, { open: true, openedAt: new Date().toISOString() });
+}
+
+/**
+ * A gate closed by a reconcile while no run is going (the run's process died and its run was
+ * failed): handed to the next link sweep, which the worker runs once the inbox is drained
+ * (maybeRunInitialSweep). A sweep that process had begun is abandoned with it. True when
+ * the gate was released.
+ */
+export async function releaseAbandonedGate(db: Db): Promise<boolean> {
+  const state = await getSyncState(db, GATE);
+  if (state?.open !== false || state.reason !== 'reconcile') return false;
+  return db.transaction().execute(async (trx) => {
+    const locked = await lockSyncState(trx, GATE);
+    if (locked.open !== false || locked.reason !== 'reconcile') return false;
+    if (await hasRunningReconcileRun(trx)) return false;
+    await setSyncState(trx, GATE, {
+      open: false,
+      reason: 'reconcile abandoned',
+      closedAt: locked.closedAt,
+    });
+    return true;
+  });
 }
 
 /**
@@ -197,4 +220,10 @@ export async function maybeRunInitialSweep(
 }
 
 /** What the reconciler needs from the engine. */
-export const linkGateEngine = { closeLinkGate, openLinkGate, waitForInboxDrained, runLinkSweep };
+export const linkGateEngine = {
+  closeLinkGate,
+  openLinkGate,
+  waitForInboxDrained,
+  runLinkSweep,
+  releaseAbandonedGate,
+};

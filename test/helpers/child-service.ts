@@ -1,3 +1,4 @@
+import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 
@@ -33,4 +34,56 @@ export async function waitReady(port: number, timeoutMs = 45_000): Promise<Respo
     if (Date.now() > deadline) throw new Error('service did not become ready');
     await new Promise((r) => setTimeout(r, 200));
   }
+}
+
+export interface ChildService {
+  child: ChildProcess;
+  /** Resolves with the exit code, or -1 when a signal ended it. */
+  exited: Promise<number | null>;
+  /**
+   * SIGKILL, SIGSTOP and SIGCONT go to the whole process group (tsx runs the service in a
+   * grandchild node process); SIGTERM goes to tsx, which forwards it.
+   */
+  signal(sig: NodeJS.Signals): void;
+  output(): string;
+  /** The JSON log lines written so far. */
+  logs(): Record<string, unknown>[];
+}
+
+/** Runs `tsx src/main.ts` in its own process group with exactly `env` (plus PATH). */
+export function runService(env: Record<string, string>): ChildService {
+  const child = spawn(TSX, ['src/main.ts'], {
+    env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
+  });
+  let output = '';
+  child.stdout?.on('data', (d: Buffer) => (output += d.toString()));
+  child.stderr?.on('data', (d: Buffer) => (output += d.toString()));
+  const exited = new Promise<number | null>((resolve) =>
+    child.on('exit', (code, signal) => resolve(code ?? (signal === null ? null : -1))),
+  );
+  return {
+    child,
+    exited,
+    signal(sig) {
+      try {
+        process.kill(sig === 'SIGTERM' ? child.pid! : -child.pid!, sig);
+      } catch {
+        // already gone
+      }
+    },
+    output: () => output,
+    logs: () =>
+      output
+        .split('\n')
+        .filter((line) => line.startsWith('{'))
+        .flatMap((line) => {
+          try {
+            return [JSON.parse(line) as Record<string, unknown>];
+          } catch {
+            return [];
+          }
+        }),
+  };
 }

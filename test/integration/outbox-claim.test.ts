@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inject } from 'vitest';
 import { claimCommands } from '../../src/db/commands.js';
 import { insertInboundEvent } from '../../src/db/inbound-events.js';
+import { acquireLease } from '../../src/db/leases.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 
 // Which commands the dispatcher may take off the outbox. A burst of edits of one record
@@ -75,7 +76,12 @@ describe('claiming outbound commands', () => {
     const overdue = await linkAndCommand('103', '9103', 5_000);
     await pendingEventOf('103', 1);
 
-    const first = await claimCommands(database.db, 'poweroffice', 10, 'test');
+    const term = await acquireLease(database.db, {
+      system: 'poweroffice',
+      holder: 'test',
+      ttlMs: 60_000,
+    });
+    const first = await claimCommands(database.db, term!, 10, 'test');
     expect(first.map((c) => c.id).sort()).toEqual([free, overdue].sort());
 
     await database.db
@@ -83,7 +89,7 @@ describe('claiming outbound commands', () => {
       .set({ status: 'done' })
       .where('id', '=', event)
       .execute();
-    const second = await claimCommands(database.db, 'poweroffice', 10, 'test');
+    const second = await claimCommands(database.db, term!, 10, 'test');
     expect(second.map((c) => c.id)).toEqual([held]);
   });
 });
