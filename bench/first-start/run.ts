@@ -5,7 +5,7 @@
 //   env: BENCH_RECORDS (Kunder and Customers each, default 20000), BENCH_AMBIGUOUS (250),
 //        BENCH_RATE (requests/s of the fakes and the service's pacers, default 50),
 //        BENCH_LAUNCH (dist: `node dist/src/main.js`, as `npm start`; tsx: `node --import tsx
-//        src/main.ts`), BENCH_SERVICE_DIR (the checkout whose service runs; default this one),
+//        src/main.ts`; tsx-cli: `tsx src/main.ts`), BENCH_SERVICE_DIR (the checkout whose service runs; default this one),
 //        BENCH_RESULT (default last-result.json), BENCH_TIMEOUT_MS (default 10 min),
 //        DATABASE_URL (server)
 //
@@ -28,6 +28,12 @@ const RATE = Number(process.env.BENCH_RATE ?? 50);
 const LAUNCH = process.env.BENCH_LAUNCH ?? 'dist';
 const SERVICE_DIR = resolve(process.env.BENCH_SERVICE_DIR ?? '.');
 const TIMEOUT_MS = Number(process.env.BENCH_TIMEOUT_MS ?? 10 * 60_000);
+const LAUNCHES: Record<string, [string, string[]]> = {
+  dist: ['node', ['dist/src/main.js']],
+  tsx: ['node', ['--import', 'tsx', 'src/main.ts']],
+  // The tsx CLI: a parent process that runs the service in a child node with its loader.
+  'tsx-cli': ['node', ['node_modules/tsx/dist/cli.mjs', 'src/main.ts']],
+};
 
 async function main(): Promise<void> {
   const fakes = await startFakesProcess({
@@ -42,10 +48,7 @@ async function main(): Promise<void> {
     if (LAUNCH === 'dist') {
       await run('node', ['scripts/ensure-build.js']);
     }
-    const [command, args] =
-      LAUNCH === 'dist'
-        ? ['node', ['dist/src/main.js']]
-        : ['node', ['--import', 'tsx', 'src/main.ts']];
+    const [command, args] = LAUNCHES[LAUNCH] ?? LAUNCHES.tsx!;
     const dbCpu = sampleDatabaseCpu(scratch.url, scratch.name);
     const start = performance.now();
     const child = spawn(command, args, {
@@ -97,7 +100,7 @@ async function main(): Promise<void> {
     const fakeStats = await fakes.stats();
     const result = {
       at: new Date().toISOString(),
-      launch: LAUNCH === 'dist' ? 'node dist/src/main.js' : 'node --import tsx src/main.ts',
+      launch: [command, ...args].join(' '),
       serviceDir: SERVICE_DIR,
       kunder: N,
       customers: N,
