@@ -165,10 +165,10 @@ export function recordLink(system: string, type: string, id: string): Html {
   >`;
 }
 
-export function pager(nextHref: string | null): Html {
+export function pager(nextHref: string | null, label = 'Next page'): Html {
   return nextHref === null
     ? html``
-    : html`<p class="pager"><a href="${nextHref}" rel="next">Next page</a></p>`;
+    : html`<p class="pager"><a href="${nextHref}" rel="next">${label}</a></p>`;
 }
 
 export function table(caption: string, head: string[], rows: Html[], empty: string): Html {

@@ -1,5 +1,6 @@
 import { sql } from 'kysely';
 import type { DbOrTrx } from './database.js';
+import { atKey, olderThan, type HistoryPosition } from './history-position.js';
 import type { RecordKey } from './records.js';
 import type { AuditEntryRow, SystemName } from './schema.js';
 
@@ -50,21 +51,24 @@ async function insertAuditSlice(db: DbOrTrx, entries: AuditEntry[]): Promise<voi
     .execute();
 }
 
-/** The newest `limit` audit entries of one record (index audit_entries_record). */
+/**
+ * One page of a record's history from this table, newest first by (created_at, id), after
+ * `before` (index audit_entries_record); `limit` rows.
+ */
 export async function listRecordAudit(
   db: DbOrTrx,
   key: RecordKey,
-  limit: number,
-): Promise<AuditEntryRow[]> {
-  return db
+  page: { before?: HistoryPosition | undefined; limit: number },
+): Promise<(AuditEntryRow & { at_key: string })[]> {
+  let query = db
     .selectFrom('audit_entries')
     .selectAll()
+    .select(atKey.as('at_key'))
     .where('system', '=', key.system)
     .where('record_type', '=', key.recordType)
-    .where('record_id', '=', key.recordId)
-    .orderBy('id', 'desc')
-    .limit(limit)
-    .execute();
+    .where('record_id', '=', key.recordId);
+  if (page.before !== undefined) query = query.where(olderThan(page.before, 1));
+  return query.orderBy('created_at', 'desc').orderBy('id', 'desc').limit(page.limit).execute();
 }
 
 /**

@@ -1,5 +1,6 @@
 import { sql } from 'kysely';
 import type { DbOrTrx } from './database.js';
+import { atKey, olderThan, type HistoryPosition } from './history-position.js';
 import { termIsCurrent, type LeaseTerm } from './leases.js';
 import type { RecordKey } from './records.js';
 import type { OutboundCommandRow, SystemName } from './schema.js';
@@ -553,21 +554,24 @@ export async function requeueDeadCommand(
   return result.rows[0];
 }
 
-/** The newest `limit` outbound commands that write to one record. */
+/**
+ * One page of a record's history from this table, newest first by (created_at, id), after
+ * `before` (index outbound_commands_create_target); `limit` rows.
+ */
 export async function listRecordCommands(
   db: DbOrTrx,
   key: RecordKey,
-  limit: number,
-): Promise<OutboundCommandRow[]> {
-  return db
+  page: { before?: HistoryPosition | undefined; limit: number },
+): Promise<(OutboundCommandRow & { at_key: string })[]> {
+  let query = db
     .selectFrom('outbound_commands')
     .selectAll()
+    .select(atKey.as('at_key'))
     .where('system', '=', key.system)
     .where('record_type', '=', key.recordType)
-    .where('record_id', '=', key.recordId)
-    .orderBy('id', 'desc')
-    .limit(limit)
-    .execute();
+    .where('record_id', '=', key.recordId);
+  if (page.before !== undefined) query = query.where(olderThan(page.before, 2));
+  return query.orderBy('created_at', 'desc').orderBy('id', 'desc').limit(page.limit).execute();
 }
 
 /**

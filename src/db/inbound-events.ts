@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { CompiledQuery, sql } from 'kysely';
 import { preparedStatement, type DbOrTrx } from './database.js';
+import { atKey, olderThan, type HistoryPosition } from './history-position.js';
 import type { RecordKey } from './records.js';
 import type { InboundEventRow, SystemName } from './schema.js';
 
@@ -234,26 +235,41 @@ export async function requeueDeadEvent(
     .executeTakeFirst();
 }
 
+/** Ids of dead inbox events (oldest first, after `after`), for a bulk retry in batches. */
+export async function listDeadEventIds(
+  db: DbOrTrx,
+  filter: { source?: SystemName | undefined; after?: string; limit: number },
+): Promise<string[]> {
+  let query = db.selectFrom('inbound_events').select('id').where('status', '=', 'dead');
+  if (filter.source !== undefined) query = query.where('source', '=', filter.source);
+  if (filter.after !== undefined) query = query.where('id', '>', filter.after);
+  const rows = await query.orderBy('id').limit(filter.limit).execute();
+  return rows.map((r) => r.id);
+}
+
 /** Many events in one statement (pollers, reconcile); returns how many were new. */
 export async function insertInboundEvents(db: DbOrTrx, events: NewInboxEvent[]): Promise<number> {
   return (await insertInboundEventBatch(db, events)).length;
 }
 
-/** The newest `limit` inbox events of one record (index inbound_events_record). */
+/**
+ * One page of a record's history from this table, newest first by (created_at, id), after
+ * `before` (index inbound_events_record); `limit` rows.
+ */
 export async function listRecordEvents(
   db: DbOrTrx,
   key: RecordKey,
-  limit: number,
-): Promise<InboundEventRow[]> {
-  return db
+  page: { before?: HistoryPosition | undefined; limit: number },
+): Promise<(InboundEventRow & { at_key: string })[]> {
+  let query = db
     .selectFrom('inbound_events')
     .selectAll()
+    .select(atKey.as('at_key'))
     .where('source', '=', key.system)
     .where('record_type', '=', key.recordType)
-    .where('record_id', '=', key.recordId)
-    .orderBy('id', 'desc')
-    .limit(limit)
-    .execute();
+    .where('record_id', '=', key.recordId);
+  if (page.before !== undefined) query = query.where(olderThan(page.before, 0));
+  return query.orderBy('created_at', 'desc').orderBy('id', 'desc').limit(page.limit).execute();
 }
 
 /** The newest inbox id: a reconcile waits for the worker to get past it. */

@@ -6,6 +6,7 @@ import { listRecordAudit } from '../db/audit.js';
 import { listCommands, listRecordCommands, type ApiCommandStatus } from '../db/commands.js';
 import { listConflicts } from '../db/conflicts.js';
 import type { Db } from '../db/database.js';
+import type { HistoryPosition } from '../db/history-position.js';
 import { listFlowControls, type FlowControlRow } from '../db/flow-controls.js';
 import { listInboundEvents, listRecordEvents } from '../db/inbound-events.js';
 import { listLinks, listUnlinkedRecords } from '../db/links.js';
@@ -35,6 +36,7 @@ import {
   pauseFlow,
   replayCommand,
   replayDeadCommands,
+  retryDeadEvents,
   retryEvent,
   unlinkByHand,
 } from '../sync/operator.js';
@@ -124,9 +126,10 @@ const BulkReplaySchema = z
     flow: z.enum(FLOW_IDS).optional(),
   })
   .strict();
+const BulkRetrySchema = z.object({ status: z.literal('dead'), system: system.optional() }).strict();
 const FlowParamSchema = z.enum(FLOW_IDS, { error: `must be one of ${FLOW_IDS.join(', ')}` });
 
-const HistoryQuerySchema = z.object({ limit: limit.default(500) }).strict();
+const HistoryQuerySchema = z.object({ limit, cursor: keyCursorSchema }).strict();
 const EmptyQuerySchema = z.object({}).strict();
 
 const HistoryParamsSchema = z
@@ -234,6 +237,12 @@ export function adminRouter(deps: AdminDeps): Router {
     res.json(pageOf(rows, q.limit, (r) => r.id, toEventDto));
   });
 
+  router.post('/events/retry', async (req, res) => {
+    parse(EmptyQuerySchema, req.query);
+    const body = parse(BulkRetrySchema, req.body ?? {});
+    res.status(202).json(await retryDeadEvents(deps, { system: body.system }));
+  });
+
   router.post('/events/:id/retry', async (req, res) => {
     parse(EmptyQuerySchema, req.query);
     const retried = await retryEvent(deps, parse(digits, req.params.id, 'id'));
@@ -272,7 +281,7 @@ export function adminRouter(deps: AdminDeps): Router {
     const q = parse(HistoryQuerySchema, req.query);
     const params = parse(HistoryParamsSchema, req.params);
     const key: RecordKey = { system: params.system, recordType: params.type, recordId: params.id };
-    res.json(await readRecordHistory(deps.db, key, q.limit));
+    res.json(await readRecordHistory(deps.db, key, q));
   });
 
   router.post('/reconcile', async (req, res) => {
@@ -385,101 +394,123 @@ export interface HistoryEntry {
   detail: Record<string, unknown>;
 }
 
-const KIND_ORDER: Record<string, number> = { event: 0, command: 2 };
-
 /**
- * The audit trail of one record: inbox events, the engine's audit entries and the commands
- * that write to it, merged oldest first. Each source contributes its newest `limit` rows,
- * and the merged list keeps the newest `limit`, so a long-lived record answers quickly.
+ * The audit trail of one record, newest first: inbox events, the engine's audit entries and
+ * the commands that write to it, merged by (time, source, id). One page: each source gives
+ * its next `limit + 1` rows after the cursor, and the merge keeps `limit + 1` (the extra one
+ * only says there is more). The cursor is the position of the last entry shown.
  */
 export async function readRecordHistory(
   db: Db,
   key: RecordKey,
-  limit: number,
-): Promise<{ record: Record<string, unknown> | null; items: HistoryEntry[] }> {
+  page: { cursor?: string | undefined; limit: number },
+): Promise<{
+  record: Record<string, unknown> | null;
+  items: HistoryEntry[];
+  nextCursor: string | null;
+}> {
+  const before = page.cursor !== undefined ? parseHistoryPosition(page.cursor) : undefined;
+  const fetch = { before, limit: page.limit + 1 };
   // One after another: on embedded PGlite queries run one at a time anyway.
   const record = await getMirrorRecord(db, key.system, key.recordType, key.recordId);
-  const events = await listRecordEvents(db, key, limit);
-  const audit = await listRecordAudit(db, key, limit);
-  const commands = await listRecordCommands(db, key, limit);
-  const items = [...events.map(eventEntry), ...audit.map(auditEntry), ...commands.map(commandEntry)]
-    .sort(
-      (a, b) =>
-        a.sortAt - b.sortAt ||
-        (KIND_ORDER[a.entry.kind] ?? 1) - (KIND_ORDER[b.entry.kind] ?? 1) ||
-        a.sortId - b.sortId,
-    )
-    .slice(-limit)
-    .map((x) => x.entry);
-  return { record: record !== undefined ? toRecordDto(record) : null, items };
+  const events = await listRecordEvents(db, key, fetch);
+  const audit = await listRecordAudit(db, key, fetch);
+  const commands = await listRecordCommands(db, key, fetch);
+  const merged = [
+    ...events.map((row) => ({ pos: position(row, 0), entry: eventEntry(row) })),
+    ...audit.map((row) => ({ pos: position(row, 1), entry: auditEntry(row) })),
+    ...commands.map((row) => ({ pos: position(row, 2), entry: commandEntry(row) })),
+  ]
+    .sort((a, b) => comparePositions(b.pos, a.pos))
+    .slice(0, page.limit + 1);
+  return {
+    record: record !== undefined ? toRecordDto(record) : null,
+    ...pageOf(
+      merged,
+      page.limit,
+      (m) => `${m.pos.at}|${m.pos.rank}|${m.pos.id}`,
+      (m) => m.entry,
+    ),
+  };
 }
 
-type Sortable = { sortAt: number; sortId: number; entry: HistoryEntry };
+function position(row: { at_key: string; id: string }, rank: number): HistoryPosition {
+  return { at: row.at_key, rank, id: String(row.id) };
+}
 
-function eventEntry(row: InboundEventRow): Sortable {
+function comparePositions(a: HistoryPosition, b: HistoryPosition): number {
+  // `at` is fixed-width text, so text order is time order.
+  if (a.at !== b.at) return a.at < b.at ? -1 : 1;
+  if (a.rank !== b.rank) return a.rank - b.rank;
+  return Number(BigInt(a.id) - BigInt(b.id));
+}
+
+const HISTORY_POSITION =
+  /^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z)\|([012])\|([0-9]{1,18})$/;
+
+/** The decoded `cursor` of a history page (keyCursorSchema decodes the outer encoding). */
+function parseHistoryPosition(key: string): HistoryPosition {
+  const match = HISTORY_POSITION.exec(key);
+  if (match === null) {
+    throw new ValidationError('Invalid parameter cursor: is not a cursor this API returned.', {
+      parameter: 'cursor',
+    });
+  }
+  return { at: match[1]!, rank: Number(match[2]), id: match[3]! };
+}
+
+function eventEntry(row: InboundEventRow): HistoryEntry {
   return {
-    sortAt: toDate(row.created_at).getTime(),
-    sortId: Number(row.id),
-    entry: {
-      id: `event:${row.id}`,
-      kind: 'event',
-      at: iso(row.created_at),
-      flow: null,
-      linkId: null,
-      eventId: String(row.id),
-      commandId: null,
-      detail: {
-        eventType: row.event_type,
-        origin: row.origin,
-        sourceEventId: row.event_id,
-        status: row.status,
-        attempts: row.attempts,
-        lastError: row.last_error,
-        isThin: row.is_thin,
-        occurredAt: isoOrNull(row.occurred_at),
-        processedAt: isoOrNull(row.processed_at),
-      },
+    id: `event:${row.id}`,
+    kind: 'event',
+    at: iso(row.created_at),
+    flow: null,
+    linkId: null,
+    eventId: String(row.id),
+    commandId: null,
+    detail: {
+      eventType: row.event_type,
+      origin: row.origin,
+      sourceEventId: row.event_id,
+      status: row.status,
+      attempts: row.attempts,
+      lastError: row.last_error,
+      isThin: row.is_thin,
+      occurredAt: isoOrNull(row.occurred_at),
+      processedAt: isoOrNull(row.processed_at),
     },
   };
 }
 
-function auditEntry(row: AuditEntryRow): Sortable {
+function auditEntry(row: AuditEntryRow): HistoryEntry {
   return {
-    sortAt: toDate(row.created_at).getTime(),
-    sortId: Number(row.id),
-    entry: {
-      id: `audit:${row.id}`,
-      kind: row.kind,
-      at: iso(row.created_at),
-      flow: row.flow,
-      linkId: row.link_id !== null ? String(row.link_id) : null,
-      eventId: row.event_id !== null ? String(row.event_id) : null,
-      commandId: row.command_id !== null ? String(row.command_id) : null,
-      detail: row.detail,
-    },
+    id: `audit:${row.id}`,
+    kind: row.kind,
+    at: iso(row.created_at),
+    flow: row.flow,
+    linkId: row.link_id !== null ? String(row.link_id) : null,
+    eventId: row.event_id !== null ? String(row.event_id) : null,
+    commandId: row.command_id !== null ? String(row.command_id) : null,
+    detail: row.detail,
   };
 }
 
-function commandEntry(row: OutboundCommandRow): Sortable {
+function commandEntry(row: OutboundCommandRow): HistoryEntry {
   return {
-    sortAt: toDate(row.created_at).getTime(),
-    sortId: Number(row.id),
-    entry: {
-      id: `command:${row.id}`,
-      kind: 'command',
-      at: iso(row.created_at),
-      flow: row.flow,
-      linkId: row.link_id !== null ? String(row.link_id) : null,
-      eventId: null,
-      commandId: String(row.id),
-      detail: {
-        operation: row.operation,
-        status: apiStatus(row.status),
-        attempts: row.attempts,
-        payload: row.payload,
-        lastError: row.last_error,
-        sentAt: isoOrNull(row.sent_at),
-      },
+    id: `command:${row.id}`,
+    kind: 'command',
+    at: iso(row.created_at),
+    flow: row.flow,
+    linkId: row.link_id !== null ? String(row.link_id) : null,
+    eventId: null,
+    commandId: String(row.id),
+    detail: {
+      operation: row.operation,
+      status: apiStatus(row.status),
+      attempts: row.attempts,
+      payload: row.payload,
+      lastError: row.last_error,
+      sentAt: isoOrNull(row.sent_at),
     },
   };
 }

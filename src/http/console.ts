@@ -46,6 +46,7 @@ import {
   pauseFlow,
   replayCommand,
   replayDeadCommands,
+  retryDeadEvents,
   retryEvent,
   unlinkByHand,
 } from '../sync/operator.js';
@@ -654,6 +655,10 @@ export function consoleRouter(deps: ConsoleDeps): Router {
         .string()
         .regex(/^[0-9]{1,9}$/)
         .optional(),
+      retried: z
+        .string()
+        .regex(/^[0-9]{1,9}$/)
+        .optional(),
     })
     .strict();
 
@@ -672,7 +677,9 @@ export function consoleRouter(deps: ConsoleDeps): Router {
     const bulkNotice =
       q.replayed !== undefined
         ? `${q.replayed} command(s) queued again${q.skipped !== undefined && q.skipped !== '0' ? `; ${q.skipped} left dead because a newer command for the same record is queued (drop those)` : ''}.`
-        : noticeOf(req);
+        : q.retried !== undefined
+          ? `${q.retried} event(s) queued again${q.skipped !== undefined && q.skipped !== '0' ? `; ${q.skipped} left dead (the same event is queued again, or a record without a readable id: fix it at its source)` : ''}.`
+          : noticeOf(req);
     render(
       res,
       { title: 'Dead letters', nav: 'dead', notice: bulkNotice },
@@ -746,6 +753,23 @@ export function consoleRouter(deps: ConsoleDeps): Router {
           'No dead commands.',
         )}
         <h2 id="events-h">Dead inbox events</h2>
+        ${
+          events.length > 0
+            ? html`<form
+                method="post"
+                action="/console/events/retry"
+                class="actions"
+                data-confirm="Retry every dead inbox event shown by this filter?"
+              >
+                ${csrfField(csrf(res))} <input type="hidden" name="back" value="${back}" /><input
+                  type="hidden"
+                  name="system"
+                  value="${system ?? ''}"
+                />
+                <button type="submit">Retry all${system !== undefined ? ' shown' : ''}</button>
+              </form>`
+            : ''
+        }
         ${table(
           'Dead inbox events, newest first',
           ['Event', 'Record', 'Type', 'Attempts', 'Last error', 'Action'],
@@ -782,7 +806,7 @@ export function consoleRouter(deps: ConsoleDeps): Router {
       flow: form.flow !== '' ? form.flow : undefined,
     });
     const url = new URL(backTo(form.back, '/console/dead'), 'http://console.invalid');
-    url.searchParams.delete('notice');
+    for (const key of ['notice', 'retried', 'skipped']) url.searchParams.delete(key);
     url.searchParams.set('replayed', String(result.replayed));
     url.searchParams.set('skipped', String(result.skipped));
     res.redirect(303, `${url.pathname}${url.search}`);
@@ -798,6 +822,23 @@ export function consoleRouter(deps: ConsoleDeps): Router {
     const form = parse(backForm, req.body);
     await dropCommand(deps, parse(idParam, req.params.id, 'id'));
     res.redirect(303, withNotice(backTo(form.back, '/console/dead'), 'dropped'));
+  });
+
+  router.post('/events/retry', async (req, res) => {
+    const form = parse(
+      backForm.extend({
+        system: z.enum(['tidsbanken', 'poweroffice']).or(z.literal('')).optional(),
+      }),
+      req.body,
+    );
+    const result = await retryDeadEvents(deps, {
+      system: form.system !== '' ? form.system : undefined,
+    });
+    const url = new URL(backTo(form.back, '/console/dead'), 'http://console.invalid');
+    for (const key of ['notice', 'replayed', 'skipped']) url.searchParams.delete(key);
+    url.searchParams.set('retried', String(result.retried));
+    url.searchParams.set('skipped', String(result.skipped));
+    res.redirect(303, `${url.pathname}${url.search}`);
   });
 
   router.post('/events/:id/retry', async (req, res) => {
@@ -872,12 +913,17 @@ export function consoleRouter(deps: ConsoleDeps): Router {
     ])
     .and(z.object({ id: z.string().min(1).max(128) }));
 
+  const RecordQuery = z
+    .object({ cursor: keyCursorSchema, notice: z.string().optional() })
+    .strict();
+
   router.get('/records/:system/:type/:id', async (req, res) => {
     const p = parse(RecordParams, req.params);
+    const q = parse(RecordQuery, req.query);
     const history = await readRecordHistory(
       deps.db,
       { system: p.system, recordType: p.type, recordId: p.id },
-      500,
+      { cursor: q.cursor, limit: 50 },
     );
     const links = await listLinks(deps.db, {
       ...(p.system === 'tidsbanken' ? { tidsbankenId: p.id } : { powerofficeId: p.id }),
@@ -889,7 +935,8 @@ export function consoleRouter(deps: ConsoleDeps): Router {
         (l) => (p.system === 'tidsbanken' ? l.tidsbanken_type : l.poweroffice_type) === p.type,
       )
       .map(toLinkDto);
-    const entries = [...history.items].reverse();
+    const entries = history.items;
+    const here = req.path;
     render(
       res,
       {
@@ -936,7 +983,10 @@ export function consoleRouter(deps: ConsoleDeps): Router {
                 </td>
               </tr>`,
           ),
-          'Nothing recorded for this record.',
+          q.cursor !== undefined ? 'No older entries.' : 'Nothing recorded for this record.',
+        )}${pager(
+          history.nextCursor !== null ? `/console${here}?cursor=${history.nextCursor}` : null,
+          'Older entries',
         )}`,
     );
   });

@@ -161,12 +161,11 @@ export async function tryLink(
     typeOn(flow, otherSide),
     ruleKeys(flow, mine),
   );
-  const candidates = matches.filter((c) => !heldApart.has(c.record_id));
+  // A pair held apart still counts for uniqueness (as in the set-based sweep's match graph):
+  // a hold stops that one link; it does not make the record's other matches unique.
   if (matches.length === 0) {
     return { commandQueued: await queueCreateIfConfigured(ctx, flow, side, record) };
   }
-  // Its only matches are held apart from it: it stays unlinked, and is not created again.
-  if (candidates.length === 0) return {};
   const ambiguous = async (reason: string, list: { system: SystemName; recordId: string }[]) => {
     const { created } = await upsertAmbiguousMatch(db, {
       flow: flow.id,
@@ -201,22 +200,19 @@ export async function tryLink(
     await insertAuditEntries(db, audit);
     return { conflict: true };
   };
-  if (candidates.length > 1) {
+  if (matches.length > 1) {
     return ambiguous(
       'several records match',
-      candidates.map((c) => ({ system: otherSide, recordId: c.record_id })),
+      matches.map((c) => ({ system: otherSide, recordId: c.record_id })),
     );
   }
-  const counterpart = candidates[0]!;
-  const counterpartHeldApart = await listHeldApart(db, flow.id, otherSide, counterpart.record_id);
-  const rivals = (
-    await findMirrorRecordsByKeys(
-      db,
-      side,
-      record.record_type,
-      ruleKeys(flow, keysOfRow(counterpart)),
-    )
-  ).filter((r) => !counterpartHeldApart.has(r.record_id));
+  const counterpart = matches[0]!;
+  const rivals = await findMirrorRecordsByKeys(
+    db,
+    side,
+    record.record_type,
+    ruleKeys(flow, keysOfRow(counterpart)),
+  );
   if (rivals.length !== 1 || rivals[0]!.record_id !== id) {
     return ambiguous('the counterpart matches several records on this side', [
       { system: otherSide, recordId: counterpart.record_id },
@@ -233,6 +229,8 @@ export async function tryLink(
       { system: side, recordId: linkedTo },
     ]);
   }
+  // Its one and only match is held apart from it: it stays unlinked (and is not created).
+  if (heldApart.has(counterpart.record_id)) return {};
   const [tb, po] = side === 'tidsbanken' ? [record, counterpart] : [counterpart, record];
   const rule = matchedRule(flow, mine, keysOfRow(counterpart));
   const link = await insertLink(

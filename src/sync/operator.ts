@@ -10,7 +10,7 @@ import {
 import { dismissConflict, getConflict, resolveAmbiguousMatches } from '../db/conflicts.js';
 import type { Db } from '../db/database.js';
 import { setFlowPaused, type FlowControlRow } from '../db/flow-controls.js';
-import { getInboundEvent, requeueDeadEvent } from '../db/inbound-events.js';
+import { getInboundEvent, listDeadEventIds, requeueDeadEvent } from '../db/inbound-events.js';
 import { deleteLinkHold, insertLinkHold } from '../db/link-holds.js';
 import { findActiveLink, getLink, insertLink, unlinkLink } from '../db/links.js';
 import { getMirrorRecord } from '../db/records.js';
@@ -342,15 +342,21 @@ export async function replayDeadCommands(
 
 // ---- inbox events -------------------------------------------------------------------
 
-/** Gives a dead inbox event another go. */
-export async function retryEvent(deps: OperatorDeps, eventId: string): Promise<InboundEventRow> {
-  const existing = await getInboundEvent(deps.db, eventId);
+/**
+ * Re-queues one dead event with its audit entry, in one transaction. Undefined when it is not
+ * dead (or unknown); a ConflictError when it cannot be retried as it is.
+ */
+async function requeueEvent(
+  deps: OperatorDeps,
+  eventId: string,
+  existing: InboundEventRow | undefined,
+): Promise<InboundEventRow | undefined> {
   if (existing?.raw_record != null && existing.record_id === '') {
     throw new ConflictError(
       `Event ${eventId} is a record without a readable id: it cannot be read again. Fix it in ${existing.source}; its next change is read as usual.`,
     );
   }
-  const retried = await deps.db
+  return deps.db
     .transaction()
     .execute(async (trx) => {
       const row = await requeueDeadEvent(trx, eventId);
@@ -376,6 +382,12 @@ export async function retryEvent(deps: OperatorDeps, eventId: string): Promise<I
       }
       throw err;
     });
+}
+
+/** Gives a dead inbox event another go. */
+export async function retryEvent(deps: OperatorDeps, eventId: string): Promise<InboundEventRow> {
+  const existing = await getInboundEvent(deps.db, eventId);
+  const retried = await requeueEvent(deps, eventId, existing);
   if (retried !== undefined) {
     log(deps).info({ eventId, source: retried.source }, 'dead inbox event retried');
     return retried;
@@ -384,6 +396,40 @@ export async function retryEvent(deps: OperatorDeps, eventId: string): Promise<I
   throw new ConflictError(
     `Inbox event ${eventId} is ${existing.status}; only a dead event can be retried.`,
   );
+}
+
+/**
+ * Retries every dead inbox event matching the filter, in batches. One that cannot be retried
+ * (the same event is in the inbox again, or a set-aside record without a readable id) stays
+ * dead and is counted as skipped.
+ */
+export async function retryDeadEvents(
+  deps: OperatorDeps,
+  filter: { system?: SystemName | undefined },
+): Promise<{ retried: number; skipped: number; skippedIds: string[] }> {
+  let retried = 0;
+  const skippedIds: string[] = [];
+  let after: string | undefined;
+  for (;;) {
+    const ids = await listDeadEventIds(deps.db, {
+      source: filter.system,
+      ...(after !== undefined ? { after } : {}),
+      limit: 500,
+    });
+    if (ids.length === 0) break;
+    for (const id of ids) {
+      try {
+        const row = await requeueEvent(deps, id, await getInboundEvent(deps.db, id));
+        if (row !== undefined) retried++;
+      } catch (err) {
+        if (!(err instanceof ConflictError)) throw err;
+        skippedIds.push(id);
+      }
+    }
+    after = ids[ids.length - 1];
+  }
+  log(deps).info({ ...filter, retried, skipped: skippedIds.length }, 'dead inbox events retried');
+  return { retried, skipped: skippedIds.length, skippedIds: skippedIds.slice(0, 100) };
 }
 
 // ---- flows --------------------------------------------------------------------------

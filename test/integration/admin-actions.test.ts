@@ -158,6 +158,82 @@ describe('dead inbox events', () => {
     const again = await request(t.app).post(`/admin/events/${row.id}/retry`).set(auth);
     expect(again.status).toBe(409);
   });
+  async function seedDeadEvent(values: {
+    eventId: string;
+    source?: 'tidsbanken' | 'poweroffice';
+    recordId?: string;
+    status?: 'dead' | 'pending';
+    rawRecord?: string;
+  }): Promise<string> {
+    const source = values.source ?? 'tidsbanken';
+    const row = await t.database.db
+      .insertInto('inbound_events')
+      .values({
+        source,
+        origin: 'webhook',
+        event_id: values.eventId,
+        event_type: source === 'tidsbanken' ? 'kunde.updated' : 'customer.updated',
+        record_type: source === 'tidsbanken' ? 'kunde' : 'customer',
+        record_id: values.recordId ?? values.eventId,
+        payload: JSON.stringify({ Id: values.recordId ?? values.eventId }),
+        status: values.status ?? 'dead',
+        attempts: 10,
+        last_error: 'the worker gave up',
+        raw_record: values.rawRecord ?? null,
+        run_at: new Date(),
+      })
+      .returning('id')
+      .executeTakeFirstOrThrow();
+    return row.id;
+  }
+
+  it('retries every dead event of a filter in bulk, answers how many, and skips the ones that cannot be retried', async () => {
+    const a = await seedDeadEvent({ eventId: 'bulk-1' });
+    const b = await seedDeadEvent({ eventId: 'bulk-2' });
+    // The same event is in the inbox again: it stays dead.
+    const twin = await seedDeadEvent({ eventId: 'bulk-3' });
+    await seedDeadEvent({ eventId: 'bulk-3', status: 'pending' });
+    // A record set aside without a readable id cannot be read again.
+    const noId = await seedDeadEvent({ eventId: 'bulk-4', recordId: '', rawRecord: '{"Navn":1}' });
+    const otherSystem = await seedDeadEvent({ eventId: 'bulk-5', source: 'poweroffice' });
+
+    const res = await request(t.app)
+      .post('/admin/events/retry')
+      .set(auth)
+      .send({ status: 'dead', system: 'tidsbanken' });
+    expect(res.status).toBe(202);
+    await expectDocumentedResponse('POST', '/admin/events/retry', res);
+    expect(res.body).toEqual({ retried: 2, skipped: 2, skippedIds: [twin, noId] });
+
+    const dead = await request(t.app).get('/admin/events?status=dead').set(auth);
+    expect(dead.body.items.map((e: { id: string }) => e.id).sort()).toEqual(
+      [twin, noId, otherSystem].sort(),
+    );
+    const pending = await request(t.app).get('/admin/events?status=pending').set(auth);
+    expect(pending.body.items.map((e: { id: string }) => e.id)).toEqual(
+      expect.arrayContaining([a, b]),
+    );
+    expect(await historyKinds('tidsbanken', 'kunde', 'bulk-1')).toContain('operator:retry');
+
+    const all = await request(t.app).post('/admin/events/retry').set(auth).send({ status: 'dead' });
+    expect(all.body).toMatchObject({ retried: 1, skipped: 2 });
+  });
+
+  it('answers 400 for a bulk retry without status dead or with an unknown field, changing nothing', async () => {
+    const id = await seedDeadEvent({ eventId: 'bulk-bad' });
+    for (const body of [
+      {},
+      { status: 'pending' },
+      { status: 'dead', system: 'visma' },
+      { status: 'dead', x: 1 },
+    ]) {
+      const res = await request(t.app).post('/admin/events/retry').set(auth).send(body);
+      expect(res.status, JSON.stringify(body)).toBe(400);
+      await expectDocumentedResponse('POST', '/admin/events/retry', res);
+    }
+    const dead = await request(t.app).get('/admin/events?status=dead').set(auth);
+    expect(dead.body.items.map((e: { id: string }) => e.id)).toEqual([id]);
+  });
 });
 
 describe('conflicts', () => {

@@ -417,7 +417,7 @@ describe('GET /admin/events and retry', () => {
 });
 
 describe('GET /admin/records/{system}/{type}/{id}/history', () => {
-  it('merges inbox events, audit entries and commands of the record, oldest first, with the mirror row', async () => {
+  it('merges inbox events, audit entries and commands of the record, newest first, with the mirror row', async () => {
     const at = (s: number) => new Date(Date.UTC(2026, 0, 5, 10, 0, s));
     const db = t.database.db;
     await db
@@ -499,36 +499,124 @@ describe('GET /admin/records/{system}/{type}/{id}/history', () => {
     expect(
       res.body.items.map((i: { kind: string; at: string }) => [i.kind, i.at.slice(17, 19)]),
     ).toEqual([
-      ['event', '01'],
-      ['link', '02'],
-      ['diff', '03'],
       ['command', '04'],
+      ['diff', '03'],
+      ['link', '02'],
+      ['event', '01'],
     ]);
-    expect(res.body.items[0].detail).toMatchObject({
+    expect(res.body.nextCursor).toBeNull();
+    expect(res.body.items[3].detail).toMatchObject({
       eventType: 'customer.updated',
       origin: 'poller',
       status: 'done',
     });
-    expect(res.body.items[1]).toMatchObject({
+    expect(res.body.items[2]).toMatchObject({
       flow: 'kunde-customer',
       eventId: event.id,
       detail: { rule: 'email', tidsbankenId: 'K1' },
     });
-    expect(res.body.items[3]).toMatchObject({
+    expect(res.body.items[0]).toMatchObject({
       commandId,
       detail: { operation: 'update', status: 'dead', lastError: { status: 400, body: 'bad' } },
     });
 
-    const limited = await request(t.app)
+    const first = await request(t.app)
       .get('/admin/records/poweroffice/customer/501/history?limit=2')
       .set(auth);
-    expect(limited.body.items.map((i: { kind: string }) => i.kind)).toEqual(['diff', 'command']);
+    expect(first.body.items.map((i: { kind: string }) => i.kind)).toEqual(['command', 'diff']);
+    expect(first.body.nextCursor).toEqual(expect.any(String));
+    const second = await request(t.app)
+      .get(
+        `/admin/records/poweroffice/customer/501/history?limit=2&cursor=${first.body.nextCursor}`,
+      )
+      .set(auth);
+    expect(second.status).toBe(200);
+    await expectDocumentedResponse('GET', '/admin/records/{system}/{type}/{id}/history', second);
+    expect(second.body.items.map((i: { kind: string }) => i.kind)).toEqual(['link', 'event']);
+    expect(second.body.nextCursor).toBeNull();
+  });
+
+  it('pages a long history with limit and cursor: every entry once, in order, even with equal timestamps and entries added meanwhile', async () => {
+    const db = t.database.db;
+    const at = new Date(Date.UTC(2026, 0, 5, 10, 0, 0, 123));
+    // Events, audit entries and commands at the same microsecond, and some a little apart.
+    for (let i = 0; i < 7; i++) {
+      const when = i < 4 ? at : new Date(at.getTime() + i * 1000);
+      await db
+        .insertInto('inbound_events')
+        .values({
+          source: 'tidsbanken',
+          origin: 'webhook',
+          event_id: `page-${i}`,
+          event_type: 'kunde.updated',
+          record_type: 'kunde',
+          record_id: 'KP',
+          payload: JSON.stringify({ Id: 'KP' }),
+          status: 'done',
+          created_at: when,
+        })
+        .execute();
+      await db
+        .insertInto('audit_entries')
+        .values({
+          system: 'tidsbanken',
+          record_type: 'kunde',
+          record_id: 'KP',
+          kind: 'diff',
+          detail: JSON.stringify({ i }),
+          created_at: when,
+        })
+        .execute();
+      await seedCommand({
+        status: 'sent',
+        system: 'tidsbanken',
+        recordType: 'kunde',
+        recordId: 'KP',
+        createdAt: when,
+      });
+    }
+    const all = await request(t.app)
+      .get('/admin/records/tidsbanken/kunde/KP/history?limit=1000')
+      .set(auth);
+    expect(all.body.items).toHaveLength(21);
+    const seen: string[] = [];
+    let cursor: string | null = null;
+    let pages = 0;
+    do {
+      const res: request.Response = await request(t.app)
+        .get(
+          `/admin/records/tidsbanken/kunde/KP/history?limit=4${cursor !== null ? `&cursor=${cursor}` : ''}`,
+        )
+        .set(auth);
+      expect(res.status).toBe(200);
+      seen.push(...res.body.items.map((i: { id: string }) => i.id));
+      cursor = res.body.nextCursor;
+      if (pages++ === 0) {
+        // Newer than the walk: never shown in it and never shifting the rest.
+        await seedCommand({
+          status: 'pending',
+          system: 'tidsbanken',
+          recordType: 'kunde',
+          recordId: 'KP',
+        });
+      }
+    } while (cursor !== null);
+    expect(pages).toBe(6);
+    expect(seen).toEqual(all.body.items.map((i: { id: string }) => i.id));
+
+    for (const bad of ['abc', Buffer.from('{"k":"1 or 1=1"}').toString('base64url')]) {
+      const res = await request(t.app)
+        .get(`/admin/records/tidsbanken/kunde/KP/history?cursor=${bad}`)
+        .set(auth);
+      expect(res.status).toBe(400);
+      expect(res.body.detail).toMatch(/cursor/);
+    }
   });
 
   it('answers an unknown record with record null and no items', async () => {
     const res = await request(t.app).get('/admin/records/tidsbanken/kunde/K404/history').set(auth);
     expect(res.status).toBe(200);
-    expect(res.body).toEqual({ record: null, items: [] });
+    expect(res.body).toEqual({ record: null, items: [], nextCursor: null });
   });
 
   it('answers 400 for an unknown system, or a type of the other system', async () => {

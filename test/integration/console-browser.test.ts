@@ -43,6 +43,8 @@ beforeAll(async () => {
     seed(tb, po) {
       tb.seedKunde({ Id: 'K1', Navn: 'Fjord AS', Epost: 'post@fjord.no', Telefon: '22 00 00 01' });
       tb.seedKunde({ Id: 'K2', Navn: 'Fjord Holding AS', Epost: 'post@fjord.no' });
+      tb.seedKunde({ Id: 'K9', Navn: 'Null\u0000punkt AS', Epost: 'post@nullpunkt.no' });
+      po.seedCustomer({ Name: 'Nullpunkt AS', EmailAddress: 'post@nullpunkt.no' });
       customerId = String(po.seedCustomer({ Name: 'Fjord AS', EmailAddress: 'post@fjord.no' }).Id);
       tb.seedAnsatt({ Id: 5, Fornavn: 'Kari', Etternavn: 'Nordmann', Epost: 'kari@firma.no' });
       employee5 = po.seedEmployee({ Number: 5, FirstName: 'Kari', LastName: 'Nordmann' })
@@ -158,49 +160,58 @@ describe('the console in a browser', () => {
     );
   });
 
-  it('replays a dead command: it leaves the list and the fake API receives the write', async () => {
-    const link = await h.database.db
-      .selectFrom('links')
-      .select('id')
-      .where('flow', '=', 'ansatt-employee')
-      .where('tidsbanken_id', '=', '5')
-      .executeTakeFirstOrThrow();
-    // A write the vendor refused earlier (a 400), parked in the dead list.
-    const dead = await h.database.db
-      .insertInto('outbound_commands')
-      .values({
-        system: 'poweroffice',
-        operation: 'update',
-        record_type: 'employee',
-        record_id: String(employee5),
-        flow: 'ansatt-employee',
-        link_id: link.id,
-        payload: JSON.stringify({ fields: { JobTitle: 'Regnskapssjef' } }),
-        status: 'dead',
-        attempts: 1,
-        last_error: JSON.stringify({ status: 400, body: 'JobTitle was refused' }),
-        run_at: new Date(),
-      })
-      .returning('id')
-      .executeTakeFirstOrThrow();
-    await page.goto(`${base}/console/dead`);
+  it('replays a command the vendor refused: it leaves the dead list and the fake API receives the write', async () => {
+    const archives = () =>
+      h.po.requests.filter(
+        (r) =>
+          r.method === 'PATCH' &&
+          r.path.endsWith(`/Employees/${employee5}`) &&
+          JSON.stringify(r.body).includes('/IsArchived'),
+      );
+    // An open balance on Kari's sub-ledger: PowerOffice refuses to archive her Employee (400),
+    // and the real dispatcher puts the write on the dead list.
+    h.po.setLedgerBalance(employee5, 1250);
+    h.tb.editAnsatt(5, { Aktiv: false });
+    const replay = page.getByRole('button', { name: /^Replay command / });
+    await waitFor('the refused archive on the dead list', async () => {
+      await page.goto(`${base}/console/dead`);
+      return (await replay.count()) === 1;
+    });
+    expect(archives().map((r) => r.status)).toEqual([400]);
+    const row = page.getByRole('row').filter({ has: replay });
+    await expect(row.textContent()).resolves.toContain(`PO employee ${employee5}`);
+    await expect(row.textContent()).resolves.toContain('ledger balances');
+    const name = (await replay.getAttribute('aria-label'))!;
     await expectAccessible();
     await shot('dead');
-    await page.getByRole('button', { name: `Replay command ${dead.id}` }).click();
+
+    // The balance is settled in PowerOffice; the operator replays the command.
+    h.po.setLedgerBalance(employee5, 0);
+    await page.getByRole('button', { name }).click();
     await page.getByRole('status').filter({ hasText: 'queued again' }).waitFor();
-    expect(await page.getByRole('button', { name: `Replay command ${dead.id}` }).count()).toBe(0);
-    await waitFor('the replayed write at the fake', () =>
-      h.po.getEmployee(employee5)?.JobTitle === 'Regnskapssjef' ? true : undefined,
+    expect(await page.getByRole('button', { name }).count()).toBe(0);
+    await waitFor('the replayed archive at the fake', () =>
+      h.po.getEmployee(employee5)?.IsArchived === true ? true : undefined,
     );
-    expect(
-      h
-        .writes(h.po)
-        .some(
-          (w) =>
-            w.path.endsWith(`/Employees/${employee5}`) &&
-            JSON.stringify(w.body).includes('Regnskapssjef'),
-        ),
-    ).toBe(true);
+    expect(archives().map((r) => r.status)).toEqual([400, 200]);
+  });
+
+  it('retries every dead inbox event at once: a record fixed at its source is read again and linked', async () => {
+    // K9 could not be stored (a NUL character in its name): set aside as a dead event.
+    const retryAll = page.getByRole('button', { name: 'Retry all' });
+    await waitFor('the unreadable Kunde on the dead list', async () => {
+      await page.goto(`${base}/console/dead`);
+      return (await page.getByRole('row').filter({ hasText: 'kunde K9' }).count()) === 1;
+    });
+    // Fixed in Tidsbanken; the operator retries every dead event.
+    h.tb.kunder.get('K9')!.Navn = 'Nullpunkt AS';
+    await retryAll.click();
+    await page.getByRole('status').filter({ hasText: '1 event(s) queued again' }).waitFor();
+    expect(await page.getByRole('row').filter({ hasText: 'kunde K9' }).count()).toBe(0);
+    await waitFor('K9 read again and linked', async () => {
+      await page.goto(`${base}/console/links?search=K9`);
+      return (await page.getByRole('row').filter({ hasText: 'TB kunde K9' }).count()) === 1;
+    });
   });
 
   it('pauses a flow: an edit is not sent until the flow is resumed', async () => {

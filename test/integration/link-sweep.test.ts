@@ -34,7 +34,7 @@ afterAll(async () => {
 });
 
 async function clear(): Promise<void> {
-  await sql`truncate records, links, conflicts, outbound_commands, audit_entries, sync_state`.execute(
+  await sql`truncate records, links, link_holds, conflicts, outbound_commands, audit_entries, sync_state`.execute(
     db,
   );
 }
@@ -129,6 +129,15 @@ async function preLink(flow: string, tb: string, po: string): Promise<void> {
       shadow: '{}',
       last_synced_at: new Date(),
     })
+    .execute();
+}
+
+/** An operator unlinked this pair: it is held apart (only a manual link joins it again). */
+async function hold(flow: string, tb: string, po: string): Promise<void> {
+  await db
+    .insertInto('link_holds')
+    .values({ flow, tidsbanken_id: tb, poweroffice_id: po })
+    .onConflict((oc) => oc.doNothing())
     .execute();
 }
 
@@ -339,6 +348,59 @@ describe('the set-based link sweep', () => {
     ]);
   });
 
+  it('a pair held apart never links, and still counts for uniqueness: neither record links to anything else by a merge rule, on both paths', async () => {
+    const mirror = [
+      // K1's only match is 31, and the two are held apart.
+      kunde('K1', 'one@x.no'),
+      customer(31, 'one@x.no'),
+      // K2 matches 32 and 33; it is held apart from 32. 33 is not its one and only match.
+      kunde('K2', 'two@x.no'),
+      customer(32, 'two@x.no'),
+      customer(33, 'two@x.no'),
+      // K3 and K4 both match 34; K3 is held apart from it. 34 is not K4's alone.
+      kunde('K3', 'three@x.no'),
+      kunde('K4', 'three@x.no'),
+      customer(34, 'three@x.no'),
+      // An unrelated unique pair still links.
+      kunde('K5', 'five@x.no'),
+      customer(35, 'five@x.no'),
+    ];
+    const holds = async () => {
+      await hold('kunde-customer', 'K1', '31');
+      await hold('kunde-customer', 'K2', '32');
+      await hold('kunde-customer', 'K3', '34');
+    };
+    await seed(mirror);
+    await holds();
+    await runLinkSweep({ db, config, logger });
+    const swept = { links: await links(), ambiguous: await ambiguous() };
+    expect(swept.links).toEqual(['kunde-customer K5=35 by email']);
+    const po = (id: string) => ({ system: 'poweroffice', recordId: id });
+    const tb = (id: string) => ({ system: 'tidsbanken', recordId: id });
+    expect(swept.ambiguous.map((c) => `${c.system} ${c.recordId}`)).toEqual([
+      'poweroffice 32',
+      'poweroffice 33',
+      'poweroffice 34',
+      'tidsbanken K2',
+      'tidsbanken K3',
+      'tidsbanken K4',
+    ]);
+    expect(swept.ambiguous.find((c) => c.recordId === 'K2')).toMatchObject({
+      reason: 'several records match',
+      candidates: [po('32'), po('33')],
+    });
+    expect(swept.ambiguous.find((c) => c.recordId === '34')).toMatchObject({
+      reason: 'several records match',
+      candidates: [tb('K3'), tb('K4')],
+    });
+
+    await clear();
+    await seed(mirror);
+    await holds();
+    await perRecordSweep();
+    expect({ links: await links(), ambiguous: await ambiguous() }).toEqual(swept);
+  });
+
   it('deleted records match nothing; a second sweep changes nothing and repeats no conflict', async () => {
     await seed([kunde('K1', 'x@x.no'), customer(1, 'x@x.no'), customer(2, 'x@x.no')]);
     await deleteRecord('poweroffice', 'customer', '2');
@@ -465,8 +527,11 @@ const mirrorArb = fc.record({
   ),
   kunder: fc.array(fc.constantFrom(...EMAILS), { maxLength: 6 }),
   customers: fc.array(fc.constantFrom(...EMAILS), { maxLength: 6 }),
-  // Pre-existing links (an index into each side's list) and deleted records.
+  // Pre-existing links (an index into each side's list), pairs held apart and deleted records.
   preLinks: fc.array(fc.tuple(fc.nat(10), fc.nat(10)), { maxLength: 2 }),
+  holds: fc.array(fc.tuple(fc.constantFrom('employee', 'customer'), fc.nat(10), fc.nat(10)), {
+    maxLength: 3,
+  }),
   deleted: fc.array(fc.nat(10), { maxLength: 2 }),
 });
 
@@ -493,6 +558,19 @@ async function seedMirror(m: Mirror): Promise<void> {
       )
       .executeTakeFirst();
     if (taken === undefined) await preLink('ansatt-employee', String(tb.id), po);
+  }
+  for (const [kind, a, b] of m.holds) {
+    if (kind === 'employee' && m.ansatte.length > 0 && m.employees.length > 0) {
+      const tb = String(m.ansatte[a % m.ansatte.length]!.id);
+      await hold('ansatt-employee', tb, String(200 + (b % m.employees.length)));
+    }
+    if (kind === 'customer' && m.kunder.length > 0 && m.customers.length > 0) {
+      await hold(
+        'kunde-customer',
+        `K${a % m.kunder.length}`,
+        String(300 + (b % m.customers.length)),
+      );
+    }
   }
   for (const d of m.deleted) {
     if (m.customers.length > 0) {
