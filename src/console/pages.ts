@@ -1,3 +1,4 @@
+import { FLOW_IDS } from '../config.js';
 import type { OpsSnapshot } from '../db/ops-snapshot.js';
 import type { RecordRow } from '../db/schema.js';
 import type { FlowDefinition } from '../sync/flows.js';
@@ -88,10 +89,12 @@ export function actionButton(
     style?: 'secondary' | 'danger';
     fields?: Record<string, string>;
     accessibleName?: string;
+    /** A form of its own row (a bulk action above a list), not one inline in a table cell. */
+    block?: boolean;
   } = {},
 ): Html {
   return html`<form
-    class="inline"
+    class="${options.block === true ? 'actions' : 'inline'}"
     method="post"
     action="${action}"
     ${options.confirm !== undefined ? html` data-confirm="${options.confirm}"` : ''}
@@ -163,6 +166,65 @@ export function recordLink(system: string, type: string, id: string): Html {
   return html`<a href="${recordHref(system, type, id)}"
     >${system === 'tidsbanken' ? 'TB' : 'PO'} ${type} ${id}</a
   >`;
+}
+
+export interface Choice {
+  value: string;
+  label: string;
+}
+
+/** A labelled drop-down of a filter form; `selected` undefined selects the first choice. */
+export function selectField(
+  name: string,
+  label: string,
+  choices: Choice[],
+  selected: string | undefined,
+): Html {
+  return html`<div>
+    <label for="${name}">${label}</label
+    ><select id="${name}" name="${name}">
+      ${choices.map(
+        (c) =>
+          html`<option value="${c.value}" ${c.value === (selected ?? '') ? html` selected` : ''}>
+            ${c.label}
+          </option>`,
+      )}
+    </select>
+  </div>`;
+}
+
+export const FLOW_CHOICES: Choice[] = [
+  { value: '', label: 'All flows' },
+  ...FLOW_IDS.map((f) => ({ value: f, label: f })),
+];
+
+export const SYSTEM_CHOICES: Choice[] = [
+  { value: '', label: 'Both' },
+  { value: 'tidsbanken', label: 'Tidsbanken' },
+  { value: 'poweroffice', label: 'PowerOffice' },
+];
+
+/** A GET form of filters above a list. */
+export function filterForm(action: string, fields: Html[], submit: string, role?: 'search'): Html {
+  return html`<form
+    class="filters"
+    method="get"
+    action="${action}"
+    ${role !== undefined ? html` role="${role}"` : ''}
+  >
+    ${fields}
+    <div><button type="submit">${submit}</button></div>
+  </form>`;
+}
+
+/** `path` with `params` (those with a value) as its query string. */
+export function hrefWith(path: string, params: Record<string, string | undefined>): string {
+  const query = new URLSearchParams();
+  for (const [key, value] of Object.entries(params)) {
+    if (value !== undefined && value !== '') query.set(key, value);
+  }
+  const text = query.toString();
+  return text === '' ? path : `${path}?${text}`;
 }
 
 export function pager(nextHref: string | null, label = 'Next page'): Html {

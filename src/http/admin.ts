@@ -1,5 +1,4 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
-import express, { Router, type Request, type RequestHandler } from 'express';
+import express, { Router } from 'express';
 import { z } from 'zod';
 import { FLOW_IDS, type Config } from '../config.js';
 import { listRecordAudit } from '../db/audit.js';
@@ -20,12 +19,7 @@ import type {
   OutboundCommandRow,
   RecordRow,
 } from '../db/schema.js';
-import {
-  NotConfiguredError,
-  NotFoundError,
-  UnauthorizedError,
-  ValidationError,
-} from '../errors.js';
+import { NotConfiguredError, NotFoundError, ValidationError } from '../errors.js';
 import type { Logger } from '../lib/logger.js';
 import { recordTypesOf } from '../record-types.js';
 import { FLOWS, flowById } from '../sync/flows.js';
@@ -42,6 +36,7 @@ import {
 } from '../sync/operator.js';
 import { toReconcileRunDto, type Reconciler } from '../sync/reconcile.js';
 import type { SystemStatus } from '../service.js';
+import { requireAdminToken } from './admin-token.js';
 import { cursorSchema, keyCursorSchema, pageOf } from './paging.js';
 
 // The admin API (README "The admin API", openapi.yaml tag "admin"): what an operator
@@ -321,40 +316,6 @@ export async function listFlows(deps: { config: Readonly<Config>; db: Db }) {
   );
 }
 
-// ---- auth ---------------------------------------------------------------------------
-
-/**
- * Bearer ADMIN_TOKEN. Both sides are hashed first so the comparison is constant-time and of
- * equal length whatever the caller sends (timingSafeEqual throws on unequal lengths, and
- * comparing lengths first would leak the token's length).
- */
-export function requireAdminToken(token: string | undefined): RequestHandler {
-  const expected = token !== undefined ? digest(token) : undefined;
-  return (req, _res, next) => {
-    if (expected === undefined) {
-      next(new NotConfiguredError('The admin API is not configured (set ADMIN_TOKEN).'));
-      return;
-    }
-    const given = bearerOf(req);
-    if (given === undefined || !timingSafeEqual(digest(given), expected)) {
-      next(new UnauthorizedError('A valid admin bearer token is required.'));
-      return;
-    }
-    next();
-  };
-}
-
-function bearerOf(req: Request): string | undefined {
-  const header = req.headers.authorization;
-  if (header === undefined) return undefined;
-  const match = /^Bearer +(\S+) *$/i.exec(header);
-  return match?.[1];
-}
-
-function digest(value: string): Buffer {
-  return createHash('sha256').update(value, 'utf8').digest();
-}
-
 // ---- parsing ------------------------------------------------------------------------
 
 export function parse<S extends z.ZodType>(
@@ -445,8 +406,7 @@ function comparePositions(a: HistoryPosition, b: HistoryPosition): number {
   return Number(BigInt(a.id) - BigInt(b.id));
 }
 
-const HISTORY_POSITION =
-  /^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z)\|([012])\|([0-9]{1,18})$/;
+const HISTORY_POSITION = /^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z)\|([012])\|([0-9]{1,18})$/;
 
 /** The decoded `cursor` of a history page (keyCursorSchema decodes the outer encoding). */
 function parseHistoryPosition(key: string): HistoryPosition {

@@ -1,11 +1,13 @@
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import express, { Router, type ErrorRequestHandler, type Request, type Response } from 'express';
 import { z } from 'zod';
 import { FLOW_IDS, type Config } from '../config.js';
 import {
   actionButton,
-  csrfField,
   errorPage,
+  filterForm,
+  FLOW_CHOICES,
+  hrefWith,
   json,
   loginPage,
   overviewBody,
@@ -13,6 +15,8 @@ import {
   pager,
   recordLink,
   recordSummary,
+  selectField,
+  SYSTEM_CHOICES,
   table,
   when,
   type Layout,
@@ -39,17 +43,7 @@ import { AppError, NotConfiguredError, UnauthorizedError, ValidationError } from
 import type { Logger } from '../lib/logger.js';
 import { recordTypesOf } from '../record-types.js';
 import { flowById } from '../sync/flows.js';
-import {
-  dismissConflictByHand,
-  dropCommand,
-  linkByHand,
-  pauseFlow,
-  replayCommand,
-  replayDeadCommands,
-  retryDeadEvents,
-  retryEvent,
-  unlinkByHand,
-} from '../sync/operator.js';
+import * as operator from '../sync/operator.js';
 import type { Reconciler } from '../sync/reconcile.js';
 import {
   listFlows,
@@ -61,7 +55,8 @@ import {
   toLinkDto,
   toRecordDto,
 } from './admin.js';
-import { encodeCursor, keyCursorSchema } from './paging.js';
+import { adminToken, sameSecret, sha256 } from './admin-token.js';
+import { cursorSchema, encodeCursor, keyCursorSchema, pageOf } from './paging.js';
 
 // The operator's console (docs/console.md): server-rendered pages over the same
 // queries and operator actions as the admin API. docs/console.md explains the choices.
@@ -86,6 +81,20 @@ export interface ConsoleDeps {
   /** This replica's view of each system; without it the overview says only what config says. */
   systemStatus?: (() => SystemStatus[]) | undefined;
 }
+
+const SYSTEMS = ['tidsbanken', 'poweroffice'] as const;
+
+/** A filter field: its empty choice ("all flows", "both") means not given. */
+function choice<const T extends readonly [string, ...string[]]>(values: T) {
+  return z
+    .enum(values)
+    .or(z.literal(''))
+    .optional()
+    .transform((v) => (v === '' ? undefined : v));
+}
+
+const idParam = z.string().regex(/^[0-9]{1,18}$/, { error: 'must be an id' });
+const backForm = z.object({ csrf: z.string(), back: z.string().optional() });
 
 const COOKIE = 'tbpo_console';
 const SESSION_SECONDS = 12 * 60 * 60;
@@ -112,10 +121,6 @@ const CSP = [
   "base-uri 'none'",
 ].join('; ');
 
-function sha256(value: string): Buffer {
-  return createHash('sha256').update(value, 'utf8').digest();
-}
-
 function cookieOf(req: Request, name: string): string | undefined {
   for (const part of (req.headers.cookie ?? '').split(';')) {
     const eq = part.indexOf('=');
@@ -140,10 +145,6 @@ function fieldOf(req: Request, name: string): string {
   if (body === null || typeof body !== 'object') return '';
   const value = (body as Record<string, unknown>)[name];
   return typeof value === 'string' ? value : '';
-}
-
-function sameEqual(a: string, b: string): boolean {
-  return timingSafeEqual(sha256(a), sha256(b));
 }
 
 /** Only paths inside the console are followed after an action (no open redirect). */
@@ -175,8 +176,7 @@ const NOTICES: Record<string, string> = {
 
 export function consoleRouter(deps: ConsoleDeps): Router {
   const router = Router();
-  const expected =
-    deps.config.adminToken !== undefined ? sha256(deps.config.adminToken) : undefined;
+  const admin = adminToken(deps.config.adminToken);
 
   router.use((_req, res, next) => {
     res.setHeader('Content-Security-Policy', CSP);
@@ -221,18 +221,17 @@ export function consoleRouter(deps: ConsoleDeps): Router {
 
   router.get('/login', (_req, res) => {
     res
-      .status(expected === undefined ? 503 : 200)
+      .status(admin.configured ? 200 : 503)
       .type('html')
-      .send(loginPage(undefined, expected !== undefined));
+      .send(loginPage(undefined, admin.configured));
   });
 
   router.post('/login', async (req, res) => {
-    if (expected === undefined) {
+    if (!admin.configured) {
       res.status(503).type('html').send(loginPage(undefined, false));
       return;
     }
-    const token = fieldOf(req, 'token');
-    if (token === '' || !timingSafeEqual(sha256(token), expected)) {
+    if (!admin.matches(fieldOf(req, 'token'))) {
       deps.logger.child({ module: 'console' }).warn('console log-in refused');
       res.status(401).type('html').send(loginPage('That is not the admin token.'));
       return;
@@ -251,7 +250,7 @@ export function consoleRouter(deps: ConsoleDeps): Router {
 
   // Everything below needs a session.
   router.use(async (req, res, next) => {
-    if (expected === undefined) {
+    if (!admin.configured) {
       return next(new NotConfiguredError('The console is not configured (set ADMIN_TOKEN).'));
     }
     const id = cookieOf(req, COOKIE);
@@ -267,7 +266,7 @@ export function consoleRouter(deps: ConsoleDeps): Router {
     res.locals.consoleSession = { idHash, csrf: session.csrfToken };
     if (req.method === 'POST') {
       const sent = fieldOf(req, 'csrf');
-      if (!sameEqual(sent, session.csrfToken)) {
+      if (!sameSecret(sent, session.csrfToken)) {
         return next(new UnauthorizedError('The form has expired: reload the page and try again.'));
       }
     }
@@ -291,6 +290,19 @@ export function consoleRouter(deps: ConsoleDeps): Router {
     return key !== undefined ? NOTICES[key] : undefined;
   };
   const csrf = (res: Response) => res.locals.consoleSession!.csrf;
+
+  /** An action on one row (`:id`): back to the page it came from, with a notice. */
+  const idAction = (
+    path: string,
+    fallback: string,
+    notice: keyof typeof NOTICES,
+    act: (id: string) => Promise<unknown>,
+  ) =>
+    router.post(path, async (req, res) => {
+      const form = parse(backForm, req.body);
+      await act(parse(idParam, req.params.id, 'id'));
+      res.redirect(303, withNotice(backTo(form.back, fallback), notice));
+    });
 
   // ---- overview -----------------------------------------------------------------------
 
@@ -349,9 +361,14 @@ export function consoleRouter(deps: ConsoleDeps): Router {
 
   const LinksQuery = z
     .object({
-      search: z.string().trim().max(200).optional(),
-      flow: z.enum(FLOW_IDS).or(z.literal('')).optional(),
-      unlinked: z.enum(['tidsbanken', 'poweroffice']).or(z.literal('')).optional(),
+      search: z
+        .string()
+        .trim()
+        .max(200)
+        .optional()
+        .transform((v) => (v === '' ? undefined : v)),
+      flow: choice(FLOW_IDS),
+      unlinked: choice(SYSTEMS),
       cursor: keyCursorSchema,
       notice: z.string().optional(),
     })
@@ -359,46 +376,31 @@ export function consoleRouter(deps: ConsoleDeps): Router {
 
   router.get('/links', async (req, res) => {
     const q = parse(LinksQuery, req.query);
-    const flow = q.flow !== undefined && q.flow !== '' ? q.flow : undefined;
-    const unlinked = q.unlinked !== undefined && q.unlinked !== '' ? q.unlinked : undefined;
-    const search = q.search !== undefined && q.search !== '' ? q.search : undefined;
+    const { flow, unlinked, search } = q;
     const limit = 50;
-    const here = (cursor: string) => {
-      const params = new URLSearchParams();
-      if (search !== undefined) params.set('search', search);
-      if (flow !== undefined) params.set('flow', flow);
-      if (unlinked !== undefined) params.set('unlinked', unlinked);
-      params.set('cursor', cursor);
-      return `/console/links?${params.toString()}`;
-    };
-    const filters = html`<form class="filters" method="get" action="/console/links" role="search">
-      <div>
-        <label for="search">Id, e-mail or name</label
-        ><input id="search" name="search" type="search" value="${search ?? ''}" />
-      </div>
-      <div>
-        <label for="flow">Flow</label
-        ><select id="flow" name="flow">
-          <option value="">All flows</option>
-          ${FLOW_IDS.map(
-            (f) => html`<option value="${f}" ${f === flow ? html` selected` : ''}>${f}</option>`,
-          )}
-        </select>
-      </div>
-      <div>
-        <label for="unlinked">Show</label
-        ><select id="unlinked" name="unlinked">
-          <option value="">Links</option>
-          <option value="tidsbanken" ${unlinked === 'tidsbanken' ? html` selected` : ''}>
-            Tidsbanken records without a link (needs a flow)
-          </option>
-          <option value="poweroffice" ${unlinked === 'poweroffice' ? html` selected` : ''}>
-            PowerOffice records without a link (needs a flow)
-          </option>
-        </select>
-      </div>
-      <div><button type="submit">Search</button></div>
-    </form>`;
+    const here = (cursor: string) => hrefWith('/console/links', { search, flow, unlinked, cursor });
+    const filters = filterForm(
+      '/console/links',
+      [
+        html`<div>
+          <label for="search">Id, e-mail or name</label
+          ><input id="search" name="search" type="search" value="${search ?? ''}" />
+        </div>`,
+        selectField('flow', 'Flow', FLOW_CHOICES, flow),
+        selectField(
+          'unlinked',
+          'Show',
+          [
+            { value: '', label: 'Links' },
+            { value: 'tidsbanken', label: 'Tidsbanken records without a link (needs a flow)' },
+            { value: 'poweroffice', label: 'PowerOffice records without a link (needs a flow)' },
+          ],
+          unlinked,
+        ),
+      ],
+      'Search',
+      'search',
+    );
     if (unlinked !== undefined) {
       if (flow === undefined)
         throw new ValidationError('Choose a flow to list the records without a link in it.');
@@ -475,37 +477,30 @@ export function consoleRouter(deps: ConsoleDeps): Router {
   });
   router.post('/links', async (req, res) => {
     const form = parse(NewLinkForm, req.body);
-    await linkByHand(deps, form);
+    await operator.linkByHand(deps, form);
     res.redirect(303, withNotice(backTo(form.back, '/console/conflicts'), 'linked'));
   });
 
-  const idParam = z.string().regex(/^[0-9]{1,18}$/, { error: 'must be an id' });
-  const backForm = z.object({ csrf: z.string(), back: z.string().optional() });
-
-  router.post('/links/:id/unlink', async (req, res) => {
-    const form = parse(backForm, req.body);
-    await unlinkByHand(deps, parse(idParam, req.params.id, 'id'));
-    res.redirect(303, withNotice(backTo(form.back, '/console/links'), 'unlinked'));
-  });
+  idAction('/links/:id/unlink', '/console/links', 'unlinked', (id) =>
+    operator.unlinkByHand(deps, id),
+  );
 
   // ---- conflicts ----------------------------------------------------------------------
 
   const ConflictsQuery = z
     .object({
-      kind: z.enum(['ambiguous_match', 'field_conflict']).or(z.literal('')).optional(),
+      kind: choice(['ambiguous_match', 'field_conflict']),
+      // Open by default; the empty choice is "any".
       status: z.enum(['open', 'resolved']).or(z.literal('')).optional(),
-      cursor: keyCursorSchema,
+      cursor: cursorSchema,
       notice: z.string().optional(),
     })
     .strict();
 
   router.get('/conflicts', async (req, res) => {
     const q = parse(ConflictsQuery, req.query);
-    const kind = q.kind !== undefined && q.kind !== '' ? q.kind : undefined;
+    const kind = q.kind;
     const status = q.status === undefined ? 'open' : q.status === '' ? undefined : q.status;
-    if (q.cursor !== undefined && !/^[0-9]{1,18}$/.test(q.cursor)) {
-      throw new ValidationError('That page link is not valid.');
-    }
     const limit = 25;
     const rows = await listConflicts(deps.db, { kind, status, before: q.cursor, limit });
     const shown = rows.slice(0, limit).map(toConflictDto);
@@ -604,134 +599,121 @@ export function consoleRouter(deps: ConsoleDeps): Router {
     render(
       res,
       { title: 'Conflicts', nav: 'conflicts', notice: noticeOf(req) },
-      html`<form class="filters" method="get" action="/console/conflicts">
-          <div>
-            <label for="kind">Kind</label
-            ><select id="kind" name="kind">
-              <option value="">All kinds</option>
-              <option value="ambiguous_match" ${kind === 'ambiguous_match' ? html` selected` : ''}>
-                Ambiguous match
-              </option>
-              <option value="field_conflict" ${kind === 'field_conflict' ? html` selected` : ''}>
-                Field conflict
-              </option>
-            </select>
-          </div>
-          <div>
-            <label for="status">Status</label
-            ><select id="status" name="status">
-              <option value="open" ${status === 'open' ? html` selected` : ''}>Open</option>
-              <option value="resolved" ${status === 'resolved' ? html` selected` : ''}>
-                Resolved
-              </option>
-              <option value="" ${status === undefined ? html` selected` : ''}>Any</option>
-            </select>
-          </div>
-          <div><button type="submit">Show</button></div>
-        </form>
-        ${cards.length === 0 ? html`<p class="muted">No conflicts here.</p>` : cards}
-        ${pager(rows.length > limit ? `/console/conflicts?${params.toString()}&cursor=${encodeCursor(shown[shown.length - 1]!.id)}` : null)}`,
+      html`${filterForm(
+        '/console/conflicts',
+        [
+          selectField(
+            'kind',
+            'Kind',
+            [
+              { value: '', label: 'All kinds' },
+              { value: 'ambiguous_match', label: 'Ambiguous match' },
+              { value: 'field_conflict', label: 'Field conflict' },
+            ],
+            kind,
+          ),
+          selectField(
+            'status',
+            'Status',
+            [
+              { value: 'open', label: 'Open' },
+              { value: 'resolved', label: 'Resolved' },
+              { value: '', label: 'Any' },
+            ],
+            status ?? '',
+          ),
+        ],
+        'Show',
+      )}
+      ${cards.length === 0 ? html`<p class="muted">No conflicts here.</p>` : cards}
+      ${pager(rows.length > limit ? `/console/conflicts?${params.toString()}&cursor=${encodeCursor(shown[shown.length - 1]!.id)}` : null)}`,
     );
   });
 
-  router.post('/conflicts/:id/dismiss', async (req, res) => {
-    const form = parse(backForm, req.body);
-    await dismissConflictByHand(deps, parse(idParam, req.params.id, 'id'));
-    res.redirect(303, withNotice(backTo(form.back, '/console/conflicts'), 'dismissed'));
-  });
+  idAction('/conflicts/:id/dismiss', '/console/conflicts', 'dismissed', (id) =>
+    operator.dismissConflictByHand(deps, id),
+  );
 
   // ---- dead letters -------------------------------------------------------------------
 
+  const count = z
+    .string()
+    .regex(/^[0-9]{1,9}$/)
+    .optional();
   const DeadQuery = z
     .object({
-      system: z.enum(['tidsbanken', 'poweroffice']).or(z.literal('')).optional(),
-      flow: z.enum(FLOW_IDS).or(z.literal('')).optional(),
+      system: choice(SYSTEMS),
+      flow: choice(FLOW_IDS),
+      commandsCursor: cursorSchema,
+      eventsCursor: cursorSchema,
       notice: z.string().optional(),
-      replayed: z
-        .string()
-        .regex(/^[0-9]{1,9}$/)
-        .optional(),
-      skipped: z
-        .string()
-        .regex(/^[0-9]{1,9}$/)
-        .optional(),
-      retried: z
-        .string()
-        .regex(/^[0-9]{1,9}$/)
-        .optional(),
+      replayed: count,
+      retried: count,
+      skipped: count,
     })
     .strict();
 
   router.get('/dead', async (req, res) => {
     const q = parse(DeadQuery, req.query);
-    const system = q.system !== undefined && q.system !== '' ? q.system : undefined;
-    const flow = q.flow !== undefined && q.flow !== '' ? q.flow : undefined;
-    const limit = 100;
-    const commands = (await listCommands(deps.db, { status: 'dead', system, flow, limit })).map(
-      toCommandDto,
-    );
-    const events = (
-      await listInboundEvents(deps.db, { status: 'dead', source: system, limit })
-    ).map(toEventDto);
+    const { system, flow } = q;
+    const limit = 50;
+    const commandRows = await listCommands(deps.db, {
+      status: 'dead',
+      system,
+      flow,
+      before: q.commandsCursor,
+      limit,
+    });
+    const eventRows = await listInboundEvents(deps.db, {
+      status: 'dead',
+      source: system,
+      before: q.eventsCursor,
+      limit,
+    });
+    const commands = pageOf(commandRows, limit, (r) => r.id, toCommandDto);
+    const events = pageOf(eventRows, limit, (r) => r.id, toEventDto);
     const back = req.originalUrl;
-    const bulkNotice =
+    const filter = { system, flow };
+    const skipped = (why: string) =>
+      q.skipped !== undefined && q.skipped !== '0' ? `; ${q.skipped} left dead ${why}` : '';
+    const notice =
       q.replayed !== undefined
-        ? `${q.replayed} command(s) queued again${q.skipped !== undefined && q.skipped !== '0' ? `; ${q.skipped} left dead because a newer command for the same record is queued (drop those)` : ''}.`
+        ? `${q.replayed} command(s) queued again${skipped('because a newer command for the same record is queued (drop those)')}.`
         : q.retried !== undefined
-          ? `${q.retried} event(s) queued again${q.skipped !== undefined && q.skipped !== '0' ? `; ${q.skipped} left dead (the same event is queued again, or a record without a readable id: fix it at its source)` : ''}.`
+          ? `${q.retried} event(s) queued again${skipped('(the same event is queued again, or a record without a readable id: fix it at its source)')}.`
           : noticeOf(req);
+    const filtered = system !== undefined || flow !== undefined;
     render(
       res,
-      { title: 'Dead letters', nav: 'dead', notice: bulkNotice },
-      html`<form class="filters" method="get" action="/console/dead">
-          <div>
-            <label for="system">System</label
-            ><select id="system" name="system">
-              <option value="">Both</option>
-              <option value="tidsbanken" ${system === 'tidsbanken' ? html` selected` : ''}>
-                Tidsbanken
-              </option>
-              <option value="poweroffice" ${system === 'poweroffice' ? html` selected` : ''}>
-                PowerOffice
-              </option>
-            </select>
-          </div>
-          <div>
-            <label for="flow">Flow</label
-            ><select id="flow" name="flow">
-              <option value="">All flows</option>
-              ${FLOW_IDS.map(
-                (f) =>
-                  html`<option value="${f}" ${f === flow ? html` selected` : ''}>${f}</option>`,
-              )}
-            </select>
-          </div>
-          <div><button type="submit">Show</button></div>
-        </form>
+      { title: 'Dead letters', nav: 'dead', notice },
+      html`${filterForm(
+          '/console/dead',
+          [
+            selectField('system', 'System', SYSTEM_CHOICES, system),
+            selectField('flow', 'Flow (commands)', FLOW_CHOICES, flow),
+          ],
+          'Show',
+        )}
         <h2 id="commands-h">Dead commands</h2>
         ${
-          commands.length > 0
-            ? html`<form
-                method="post"
-                action="/console/commands/replay"
-                class="actions"
-                data-confirm="Replay every dead command shown by this filter?"
-              >
-                ${csrfField(csrf(res))} <input type="hidden" name="back" value="${back}" /><input
-                  type="hidden"
-                  name="system"
-                  value="${system ?? ''}"
-                /><input type="hidden" name="flow" value="${flow ?? ''}" />
-                <button type="submit">
-                  Replay all${system !== undefined || flow !== undefined ? ' shown' : ''}
-                </button>
-              </form>`
+          commands.items.length > 0
+            ? actionButton(
+                csrf(res),
+                '/console/commands/replay',
+                `Replay all${filtered ? ' shown' : ''}`,
+                {
+                  back,
+                  fields: { system: system ?? '', flow: flow ?? '' },
+                  confirm: 'Replay every dead command of this filter?',
+                  block: true,
+                },
+              )
             : ''
         }
         ${table(
           'Dead commands, newest first',
           ['Command', 'Target', 'Flow', 'Operation', 'Attempts', 'Last error', 'Actions'],
-          commands.map(
+          commands.items.map(
             (c) =>
               html`<tr>
                 <td>${c.id}</td>
@@ -751,29 +733,32 @@ export function consoleRouter(deps: ConsoleDeps): Router {
               </tr>`,
           ),
           'No dead commands.',
+        )}${pager(
+          commands.nextCursor !== null
+            ? hrefWith('/console/dead', { ...filter, commandsCursor: commands.nextCursor })
+            : null,
+          'More dead commands',
         )}
         <h2 id="events-h">Dead inbox events</h2>
         ${
-          events.length > 0
-            ? html`<form
-                method="post"
-                action="/console/events/retry"
-                class="actions"
-                data-confirm="Retry every dead inbox event shown by this filter?"
-              >
-                ${csrfField(csrf(res))} <input type="hidden" name="back" value="${back}" /><input
-                  type="hidden"
-                  name="system"
-                  value="${system ?? ''}"
-                />
-                <button type="submit">Retry all${system !== undefined ? ' shown' : ''}</button>
-              </form>`
+          events.items.length > 0
+            ? actionButton(
+                csrf(res),
+                '/console/events/retry',
+                `Retry all${system !== undefined ? ' shown' : ''}`,
+                {
+                  back,
+                  fields: { system: system ?? '' },
+                  confirm: 'Retry every dead inbox event of this system?',
+                  block: true,
+                },
+              )
             : ''
         }
         ${table(
           'Dead inbox events, newest first',
           ['Event', 'Record', 'Type', 'Attempts', 'Last error', 'Action'],
-          events.map(
+          events.items.map(
             (e) =>
               html`<tr>
                 <td>${e.id}</td>
@@ -782,70 +767,65 @@ export function consoleRouter(deps: ConsoleDeps): Router {
                 </td>
                 <td>${e.eventType}</td>
                 <td class="num">${e.attempts}</td>
-                <td>${e.lastError ?? '—'}</td>
+                <td>
+                  ${e.lastError ?? '—'}${
+                    e.rawRecord !== null
+                      ? html`<details>
+                          <summary>The record as received</summary>
+                          ${json(e.rawRecord)}
+                        </details>`
+                      : ''
+                  }
+                </td>
                 <td>
                   ${actionButton(csrf(res), `/console/events/${e.id}/retry`, 'Retry', { back, accessibleName: `Retry event ${e.id}` })}
                 </td>
               </tr>`,
           ),
           'No dead inbox events.',
+        )}${pager(
+          events.nextCursor !== null
+            ? hrefWith('/console/dead', { ...filter, eventsCursor: events.nextCursor })
+            : null,
+          'More dead inbox events',
         )}`,
     );
   });
 
-  router.post('/commands/replay', async (req, res) => {
-    const form = parse(
-      backForm.extend({
-        system: z.enum(['tidsbanken', 'poweroffice']).or(z.literal('')).optional(),
-        flow: z.enum(FLOW_IDS).or(z.literal('')).optional(),
-      }),
-      req.body,
-    );
-    const result = await replayDeadCommands(deps, {
-      system: form.system !== '' ? form.system : undefined,
-      flow: form.flow !== '' ? form.flow : undefined,
+  /** A bulk action of the dead-letters page: back to the page with the counts it reports. */
+  const bulkAction = (
+    path: string,
+    act: (filter: { system?: SystemName; flow?: string }) => Promise<Record<string, number>>,
+  ) =>
+    router.post(path, async (req, res) => {
+      const form = parse(
+        backForm.extend({ system: choice(SYSTEMS), flow: choice(FLOW_IDS) }),
+        req.body,
+      );
+      const counts = await act({
+        ...(form.system !== undefined ? { system: form.system } : {}),
+        ...(form.flow !== undefined ? { flow: form.flow } : {}),
+      });
+      const url = new URL(backTo(form.back, '/console/dead'), 'http://console.invalid');
+      for (const key of ['notice', 'replayed', 'retried', 'skipped']) url.searchParams.delete(key);
+      for (const [key, value] of Object.entries(counts)) url.searchParams.set(key, String(value));
+      res.redirect(303, `${url.pathname}${url.search}`);
     });
-    const url = new URL(backTo(form.back, '/console/dead'), 'http://console.invalid');
-    for (const key of ['notice', 'retried', 'skipped']) url.searchParams.delete(key);
-    url.searchParams.set('replayed', String(result.replayed));
-    url.searchParams.set('skipped', String(result.skipped));
-    res.redirect(303, `${url.pathname}${url.search}`);
+  bulkAction('/commands/replay', async (filter) => {
+    const { replayed, skipped } = await operator.replayDeadCommands(deps, filter);
+    return { replayed, skipped };
   });
-
-  router.post('/commands/:id/replay', async (req, res) => {
-    const form = parse(backForm, req.body);
-    await replayCommand(deps, parse(idParam, req.params.id, 'id'));
-    res.redirect(303, withNotice(backTo(form.back, '/console/dead'), 'replayed'));
+  bulkAction('/events/retry', async (filter) => {
+    const { retried, skipped } = await operator.retryDeadEvents(deps, { system: filter.system });
+    return { retried, skipped };
   });
-
-  router.post('/commands/:id/drop', async (req, res) => {
-    const form = parse(backForm, req.body);
-    await dropCommand(deps, parse(idParam, req.params.id, 'id'));
-    res.redirect(303, withNotice(backTo(form.back, '/console/dead'), 'dropped'));
-  });
-
-  router.post('/events/retry', async (req, res) => {
-    const form = parse(
-      backForm.extend({
-        system: z.enum(['tidsbanken', 'poweroffice']).or(z.literal('')).optional(),
-      }),
-      req.body,
-    );
-    const result = await retryDeadEvents(deps, {
-      system: form.system !== '' ? form.system : undefined,
-    });
-    const url = new URL(backTo(form.back, '/console/dead'), 'http://console.invalid');
-    for (const key of ['notice', 'replayed', 'skipped']) url.searchParams.delete(key);
-    url.searchParams.set('retried', String(result.retried));
-    url.searchParams.set('skipped', String(result.skipped));
-    res.redirect(303, `${url.pathname}${url.search}`);
-  });
-
-  router.post('/events/:id/retry', async (req, res) => {
-    const form = parse(backForm, req.body);
-    await retryEvent(deps, parse(idParam, req.params.id, 'id'));
-    res.redirect(303, withNotice(backTo(form.back, '/console/dead'), 'retried'));
-  });
+  idAction('/commands/:id/replay', '/console/dead', 'replayed', (id) =>
+    operator.replayCommand(deps, id),
+  );
+  idAction('/commands/:id/drop', '/console/dead', 'dropped', (id) =>
+    operator.dropCommand(deps, id),
+  );
+  idAction('/events/:id/retry', '/console/dead', 'retried', (id) => operator.retryEvent(deps, id));
 
   // ---- flows --------------------------------------------------------------------------
 
@@ -896,7 +876,7 @@ export function consoleRouter(deps: ConsoleDeps): Router {
     router.post(`/flows/:flow/${action}`, async (req, res) => {
       const form = parse(backForm, req.body);
       const flow = parse(z.enum(FLOW_IDS), req.params.flow, 'flow');
-      await pauseFlow(deps, flow, action === 'pause');
+      await operator.pauseFlow(deps, flow, action === 'pause');
       res.redirect(
         303,
         withNotice(backTo(form.back, '/console/flows'), action === 'pause' ? 'paused' : 'resumed'),
@@ -913,9 +893,7 @@ export function consoleRouter(deps: ConsoleDeps): Router {
     ])
     .and(z.object({ id: z.string().min(1).max(128) }));
 
-  const RecordQuery = z
-    .object({ cursor: keyCursorSchema, notice: z.string().optional() })
-    .strict();
+  const RecordQuery = z.object({ cursor: keyCursorSchema, notice: z.string().optional() }).strict();
 
   router.get('/records/:system/:type/:id', async (req, res) => {
     const p = parse(RecordParams, req.params);

@@ -311,33 +311,57 @@ export async function replayDeadCommands(
   deps: OperatorDeps,
   filter: { system?: SystemName | undefined; flow?: string | undefined },
 ): Promise<{ replayed: number; skipped: number; skippedIds: string[] }> {
-  let replayed = 0;
-  const skippedIds: string[] = [];
-  let after: string | undefined;
-  for (;;) {
-    const ids = await listDeadCommandIds(deps.db, {
-      ...filter,
-      ...(after !== undefined ? { after } : {}),
-      limit: 500,
-    });
-    if (ids.length === 0) break;
-    for (const id of ids) {
+  const result = await eachDead(
+    (after) =>
+      listDeadCommandIds(deps.db, {
+        ...filter,
+        ...(after !== undefined ? { after } : {}),
+        limit: 500,
+      }),
+    async (id) => {
       try {
         const row = await deps.db.transaction().execute(async (trx) => {
           const row = await requeueDeadCommand(trx, id);
           if (row !== undefined) await insertAuditEntries(trx, commandAudit(row, 'replay'));
           return row;
         });
-        if (row !== undefined) replayed++;
+        return row !== undefined;
       } catch (err) {
-        if (!isUniqueViolation(err)) throw err;
-        skippedIds.push(id);
+        if (isUniqueViolation(err)) return 'skipped';
+        throw err;
       }
+    },
+  );
+  log(deps).info(
+    { ...filter, replayed: result.done, skipped: result.skipped },
+    'dead commands replayed',
+  );
+  return { replayed: result.done, skipped: result.skipped, skippedIds: result.skippedIds };
+}
+
+/**
+ * A bulk action over dead rows, in id order and in batches (`list` gives the ids after the
+ * last of the previous batch). `act` answers whether it acted, or 'skipped' for a row left
+ * dead; the first 100 skipped ids are kept.
+ */
+async function eachDead(
+  list: (after: string | undefined) => Promise<string[]>,
+  act: (id: string) => Promise<boolean | 'skipped'>,
+): Promise<{ done: number; skipped: number; skippedIds: string[] }> {
+  let done = 0;
+  const skippedIds: string[] = [];
+  let after: string | undefined;
+  for (;;) {
+    const ids = await list(after);
+    if (ids.length === 0) break;
+    for (const id of ids) {
+      const outcome = await act(id);
+      if (outcome === 'skipped') skippedIds.push(id);
+      else if (outcome) done++;
     }
     after = ids[ids.length - 1];
   }
-  log(deps).info({ ...filter, replayed, skipped: skippedIds.length }, 'dead commands replayed');
-  return { replayed, skipped: skippedIds.length, skippedIds: skippedIds.slice(0, 100) };
+  return { done, skipped: skippedIds.length, skippedIds: skippedIds.slice(0, 100) };
 }
 
 // ---- inbox events -------------------------------------------------------------------
@@ -407,29 +431,27 @@ export async function retryDeadEvents(
   deps: OperatorDeps,
   filter: { system?: SystemName | undefined },
 ): Promise<{ retried: number; skipped: number; skippedIds: string[] }> {
-  let retried = 0;
-  const skippedIds: string[] = [];
-  let after: string | undefined;
-  for (;;) {
-    const ids = await listDeadEventIds(deps.db, {
-      source: filter.system,
-      ...(after !== undefined ? { after } : {}),
-      limit: 500,
-    });
-    if (ids.length === 0) break;
-    for (const id of ids) {
+  const result = await eachDead(
+    (after) =>
+      listDeadEventIds(deps.db, {
+        source: filter.system,
+        ...(after !== undefined ? { after } : {}),
+        limit: 500,
+      }),
+    async (id) => {
       try {
-        const row = await requeueEvent(deps, id, await getInboundEvent(deps.db, id));
-        if (row !== undefined) retried++;
+        return (await requeueEvent(deps, id, await getInboundEvent(deps.db, id))) !== undefined;
       } catch (err) {
-        if (!(err instanceof ConflictError)) throw err;
-        skippedIds.push(id);
+        if (err instanceof ConflictError) return 'skipped';
+        throw err;
       }
-    }
-    after = ids[ids.length - 1];
-  }
-  log(deps).info({ ...filter, retried, skipped: skippedIds.length }, 'dead inbox events retried');
-  return { retried, skipped: skippedIds.length, skippedIds: skippedIds.slice(0, 100) };
+    },
+  );
+  log(deps).info(
+    { ...filter, retried: result.done, skipped: result.skipped },
+    'dead inbox events retried',
+  );
+  return { retried: result.done, skipped: result.skipped, skippedIds: result.skippedIds };
 }
 
 // ---- flows --------------------------------------------------------------------------

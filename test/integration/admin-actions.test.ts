@@ -1,58 +1,22 @@
 import request from 'supertest';
-import { sql } from 'kysely';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { createTestApp, type TestApp } from '../helpers/app.js';
+import { describe, expect, it } from 'vitest';
+import { adminAuth, seedCommand as seedDbCommand, useAdminApp } from '../helpers/admin.js';
+import type { TestApp } from '../helpers/app.js';
 import { expectDocumentedResponse } from '../helpers/openapi.js';
 
 // Operator actions on rows the engine left behind (seeded directly), and cursor paging of
 // every list, over HTTP on the real app and a real database.
 
-const TOKEN = 'admin-token-0123456789abcdef';
-const auth = { Authorization: `Bearer ${TOKEN}` };
+const auth = adminAuth;
 let t: TestApp;
 
-beforeAll(async () => {
-  t = await createTestApp({ ADMIN_TOKEN: TOKEN });
-});
-afterAll(async () => {
-  await t.close();
-});
-beforeEach(async () => {
-  for (const table of [
-    'audit_entries',
-    'conflicts',
-    'outbound_commands',
-    'links',
-    'inbound_events',
-  ]) {
-    await sql`delete from ${sql.table(table)}`.execute(t.database.db);
-  }
-});
+useAdminApp(
+  ['audit_entries', 'conflicts', 'outbound_commands', 'links', 'inbound_events'],
+  (app) => (t = app),
+);
 
-async function seedCommand(values: {
-  status: 'pending' | 'dead' | 'sent';
-  recordId: string;
-  system?: 'tidsbanken' | 'poweroffice';
-  flow?: string;
-}): Promise<string> {
-  const row = await t.database.db
-    .insertInto('outbound_commands')
-    .values({
-      system: values.system ?? 'poweroffice',
-      operation: 'update',
-      record_type: values.system === 'tidsbanken' ? 'kunde' : 'customer',
-      record_id: values.recordId,
-      flow: values.flow ?? 'kunde-customer',
-      payload: JSON.stringify({ fields: { Name: 'Fjord AS' } }),
-      status: values.status,
-      attempts: values.status === 'dead' ? 7 : 0,
-      last_error: values.status === 'dead' ? JSON.stringify({ status: 400 }) : null,
-      run_at: new Date(),
-    })
-    .returning('id')
-    .executeTakeFirstOrThrow();
-  return row.id;
-}
+const seedCommand = (values: Parameters<typeof seedDbCommand>[1]) =>
+  seedDbCommand(t.database.db, values);
 
 async function historyKinds(system: string, type: string, id: string) {
   const res = await request(t.app).get(`/admin/records/${system}/${type}/${id}/history`).set(auth);

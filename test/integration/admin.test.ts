@@ -1,6 +1,12 @@
 import request from 'supertest';
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sql } from 'kysely';
+import {
+  ADMIN_TOKEN,
+  adminAuth,
+  seedCommand as seedDbCommand,
+  useAdminApp,
+} from '../helpers/admin.js';
 import { createTestApp, type TestApp } from '../helpers/app.js';
 import { expectDocumentedResponse } from '../helpers/openapi.js';
 
@@ -8,22 +14,12 @@ import { expectDocumentedResponse } from '../helpers/openapi.js';
 // seeded directly: these tests are about what the operator sees, not how the engine got
 // there. Also the database-derived gauges on /metrics, which read the same rows.
 
-const TOKEN = 'admin-token-0123456789abcdef';
+const auth = adminAuth;
 let t: TestApp;
 let noToken: TestApp;
 
-const auth = { Authorization: `Bearer ${TOKEN}` };
-
-beforeAll(async () => {
-  t = await createTestApp({ ADMIN_TOKEN: TOKEN });
-  noToken = await createTestApp({});
-});
-afterAll(async () => {
-  await t.close();
-  await noToken.close();
-});
-beforeEach(async () => {
-  for (const table of [
+useAdminApp(
+  [
     'audit_entries',
     'conflicts',
     'outbound_commands',
@@ -32,9 +28,14 @@ beforeEach(async () => {
     'inbound_events',
     'poller_cursors',
     'reconcile_runs',
-  ]) {
-    await sql`delete from ${sql.table(table)}`.execute(t.database.db);
-  }
+  ],
+  (app) => (t = app),
+);
+beforeAll(async () => {
+  noToken = await createTestApp({});
+});
+afterAll(async () => {
+  await noToken.close();
 });
 
 async function seedLink(values: {
@@ -61,32 +62,8 @@ async function seedLink(values: {
   return row.id;
 }
 
-async function seedCommand(values: {
-  status: 'pending' | 'sending' | 'sent' | 'dead' | 'dry_run';
-  system?: 'tidsbanken' | 'poweroffice';
-  recordType?: string;
-  recordId?: string;
-  createdAt?: Date;
-}): Promise<string> {
-  const row = await t.database.db
-    .insertInto('outbound_commands')
-    .values({
-      system: values.system ?? 'poweroffice',
-      operation: 'update',
-      record_type: values.recordType ?? 'customer',
-      record_id: values.recordId ?? String(Math.floor(Math.random() * 1e9)),
-      flow: 'kunde-customer',
-      payload: JSON.stringify({ Name: 'Fjord AS' }),
-      status: values.status,
-      attempts: values.status === 'dead' ? 7 : 0,
-      last_error: values.status === 'dead' ? JSON.stringify({ status: 400, body: 'bad' }) : null,
-      run_at: new Date('2026-01-05T10:00:00Z'),
-      ...(values.createdAt !== undefined ? { created_at: values.createdAt } : {}),
-    })
-    .returning('id')
-    .executeTakeFirstOrThrow();
-  return row.id;
-}
+const seedCommand = (values: Parameters<typeof seedDbCommand>[1]) =>
+  seedDbCommand(t.database.db, values);
 
 describe('admin authentication', () => {
   it('when ADMIN_TOKEN is not configured, answers 503 problem+json on every admin route', async () => {
@@ -109,9 +86,9 @@ describe('admin authentication', () => {
     const cases: Record<string, string>[] = [
       {},
       { Authorization: 'Bearer wrong-token-0123456789abcdef' },
-      { Authorization: `Bearer ${TOKEN}x` },
-      { Authorization: `Basic ${Buffer.from(`admin:${TOKEN}`).toString('base64')}` },
-      { Authorization: TOKEN },
+      { Authorization: `Bearer ${ADMIN_TOKEN}x` },
+      { Authorization: `Basic ${Buffer.from(`admin:${ADMIN_TOKEN}`).toString('base64')}` },
+      { Authorization: ADMIN_TOKEN },
     ];
     for (const headers of cases) {
       const res = await request(t.app).get('/admin/links').set(headers);
