@@ -64,8 +64,14 @@ progress { width: 100%; height: 1.25rem; }
 .login { max-width: 24rem; margin: 4rem auto; }
 .login input { width: 100%; margin-bottom: 1rem; }
 .pager { margin: 1rem 0; }
+ul.attention { margin: 0; padding-left: 1.25rem; }
+ul.attention li { margin: .25rem 0; }
+details { margin-top: .25rem; }
+.filters > div { min-width: 0; max-width: 100%; }
 @media (max-width: 40rem) {
   main { padding: .75rem; }
+  .filters > div { flex: 1 1 100%; }
+  .filters select, .filters input { width: 100%; }
   th, td { padding: .35rem .5rem; }
 }
 `;

@@ -289,11 +289,73 @@ export function recordSummary(
 
 // ---- overview ------------------------------------------------------------------------
 
+/** The morning's to-do list: only what is not as it should be, each with where to act. */
+function attentionItems(input: {
+  ops: OpsSnapshot;
+  systems: SystemView[];
+  flows: FlowView[];
+  reconcile: ReconcileView | undefined;
+}): { text: string; href: string }[] {
+  const { ops } = input;
+  const items: { text: string; href: string }[] = [];
+  const plural = (n: number, one: string, many: string) => `${n} ${n === 1 ? one : many}`;
+  const deadCommands = ops.outbox
+    .filter((o) => o.status === 'dead')
+    .reduce((n, o) => n + o.count, 0);
+  if (deadCommands > 0) {
+    items.push({
+      text: `${plural(deadCommands, 'write', 'writes')} refused or given up: replay or drop`,
+      href: '/console/dead',
+    });
+  }
+  const deadEvents = ops.inbox.dead.reduce((n, d) => n + d.count, 0);
+  if (deadEvents > 0) {
+    items.push({
+      text: `${plural(deadEvents, 'change', 'changes')} not synced (dead inbox events): retry`,
+      href: '/console/dead#events-h',
+    });
+  }
+  const ambiguous = ops.conflicts
+    .filter((c) => c.kind === 'ambiguous_match')
+    .reduce((n, c) => n + c.count, 0);
+  if (ambiguous > 0) {
+    items.push({
+      text: `${plural(ambiguous, 'record', 'records')} not linked because several match: link by hand`,
+      href: '/console/conflicts?kind=ambiguous_match',
+    });
+  }
+  const fieldConflicts = ops.conflicts
+    .filter((c) => c.kind === 'field_conflict')
+    .reduce((n, c) => n + c.count, 0);
+  if (fieldConflicts > 0) {
+    items.push({
+      text: `${plural(fieldConflicts, 'field', 'fields')} edited on both sides: check the value that won`,
+      href: '/console/conflicts?kind=field_conflict',
+    });
+  }
+  for (const flow of input.flows.filter((f) => f.paused)) {
+    items.push({ text: `Flow ${flow.flow} is paused: its writes wait`, href: '/console/flows' });
+  }
+  for (const system of input.systems.filter((s) => s.paused !== undefined)) {
+    items.push({ text: `${SYSTEM_LABEL[system.system]}: ${system.paused!}`, href: '/console' });
+  }
+  if (ops.pollers.some((p) => p.failing)) {
+    items.push({ text: 'A change poller is failing: see poll lag below', href: '#health-h' });
+  }
+  if (input.reconcile?.status === 'failed') {
+    items.push({ text: 'The last reconcile failed', href: '#reconcile-h' });
+  }
+  return items;
+}
+
 export interface SystemView {
   system: 'tidsbanken' | 'poweroffice';
   configured: boolean;
+  /** Who sends this system's writes and runs its pollers, in words. */
   leader: string;
   credentials: string;
+  /** Why the system's writes and polls wait, when they do. */
+  paused?: string | undefined;
 }
 
 export interface FlowView {
@@ -342,7 +404,18 @@ export function overviewBody(input: {
   const openConflicts = ops.conflicts.reduce((n, c) => n + c.count, 0);
   const links = ops.links.reduce((n, l) => n + l.count, 0);
   const run = input.reconcile;
-  return html` <section aria-labelledby="health-h">
+  const attention = attentionItems(input);
+  return html` <section aria-labelledby="attention-h">
+      <h2 id="attention-h">Needs attention</h2>
+      ${
+        attention.length === 0
+          ? html`<p><span class="status ok">Nothing needs attention.</span></p>`
+          : html`<ul class="attention">
+              ${attention.map((a) => html`<li><a href="${a.href}">${a.text}</a></li>`)}
+            </ul>`
+      }
+    </section>
+    <section aria-labelledby="health-h">
       <h2 id="health-h">Health</h2>
       <div class="cards">
         <div class="card">

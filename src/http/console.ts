@@ -452,15 +452,7 @@ export function consoleRouter(deps: ConsoleDeps): Router {
               <td>${recordLink('poweroffice', l.powerofficeType, l.powerofficeId)}</td>
               <td>${l.linkedBy}</td>
               <td>${when(l.lastSyncedAt)}</td>
-              <td>
-                ${actionButton(csrf(res), `/console/links/${l.id}/unlink`, 'Unlink', {
-                  back: req.originalUrl,
-                  style: 'danger',
-                  confirm:
-                    'Unlink these two records? They will not be linked again by a merge rule.',
-                  accessibleName: `Unlink link ${l.id}`,
-                })}
-              </td>
+              <td>${unlinkButton(csrf(res), l.id, req.originalUrl)}</td>
             </tr>`,
         ),
         'No links match.',
@@ -723,7 +715,13 @@ export function consoleRouter(deps: ConsoleDeps): Router {
                 <td>${c.flow ?? '—'}</td>
                 <td>${c.operation}</td>
                 <td class="num">${c.attempts}</td>
-                <td>${json(c.lastError)}</td>
+                <td>
+                  ${json(c.lastError)}
+                  <details>
+                    <summary>The write</summary>
+                    ${json(c.payload)}
+                  </details>
+                </td>
                 <td>
                   <div class="actions">
                     ${actionButton(csrf(res), `/console/commands/${c.id}/replay`, 'Replay', { back, accessibleName: `Replay command ${c.id}` })}
@@ -925,7 +923,7 @@ export function consoleRouter(deps: ConsoleDeps): Router {
       html`<h2>Links</h2>
         ${table(
           'Links of this record',
-          ['Link', 'Flow', 'Counterpart', 'Linked by', 'State'],
+          ['Link', 'Flow', 'Counterpart', 'Linked by', 'State', 'Action'],
           mine.map(
             (l) =>
               html`<tr>
@@ -937,6 +935,9 @@ export function consoleRouter(deps: ConsoleDeps): Router {
                 <td>${l.linkedBy}</td>
                 <td>
                   ${l.unlinkedAt === null ? 'active' : html`unlinked ${when(l.unlinkedAt)} (${l.unlinkReason ?? ''})`}
+                </td>
+                <td>
+                  ${l.unlinkedAt === null ? unlinkButton(csrf(res), l.id, req.originalUrl) : ''}
                 </td>
               </tr>`,
           ),
@@ -971,6 +972,15 @@ export function consoleRouter(deps: ConsoleDeps): Router {
 
   router.use(consoleErrors(deps.logger));
   return router;
+}
+
+function unlinkButton(csrf: string, linkId: string, back: string): Html {
+  return actionButton(csrf, `/console/links/${linkId}/unlink`, 'Unlink', {
+    back,
+    style: 'danger',
+    confirm: 'Unlink these two records? They will not be linked again by a merge rule.',
+    accessibleName: `Unlink link ${linkId}`,
+  });
 }
 
 function timelineLabel(kind: string, detail: Record<string, unknown>): string {

@@ -134,6 +134,14 @@ describe('the console in a browser', () => {
     );
     const leader = await page.locator('[data-system="poweroffice"]').textContent();
     expect(leader).toContain('this replica');
+    // The morning's to-do list names what needs a person, each a link to where to act.
+    const attention = page.getByRole('region', { name: 'Needs attention' });
+    await expect(
+      attention.getByRole('link', { name: /not linked because several match/ }).count(),
+    ).resolves.toBe(1);
+    await expect(
+      attention.getByRole('link', { name: /changes? not synced/ }).count(),
+    ).resolves.toBe(1);
     await expectAccessible();
   });
 
@@ -282,9 +290,11 @@ describe('the console in a browser', () => {
     await page.setViewportSize({ width: 390, height: 844 });
     for (const path of [
       '/console',
+      '/console/links',
       '/console/flows',
       '/console/conflicts?status=',
       '/console/dead',
+      `/console/records/poweroffice/employee/${employee5}`,
     ]) {
       await page.goto(`${base}${path}`);
       const overflow = await page.evaluate<number>(
