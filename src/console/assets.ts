@@ -67,6 +67,7 @@ progress { width: 100%; height: 1.25rem; }
 ul.attention { margin: 0; padding-left: 1.25rem; }
 ul.attention li { margin: .25rem 0; }
 details { margin-top: .25rem; }
+p.reason { margin: 0; max-width: 40rem; }
 .filters > div { min-width: 0; max-width: 100%; }
 @media (max-width: 40rem) {
   main { padding: .75rem; }

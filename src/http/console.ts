@@ -716,7 +716,11 @@ export function consoleRouter(deps: ConsoleDeps): Router {
                 <td>${c.operation}</td>
                 <td class="num">${c.attempts}</td>
                 <td>
-                  ${json(c.lastError)}
+                  <p class="reason">${errorSummary(c.lastError)}</p>
+                  <details>
+                    <summary>The full answer</summary>
+                    ${json(c.lastError)}
+                  </details>
                   <details>
                     <summary>The write</summary>
                     ${json(c.payload)}
@@ -972,6 +976,27 @@ export function consoleRouter(deps: ConsoleDeps): Router {
 
   router.use(consoleErrors(deps.logger));
   return router;
+}
+
+/** A dead command's error in one sentence: the vendor's own message when it sent one. */
+function errorSummary(error: unknown): string {
+  if (error === null || error === undefined) return '—';
+  if (typeof error === 'string') return error;
+  if (typeof error !== 'object') return String(error);
+  const e = error as { status?: unknown; message?: unknown; body?: unknown };
+  const body = (typeof e.body === 'object' && e.body !== null ? e.body : {}) as Record<
+    string,
+    unknown
+  >;
+  const text = [
+    body.detail,
+    body.title,
+    body.message,
+    e.message,
+    typeof e.body === 'string' ? e.body : undefined,
+  ].find((v): v is string => typeof v === 'string' && v !== '');
+  const status = typeof e.status === 'number' ? `${e.status}` : undefined;
+  return [status, text].filter(Boolean).join(': ') || 'See the full answer.';
 }
 
 function unlinkButton(csrf: string, linkId: string, back: string): Html {
