@@ -982,7 +982,7 @@ export function consoleRouter(deps: ConsoleDeps): Router {
 function errorSummary(error: unknown): string {
   if (error === null || error === undefined) return '—';
   if (typeof error === 'string') return error;
-  if (typeof error !== 'object') return String(error);
+  if (typeof error !== 'object') return JSON.stringify(error);
   const e = error as { status?: unknown; message?: unknown; body?: unknown };
   const body = (typeof e.body === 'object' && e.body !== null ? e.body : {}) as Record<
     string,
