@@ -142,6 +142,11 @@ const EnvSchema = z
       .min(1000, { error: 'must be at least 1000' })
       .max(60_000, { error: 'must be at most 60000' })
       .default(15_000),
+    // Fractions allowed (0.5 = every 30 minutes).
+    RECONCILE_INTERVAL_HOURS: z.coerce
+      .number({ error: 'must be a number of hours' })
+      .min(0, { error: 'must be 0 (off) or more' })
+      .default(24),
   })
   .superRefine((env, ctx) => {
     // Both Tidsbanken keys go on every call (docs/vendor-apis.md): with one alone every call
@@ -212,6 +217,11 @@ export interface Config {
   retentionDays: number;
   /** Length of a system's leadership lease (renewed every third of it). */
   leaseTtlMs: number;
+  /**
+   * Milliseconds between scheduled full reconciles (they catch edits the change filters never
+   * show); 0 turns them off.
+   */
+  reconcileIntervalMs: number;
 }
 
 export class ConfigError extends Error {
@@ -297,6 +307,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
     },
     retentionDays: e.RETENTION_DAYS,
     leaseTtlMs: e.LEASE_TTL_MS,
+    reconcileIntervalMs: Math.round(e.RECONCILE_INTERVAL_HOURS * 3_600_000),
   };
   return Object.freeze(config);
 }

@@ -1,6 +1,7 @@
 import type { Config } from './config.js';
 import type { Db } from './db/database.js';
 import { listFullyReadTypes } from './db/poller-cursors.js';
+import { getLastReconcileStart } from './db/reconcile-runs.js';
 import type { SystemName } from './db/schema.js';
 import { Leadership, type HeldTerm } from './lib/leader.js';
 import type { Logger } from './lib/logger.js';
@@ -160,6 +161,39 @@ function startRecovery(deps: ServiceDeps): () => void {
   return () => clearInterval(timer);
 }
 
+/**
+ * The scheduled full reconcile (RECONCILE_INTERVAL_HOURS): the change filters miss some edits
+ * (a PowerOffice address-only edit does not move LastChangedDateTimeOffset), so everything is
+ * read again now and then. Run by the leader of the first system that is on; due when the
+ * newest run (any replica, also one an operator started) began an interval ago, or an interval
+ * after start-up (a fresh start reads everything anyway). Its reads go through the pacers at
+ * polling priority, so live writes go first.
+ */
+function scheduleReconcile(deps: ServiceDeps, leads: () => boolean): NodeJS.Timeout | undefined {
+  const interval = deps.config.reconcileIntervalMs;
+  if (interval <= 0) return undefined;
+  const log = deps.logger.child({ module: 'reconcile-schedule' });
+  const startedAt = new Date();
+  let checking = false;
+  const check = async () => {
+    if (checking || !leads()) return;
+    checking = true;
+    try {
+      const last = (await getLastReconcileStart(deps.db)) ?? startedAt;
+      if (Date.now() - last.getTime() < interval) return;
+      const { run, started } = await deps.reconciler.start();
+      if (started) log.info({ runId: run.id }, 'scheduled full reconcile started');
+    } catch (err) {
+      log.warn({ err }, 'could not start the scheduled reconcile; trying again later');
+    } finally {
+      checking = false;
+    }
+  };
+  const timer = setInterval(() => void check(), Math.min(interval, 60_000));
+  timer.unref();
+  return timer;
+}
+
 export function createService(deps: ServiceDeps): Service {
   const { config, db, logger, metrics, clients, pacers, pollers, reconciler } = deps;
   const dispatchers = createDispatchers(deps);
@@ -168,6 +202,7 @@ export function createService(deps: ServiceDeps): Service {
 
   let worker: SyncWorker | undefined;
   let retention: RetentionJob | undefined;
+  let reconcileTimer: NodeJS.Timeout | undefined;
   let stopRecovery: (() => void) | undefined;
   const leaderships: Leadership[] = [];
   const leaderOf: Partial<Record<SystemName, Leadership>> = {};
@@ -227,8 +262,10 @@ export function createService(deps: ServiceDeps): Service {
         leads: () => leaderships[0]?.isLeader ?? true,
         ...(deps.retentionFirstRunMs !== undefined ? { firstRunMs: deps.retentionFirstRunMs } : {}),
       });
+      reconcileTimer = scheduleReconcile(deps, () => leaderships[0]?.isLeader ?? true);
     },
     async stop() {
+      clearInterval(reconcileTimer);
       await retention?.stop();
       stopRecovery?.();
       await reconciler.stop?.();

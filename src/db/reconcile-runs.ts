@@ -128,3 +128,14 @@ export async function finishReconcileRun(
     .returningAll()
     .executeTakeFirst();
 }
+
+/** When the newest run started (any status), or undefined when there was none. */
+export async function getLastReconcileStart(db: DbOrTrx): Promise<Date | undefined> {
+  const row = await db
+    .selectFrom('reconcile_runs')
+    .select('started_at')
+    .orderBy('id', 'desc')
+    .limit(1)
+    .executeTakeFirst();
+  return row === undefined ? undefined : new Date(row.started_at as unknown as string);
+}
