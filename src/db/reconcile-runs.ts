@@ -137,5 +137,5 @@ export async function getLastReconcileStart(db: DbOrTrx): Promise<Date | undefin
     .orderBy('id', 'desc')
     .limit(1)
     .executeTakeFirst();
-  return row === undefined ? undefined : new Date(row.started_at as unknown as string);
+  return row === undefined ? undefined : new Date(row.started_at);
 }
