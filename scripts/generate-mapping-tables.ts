@@ -23,6 +23,7 @@ const RULE_NOTE: Record<MergeRuleName, string> = {
   email: 'trimmed, case-insensitive',
   national_id: 'digits only; `"hidden"` never matches',
   number: 'as integers',
+  code: 'trimmed, case-insensitive',
 };
 
 const code = (s: string) => `\`${s}\``;
@@ -38,6 +39,13 @@ function notes(field: FieldMapping): string {
   if (field.kind === 'date') out.push('compared as YYYY-MM-DD');
   if (field.kind === 'national_id') out.push('digits compared');
   if (field.invert) out.push('**inverted**');
+  if (field.references !== undefined) {
+    const ref = FLOWS.find((f) => f.id === field.references)!;
+    out.push(
+      `the ${RECORD_ADAPTERS[ref.tidsbanken].label}'s / ${RECORD_ADAPTERS[ref.poweroffice].label}'s id, ` +
+        `translated through ${code(ref.id)} links; waits while the record it names is unlinked`,
+    );
+  }
   if (field.direction === 'to-poweroffice') {
     out.push('one way');
     if (field.kind === 'national_id') {
@@ -68,6 +76,20 @@ function table(header: string[], rows: string[][]): string {
   ].join('\n');
 }
 
+/** How a record created in PowerOffice finds its way back to the Tidsbanken record. */
+function createdNote(flow: FlowDefinition, tb: string, po: string): string {
+  if (flow.powerofficeOriginField !== undefined) {
+    return `Records created in PowerOffice carry ${code(flow.powerofficeOriginField)} = ${code(`${flow.originPrefix}<Id>`)}.`;
+  }
+  const [tbKey] = RECORD_ADAPTERS[flow.tidsbanken].keyFields.code;
+  const [poKey] = RECORD_ADAPTERS[flow.poweroffice].keyFields.code;
+  return (
+    `A ${po} created from a ${tb} gets ${code(poKey!)} = ${code(tbKey!)}, a ${tb} created from a ${po} ` +
+    `gets ${code(tbKey!)} = ${code(poKey!)} (set on create, never updated); a ${po} without ` +
+    `${code(poKey!)} is never created in Tidsbanken.`
+  );
+}
+
 function renderFlow(flow: FlowDefinition): string {
   const tb = RECORD_ADAPTERS[flow.tidsbanken].label;
   const po = RECORD_ADAPTERS[flow.poweroffice].label;
@@ -86,7 +108,7 @@ function renderFlow(flow: FlowDefinition): string {
     `### ${code(flow.id)}: ${tb} ↔ ${po}`,
     '',
     `Merge rule${rules.length > 1 ? 's (any one matching links them)' : ''}: ${rules.join('; or ')}.`,
-    `Records created in PowerOffice carry ${code(flow.powerofficeOriginField)} = ${code(`${flow.originPrefix}<Id>`)}.`,
+    createdNote(flow, tb, po),
     '',
     table(['Tidsbanken', '↔/→', 'PowerOffice', 'kind', 'notes'], rows),
   ].join('\n');

@@ -29,6 +29,7 @@ export const WRITE_PRIVILEGES: Partial<Record<RecordType, readonly string[]>> = 
   employee: ['Employee_Full'],
   customer: ['Customer_Full'],
   contactperson: ['ContactPerson_Full', 'Customer_Full', 'Supplier_Full'],
+  project: ['Project_Full'],
 };
 
 const CHECK_TIMEOUT_MS = 15_000;

@@ -4,7 +4,12 @@ import { createLogger } from './lib/logger.js';
 // The only reader of process.env. Every variable of the README's "Configuration", parsed once; a bad value
 // stops start-up with one message naming every bad variable.
 
-export const FLOW_IDS = ['ansatt-contactperson', 'ansatt-employee', 'kunde-customer'] as const;
+export const FLOW_IDS = [
+  'ansatt-contactperson',
+  'ansatt-employee',
+  'kunde-customer',
+  'prosjekt-project',
+] as const;
 export type FlowId = (typeof FLOW_IDS)[number];
 
 export const UNMATCHED_POLICIES = [
@@ -109,6 +114,7 @@ const EnvSchema = z
     FLOW_ANSATT_CONTACTPERSON_ON_UNMATCHED: z.enum(UNMATCHED_POLICIES).default('link-only'),
     FLOW_ANSATT_EMPLOYEE_ON_UNMATCHED: z.enum(UNMATCHED_POLICIES).default('link-only'),
     FLOW_KUNDE_CUSTOMER_ON_UNMATCHED: z.enum(UNMATCHED_POLICIES).default('link-only'),
+    FLOW_PROSJEKT_PROJECT_ON_UNMATCHED: z.enum(UNMATCHED_POLICIES).default('link-only'),
     CONFLICT_POLICY: z.enum(CONFLICT_POLICIES).default('newest-wins'),
     DRY_RUN: booleanString,
     ADMIN_TOKEN: optionalString.refine((v) => v === undefined || v.length >= 16, {
@@ -295,6 +301,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
       'ansatt-contactperson': e.FLOW_ANSATT_CONTACTPERSON_ON_UNMATCHED,
       'ansatt-employee': e.FLOW_ANSATT_EMPLOYEE_ON_UNMATCHED,
       'kunde-customer': e.FLOW_KUNDE_CUSTOMER_ON_UNMATCHED,
+      'prosjekt-project': e.FLOW_PROSJEKT_PROJECT_ON_UNMATCHED,
     },
     conflictPolicy: e.CONFLICT_POLICY,
     dryRun: e.DRY_RUN,

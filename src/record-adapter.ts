@@ -11,7 +11,8 @@ import type { TidsbankenClient } from './tidsbanken/client.js';
 // schema — sits in its adapter in the vendor's folder (src/tidsbanken/*.ts,
 // src/poweroffice/*.ts). The registry in src/record-types.ts lists them all.
 
-export type RecordType = 'ansatt' | 'kunde' | 'employee' | 'customer' | 'contactperson';
+export type RecordType =
+  'ansatt' | 'kunde' | 'prosjekt' | 'employee' | 'customer' | 'contactperson' | 'project';
 
 /** A record as the vendor's API returns it (its schema parsed it; unknown fields kept). */
 export type VendorRecord = Record<string, unknown>;
@@ -21,6 +22,8 @@ export interface MatchKeys {
   email: string | null;
   nationalId: string | null;
   number: string | null;
+  /** A code compared trimmed and case-insensitively (Prosjekt Id, Project Code). */
+  code: string | null;
 }
 
 /** The configured vendor clients; a side without credentials has none. */

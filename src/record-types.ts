@@ -2,9 +2,11 @@ import type { SystemName } from './db/schema.js';
 import { contactPersonAdapter } from './poweroffice/contact-person.js';
 import { customerAdapter } from './poweroffice/customer.js';
 import { employeeAdapter } from './poweroffice/employee.js';
+import { projectAdapter } from './poweroffice/project.js';
 import type { RecordAdapter, RecordType } from './record-adapter.js';
 import { ansattAdapter } from './tidsbanken/ansatt.js';
 import { kundeAdapter } from './tidsbanken/kunde.js';
+import { prosjektAdapter } from './tidsbanken/prosjekt.js';
 
 // Every record type the service knows, each with its adapter. A type missing here, or an
 // adapter missing a piece, does not compile.
@@ -12,9 +14,11 @@ import { kundeAdapter } from './tidsbanken/kunde.js';
 const adapters = {
   ansatt: ansattAdapter,
   kunde: kundeAdapter,
+  prosjekt: prosjektAdapter,
   employee: employeeAdapter,
   customer: customerAdapter,
   contactperson: contactPersonAdapter,
+  project: projectAdapter,
 } satisfies Record<RecordType, RecordAdapter>;
 
 export const RECORD_ADAPTERS: Readonly<Record<RecordType, RecordAdapter>> = adapters;

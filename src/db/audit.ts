@@ -16,6 +16,8 @@ export interface AuditEntry {
     | 'unlink'
     | 'skipped'
     | 'mirror'
+    /** A reference field started or stopped waiting for a link (detail.reference). */
+    | 'reference'
     /** An operator's action: dismiss, replay, drop, retry (detail.action). */
     | 'operator';
   flow?: string | null;

@@ -24,7 +24,7 @@ export function contentHash(payload: unknown): string {
 
 export interface NewInboxEvent {
   source: SystemName;
-  origin: 'webhook' | 'poller' | 'reconcile' | 'operator';
+  origin: 'webhook' | 'poller' | 'reconcile' | 'operator' | 'write';
   /** The webhook-id, or for polled records a stable id of the read. */
   eventId: string;
   eventType: string;

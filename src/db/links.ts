@@ -306,3 +306,30 @@ export async function findLinkedRecords(
 export async function getLink(db: DbOrTrx, id: string): Promise<LinkRow | undefined> {
   return db.selectFrom('links').selectAll().where('id', '=', id).executeTakeFirst();
 }
+
+/**
+ * The counterparts of `ids` (records of `side`) in a flow's active links: id → the other
+ * side's id. Ids without a link are absent.
+ */
+export async function findLinkedCounterparts(
+  db: DbOrTrx,
+  flow: string,
+  side: SystemName,
+  ids: readonly string[],
+): Promise<Map<string, string>> {
+  if (ids.length === 0) return new Map();
+  const rows = await db
+    .selectFrom('links')
+    .select(['tidsbanken_id', 'poweroffice_id'])
+    .where('flow', '=', flow)
+    .where(side === 'tidsbanken' ? 'tidsbanken_id' : 'poweroffice_id', 'in', [...new Set(ids)])
+    .where('unlinked_at', 'is', null)
+    .execute();
+  return new Map(
+    rows.map((r) =>
+      side === 'tidsbanken'
+        ? [r.tidsbanken_id, r.poweroffice_id]
+        : [r.poweroffice_id, r.tidsbanken_id],
+    ),
+  );
+}

@@ -11,6 +11,7 @@ export interface MirrorWrite {
   email: string | null;
   nationalId: string | null;
   number: string | null;
+  code: string | null;
   /** The source's own last-change time, as the API wrote it (kept at µs precision). */
   sourceUpdatedAt: string | null;
   eventId: string | null;
@@ -33,6 +34,7 @@ function mirrorRow(write: MirrorWrite) {
     email_key: write.email,
     national_id_key: write.nationalId,
     number_key: write.number,
+    code_key: write.code,
     source_updated_at: write.sourceUpdatedAt,
     deleted_at: null,
     last_event_id: write.eventId,
@@ -49,6 +51,7 @@ const unlessOlder = (winsTie: boolean) => (oc: OnConflictBuilder<Database, 'reco
       email_key: eb.ref('excluded.email_key'),
       national_id_key: eb.ref('excluded.national_id_key'),
       number_key: eb.ref('excluded.number_key'),
+      code_key: eb.ref('excluded.code_key'),
       source_updated_at: eb.ref('excluded.source_updated_at'),
       deleted_at: null,
       last_event_id: eb.ref('excluded.last_event_id'),
@@ -125,10 +128,15 @@ export async function findMirrorRecordsByKeys(
   db: DbOrTrx,
   system: SystemName,
   recordType: string,
-  keys: { email?: string | null; nationalId?: string | null; number?: string | null },
+  keys: {
+    email?: string | null;
+    nationalId?: string | null;
+    number?: string | null;
+    code?: string | null;
+  },
 ): Promise<RecordRow[]> {
-  const { email, nationalId, number } = keys;
-  if (!email && !nationalId && !number) return [];
+  const { email, nationalId, number, code } = keys;
+  if (!email && !nationalId && !number && !code) return [];
   return db
     .selectFrom('records')
     .selectAll()
@@ -140,6 +148,7 @@ export async function findMirrorRecordsByKeys(
         ...(email ? [eb('email_key', '=', email)] : []),
         ...(nationalId ? [eb('national_id_key', '=', nationalId)] : []),
         ...(number ? [eb('number_key', '=', number)] : []),
+        ...(code ? [eb('code_key', '=', code)] : []),
       ]),
     )
     .orderBy('record_id')
@@ -152,7 +161,7 @@ export interface MergeSpec {
   tidsbankenType: string;
   powerofficeType: string;
   /** In the flow's order: the first rule whose keys are equal names a link. */
-  rules: { name: string; column: 'email_key' | 'national_id_key' | 'number_key' }[];
+  rules: { name: string; column: 'email_key' | 'national_id_key' | 'number_key' | 'code_key' }[];
 }
 
 /**

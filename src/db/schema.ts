@@ -20,7 +20,7 @@ export type SystemName = 'tidsbanken' | 'poweroffice';
 export interface InboundEventsTable {
   id: BigId;
   source: SystemName;
-  origin: 'webhook' | 'poller' | 'reconcile' | 'operator';
+  origin: 'webhook' | 'poller' | 'reconcile' | 'operator' | 'write';
   event_id: string;
   event_type: string;
   record_type: string;
@@ -51,6 +51,7 @@ export interface RecordsTable {
   email_key: string | null;
   national_id_key: string | null;
   number_key: ColumnType<string | null, string | number | null, string | number | null>;
+  code_key: string | null;
   source_updated_at: NullableTimestamp;
   deleted_at: NullableTimestamp;
   last_event_id: ColumnType<string | null, string | number | null, string | number | null>;
@@ -198,6 +199,15 @@ export interface LinkHoldsTable {
   created_at: Timestamp;
 }
 
+export interface ReferenceWaitsTable {
+  link_id: ColumnType<string, string | number, string | number>;
+  field: string;
+  ref_flow: string;
+  ref_system: SystemName;
+  ref_id: string;
+  created_at: Timestamp;
+}
+
 export interface ConsoleSessionsTable {
   id_hash: string;
   csrf_token: string;
@@ -219,6 +229,7 @@ export interface Database {
   link_holds: LinkHoldsTable;
   console_sessions: ConsoleSessionsTable;
   leases: LeasesTable;
+  reference_waits: ReferenceWaitsTable;
 }
 
 export type InboundEventRow = Selectable<InboundEventsTable>;

@@ -18,9 +18,11 @@ import {
   ContactPersonSchema,
   CustomerSchema,
   EmployeeSchema,
+  ProjectSchema,
   type ContactPerson,
   type Customer,
   type Employee,
+  type Project,
 } from './schemas.js';
 import { PowerOfficeTokenProvider } from './token.js';
 import { parseListItems, type ListPage } from '../lib/list-page.js';
@@ -308,6 +310,68 @@ export class PowerOfficeClient {
     options: RequestOptions = {},
   ): Promise<ContactPerson> {
     return this.send('PATCH', contactPersonPath(contactId, id), ops, ContactPersonSchema, options);
+  }
+
+  // ---- Projects: the code is the key users see, and a created project's origin id -------
+
+  getProject(id: number | string, options: RequestOptions = {}): Promise<Project | undefined> {
+    return this.getOne(`Projects/${encodeURIComponent(String(id))}`, ProjectSchema, options);
+  }
+
+  listProjectsChangedSince(
+    since?: string,
+    options: RequestOptions = {},
+  ): AsyncGenerator<ListPage<Project>, void, undefined> {
+    return this.pages(
+      'Projects',
+      { lastChangedDateTimeOffsetGreaterThan: since },
+      ProjectSchema,
+      options,
+    );
+  }
+
+  /** The project with this code (trimmed, case-insensitive), or undefined. */
+  async findProjectByCode(
+    code: string,
+    options: RequestOptions = {},
+  ): Promise<Project | undefined> {
+    const wanted = code.trim().toLowerCase();
+    return this.findFirst(
+      'Projects',
+      { projectCodes: code.trim() },
+      ProjectSchema,
+      options,
+      (p) => typeof p.Code === 'string' && p.Code.trim().toLowerCase() === wanted,
+    );
+  }
+
+  /**
+   * Creates a project. Its code is its origin id: the code is looked up before the POST
+   * (always, not only after a lost answer), so a create never makes a second project of it.
+   */
+  createProject(body: Record<string, unknown>, options: CreateOptions = {}): Promise<Project> {
+    const code = typeof body.Code === 'string' ? body.Code : undefined;
+    return this.createIdempotently(
+      () => this.send('POST', 'Projects', body, ProjectSchema, options),
+      code !== undefined && code.trim() !== ''
+        ? () => this.findProjectByCode(code, options)
+        : undefined,
+      { ...options, lookupFirst: true },
+    );
+  }
+
+  patchProject(
+    id: number | string,
+    ops: JsonPatchOperation[],
+    options: RequestOptions = {},
+  ): Promise<Project> {
+    return this.send(
+      'PATCH',
+      `Projects/${encodeURIComponent(String(id))}`,
+      ops,
+      ProjectSchema,
+      options,
+    );
   }
 
   // ---- plumbing ----------------------------------------------------------------------

@@ -19,11 +19,13 @@ export const contactPersonAdapter = {
     email: emailKey(r.EmailAddress),
     nationalId: firstNationalIdKey(r.SocialSecurityNumber, r.NationalIdNumber),
     number: null,
+    code: null,
   }),
   keyFields: {
     email: ['EmailAddress'],
     nationalId: ['SocialSecurityNumber', 'NationalIdNumber'],
     number: [],
+    code: [],
   },
   webhook: {
     full: ContactPersonWebhookSchema,

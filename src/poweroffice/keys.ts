@@ -15,10 +15,12 @@ export const numberedContactKeys = {
     email: emailKey(r.EmailAddress),
     nationalId: firstNationalIdKey(r.NationalIdNumber, r.SocialSecurityNumber),
     number: numberKey(r.Number),
+    code: null,
   }),
   keyFields: {
     email: ['EmailAddress'],
     nationalId: ['NationalIdNumber', 'SocialSecurityNumber'],
     number: ['Number'],
+    code: [],
   },
 } satisfies Pick<RecordAdapter, 'keys' | 'keyFields'>;

@@ -69,6 +69,22 @@ const CustomerObject = z.looseObject({
 export const CustomerSchema = z.preprocess(pascalKeys, CustomerObject);
 export type Customer = z.infer<typeof CustomerObject>;
 
+const ProjectObject = z.looseObject({
+  Id: int64,
+  // The project code users see: the match key (a project may have none).
+  Code: text,
+  Name: text,
+  // References to a Customer's and an Employee's Id (not their Number).
+  CustomerId: int64.nullish(),
+  ProjectManagerEmployeeId: int64.nullish(),
+  StartDate: text,
+  EndDate: text,
+  IsActive: flag,
+  LastChangedDateTimeOffset: text,
+});
+export const ProjectSchema = z.preprocess(pascalKeys, ProjectObject);
+export type Project = z.infer<typeof ProjectObject>;
+
 const ContactPersonObject = z.looseObject({
   Id: int64,
   // The parent customer or supplier contact id; part of the key on every path.
@@ -100,6 +116,7 @@ function pascalNestedKeys(value: unknown): unknown {
 export const EmployeeWebhookSchema = z.preprocess(pascalNestedKeys, EmployeeObject);
 export const CustomerWebhookSchema = z.preprocess(pascalNestedKeys, CustomerObject);
 export const ContactPersonWebhookSchema = z.preprocess(pascalNestedKeys, ContactPersonObject);
+export const ProjectWebhookSchema = z.preprocess(pascalNestedKeys, ProjectObject);
 
 /** Thin webhook references, completed with a GET before processing. */
 export const PowerOfficeRefSchema = z.looseObject({ Id: int64 });

@@ -1,4 +1,4 @@
-import type { ConflictPolicy } from '../config.js';
+import type { ConflictPolicy, FlowId } from '../config.js';
 import type { SystemName } from '../db/schema.js';
 import { fieldApplies, type FieldMapping, type FlowDefinition } from './flows.js';
 import {
@@ -46,6 +46,23 @@ export interface SideState {
   updatedAt: number | undefined;
 }
 
+/**
+ * Translates reference fields: the id on `to`'s side that is linked, in `flow`, to `id` on the
+ * other side; undefined when that record has no link there.
+ */
+export type TranslateReference = (flow: FlowId, to: SystemName, id: string) => string | undefined;
+
+/** A reference field held back: the record it names is not linked in its flow yet. */
+export interface UnresolvedReference {
+  /** The field's key (its Tidsbanken name). */
+  key: string;
+  /** The flow whose link is missing. */
+  flow: FlowId;
+  /** The side whose record holds the id of the unlinked record, and that id. */
+  system: SystemName;
+  id: string;
+}
+
 export interface DiffInput {
   flow: FlowDefinition;
   tidsbanken: SideState;
@@ -54,6 +71,8 @@ export interface DiffInput {
   shadow: Shadow | undefined;
   inflight: Inflight;
   policy: ConflictPolicy;
+  /** Needed when the flow has reference fields; without it they all wait. */
+  translate?: TranslateReference;
 }
 
 export interface FieldChange {
@@ -85,6 +104,8 @@ export interface DiffResult {
   drops: { tidsbanken: string[]; poweroffice: string[] };
   changes: FieldChange[];
   conflicts: FieldConflict[];
+  /** Reference fields held back this time (nothing written, shadow unchanged). */
+  unresolved: UnresolvedReference[];
 }
 
 const OTHER: Record<SystemName, SystemName> = {
@@ -92,25 +113,72 @@ const OTHER: Record<SystemName, SystemName> = {
   poweroffice: 'tidsbanken',
 };
 
-function readSide(field: FieldMapping, side: SystemName, record: Record<string, unknown>): Read {
+const noLinks: TranslateReference = () => undefined;
+
+/** A reference's id as the side holds it (text), or null when it names no record. */
+function referenceId(field: FieldMapping, side: SystemName, record: Record<string, unknown>) {
+  const raw = side === 'tidsbanken' ? record[field.tidsbanken] : getPath(record, field.poweroffice);
+  return writableValue('reference', raw) as string | null;
+}
+
+function readSide(
+  field: FieldMapping,
+  side: SystemName,
+  record: Record<string, unknown>,
+  translate: TranslateReference,
+): Read {
   if (side === 'tidsbanken') return normalizeValue(field.kind, record[field.tidsbanken]);
   // A one-way field is never read from PowerOffice: its value there says nothing.
   if (field.direction === 'to-poweroffice') return UNKNOWN;
+  if (field.references !== undefined) {
+    // Compared as the Tidsbanken id it stands for (the shadow holds Tidsbanken ids).
+    const id = referenceId(field, side, record);
+    return id === null ? null : (translate(field.references, 'tidsbanken', id) ?? UNKNOWN);
+  }
   const value = normalizeValue(field.kind, getPath(record, field.poweroffice));
   return field.invert && typeof value === 'boolean' ? !value : value;
 }
 
-/** The value to send to `target`, taken from the `source` record. */
+/** The value to send to the other side, taken from the `source` record; undefined: not now. */
 function valueFor(
   field: FieldMapping,
   source: SystemName,
   record: Record<string, unknown>,
+  translate: TranslateReference,
 ): unknown {
+  if (field.references !== undefined) {
+    const id = referenceId(field, source, record);
+    return id === null ? null : translate(field.references, OTHER[source], id);
+  }
   const raw =
     source === 'tidsbanken'
       ? writableValue(field.kind, record[field.tidsbanken])
       : writableValue(field.kind, getPath(record, field.poweroffice));
   return field.invert && typeof raw === 'boolean' ? !raw : raw;
+}
+
+/**
+ * Why a reference field must wait, if it must: PowerOffice names a record that has no link
+ * (its id cannot be read as a Tidsbanken one), or Tidsbanken's value is to be written (first
+ * sync, or changed) and names a record with no link. A raw id is never written across.
+ */
+function unresolvedReference(
+  input: DiffInput,
+  field: FieldMapping,
+  shadowValue: Normalized | undefined,
+): UnresolvedReference | undefined {
+  if (field.references === undefined) return undefined;
+  const flow = field.references;
+  const translate = input.translate ?? noLinks;
+  const po = referenceId(field, 'poweroffice', input.poweroffice.record);
+  if (po !== null && translate(flow, 'tidsbanken', po) === undefined) {
+    return { key: field.key, flow, system: 'poweroffice', id: po };
+  }
+  const tb = referenceId(field, 'tidsbanken', input.tidsbanken.record);
+  if (tb !== null && tb !== shadowValue && translate(flow, 'poweroffice', tb) === undefined) {
+    return { key: field.key, flow, system: 'tidsbanken', id: tb };
+  }
+  return undefined;
 }
 
 function winnerOf(input: DiffInput): { winner: SystemName; resolution: string } {
@@ -129,169 +197,218 @@ function winnerOf(input: DiffInput): { winner: SystemName; resolution: string } 
   }
 }
 
+/** The diff under way: the input, and the result each field's case adds to. */
+interface DiffRun {
+  input: DiffInput;
+  shadow: Shadow;
+  inflight: Inflight;
+  result: DiffResult;
+  records: Record<SystemName, Record<string, unknown>>;
+  translate: TranslateReference;
+}
+
+/** One field as both sides show it now. */
+interface FieldReads {
+  field: FieldMapping;
+  /** The shadow's value; undefined on a first sync of the field. */
+  s: Normalized | undefined;
+  /** What each side's record holds. */
+  current: Record<SystemName, Read>;
+  /** What each side says, once echoes and stale pre-write reads are accounted for. */
+  seen: Record<SystemName, Read>;
+}
+
+const targetKey = (field: FieldMapping, side: SystemName) =>
+  side === 'tidsbanken' ? field.tidsbanken : field.poweroffice;
+
+/** Queues `from`'s value of the field for the other side and remembers what may read stale. */
+function write(
+  run: DiffRun,
+  field: FieldMapping,
+  from: SystemName,
+  current: Read,
+  previous: Normalized | undefined,
+): void {
+  const to = OTHER[from];
+  const value = valueFor(field, from, run.records[from], run.translate);
+  if (value === undefined) return; // a reference whose link went away meanwhile: it waits
+  run.result.writes[to][targetKey(field, to)] = value;
+  // A one-way field is never read back (PowerOffice says "hidden"): no echo to wait for.
+  if (field.direction === 'to-poweroffice') return;
+  const entry = run.inflight[to]![field.key];
+  const stale = new Set(entry?.stale ?? []);
+  if (current !== UNKNOWN) stale.add(current);
+  // This write replaces an earlier one of ours that may already have landed: its echo
+  // (the previous shadow value) is no edit either.
+  if (entry !== undefined && previous !== undefined) stale.add(previous);
+  run.inflight[to]![field.key] = {
+    stale: [...stale],
+    ...(entry?.command ? { command: entry.command } : {}),
+  };
+}
+
+/** Takes the field out of a write queued to `side` (that side's own newer edit won). */
+function drop(run: DiffRun, field: FieldMapping, side: SystemName): void {
+  if (run.inflight[side]![field.key] !== undefined) {
+    run.result.drops[side].push(targetKey(field, side));
+    delete run.inflight[side]![field.key];
+  }
+}
+
+/** Each side's value, with our landed writes cleared and stale pre-write reads discounted. */
+function readField(run: DiffRun, field: FieldMapping): FieldReads {
+  const { input, inflight } = run;
+  const s = input.shadow === undefined ? undefined : run.shadow[field.key];
+  const current: Record<SystemName, Read> = {
+    tidsbanken: readSide(field, 'tidsbanken', run.records.tidsbanken, run.translate),
+    poweroffice: readSide(field, 'poweroffice', run.records.poweroffice, run.translate),
+  };
+  const seen: Record<SystemName, Read> = { ...current };
+  if (s !== undefined) {
+    for (const side of ['tidsbanken', 'poweroffice'] as const) {
+      const entry = inflight[side]![field.key];
+      if (entry === undefined || current[side] === UNKNOWN) continue;
+      if (current[side] === s) {
+        delete inflight[side]![field.key]; // our write has landed
+      } else if (entry.stale.includes(current[side]) && !readAfterLanding(entry, input[side])) {
+        seen[side] = s; // read from before it landed
+      }
+    }
+  }
+  return { field, s, current, seen };
+}
+
+/** No shadow yet: a blank side is filled from the other, a difference goes by the policy. */
+function firstSyncField(run: DiffRun, { field, current, seen }: FieldReads): void {
+  const { shadow, result } = run;
+  const t = seen.tidsbanken;
+  const p = seen.poweroffice;
+  if (t === UNKNOWN && p === UNKNOWN) return;
+  if (p === UNKNOWN || (p === null && t !== UNKNOWN)) {
+    shadow[field.key] = t as Normalized;
+    if (t !== null && t !== UNKNOWN) {
+      write(run, field, 'tidsbanken', current.poweroffice, undefined);
+      result.changes.push({ key: field.key, from: undefined, to: t, source: 'tidsbanken' });
+    }
+  } else if (t === UNKNOWN || t === null) {
+    shadow[field.key] = p;
+    if (p !== null) {
+      write(run, field, 'poweroffice', current.tidsbanken, undefined);
+      result.changes.push({ key: field.key, from: undefined, to: p, source: 'poweroffice' });
+    }
+  } else if (t === p) {
+    shadow[field.key] = t;
+  } else {
+    const { winner, resolution } = winnerOf(run.input);
+    const value = winner === 'tidsbanken' ? t : p;
+    shadow[field.key] = value;
+    write(run, field, winner, current[OTHER[winner]], undefined);
+    result.conflicts.push({ key: field.key, tidsbanken: t, poweroffice: p, winner, resolution });
+    result.changes.push({ key: field.key, from: undefined, to: value, source: winner });
+  }
+}
+
+/** Both sides changed since the shadow: equal edits agree, different ones go by the policy. */
+function bothChangedField(run: DiffRun, { field, s, current, seen }: FieldReads): void {
+  const { shadow, result } = run;
+  const t = seen.tidsbanken as Normalized;
+  const p = seen.poweroffice as Normalized;
+  if (t === p) {
+    // Both sides were edited to the same value: nothing to send, and nothing queued for
+    // either side may overwrite it.
+    shadow[field.key] = t;
+    drop(run, field, 'tidsbanken');
+    drop(run, field, 'poweroffice');
+    result.changes.push({ key: field.key, from: s, to: t, source: 'both' });
+    return;
+  }
+  const { winner, resolution } = winnerOf(run.input);
+  const value = winner === 'tidsbanken' ? t : p;
+  shadow[field.key] = value;
+  drop(run, field, winner);
+  write(run, field, winner, current[OTHER[winner]], s);
+  result.conflicts.push({ key: field.key, tidsbanken: t, poweroffice: p, winner, resolution });
+  result.changes.push({ key: field.key, from: s, to: value, source: winner });
+}
+
+/** One side changed: its value goes to the other, unless a queued write to it wins. */
+function oneChangedField(run: DiffRun, reads: FieldReads, source: SystemName): void {
+  const { field, s, current, seen } = reads;
+  const { shadow, result, inflight } = run;
+  const other = OTHER[source];
+  const value = seen[source] as Normalized;
+  if (inflight[source]![field.key] !== undefined) {
+    // A write of the shadow value to `source` is still queued (it came from `other`), and
+    // `source` has since been edited: a conflict like any other.
+    const { winner, resolution } = winnerOf(run.input);
+    result.conflicts.push({
+      key: field.key,
+      tidsbanken: source === 'tidsbanken' ? value : (s ?? null),
+      poweroffice: source === 'poweroffice' ? value : (s ?? null),
+      winner,
+      resolution,
+    });
+    if (winner === other) {
+      // The queued value stands. It may have landed already, before this edit: write it
+      // again (a still-pending command just absorbs it), and take this read as stale.
+      write(run, field, other, current[source], undefined);
+      return;
+    }
+    drop(run, field, source);
+  }
+  shadow[field.key] = value;
+  write(run, field, source, current[other], s);
+  result.changes.push({ key: field.key, from: s, to: value, source });
+}
+
 export function diffLink(input: DiffInput): DiffResult {
-  const { flow } = input;
   const shadow: Shadow = { ...(input.shadow ?? {}) };
   const inflight: Inflight = {
     tidsbanken: { ...(input.inflight.tidsbanken ?? {}) },
     poweroffice: { ...(input.inflight.poweroffice ?? {}) },
   };
-  const result: DiffResult = {
+  const run: DiffRun = {
+    input,
     shadow,
     inflight,
-    writes: { tidsbanken: {}, poweroffice: {} },
-    drops: { tidsbanken: [], poweroffice: [] },
-    changes: [],
-    conflicts: [],
+    records: { tidsbanken: input.tidsbanken.record, poweroffice: input.poweroffice.record },
+    translate: input.translate ?? noLinks,
+    result: {
+      shadow,
+      inflight,
+      writes: { tidsbanken: {}, poweroffice: {} },
+      drops: { tidsbanken: [], poweroffice: [] },
+      changes: [],
+      conflicts: [],
+      unresolved: [],
+    },
   };
-  const records = { tidsbanken: input.tidsbanken.record, poweroffice: input.poweroffice.record };
-  const targetKey = (field: FieldMapping, side: SystemName) =>
-    side === 'tidsbanken' ? field.tidsbanken : field.poweroffice;
-
-  const write = (
-    field: FieldMapping,
-    from: SystemName,
-    current: Read,
-    previous: Normalized | undefined,
-  ) => {
-    const to = OTHER[from];
-    result.writes[to][targetKey(field, to)] = valueFor(field, from, records[from]);
-    // A one-way field is never read back (PowerOffice says "hidden"): no echo to wait for.
-    if (field.direction === 'to-poweroffice') return;
-    const entry = inflight[to]![field.key];
-    const stale = new Set(entry?.stale ?? []);
-    if (current !== UNKNOWN) stale.add(current);
-    // This write replaces an earlier one of ours that may already have landed: its echo
-    // (the previous shadow value) is no edit either.
-    if (entry !== undefined && previous !== undefined) stale.add(previous);
-    inflight[to]![field.key] = {
-      stale: [...stale],
-      ...(entry?.command ? { command: entry.command } : {}),
-    };
-  };
-  const drop = (field: FieldMapping, side: SystemName) => {
-    if (inflight[side]![field.key] !== undefined) {
-      result.drops[side].push(targetKey(field, side));
-      delete inflight[side]![field.key];
-    }
-  };
-
-  for (const field of flow.fields) {
-    if (!fieldApplies(field, records.poweroffice)) continue;
-    const s = input.shadow === undefined ? undefined : shadow[field.key];
-    const first = s === undefined;
-    const current: Record<SystemName, Read> = {
-      tidsbanken: readSide(field, 'tidsbanken', records.tidsbanken),
-      poweroffice: readSide(field, 'poweroffice', records.poweroffice),
-    };
-    // What each side says, once echoes and stale pre-write reads are accounted for.
-    const seen: Record<SystemName, Read> = { ...current };
-    if (!first) {
-      for (const side of ['tidsbanken', 'poweroffice'] as const) {
-        const entry = inflight[side]![field.key];
-        if (entry === undefined || current[side] === UNKNOWN) continue;
-        if (current[side] === s) {
-          delete inflight[side]![field.key]; // our write has landed
-        } else if (entry.stale.includes(current[side]) && !readAfterLanding(entry, input[side])) {
-          seen[side] = s; // read from before it landed
-        }
-      }
-    }
-    const t = seen.tidsbanken;
-    const p = seen.poweroffice;
-
-    if (first) {
-      if (t === UNKNOWN && p === UNKNOWN) continue;
-      if (p === UNKNOWN || (p === null && t !== UNKNOWN)) {
-        shadow[field.key] = t as Normalized;
-        if (t !== null && t !== UNKNOWN) {
-          write(field, 'tidsbanken', current.poweroffice, undefined);
-          result.changes.push({ key: field.key, from: undefined, to: t, source: 'tidsbanken' });
-        }
-      } else if (t === UNKNOWN || t === null) {
-        shadow[field.key] = p;
-        if (p !== null) {
-          write(field, 'poweroffice', current.tidsbanken, undefined);
-          result.changes.push({ key: field.key, from: undefined, to: p, source: 'poweroffice' });
-        }
-      } else if (t === p) {
-        shadow[field.key] = t;
-      } else {
-        const { winner, resolution } = winnerOf(input);
-        const value = winner === 'tidsbanken' ? t : p;
-        shadow[field.key] = value;
-        write(field, winner, current[OTHER[winner]], undefined);
-        result.conflicts.push({
-          key: field.key,
-          tidsbanken: t,
-          poweroffice: p,
-          winner,
-          resolution,
-        });
-        result.changes.push({ key: field.key, from: undefined, to: value, source: winner });
-      }
+  for (const field of input.flow.fields) {
+    if (!fieldApplies(field, run.records.poweroffice)) continue;
+    const waiting = unresolvedReference(
+      input,
+      field,
+      input.shadow === undefined ? undefined : shadow[field.key],
+    );
+    if (waiting !== undefined) {
+      // Held back whole: shadow and queued writes stay as they are until the link appears.
+      run.result.unresolved.push(waiting);
       continue;
     }
-
-    const changed: Record<SystemName, boolean> = {
-      tidsbanken: t !== UNKNOWN && t !== s,
-      poweroffice: p !== UNKNOWN && p !== s,
-    };
-    if (!changed.tidsbanken && !changed.poweroffice) continue;
-
-    if (changed.tidsbanken && changed.poweroffice) {
-      if (t === p) {
-        // Both sides were edited to the same value: nothing to send, and nothing queued for
-        // either side may overwrite it.
-        shadow[field.key] = t as Normalized;
-        drop(field, 'tidsbanken');
-        drop(field, 'poweroffice');
-        result.changes.push({ key: field.key, from: s, to: t as Normalized, source: 'both' });
-        continue;
-      }
-      const { winner, resolution } = winnerOf(input);
-      const value = (winner === 'tidsbanken' ? t : p) as Normalized;
-      shadow[field.key] = value;
-      drop(field, winner);
-      write(field, winner, current[OTHER[winner]], s);
-      result.conflicts.push({
-        key: field.key,
-        tidsbanken: t as Normalized,
-        poweroffice: p as Normalized,
-        winner,
-        resolution,
-      });
-      result.changes.push({ key: field.key, from: s, to: value, source: winner });
+    const reads = readField(run, field);
+    if (reads.s === undefined) {
+      firstSyncField(run, reads);
       continue;
     }
-
-    const source: SystemName = changed.tidsbanken ? 'tidsbanken' : 'poweroffice';
-    const other = OTHER[source];
-    const value = seen[source] as Normalized;
-    if (inflight[source]![field.key] !== undefined) {
-      // A write of the shadow value to `source` is still queued (it came from `other`), and
-      // `source` has since been edited: a conflict like any other (docs/ARCHITECTURE.md "Outbox and dispatcher").
-      const { winner, resolution } = winnerOf(input);
-      result.conflicts.push({
-        key: field.key,
-        tidsbanken: source === 'tidsbanken' ? value : (s ?? null),
-        poweroffice: source === 'poweroffice' ? value : (s ?? null),
-        winner,
-        resolution,
-      });
-      if (winner === other) {
-        // The queued value stands. It may have landed already, before this edit: write it
-        // again (a still-pending command just absorbs it), and take this read as stale.
-        write(field, other, current[source], undefined);
-        continue;
-      }
-      drop(field, source);
-    }
-    shadow[field.key] = value;
-    write(field, source, current[other], s);
-    result.changes.push({ key: field.key, from: s, to: value, source });
+    const t = reads.seen.tidsbanken;
+    const p = reads.seen.poweroffice;
+    const changedT = t !== UNKNOWN && t !== reads.s;
+    const changedP = p !== UNKNOWN && p !== reads.s;
+    if (changedT && changedP) bothChangedField(run, reads);
+    else if (changedT) oneChangedField(run, reads, 'tidsbanken');
+    else if (changedP) oneChangedField(run, reads, 'poweroffice');
   }
-  return result;
+  return run.result;
 }
 
 export function isEmptyDiff(result: DiffResult): boolean {

@@ -488,7 +488,7 @@ export class Dispatcher {
     const updatedAt = record[adapter.updatedAtField];
     await insertInboundEvent(this.deps.db, {
       source: command.system,
-      origin: 'poller',
+      origin: 'write',
       eventId: writeFeedbackEventId(
         command.id,
         id,

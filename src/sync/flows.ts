@@ -10,11 +10,12 @@ import { getPath, writableValue, type ValueKind } from './normalize.js';
 
 export type { MatchKeys, RecordType };
 
-export type MergeRuleName = 'email' | 'national_id' | 'number';
+export type MergeRuleName = 'email' | 'national_id' | 'number' | 'code';
 export const MERGE_RULE_KEY: Record<MergeRuleName, keyof MatchKeys> = {
   email: 'email',
   national_id: 'nationalId',
   number: 'number',
+  code: 'code',
 };
 
 export interface FieldMapping {
@@ -30,6 +31,12 @@ export interface FieldMapping {
   direction: 'both' | 'to-poweroffice';
   /** Mapped only while the PowerOffice record's value at `path` is one of `oneOf` (null = empty). */
   when?: { path: string; oneOf: (string | null)[] };
+  /**
+   * A reference field (kind `reference`): it holds the id of a record of this other flow, and
+   * is translated through that flow's links. While the record it names has no link there, the
+   * field waits: nothing is written, and the wait is recorded.
+   */
+  references?: FlowId;
 }
 
 export interface FlowDefinition {
@@ -40,8 +47,11 @@ export interface FlowDefinition {
   fields: FieldMapping[];
   /** `tb-ansatt-<Id>`: carried by a PowerOffice record we created, so it links back (≤ 50 chars). */
   originPrefix: string;
-  /** Where PowerOffice keeps that origin id. */
-  powerofficeOriginField: 'ExternalImportReference' | 'ExternalCode';
+  /**
+   * Where PowerOffice keeps that origin id. None when the merge rule itself is the origin (a
+   * Project carries the Prosjekt's Id as its Code): then our creates link by the rule.
+   */
+  powerofficeOriginField?: 'ExternalImportReference' | 'ExternalCode';
   /** Extra fields of a PowerOffice create, beyond the mapped ones. */
   powerofficeCreateExtras(tidsbanken: Record<string, unknown>): Record<string, unknown>;
   /**
@@ -289,6 +299,59 @@ export const FLOWS: readonly FlowDefinition[] = [
     // Kunde Id = Customer Number, as a string, so the counterpart keeps its number as its id.
     tidsbankenIdFrom: (po) => (typeof po.Number === 'number' ? String(po.Number) : undefined),
   },
+  {
+    id: 'prosjekt-project',
+    tidsbanken: 'prosjekt',
+    poweroffice: 'project',
+    mergeRules: ['code'],
+    fields: [
+      { key: 'Navn', tidsbanken: 'Navn', poweroffice: 'Name', kind: 'text', direction: 'both' },
+      {
+        key: 'KundeId',
+        tidsbanken: 'KundeId',
+        poweroffice: 'CustomerId',
+        kind: 'reference',
+        references: 'kunde-customer',
+        direction: 'both',
+      },
+      {
+        key: 'AnsvarligId',
+        tidsbanken: 'AnsvarligId',
+        poweroffice: 'ProjectManagerEmployeeId',
+        kind: 'reference',
+        references: 'ansatt-employee',
+        direction: 'both',
+      },
+      {
+        key: 'StartDato',
+        tidsbanken: 'StartDato',
+        poweroffice: 'StartDate',
+        kind: 'date',
+        direction: 'both',
+      },
+      {
+        key: 'AvsluttetDato',
+        tidsbanken: 'AvsluttetDato',
+        poweroffice: 'EndDate',
+        kind: 'date',
+        direction: 'both',
+      },
+      {
+        key: 'Avsluttet',
+        tidsbanken: 'Avsluttet',
+        poweroffice: 'IsActive',
+        kind: 'boolean',
+        invert: true,
+        direction: 'both',
+      },
+    ],
+    // The code is the origin id: Code = Prosjekt Id, so the merge rule links what we create.
+    originPrefix: '',
+    powerofficeCreateExtras: (tb) => ({ Code: tb.Id }),
+    // Id = Code; a Project without a code is never created in Tidsbanken (it waits, link-only).
+    tidsbankenIdFrom: (po) =>
+      typeof po.Code === 'string' && po.Code.trim() !== '' ? po.Code.trim() : undefined,
+  },
 ];
 
 export function flowById(id: string): FlowDefinition | undefined {
@@ -313,6 +376,7 @@ export function originTidsbankenId(
   flow: FlowDefinition,
   poweroffice: Record<string, unknown>,
 ): string | undefined {
+  if (flow.powerofficeOriginField === undefined) return undefined;
   const value = poweroffice[flow.powerofficeOriginField];
   if (typeof value !== 'string' || !value.startsWith(flow.originPrefix)) return undefined;
   const id = value.slice(flow.originPrefix.length);
@@ -327,7 +391,11 @@ export function fieldApplies(field: FieldMapping, poweroffice: Record<string, un
   return field.when.oneOf.includes(value);
 }
 
-/** The body of a PowerOffice create from a Tidsbanken record: mapped fields + origin id. */
+/**
+ * The body of a PowerOffice create from a Tidsbanken record: mapped fields + origin id.
+ * Reference fields are left out: the new link's first sync writes them, translated, once the
+ * records they name are linked.
+ */
 export function powerofficeCreateBody(
   flow: FlowDefinition,
   tidsbanken: Record<string, unknown>,
@@ -335,6 +403,7 @@ export function powerofficeCreateBody(
 ): Record<string, unknown> {
   const fields: Record<string, unknown> = {};
   for (const field of flow.fields) {
+    if (field.references !== undefined) continue;
     let value = writableValue(field.kind, tidsbanken[field.tidsbanken]);
     if (value === null) continue;
     if (field.invert && typeof value === 'boolean') value = !value;
@@ -343,7 +412,9 @@ export function powerofficeCreateBody(
   return {
     ...RECORD_ADAPTERS[flow.poweroffice].createBody(fields),
     ...flow.powerofficeCreateExtras(tidsbanken),
-    [flow.powerofficeOriginField]: originIdFor(flow, tidsbankenId),
+    ...(flow.powerofficeOriginField === undefined
+      ? {}
+      : { [flow.powerofficeOriginField]: originIdFor(flow, tidsbankenId) }),
   };
 }
 
@@ -356,7 +427,8 @@ export function tidsbankenCreateBody(
   if (id === undefined) return undefined;
   const fields: Record<string, unknown> = { Id: id };
   for (const field of flow.fields) {
-    if (field.direction !== 'both' || !fieldApplies(field, poweroffice)) continue;
+    if (field.direction !== 'both' || field.references !== undefined) continue;
+    if (!fieldApplies(field, poweroffice)) continue;
     let value = writableValue(field.kind, getPath(poweroffice, field.poweroffice));
     if (value === null) continue;
     if (field.invert && typeof value === 'boolean') value = !value;

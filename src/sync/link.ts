@@ -18,7 +18,7 @@ import { findMirrorRecordsByKeys, getMirrorRecord } from '../db/records.js';
 import type { LinkRow, RecordRow, SystemName } from '../db/schema.js';
 import type { Logger } from '../lib/logger.js';
 import { RECORD_ADAPTERS } from '../record-types.js';
-import { diffLink, type Inflight, type Shadow } from './diff.js';
+import { diffLink, type DiffResult, type Inflight, type Shadow } from './diff.js';
 import {
   MERGE_RULE_KEY,
   originIdFor,
@@ -31,6 +31,7 @@ import {
   type RecordType,
 } from './flows.js';
 import { getPath, writableValue } from './normalize.js';
+import { recordReferenceWaits, referenceTranslator } from './references.js';
 
 // Linking and syncing one link (docs/ARCHITECTURE.md "Linking", "Worker"), inside the caller's transaction.
 
@@ -52,7 +53,12 @@ function typeOn(flow: FlowDefinition, side: SystemName): RecordType {
 }
 
 function keysOfRow(row: RecordRow): MatchKeys {
-  return { email: row.email_key, nationalId: row.national_id_key, number: row.number_key };
+  return {
+    email: row.email_key,
+    nationalId: row.national_id_key,
+    number: row.number_key,
+    code: row.code_key,
+  };
 }
 
 function ruleKeys(flow: FlowDefinition, keys: MatchKeys): Partial<MatchKeys> {
@@ -384,6 +390,8 @@ function updatedAtMs(row: RecordRow): number | undefined {
 }
 
 export interface SyncOutcome {
+  /** False when the link could not be synced (unlinked, or a record not read or gone). */
+  synced: boolean;
   changed: boolean;
   commands: string[];
   conflicts: number;
@@ -396,7 +404,7 @@ export async function syncLink(
   linkId: string,
 ): Promise<SyncOutcome> {
   const { db } = ctx;
-  const none: SyncOutcome = { changed: false, commands: [], conflicts: 0 };
+  const none: SyncOutcome = { synced: false, changed: false, commands: [], conflicts: 0 };
   const link = await lockLink(db, linkId);
   if (link === undefined || link.unlinked_at !== null) return none;
   const tb = await getMirrorRecord(db, 'tidsbanken', flow.tidsbanken, link.tidsbanken_id);
@@ -406,6 +414,7 @@ export async function syncLink(
     return none;
   }
   const first = link.last_synced_at === null;
+  const records = { tidsbanken: tb.data, poweroffice: po.data };
   const result = diffLink({
     flow,
     tidsbanken: { record: tb.data, updatedAt: updatedAtMs(tb) },
@@ -413,63 +422,15 @@ export async function syncLink(
     shadow: first ? undefined : (link.shadow as Shadow),
     inflight: link.inflight,
     policy: ctx.config.conflictPolicy,
+    translate: await referenceTranslator(db, flow, [records]),
   });
-  const inflight = result.inflight;
-  const targets = {
-    tidsbanken: {
-      system: 'tidsbanken' as const,
-      recordType: flow.tidsbanken,
-      recordId: link.tidsbanken_id,
-      parentId: null,
-      flow: flow.id,
-      linkId: link.id,
-    },
-    poweroffice: {
-      system: 'poweroffice' as const,
-      recordType: flow.poweroffice,
-      recordId: link.poweroffice_id,
-      parentId: link.poweroffice_parent_id,
-      flow: flow.id,
-      linkId: link.id,
-    },
-  };
-  const keyOf = (side: SystemName, target: string) =>
-    flow.fields.find((f) => (side === 'tidsbanken' ? f.tidsbanken : f.poweroffice) === target)!.key;
-  const commands: string[] = [];
-  const records = { tidsbanken: tb.data, poweroffice: po.data };
-
-  for (const side of ['tidsbanken', 'poweroffice'] as const) {
-    const writes = { ...result.writes[side] };
-    // The side's own newer edit won over a queued write to it: take the field out. If that
-    // write is already on the wire, queue the side's value again so it has the last word.
-    if (result.drops[side].length > 0) {
-      const onTheWire = await removeFieldsFromPendingUpdate(db, targets[side], result.drops[side]);
-      for (const target of onTheWire) {
-        const field = flow.fields.find(
-          (f) => (side === 'tidsbanken' ? f.tidsbanken : f.poweroffice) === target,
-        )!;
-        const own =
-          side === 'tidsbanken' ? records.tidsbanken[target] : getPath(records.poweroffice, target);
-        writes[target] = writableValue(field.kind, own);
-        // Until this write lands, a read of the side may show what it showed before, or the
-        // value of the write already on the wire (the previous shadow): neither is an edit.
-        const entry = (link.inflight as Inflight)[side]?.[field.key];
-        const previous = first ? undefined : (link.shadow as Shadow)[field.key];
-        const stale = new Set(entry?.stale ?? []);
-        if (previous !== undefined) stale.add(previous);
-        inflight[side]![field.key] = { stale: [...stale] };
-      }
-    }
-    if (Object.keys(writes).length === 0) continue;
-    const commandId = await upsertPendingUpdate(db, targets[side], writes);
-    commands.push(commandId);
-    for (const target of Object.keys(writes)) {
-      const key = keyOf(side, target);
-      inflight[side]![key] = { stale: inflight[side]![key]?.stale ?? [], command: commandId };
-    }
-  }
-
-  await updateLinkState(db, link.id, { shadow: result.shadow, inflight, synced: true });
+  const commands = await queueWrites(ctx, flow, link, result, records);
+  await updateLinkState(db, link.id, {
+    shadow: result.shadow,
+    inflight: result.inflight,
+    synced: true,
+  });
+  await recordReferenceWaits(ctx, flow, [{ link, unresolved: result.unresolved }]);
   for (const conflict of result.conflicts) {
     await insertFieldConflict(db, {
       flow: flow.id,
@@ -484,40 +445,134 @@ export async function syncLink(
     });
   }
   const changed = result.changes.length > 0 || result.conflicts.length > 0 || first;
-  if (changed) {
-    const detail = {
-      firstSync: first,
-      changes: result.changes,
-      conflicts: result.conflicts,
-      writes: result.writes,
-      commands,
-    };
-    await insertAuditEntries(
-      db,
-      (['tidsbanken', 'poweroffice'] as const).map((side) => ({
-        system: side,
-        recordType: typeOn(flow, side),
-        recordId: side === 'tidsbanken' ? link.tidsbanken_id : link.poweroffice_id,
-        kind: 'diff' as const,
+  if (changed) await recordSync(ctx, flow, link, result, commands, first);
+  return { synced: true, changed, commands, conflicts: result.conflicts.length };
+}
+
+/** The diff's writes as pending updates, one per side (folded into a pending one). */
+async function queueWrites(
+  ctx: SyncContext,
+  flow: FlowDefinition,
+  link: LinkRow,
+  result: DiffResult,
+  records: Record<SystemName, Record<string, unknown>>,
+): Promise<string[]> {
+  const inflight = result.inflight;
+  const commands: string[] = [];
+  for (const side of ['tidsbanken', 'poweroffice'] as const) {
+    const target = updateTarget(flow, link, side);
+    const writes = { ...result.writes[side] };
+    if (result.drops[side].length > 0) {
+      Object.assign(writes, await dropWrites(ctx, flow, link, result, records, side));
+    }
+    if (Object.keys(writes).length === 0) continue;
+    const commandId = await upsertPendingUpdate(ctx.db, target, writes);
+    commands.push(commandId);
+    for (const name of Object.keys(writes)) {
+      const key = fieldNamed(flow, side, name).key;
+      inflight[side]![key] = { stale: inflight[side]![key]?.stale ?? [], command: commandId };
+    }
+  }
+  return commands;
+}
+
+/**
+ * The side's own newer edit won over a queued write to it: takes the fields out. For a write
+ * already on the wire, returns the side's own value to queue again, so it has the last word.
+ */
+async function dropWrites(
+  ctx: SyncContext,
+  flow: FlowDefinition,
+  link: LinkRow,
+  result: DiffResult,
+  records: Record<SystemName, Record<string, unknown>>,
+  side: SystemName,
+): Promise<Record<string, unknown>> {
+  const again: Record<string, unknown> = {};
+  const target = updateTarget(flow, link, side);
+  const onTheWire = await removeFieldsFromPendingUpdate(ctx.db, target, result.drops[side]);
+  const first = link.last_synced_at === null;
+  for (const name of onTheWire) {
+    const field = fieldNamed(flow, side, name);
+    const own =
+      side === 'tidsbanken' ? records.tidsbanken[name] : getPath(records.poweroffice, name);
+    again[name] = writableValue(field.kind, own);
+    // Until this write lands, a read of the side may show what it showed before, or the
+    // value of the write already on the wire (the previous shadow): neither is an edit.
+    const entry = (link.inflight as Inflight)[side]?.[field.key];
+    const previous = first ? undefined : (link.shadow as Shadow)[field.key];
+    const stale = new Set(entry?.stale ?? []);
+    if (previous !== undefined) stale.add(previous);
+    result.inflight[side]![field.key] = { stale: [...stale] };
+  }
+  return again;
+}
+
+function updateTarget(flow: FlowDefinition, link: LinkRow, side: SystemName) {
+  return side === 'tidsbanken'
+    ? {
+        system: 'tidsbanken' as const,
+        recordType: flow.tidsbanken,
+        recordId: link.tidsbanken_id,
+        parentId: null,
         flow: flow.id,
         linkId: link.id,
-        eventId: ctx.eventId ?? null,
-        detail,
-      })),
-    );
-    ctx.logger.info(
-      {
+      }
+    : {
+        system: 'poweroffice' as const,
+        recordType: flow.poweroffice,
+        recordId: link.poweroffice_id,
+        parentId: link.poweroffice_parent_id,
         flow: flow.id,
-        link: link.id,
-        tidsbankenId: link.tidsbanken_id,
-        powerofficeId: link.poweroffice_id,
-        decision: first ? 'first_sync' : 'sync',
-        fieldsChanged: result.changes.map((c) => `${c.key}←${c.source}`),
-        conflicts: result.conflicts.map((c) => `${c.key}: ${c.resolution}`),
-        commands,
-      },
-      'sync decision',
-    );
-  }
-  return { changed, commands, conflicts: result.conflicts.length };
+        linkId: link.id,
+      };
+}
+
+/** The mapping of a field by its name on `side` (a Tidsbanken field, a PowerOffice path). */
+function fieldNamed(flow: FlowDefinition, side: SystemName, name: string) {
+  return flow.fields.find((f) => (side === 'tidsbanken' ? f.tidsbanken : f.poweroffice) === name)!;
+}
+
+/** The sync's audit entry on both records, and its log line. */
+async function recordSync(
+  ctx: SyncContext,
+  flow: FlowDefinition,
+  link: LinkRow,
+  result: DiffResult,
+  commands: string[],
+  first: boolean,
+): Promise<void> {
+  const detail = {
+    firstSync: first,
+    changes: result.changes,
+    conflicts: result.conflicts,
+    writes: result.writes,
+    commands,
+  };
+  await insertAuditEntries(
+    ctx.db,
+    (['tidsbanken', 'poweroffice'] as const).map((side) => ({
+      system: side,
+      recordType: typeOn(flow, side),
+      recordId: side === 'tidsbanken' ? link.tidsbanken_id : link.poweroffice_id,
+      kind: 'diff' as const,
+      flow: flow.id,
+      linkId: link.id,
+      eventId: ctx.eventId ?? null,
+      detail,
+    })),
+  );
+  ctx.logger.info(
+    {
+      flow: flow.id,
+      link: link.id,
+      tidsbankenId: link.tidsbanken_id,
+      powerofficeId: link.poweroffice_id,
+      decision: first ? 'first_sync' : 'sync',
+      fieldsChanged: result.changes.map((c) => `${c.key}←${c.source}`),
+      conflicts: result.conflicts.map((c) => `${c.key}: ${c.resolution}`),
+      commands,
+    },
+    'sync decision',
+  );
 }

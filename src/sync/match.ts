@@ -26,6 +26,7 @@ import type { Logger } from '../lib/logger.js';
 import { diffLink, type Inflight } from './diff.js';
 import { MERGE_RULE_KEY, type FlowDefinition, type MatchKeys } from './flows.js';
 import { syncLink, tryLink, type SyncContext } from './link.js';
+import { recordReferenceWaits, referenceTranslator } from './references.js';
 
 // Set-based linking (docs/ARCHITECTURE.md "Linking") for the link sweep: the whole mirror of a flow is matched
 // in one statement instead of record by record, and the new links get their first sync in
@@ -40,6 +41,7 @@ const KEY_COLUMN = {
   email: 'email_key',
   nationalId: 'national_id_key',
   number: 'number_key',
+  code: 'code_key',
 } as const satisfies Record<keyof MatchKeys, MergeSpec['rules'][number]['column']>;
 
 export function mergeSpecOf(flow: FlowDefinition): MergeSpec {
@@ -116,14 +118,16 @@ export async function linkFlow(deps: MatchDeps, flow: FlowDefinition): Promise<M
 
   // Records we created carry their origin: the per-record path links them (rare, small).
   const originField = flow.powerofficeOriginField;
-  await perRecord(
-    deps,
-    flow,
-    'poweroffice',
-    await listRecordsWithOrigin(db, spec, originField, flow.originPrefix),
-    false,
-    counts,
-  );
+  if (originField !== undefined) {
+    await perRecord(
+      deps,
+      flow,
+      'poweroffice',
+      await listRecordsWithOrigin(db, spec, originField, flow.originPrefix),
+      false,
+      counts,
+    );
+  }
   await perRecord(deps, flow, 'tidsbanken', await listRecordsCreatedByUs(db, spec), false, counts);
 
   const { linked, ambiguous } = await db.transaction().execute(async (trx) => {
@@ -221,6 +225,16 @@ async function firstSyncBatch(
   const keyOf = (side: SystemName, target: string) =>
     flow.fields.find((f) => (side === 'tidsbanken' ? f.tidsbanken : f.poweroffice) === target)!.key;
 
+  const translate = await referenceTranslator(
+    db,
+    flow,
+    links.flatMap((l) => {
+      const tb = tbs.get(l.tidsbanken_id);
+      const po = pos.get(l.poweroffice_id);
+      return tb && po ? [{ tidsbanken: tb.data, poweroffice: po.data }] : [];
+    }),
+  );
+
   interface Planned {
     link: LinkRow;
     result: ReturnType<typeof diffLink>;
@@ -242,6 +256,7 @@ async function firstSyncBatch(
       shadow: undefined,
       inflight: link.inflight,
       policy: ctx.config.conflictPolicy,
+      translate,
     });
     if (result.drops.tidsbanken.length > 0 || result.drops.poweroffice.length > 0) {
       oneByOne.push(link);
@@ -356,6 +371,11 @@ async function firstSyncBatch(
   await updateLinkStates(db, states);
   await insertFieldConflicts(db, conflicts);
   await insertAuditEntries(db, audit);
+  await recordReferenceWaits(
+    ctx,
+    flow,
+    planned.map((p) => ({ link: p.link, unresolved: p.result.unresolved })),
+  );
 
   for (const link of oneByOne) {
     const outcome = await syncLink(ctx, flow, link.id);

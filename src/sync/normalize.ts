@@ -1,7 +1,8 @@
 // Values are compared after normalization (README "Field mappings"): "" equals null, strings trimmed,
 // dates as YYYY-MM-DD, e-mail case-insensitively. Booleans stay booleans.
 
-export type ValueKind = 'text' | 'email' | 'date' | 'boolean' | 'national_id';
+/** `reference`: another record's id (compared as text; translated between the systems). */
+export type ValueKind = 'text' | 'email' | 'date' | 'boolean' | 'national_id' | 'reference';
 export type Normalized = string | boolean | null;
 
 /** PowerOffice reads a national id back as "hidden" without a special privilege. */
@@ -58,6 +59,7 @@ export function normalizeValue(kind: ValueKind, value: unknown): Read {
       return digits === '' ? null : digits;
     }
     case 'text':
+    case 'reference':
       return text(value);
   }
 }
@@ -71,6 +73,7 @@ export function writableValue(kind: ValueKind, value: unknown): string | boolean
       return normalizeDate(value);
     case 'email':
     case 'text':
+    case 'reference':
       return text(value);
     case 'national_id': {
       const s = text(value);
@@ -93,6 +96,12 @@ export function nationalIdKey(value: unknown): string | null {
   if (s === null || s.toLowerCase() === HIDDEN) return null;
   const digits = s.replace(/\D/g, '');
   return digits === '' ? null : digits;
+}
+
+/** A code as a match key: trimmed and lower-cased; empty never matches. */
+export function codeKey(value: unknown): string | null {
+  const s = text(value);
+  return s === null ? null : s.toLowerCase();
 }
 
 /** A number as a match key: an integer (or a string of digits); anything else never matches. */

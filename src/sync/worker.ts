@@ -31,6 +31,7 @@ import type { Clients, RecordType } from '../record-adapter.js';
 import { adapterOf } from '../record-types.js';
 import { flowsForRecordType, sideOf } from './flows.js';
 import { syncLink, tryLink, type SyncContext } from './link.js';
+import { resolveWaitingReferences } from './resolve-references.js';
 import { isLinkGateOpen, maybeRunInitialSweep, type SweepRequirements } from './sweep.js';
 
 // The sync worker (docs/ARCHITECTURE.md "Worker"): claims inbox events, never two of one record at once,
@@ -181,6 +182,7 @@ function mirrorWriteOf(event: InboundEventRow): MirrorWrite | undefined {
     email: keys.email,
     nationalId: keys.nationalId,
     number: keys.number,
+    code: keys.code,
     sourceUpdatedAt:
       typeof updatedAt === 'string' && updatedAt !== ''
         ? updatedAt
@@ -323,6 +325,8 @@ export function startSyncWorker(deps: WorkerDeps, options: { idleMs?: number } =
       let done = 0;
       try {
         done = await processDueEvents(deps);
+        // References waiting for a link that now exists, however it was made.
+        if (done === 0) done = await resolveWaitingReferences(deps);
         if (done === 0 && deps.sweep !== undefined) {
           await maybeRunInitialSweep({ ...deps }, deps.sweep);
         }

@@ -14,7 +14,15 @@ import {
   type UpstreamContext,
 } from '../lib/upstream.js';
 import { parseListItems, type ListPage } from '../lib/list-page.js';
-import { AnsattSchema, KundeSchema, odataList, type Ansatt, type Kunde } from './schemas.js';
+import {
+  AnsattSchema,
+  KundeSchema,
+  odataList,
+  ProsjektSchema,
+  type Ansatt,
+  type Kunde,
+  type Prosjekt,
+} from './schemas.js';
 
 // Tidsbanken API v3 (docs/vendor-apis.md). OData v4 reads with a `value`
 // envelope; writes as Sesam's connector does them, since the official reference could not
@@ -41,6 +49,7 @@ export interface CreateOptions extends RequestOptions {
 
 const AnsattListSchema = odataList(AnsattSchema);
 const KundeListSchema = odataList(KundeSchema);
+const ProsjektListSchema = odataList(ProsjektSchema);
 // A list page is parsed item by item (one bad record must not fail the page).
 const AnyListSchema = odataList(z.unknown());
 // What a write answers is not documented (docs/vendor-apis.md): maybe the entity, maybe an
@@ -187,6 +196,60 @@ export class TidsbankenClient {
       options,
     );
     return findRecord(body, KundeSchema);
+  }
+
+  // ---- Prosjekt: next to Kunde in the prosjekt area, with the same shapes -----------------
+
+  /** One project by its string Id, or undefined when there is none. */
+  async getProsjekt(id: string, options: RequestOptions = {}): Promise<Prosjekt | undefined> {
+    // `$filter=Id eq '…'`: the key syntax `Prosjekt('…')` is the one Sesam had to drop.
+    const page = await this.get(
+      'prosjekt/Prosjekt',
+      { $filter: `Id eq ${odataString(id)}`, $select: '*', $top: 1 },
+      ProsjektListSchema,
+      options,
+    );
+    return page.value[0];
+  }
+
+  listProsjekterChangedSince(
+    since?: string,
+    options: RequestOptions = {},
+  ): AsyncGenerator<ListPage<Prosjekt>, void, undefined> {
+    return this.pages('prosjekt/Prosjekt', since, ProsjektSchema, options);
+  }
+
+  /**
+   * Creates a project: one object with the caller's Id, like a Kunde (docs/vendor-apis.md).
+   * The Id is looked up before the POST (always: the Id is the origin id of a project made
+   * from a PowerOffice Project), so a create never collides with an earlier one.
+   */
+  async createProsjekt(
+    record: Prosjekt | Record<string, unknown>,
+    options: CreateOptions = {},
+  ): Promise<Prosjekt> {
+    const id = assertKundeId((record as { Id?: unknown }).Id);
+    return this.createIdempotently(
+      () => this.write('POST', 'prosjekt/Prosjekt', stripNulls({ ...record, Id: id }), options),
+      () => this.getProsjekt(id, options),
+      ProsjektSchema,
+      { ...options, lookupFirst: true },
+    );
+  }
+
+  /** Replaces a project: the full object in an array, like a Kunde. */
+  async updateProsjekt(
+    record: Prosjekt | Record<string, unknown>,
+    options: RequestOptions = {},
+  ): Promise<Prosjekt | undefined> {
+    const id = assertKundeId((record as { Id?: unknown }).Id);
+    const body = await this.write(
+      'PUT',
+      'prosjekt/Prosjekt',
+      [withoutAnnotations({ ...record, Id: id })],
+      options,
+    );
+    return findRecord(body, ProsjektSchema);
   }
 
   // ---- plumbing ----------------------------------------------------------------------
@@ -397,8 +460,10 @@ function assertAnsattId(id: unknown): number {
   return id;
 }
 
+/** Kunde and Prosjekt have string keys; a number is taken as its decimal string. */
 function assertKundeId(id: unknown): string {
   if (typeof id === 'number' && Number.isSafeInteger(id)) return String(id);
-  if (typeof id !== 'string' || id === '') throw new TypeError('A Kunde needs a string Id');
+  if (typeof id !== 'string' || id === '')
+    throw new TypeError('A Kunde or Prosjekt needs a string Id');
   return id;
 }

@@ -55,9 +55,24 @@ export const KundeSchema = z.looseObject({
 });
 export type Kunde = z.infer<typeof KundeSchema>;
 
+export const ProsjektSchema = z.looseObject({
+  // The project number: a string key, like Kunde's.
+  Id: KundeSchema.shape.Id,
+  Navn: text,
+  // References: a Kunde's Id (string) and an Ansatt's Id (number).
+  KundeId: z.union([z.string(), z.number().int()]).nullish(),
+  AnsvarligId: z.union([z.number().int(), z.string()]).nullish(),
+  StartDato: text,
+  AvsluttetDato: text,
+  Avsluttet: flag,
+  SistEndretDato: text,
+});
+export type Prosjekt = z.infer<typeof ProsjektSchema>;
+
 /** A thin reference: only the id, to be completed with a GET before processing. */
 export const AnsattRefSchema = z.looseObject({ Id: AnsattSchema.shape.Id });
 export const KundeRefSchema = z.looseObject({ Id: KundeSchema.shape.Id });
+export const ProsjektRefSchema = z.looseObject({ Id: ProsjektSchema.shape.Id });
 
 /** OData v4 list envelope: `{ "@odata.context": …, "value": [...] }`. */
 export function odataList<T extends z.ZodType>(item: T) {

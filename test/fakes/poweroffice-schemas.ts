@@ -18,7 +18,10 @@ export type PowerOfficeSchemaName =
   | 'ContactPersonPatchDto'
   | 'ContactPersonDto'
   | 'ContactAddressDto'
-  | 'AddressDto';
+  | 'AddressDto'
+  | 'ProjectPostDto'
+  | 'ProjectPatchDto'
+  | 'ProjectDto';
 
 interface SchemaDocument {
   $id: string;

@@ -55,7 +55,7 @@ const PRIVILEGE_AREAS: Record<string, readonly string[] | undefined> = {
 export const POWEROFFICE_DEFAULT_PAGE_SIZE = 5000;
 export const POWEROFFICE_MAX_PAGE_SIZE = 20000;
 
-type Kind = 'Customer' | 'Employee' | 'ContactPerson';
+type Kind = 'Customer' | 'Employee' | 'ContactPerson' | 'Project';
 
 /**
  * The syntax check of a Norwegian national id (fødselsnummer / D-number): 11 digits whose
@@ -81,9 +81,10 @@ interface Resource {
   post: PowerOfficeSchemaName;
   patch: PowerOfficeSchemaName;
   dto: PowerOfficeSchemaName;
-  address: PowerOfficeSchemaName;
+  /** The address sub-entity's schema; projects have none. */
+  address: PowerOfficeSchemaName | undefined;
   /** The property holding the unique external key, and how it is named in messages. */
-  uniqueKey: 'ExternalImportReference' | 'ExternalCode';
+  uniqueKey: 'ExternalImportReference' | 'ExternalCode' | 'Code';
   createdField: string;
 }
 
@@ -202,6 +203,7 @@ export class FakePowerOffice extends FakeHttpServer {
   readonly employees = new Map<number, PoRecord>();
   readonly customers = new Map<number, PoRecord>();
   readonly contactPersons = new Map<number, PoRecord>();
+  readonly projects = new Map<number, PoRecord>();
   tokensIssued = 0;
   employeeNumberSeries: { from: number; to: number };
   /** Open ledger balance per contact Id (customers and employees); see setLedgerBalance. */
@@ -289,6 +291,16 @@ export class FakePowerOffice extends FakeHttpServer {
         uniqueKey: 'ExternalCode',
         createdField: 'CreatedDateTimeOffset',
       },
+      Project: {
+        kind: 'Project',
+        store: this.projects,
+        post: 'ProjectPostDto',
+        patch: 'ProjectPatchDto',
+        dto: 'ProjectDto',
+        address: undefined,
+        uniqueKey: 'Code',
+        createdField: 'CreatedDateTimeOffset',
+      },
     };
     const v2 = '^/(?:demo/)?v2';
     const route = (
@@ -300,7 +312,7 @@ export class FakePowerOffice extends FakeHttpServer {
       pattern: new RegExp(`${v2}${path}/?$`, 'i'),
       handle: (req) => this.api(req, handle),
     });
-    const { Customer, Employee, ContactPerson } = this.resources;
+    const { Customer, Employee, ContactPerson, Project } = this.resources;
     routes.push(
       // docs/vendor-apis.md: /OAuth/Token, /oauth/token … all used by working clients.
       {
@@ -335,6 +347,11 @@ export class FakePowerOffice extends FakeHttpServer {
       route('GET', '/ContactPersons/(\\d+)/(\\d+)', (req) => this.getOne(ContactPerson, req)),
       route('PATCH', '/ContactPersons/(\\d+)/(\\d+)', (req) => this.patch(ContactPerson, req)),
       route('DELETE', '/ContactPersons/(\\d+)/(\\d+)', (req) => this.remove(ContactPerson, req)),
+      route('GET', '/Projects', (req) => this.list(Project, req)),
+      route('POST', '/Projects', (req) => this.create(Project, req, undefined)),
+      route('GET', '/Projects/(\\d+)', (req) => this.getOne(Project, req)),
+      route('PATCH', '/Projects/(\\d+)', (req) => this.patch(Project, req)),
+      route('DELETE', '/Projects/(\\d+)', (req) => this.remove(Project, req)),
     );
   }
 
@@ -370,6 +387,10 @@ export class FakePowerOffice extends FakeHttpServer {
     return this.seed(this.resources.ContactPerson, partial, contactId);
   }
 
+  seedProject(partial: PoRecord = {}): PoRecord {
+    return this.seed(this.resources.Project, partial, undefined);
+  }
+
   /**
    * Books (or with 0 settles) an open balance on a customer's or employee's sub-ledger. While
    * one is open, archiving is refused (400) and DELETE answers 409 (docs/vendor-apis.md).
@@ -397,6 +418,10 @@ export class FakePowerOffice extends FakeHttpServer {
     return this.edit(this.resources.ContactPerson, id, patch);
   }
 
+  editProject(id: number, patch: PoRecord): PoRecord {
+    return this.edit(this.resources.Project, id, patch);
+  }
+
   /** The stored records (NationalIdNumber as stored, not "hidden"). */
   getCustomer(id: number): PoRecord | undefined {
     return structuredClone(this.customers.get(id));
@@ -408,6 +433,10 @@ export class FakePowerOffice extends FakeHttpServer {
 
   getContactPerson(id: number): PoRecord | undefined {
     return structuredClone(this.contactPersons.get(id));
+  }
+
+  getProject(id: number): PoRecord | undefined {
+    return structuredClone(this.projects.get(id));
   }
 
   /** What the API would answer for a stored record (hidden fields masked). */
@@ -442,8 +471,10 @@ export class FakePowerOffice extends FakeHttpServer {
       record.MailAddress = this.address(resource, MailAddress, record.MailAddress);
     if (partial.Id !== undefined) {
       record.Id = partial.Id;
-      if (resource.kind !== 'ContactPerson') (record.MailAddress as PoRecord).Id = partial.Id;
+      if (resource.kind !== 'ContactPerson' && resource.address !== undefined)
+        (record.MailAddress as PoRecord).Id = partial.Id;
     }
+    if (resource.kind === 'Project') this.deriveProjectNumbers(record);
     for (const field of ['LastChangedDateTimeOffset', resource.createdField]) {
       if (partial[field] !== undefined) record[field] = partial[field];
     }
@@ -458,6 +489,7 @@ export class FakePowerOffice extends FakeHttpServer {
     Object.assign(record, rest);
     if (MailAddress !== undefined)
       record.MailAddress = this.address(resource, MailAddress, record.MailAddress);
+    if (resource.kind === 'Project') this.deriveProjectNumbers(record);
     const addressOnly = Object.keys(rest).length === 0 && resource.kind !== 'ContactPerson';
     if (patch.LastChangedDateTimeOffset !== undefined || !addressOnly)
       record.LastChangedDateTimeOffset = patch.LastChangedDateTimeOffset ?? this.timestamp();
@@ -472,7 +504,8 @@ export class FakePowerOffice extends FakeHttpServer {
       schemaProperties(resource.dto).map((name) => [name, null]),
     );
     record.Id = id;
-    record.MailAddress = this.address(resource, null, undefined, id);
+    if (resource.address !== undefined)
+      record.MailAddress = this.address(resource, null, undefined, id);
     record.LastChangedDateTimeOffset = now;
     record[resource.createdField] = now;
     switch (resource.kind) {
@@ -510,6 +543,16 @@ export class FakePowerOffice extends FakeHttpServer {
       case 'ContactPerson':
         Object.assign(record, { ContactId: contactId, IsActive: true, IsDefault: false });
         break;
+      case 'Project':
+        Object.assign(record, {
+          IsActive: true,
+          ProjectStatus: 'Active',
+          AllowAllActivities: true,
+          AllowAllEmployees: true,
+          IsBillable: true,
+          IsInternal: false,
+        });
+        break;
     }
     const dtoProperties = new Set(schemaProperties(resource.dto));
     for (const [name, value] of Object.entries(fields)) {
@@ -526,12 +569,26 @@ export class FakePowerOffice extends FakeHttpServer {
     return max + 1;
   }
 
+  /** A project's CustomerNo / ProjectManagerEmployeeNo follow its CustomerId / manager's Id. */
+  private deriveProjectNumbers(record: PoRecord): void {
+    const customer =
+      typeof record.CustomerId === 'number' ? this.customers.get(record.CustomerId) : undefined;
+    record.CustomerNo = customer?.Number ?? null;
+    const manager =
+      typeof record.ProjectManagerEmployeeId === 'number'
+        ? this.employees.get(record.ProjectManagerEmployeeId)
+        : undefined;
+    record.ProjectManagerEmployeeNo = manager?.Number ?? null;
+  }
+
   /** The stored address object, always present (so `/MailAddress/City` can be patched). */
   private address(resource: Resource, given: unknown, current: unknown, id?: number): PoRecord {
     const base: PoRecord =
       typeof current === 'object' && current !== null
         ? structuredClone(current as PoRecord)
-        : Object.fromEntries(schemaProperties(resource.address).map((name) => [name, null]));
+        : Object.fromEntries(
+            schemaProperties(resource.address ?? 'AddressDto').map((name) => [name, null]),
+          );
     if ('Id' in base && base.Id === null) base.Id = id ?? this.nextId++;
     if (typeof given === 'object' && given !== null) Object.assign(base, given);
     if (given !== null && given !== undefined) base.CountryCode ??= 'NO';
@@ -703,13 +760,29 @@ export class FakePowerOffice extends FakeHttpServer {
       Customer: 'customerCreatedDateTimeOffsetGreaterThan',
       Employee: 'employeeCreatedDateTimeOffsetGreaterThan',
       ContactPerson: 'createdDateTimeOffsetGreaterThan',
+      Project: 'createdDateTimeOffsetGreaterThan',
     }[resource.kind];
     after(createdParameter, resource.createdField);
     const text = (name: string) => {
       const value = query[name.toLowerCase()];
       return value === undefined || value.trim() === '' ? undefined : value;
     };
-    if (resource.kind === 'ContactPerson') {
+    if (resource.kind === 'Project') {
+      const codes = text('projectCodes');
+      if (codes !== undefined) {
+        // SQL Server's default collation: codes match ignoring case.
+        const wanted = new Set(codes.split(',').map((c) => c.trim().toLowerCase()));
+        filters.push(
+          (record) =>
+            typeof record.Code === 'string' && wanted.has(record.Code.trim().toLowerCase()),
+        );
+      }
+      const numbers = text('customerNos');
+      if (numbers !== undefined) {
+        const matches = numberRanges(numbers, 'customerNos');
+        filters.push((record) => matches(record.CustomerNo));
+      }
+    } else if (resource.kind === 'ContactPerson') {
       const contactIds = text('contactIds');
       if (contactIds !== undefined) {
         const ids = new Set(idList(contactIds, 'contactIds'));
@@ -915,6 +988,15 @@ export class FakePowerOffice extends FakeHttpServer {
       ) {
         errors.InvoiceDeliveryType = ['PdfByEmail requires EmailAddress or InvoiceEmailAddress.'];
       }
+    } else if (resource.kind === 'Project') {
+      if (blank(candidate.Name)) errors.Name = ['The Name field is required.'];
+      // The ids must name an existing Customer / Employee: a Tidsbanken id sent here fails.
+      const customerId = candidate.CustomerId;
+      if (typeof customerId === 'number' && !this.customers.has(customerId))
+        errors.CustomerId = [`Customer with id = ${customerId} not found.`];
+      const managerId = candidate.ProjectManagerEmployeeId;
+      if (typeof managerId === 'number' && !this.employees.has(managerId))
+        errors.ProjectManagerEmployeeId = [`Employee with id = ${managerId} not found.`];
     } else {
       if (blank(candidate.FirstName)) errors.FirstName = ['The FirstName field is required.'];
       if (blank(candidate.LastName)) errors.LastName = ['The LastName field is required.'];
@@ -953,9 +1035,15 @@ export class FakePowerOffice extends FakeHttpServer {
     if (Object.keys(errors).length > 0) throw this.validationError(resource, resource.kind, errors);
     const key = resource.uniqueKey;
     const value = candidate[key];
+    // Project codes are unique ignoring case and surrounding blanks (SQL Server collation).
+    const same = (other: unknown) =>
+      resource.kind === 'Project'
+        ? typeof other === 'string' &&
+          other.trim().toLowerCase() === String(value).trim().toLowerCase()
+        : other === value;
     if (typeof value === 'string' && value !== '') {
       for (const other of resource.store.values()) {
-        if (other.Id !== selfId && other[key] === value) {
+        if (other.Id !== selfId && same(other[key])) {
           const label = resource.kind === 'ContactPerson' ? 'Contact person' : resource.kind;
           const on = resource.kind === 'ContactPerson' ? 'contact person' : '(contact)';
           throw new ProblemError(
@@ -966,7 +1054,10 @@ export class FakePowerOffice extends FakeHttpServer {
         }
       }
     }
-    if (resource.kind !== 'ContactPerson' && typeof candidate.Number === 'number') {
+    if (
+      (resource.kind === 'Customer' || resource.kind === 'Employee') &&
+      typeof candidate.Number === 'number'
+    ) {
       for (const other of resource.store.values()) {
         if (other.Id !== selfId && other.Number === candidate.Number) {
           throw new ProblemError(
@@ -1027,6 +1118,7 @@ export class FakePowerOffice extends FakeHttpServer {
     const record = this.newRecord(resource, rest, contactId);
     if (MailAddress !== undefined)
       record.MailAddress = this.address(resource, MailAddress, record.MailAddress);
+    if (resource.kind === 'Project') this.deriveProjectNumbers(record);
     resource.store.set(record.Id as number, record);
     if (record.IsDefault === true) this.clearOtherDefaults(record);
     return jsonResponse(201, this.toDto(record));
@@ -1043,7 +1135,7 @@ export class FakePowerOffice extends FakeHttpServer {
     ).filter((name) => name !== 'Id' && name !== 'LastChangedDateTimeOffset');
     const view: PoRecord = {};
     for (const name of patchProperties) view[name] = structuredClone(record[name] ?? null);
-    if (view.MailAddress !== null) {
+    if (view.MailAddress !== null && view.MailAddress !== undefined) {
       const address = view.MailAddress as PoRecord;
       view.MailAddress = Object.fromEntries(
         addressProperties.map((name) => [name, address[name] ?? null]),
@@ -1068,7 +1160,8 @@ export class FakePowerOffice extends FakeHttpServer {
     void oldAddress;
     const mainChanged = !isDeepStrictEqualJson(oldRest, rest);
     Object.assign(record, rest);
-    if (!isDeepStrictEqualJson(view.MailAddress, MailAddress)) {
+    if (resource.kind === 'Project') this.deriveProjectNumbers(record);
+    if (resource.address !== undefined && !isDeepStrictEqualJson(view.MailAddress, MailAddress)) {
       // A replaced address keeps its Id; fields the new value leaves out become null.
       const old = record.MailAddress as PoRecord | null;
       const fresh: PoRecord = Object.fromEntries(addressProperties.map((name) => [name, null]));

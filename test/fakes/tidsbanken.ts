@@ -120,6 +120,49 @@ const KUNDE: EntityType = {
   },
 };
 
+// The v3 Prosjekt fields the sync uses and their neighbours (docs/vendor-apis.md). KundeId
+// names a Kunde (string), AnsvarligId an Ansatt (int).
+const PROSJEKT: EntityType = {
+  name: 'Prosjekt',
+  properties: {
+    Id: 'string',
+    PostId: 'int',
+    Navn: 'string',
+    Notat: 'string',
+    Status: 'string',
+    KundeId: 'string',
+    FakturaKundeId: 'string',
+    AvdelingId: 'string',
+    AnsvarligId: 'int',
+    EksternId: 'string',
+    Startet: 'bool',
+    StartDato: 'date',
+    Ferdig: 'bool',
+    FerdigDato: 'date',
+    Avsluttet: 'bool',
+    AvsluttetDato: 'date',
+    InterntProsjekt: 'bool',
+    SistEndretDato: 'datetime',
+    SistEndretAvId: 'int',
+    OpprettetDato: 'datetime',
+    OpprettetAvId: 'int',
+  },
+};
+
+const PROSJEKT_DEFAULTS: TbRecord = {
+  PostId: null,
+  AnsvarligId: null,
+  Startet: false,
+  StartDato: null,
+  Ferdig: false,
+  FerdigDato: null,
+  Avsluttet: false,
+  AvsluttetDato: null,
+  InterntProsjekt: false,
+  SistEndretAvId: null,
+  OpprettetAvId: null,
+};
+
 /** Values of a new record's fields the caller left out; "" for blank text like the real API. */
 const ANSATT_DEFAULTS: TbRecord = {
   Fodt: null,
@@ -205,8 +248,11 @@ export class FakeTidsbanken extends FakeHttpServer {
   pageCapNextLink: boolean;
   readonly ansatte = new Map<number, TbRecord>();
   readonly kunder = new Map<string, TbRecord>();
+  readonly prosjekter = new Map<string, TbRecord>();
   private readonly ansattSet: EntitySet<number>;
   private readonly kundeSet: EntitySet<string>;
+  private readonly prosjektSet: EntitySet<string>;
+  private nextPostId = 1;
 
   constructor(opts: FakeTidsbankenOptions = {}) {
     const routes: FakeRoute[] = [];
@@ -254,6 +300,12 @@ export class FakeTidsbanken extends FakeHttpServer {
       contextRoot: 'https://api-prosjekt.tidsbanken.net',
       defaults: {},
     };
+    this.prosjektSet = {
+      entity: PROSJEKT,
+      store: this.prosjekter,
+      contextRoot: 'https://api-prosjekt.tidsbanken.net',
+      defaults: PROSJEKT_DEFAULTS,
+    };
     // Paths are matched case-insensitively: the docs spell them `ansatt/ansatt` and
     // `ansatt/Ansatte`, and ASP.NET routing ignores case.
     routes.push(
@@ -298,6 +350,22 @@ export class FakeTidsbanken extends FakeHttpServer {
         pattern: /^\/prosjekt\/kunde\/?$/i,
         handle: (req) => this.update(this.kundeSet, req),
       },
+      // No key syntax `Prosjekt('…')`: the API stopped answering it (Sesam moved to $filter).
+      {
+        method: 'GET',
+        pattern: /^\/prosjekt\/prosjekt\/?$/i,
+        handle: (req) => this.list(this.prosjektSet, req),
+      },
+      {
+        method: 'POST',
+        pattern: /^\/prosjekt\/prosjekt\/?$/i,
+        handle: (req) => this.insertOne(this.prosjektSet, req),
+      },
+      {
+        method: 'PUT',
+        pattern: /^\/prosjekt\/prosjekt\/?$/i,
+        handle: (req) => this.update(this.prosjektSet, req),
+      },
     );
   }
 
@@ -318,6 +386,26 @@ export class FakeTidsbanken extends FakeHttpServer {
     const record = this.newRecord(this.kundeSet, { ...partial, Id: id }, partial);
     this.kunder.set(id, record);
     return structuredClone(record);
+  }
+
+  /** Adds a project as if created in Tidsbanken (no request logged). Returns a copy. */
+  seedProsjekt(partial: TbRecord = {}): TbRecord {
+    const id = partial.Id ?? `P${this.prosjekter.size + 1}`;
+    if (typeof id !== 'string' || id === '')
+      throw new Error('Prosjekt Id must be a non-empty string');
+    const record = this.newRecord(this.prosjektSet, { ...partial, Id: id }, partial);
+    record.PostId = this.nextPostId++;
+    this.prosjekter.set(id, record);
+    return structuredClone(record);
+  }
+
+  editProsjekt(id: string, patch: TbRecord): TbRecord {
+    return this.edit(this.prosjektSet, id, patch);
+  }
+
+  getProsjekt(id: string): TbRecord | undefined {
+    const record = this.prosjekter.get(id);
+    return record && structuredClone(record);
   }
 
   /** A user edits the employee in the Tidsbanken UI: SistEndretDato moves (unless given). */
@@ -504,23 +592,29 @@ export class FakeTidsbanken extends FakeHttpServer {
     });
   }
 
-  // POST prosjekt/Kunde takes ONE object (Sesam does not wrap Kunde inserts; docs/vendor-apis.md).
+  // POST prosjekt/Kunde takes ONE object (Sesam does not wrap Kunde inserts; docs/vendor-apis.md);
+  // Prosjekt is assumed to take the same shape.
   private insertKunde(req: FakeRequest): FakeResponse {
+    return this.insertOne(this.kundeSet, req);
+  }
+
+  private insertOne(set: EntitySet<string>, req: FakeRequest): FakeResponse {
     return this.write(req, () => {
-      const fields = this.checkFields(this.kundeSet, this.jsonBody(req), 'insert') as TbRecord & {
+      const fields = this.checkFields(set, this.jsonBody(req), 'insert') as TbRecord & {
         Id: string;
       };
-      if (this.kunder.has(fields.Id)) {
+      if (set.store.has(fields.Id)) {
         throw new TidsbankenHttpError(
           409,
           'Conflict',
-          `A Kunde with Id '${fields.Id}' already exists.`,
+          `A ${set.entity.name} with Id '${fields.Id}' already exists.`,
         );
       }
-      const record = this.newRecord(this.kundeSet, fields);
-      this.kunder.set(fields.Id, record);
+      const record = this.newRecord(set, fields);
+      if (set === this.prosjektSet) record.PostId = this.nextPostId++;
+      set.store.set(fields.Id, record);
       return jsonResponse(201, {
-        '@odata.context': `${this.context(this.kundeSet, undefined)}/$entity`,
+        '@odata.context': `${this.context(set, undefined)}/$entity`,
         ...record,
       });
     });
@@ -644,7 +738,23 @@ export class FakeTidsbanken extends FakeHttpServer {
         `The key property 'Id' of ${name} must be supplied.`,
       );
     }
+    if (set.entity === PROSJEKT) this.checkProsjektReferences(fields);
     return fields;
+  }
+
+  /**
+   * A Prosjekt's KundeId and AnsvarligId must name an existing Kunde and Ansatt (assumed: a
+   * foreign key, as in the Tidsbanken UI). So a PowerOffice id written there by mistake fails.
+   */
+  private checkProsjektReferences(fields: TbRecord): void {
+    const kunde = fields.KundeId;
+    if (typeof kunde === 'string' && kunde !== '' && !this.kunder.has(kunde)) {
+      throw new TidsbankenHttpError(400, 'BadRequest', `KundeId '${kunde}' does not exist.`);
+    }
+    const ansvarlig = fields.AnsvarligId;
+    if (typeof ansvarlig === 'number' && ansvarlig !== 0 && !this.ansatte.has(ansvarlig)) {
+      throw new TidsbankenHttpError(400, 'BadRequest', `AnsvarligId ${ansvarlig} does not exist.`);
+    }
   }
 }
 

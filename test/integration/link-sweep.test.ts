@@ -106,6 +106,7 @@ function mirror(
       [system === 'tidsbanken' ? 'SistEndretDato' : 'LastChangedDateTimeOffset']: STAMP,
     },
     ...keys,
+    code: null,
     sourceUpdatedAt: STAMP,
     eventId: null,
   };

@@ -299,4 +299,178 @@ describe('a service process killed mid-burst', () => {
     ]);
     console.info(JSON.stringify({ writesBeforeKill, repeats }));
   });
+
+  it('prosjekt-project: killed with SIGKILL mid-burst and restarted, lands every edit with its references translated and creates each Project exactly once', async () => {
+    const tb = await startFakeTidsbanken({ rateLimitPerSecond: 50 });
+    const po = await startFakePowerOffice({ rateLimitPerSecond: 50 });
+    cleanup.push(
+      () => tb.close(),
+      () => po.close(),
+    );
+    // The records the references name, linked in their own flows.
+    seedEmployeePairs(tb, po, 3);
+    const customerOf = new Map<string, number>();
+    for (const k of ['K1', 'K2', 'K3']) {
+      tb.seedKunde({ Id: k, Navn: `Kunde ${k}`, Epost: `${k.toLowerCase()}@kunde.no` });
+      customerOf.set(
+        k,
+        po.seedCustomer({ Name: `Kunde ${k}`, EmailAddress: `${k.toLowerCase()}@kunde.no` })
+          .Id as number,
+      );
+    }
+    const employeeOf = (n: number) =>
+      [...po.employees.values()].find((e) => e.Number === n)!.Id as number;
+    const codes = ['P1', 'P2', 'P3', 'P4', 'P5', 'P6'];
+    const projectOf = new Map<string, number>();
+    for (const code of codes) {
+      tb.seedProsjekt({ Id: code, Navn: `Prosjekt ${code}` });
+      projectOf.set(code, po.seedProject({ Code: code, Name: `Prosjekt ${code}` }).Id as number);
+    }
+    const NEW = ['N1', 'N2', 'N3', 'N4'];
+
+    let database: TestDatabase | undefined;
+    let dataDir: string | undefined;
+    if (process.env.DATABASE_URL) {
+      database = await createTestDatabase(inject('templateDatabase'));
+      const db = database;
+      cleanup.push(() => db.close());
+    } else {
+      dataDir = await mkdtemp(join(tmpdir(), 'tbpo-crash-'));
+      const dir = dataDir;
+      cleanup.push(() => rm(dir, { recursive: true, force: true }));
+    }
+    const port = await freePort();
+    const env: Record<string, string> = {
+      PORT: String(port),
+      ...(database !== undefined ? { DATABASE_URL: database.url! } : { DATA_DIR: dataDir! }),
+      TIDSBANKEN_BASE_URL: tb.url,
+      TIDSBANKEN_API_KEY: tb.apiKey,
+      TIDSBANKEN_SUBSCRIPTION_KEY: tb.subscriptionKey,
+      TIDSBANKEN_RATE_LIMIT_PER_SECOND: '40',
+      POWEROFFICE_BASE_URL: po.baseUrl,
+      POWEROFFICE_TOKEN_URL: po.tokenUrl,
+      POWEROFFICE_APPLICATION_KEY: po.applicationKey,
+      POWEROFFICE_CLIENT_KEY: po.clientKey,
+      POWEROFFICE_SUBSCRIPTION_KEY: po.subscriptionKey,
+      POWEROFFICE_RATE_LIMIT_PER_SECOND: '40',
+      POLL_INTERVAL_MS: '300',
+      FLOW_PROSJEKT_PROJECT_ON_UNMATCHED: 'create-in-poweroffice',
+    };
+
+    let run = runService(env);
+    cleanup.push(async () => {
+      run.signal('SIGKILL');
+      await run.exited;
+    });
+    await waitReady(port, 30_000);
+    await waitFor(
+      'the first polls',
+      () => tb.requests.filter((r) => r.method === 'GET').length >= 6,
+      30_000,
+    );
+    await waitConverged(tb, po, () => true, 1500, 30_000);
+    const tbMark = tb.requests.at(-1)?.seq ?? 0;
+    const poMark = po.requests.at(-1)?.seq ?? 0;
+
+    // The burst: names and customers edited in Tidsbanken, end dates in PowerOffice, new
+    // Prosjekter that get a Project each. One create POST lands but its answer is lost.
+    po.faults.inject(1, 'drop', {
+      process: true,
+      match: (req) => req.method === 'POST' && /projects$/i.test(req.path),
+    });
+    const kundeFor = (i: number) => `K${(i % 3) + 1}`;
+    const name = (code: string, round: number) => `Prosjekt ${code} v${round}`;
+    const end = (i: number, round: number) => `2027-0${round}-${String(10 + i)}`;
+    codes.forEach((code, i) => {
+      tb.editProsjekt(code, { Navn: name(code, 1), KundeId: kundeFor(i) });
+      po.editProject(projectOf.get(code)!, { EndDate: end(i, 1) });
+    });
+    for (const id of NEW)
+      tb.seedProsjekt({ Id: id, Navn: `Ny ${id}`, KundeId: 'K1', AnsvarligId: 2 });
+
+    const writesSince = () =>
+      tb.requests.filter((r) => r.seq > tbMark && isWrite(r)).length +
+      po.requests.filter((r) => r.seq > poMark && isWrite(r)).length;
+    await waitFor('the first writes of the burst', () => writesSince() >= 3, 20_000);
+    run.signal('SIGKILL');
+    expect(await run.exited).toBe(-1);
+    await waitFor(
+      "the killed process's connections to close",
+      () => tb.openConnections === 0 && po.openConnections === 0,
+      20_000,
+    );
+
+    // Edits while the service is down: a second round on half of the projects.
+    codes.forEach((code, i) => {
+      if (i % 2 === 0) tb.editProsjekt(code, { Navn: name(code, 2) });
+      else po.editProject(projectOf.get(code)!, { EndDate: end(i, 2) });
+    });
+
+    run = runService(env);
+    await waitReady(port, 30_000);
+    const lastName = (code: string, i: number) => name(code, i % 2 === 0 ? 2 : 1);
+    const lastEnd = (i: number) => end(i, i % 2 === 1 ? 2 : 1);
+    const agree = () =>
+      codes.every((code, i) => {
+        const p = tb.getProsjekt(code)!;
+        const q = po.getProject(projectOf.get(code)!)!;
+        return (
+          p.Navn === lastName(code, i) &&
+          q.Name === lastName(code, i) &&
+          p.AvsluttetDato === lastEnd(i) &&
+          q.EndDate === lastEnd(i) &&
+          q.CustomerId === customerOf.get(kundeFor(i))
+        );
+      }) &&
+      NEW.every((id) =>
+        [...po.projects.values()].some(
+          (q) =>
+            q.Code === id &&
+            q.CustomerId === customerOf.get('K1') &&
+            q.ProjectManagerEmployeeId === employeeOf(2),
+        ),
+      );
+    await waitConverged(tb, po, agree, 3000, 60_000).catch((err: unknown) => {
+      const state = codes.map((code) => ({
+        tb: tb.getProsjekt(code),
+        po: po.getProject(projectOf.get(code)!),
+      }));
+      throw new Error(
+        `${(err as Error).message}\n${JSON.stringify(state)}\n${run.output().slice(-3000)}`,
+      );
+    });
+    run.signal('SIGTERM');
+    expect(await run.exited).toBe(0);
+
+    // Creates: exactly one Project per new Prosjekt (Code = Id) and one POST for it, the one
+    // whose answer was lost included (the code is looked up before every POST).
+    const posts = po.requests.filter((r) => r.method === 'POST' && /projects$/i.test(r.path));
+    for (const id of NEW) {
+      expect([...po.projects.values()].filter((q) => q.Code === id)).toHaveLength(1);
+      expect(posts.filter((p) => (p.body as { Code?: string }).Code === id)).toHaveLength(1);
+    }
+    expect(posts.filter((p) => p.status === 0)).toHaveLength(1);
+    expect(po.faults.remaining).toBe(0);
+
+    let handle: DatabaseHandle;
+    if (database !== undefined) handle = database;
+    else {
+      handle = await openPglite(dataDir);
+      cleanup.push(() => handle.close());
+    }
+    const open = await handle.db
+      .selectFrom('outbound_commands')
+      .select(['id', 'status', 'operation', 'record_id'])
+      .where('status', 'in', ['pending', 'sending', 'dead'])
+      .execute();
+    expect(open).toEqual([]);
+    expect(await handle.db.selectFrom('reference_waits').selectAll().execute()).toEqual([]);
+    const links = await handle.db
+      .selectFrom('links')
+      .select('tidsbanken_id')
+      .where('flow', '=', 'prosjekt-project')
+      .where('unlinked_at', 'is', null)
+      .execute();
+    expect(links.map((l) => l.tidsbanken_id).sort()).toEqual([...NEW, ...codes].sort());
+  });
 });

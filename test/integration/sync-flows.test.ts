@@ -300,6 +300,27 @@ describe('outbox', () => {
     expect(patches.length).toBeLessThanOrEqual(2);
   });
 
+  it('stores our own write read back with origin write, in both systems', async () => {
+    // No polling after the first read: the reads after our writes reach the inbox only as
+    // write feedback (a poll seeing the same content first would make them duplicates).
+    const s = await start({
+      env: { POLL_INTERVAL_MS: '0' },
+      seed: (tb, po) => {
+        tb.seedKunde({ Id: '55001', Navn: 'Ekko AS', Epost: 'e@ekko.no', Telefon: '111' });
+        po.seedCustomer({ Name: 'Ekko AS', EmailAddress: 'e@ekko.no', WebsiteUrl: 'ekko.no' });
+      },
+    });
+    // The first sync wrote PhoneNumber to PowerOffice (PATCH answers the record) and Url to
+    // Tidsbanken (the replace reads the record first): both reads come back through the inbox.
+    const feedback = await s.database.db
+      .selectFrom('inbound_events')
+      .select(['source', 'origin'])
+      .where('event_id', 'like', 'write:%')
+      .execute();
+    expect(new Set(feedback.map((e) => e.source))).toEqual(new Set(['tidsbanken', 'poweroffice']));
+    expect(feedback.every((e) => e.origin === 'write')).toBe(true);
+  });
+
   it('DRY_RUN records every command it would send and sends none', async () => {
     const s = await start({
       env: { DRY_RUN: 'true' },

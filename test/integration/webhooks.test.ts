@@ -116,6 +116,20 @@ const fullKunde = (id = `K${nextId()}`) => ({
   Postnr: '0150',
   SistEndretDato: '2024-01-02T08:00:00Z',
 });
+const fullProsjekt = (id = `P${nextId()}`) => ({
+  Id: id,
+  Navn: 'Bygg',
+  KundeId: 'K1',
+  AnsvarligId: 7,
+  SistEndretDato: '2024-01-02T08:00:00Z',
+});
+const fullProject = (id = nextId()) => ({
+  Id: id,
+  Code: 'P1',
+  Name: 'Bygg',
+  CustomerId: 5,
+  LastChangedDateTimeOffset: '2024-02-03T10:11:12Z',
+});
 const fullEmployee = (id = nextId()) => ({
   Id: id,
   Number: 100,
@@ -515,15 +529,17 @@ describe('every event type, full and thin', () => {
   const full: Record<string, () => Record<string, unknown>> = {
     ansatt: fullAnsatt,
     kunde: fullKunde,
+    prosjekt: fullProsjekt,
     employee: fullEmployee,
     customer: fullCustomer,
     contactperson: fullContactPerson,
+    project: fullProject,
   };
   const cases: [System, string][] = [
-    ...['ansatt', 'kunde'].flatMap((r) =>
+    ...['ansatt', 'kunde', 'prosjekt'].flatMap((r) =>
       ['created', 'updated', 'deleted'].map((a): [System, string] => ['tidsbanken', `${r}.${a}`]),
     ),
-    ...['employee', 'customer', 'contactperson'].flatMap((r) =>
+    ...['employee', 'customer', 'contactperson', 'project'].flatMap((r) =>
       ['created', 'updated', 'deleted'].map((a): [System, string] => ['poweroffice', `${r}.${a}`]),
     ),
   ];

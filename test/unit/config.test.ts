@@ -29,6 +29,7 @@ describe('loadConfig', () => {
       'ansatt-contactperson': 'link-only',
       'ansatt-employee': 'link-only',
       'kunde-customer': 'link-only',
+      'prosjekt-project': 'link-only',
     });
     expect(config.conflictPolicy).toBe('newest-wins');
     expect(config.dryRun).toBe(false);

@@ -1311,3 +1311,93 @@ function pickEdits(script: Action[], side: Side): Rec {
   for (const a of script) if (a.kind === 'edit' && a.side === side) out[a.key] = a.value;
   return out;
 }
+
+describe('reference fields (prosjekt-project)', () => {
+  const project = flow('prosjekt-project');
+  // kunde-customer links K1↔100, K2↔200; ansatt-employee links 7↔70.
+  const links: Record<string, [string, string][]> = {
+    'kunde-customer': [
+      ['K1', '100'],
+      ['K2', '200'],
+    ],
+    'ansatt-employee': [['7', '70']],
+  };
+  const translate = (f: string, to: 'tidsbanken' | 'poweroffice', id: string) =>
+    links[f]?.find((pair) => pair[to === 'tidsbanken' ? 1 : 0] === id)?.[
+      to === 'tidsbanken' ? 0 : 1
+    ];
+  const run = (tb: Rec, po: Rec, shadow?: Shadow, withLinks = true) =>
+    diffLink({
+      flow: project,
+      tidsbanken: { record: { Id: 'P1', ...tb }, updatedAt: T0 },
+      poweroffice: { record: { Id: 5, Code: 'P1', ...po }, updatedAt: T0 },
+      shadow,
+      inflight: {},
+      policy: 'newest-wins',
+      ...(withLinks ? { translate } : {}),
+    });
+
+  it('first sync writes the linked counterpart ids, never the raw ones', () => {
+    const r = run({ KundeId: 'K1', AnsvarligId: 7 }, {});
+    expect(r.writes.poweroffice).toEqual({ CustomerId: '100', ProjectManagerEmployeeId: '70' });
+    expect(r.shadow).toMatchObject({ KundeId: 'K1', AnsvarligId: '7' });
+    expect(r.unresolved).toEqual([]);
+    const back = run({}, { CustomerId: 200, ProjectManagerEmployeeId: 70 });
+    expect(back.writes.tidsbanken).toEqual({ KundeId: 'K2', AnsvarligId: '7' });
+  });
+
+  it('an edit on either side is translated; the same record on both sides is no change', () => {
+    const shadow = { KundeId: 'K1', AnsvarligId: '7' };
+    expect(
+      run(
+        { KundeId: 'K1', AnsvarligId: 7 },
+        { CustomerId: 100, ProjectManagerEmployeeId: 70 },
+        shadow,
+      ).writes,
+    ).toEqual({ tidsbanken: {}, poweroffice: {} });
+    expect(run({ KundeId: 'K1' }, { CustomerId: 200 }, shadow).writes.tidsbanken).toEqual({
+      KundeId: 'K2',
+    });
+    expect(
+      run(
+        { KundeId: 'K2', AnsvarligId: 7 },
+        { CustomerId: 100, ProjectManagerEmployeeId: 70 },
+        shadow,
+      ).writes.poweroffice,
+    ).toEqual({ CustomerId: '200' });
+  });
+
+  it('cleared on one side clears the other', () => {
+    const shadow = { KundeId: 'K1' };
+    expect(run({ KundeId: '' }, { CustomerId: 100 }, shadow).writes.poweroffice).toEqual({
+      CustomerId: null,
+    });
+    expect(run({ KundeId: 'K1' }, { CustomerId: null }, shadow).writes.tidsbanken).toEqual({
+      KundeId: null,
+    });
+  });
+
+  it('holds a reference to an unlinked record back: no write, shadow kept, reported', () => {
+    const shadow = { KundeId: 'K1', AnsvarligId: '7' };
+    const r = run(
+      { KundeId: 'K9', AnsvarligId: 7 },
+      { CustomerId: 100, ProjectManagerEmployeeId: 999 },
+      shadow,
+    );
+    expect(r.writes).toEqual({ tidsbanken: {}, poweroffice: {} });
+    expect(r.shadow).toMatchObject(shadow);
+    expect(r.shadow).not.toHaveProperty('KundeId', 'K9');
+    expect(r.unresolved).toEqual([
+      { key: 'KundeId', flow: 'kunde-customer', system: 'tidsbanken', id: 'K9' },
+      { key: 'AnsvarligId', flow: 'ansatt-employee', system: 'poweroffice', id: '999' },
+    ]);
+    // Without any links at all, every set reference waits.
+    expect(run({ KundeId: 'K1' }, {}, undefined, false).unresolved).toHaveLength(1);
+  });
+
+  it('an unchanged Tidsbanken id that lost its link does not stop a PowerOffice edit', () => {
+    const r = run({ KundeId: 'K8' }, { CustomerId: 200 }, { KundeId: 'K8' });
+    expect(r.writes.tidsbanken).toEqual({ KundeId: 'K2' });
+    expect(r.unresolved).toEqual([]);
+  });
+});

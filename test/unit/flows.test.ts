@@ -33,11 +33,12 @@ const employee = flow('ansatt-employee');
 const customer = flow('kunde-customer');
 
 describe('FLOWS', () => {
-  it('has exactly the three flows of the README, with their record types', () => {
+  it('has exactly the four flows, with their record types', () => {
     expect(FLOWS.map((f) => [f.id, f.tidsbanken, f.poweroffice])).toEqual([
       ['ansatt-contactperson', 'ansatt', 'contactperson'],
       ['ansatt-employee', 'ansatt', 'employee'],
       ['kunde-customer', 'kunde', 'customer'],
+      ['prosjekt-project', 'prosjekt', 'project'],
     ]);
     expect(flowById('nope')).toBeUndefined();
   });
@@ -46,7 +47,13 @@ describe('FLOWS', () => {
     expect(contact.mergeRules).toEqual(['email', 'national_id']);
     expect(employee.mergeRules).toEqual(['number']);
     expect(customer.mergeRules).toEqual(['email']);
-    expect(MERGE_RULE_KEY).toEqual({ email: 'email', national_id: 'nationalId', number: 'number' });
+    expect(flow('prosjekt-project').mergeRules).toEqual(['code']);
+    expect(MERGE_RULE_KEY).toEqual({
+      email: 'email',
+      national_id: 'nationalId',
+      number: 'number',
+      code: 'code',
+    });
   });
 
   it('maps Ansatt ↔ Employee as the README lists it (Id↔Number is the key, not a field)', () => {
@@ -110,7 +117,7 @@ describe('FLOWS', () => {
     const oneWay = FLOWS.flatMap((f) => f.fields.filter((m) => m.direction !== 'both'));
     expect(oneWay.map((m) => m.key)).toEqual(['Personnummer']);
     const inverted = FLOWS.flatMap((f) => f.fields.filter((m) => m.invert));
-    expect(inverted.map((m) => m.poweroffice)).toEqual(['IsArchived']);
+    expect(inverted.map((m) => m.poweroffice)).toEqual(['IsArchived', 'IsActive']);
   });
 
   it('has unique shadow keys within each flow', () => {
@@ -135,11 +142,12 @@ describe('RECORD_ADAPTERS keys()', () => {
   it('ansatt: e-mail lower-cased, national id digits, Id as number', () => {
     expect(
       RECORD_ADAPTERS.ansatt.keys({ Id: 7, Epost: ' Kari@X.NO ', Personnummer: '010190 12345' }),
-    ).toEqual({ email: 'kari@x.no', nationalId: '01019012345', number: '7' });
+    ).toEqual({ email: 'kari@x.no', nationalId: '01019012345', number: '7', code: null });
     expect(RECORD_ADAPTERS.ansatt.keys({ Id: 7, Epost: '', Personnummer: null })).toEqual({
       email: null,
       nationalId: null,
       number: '7',
+      code: null,
     });
     expect(RECORD_ADAPTERS.ansatt.system).toBe('tidsbanken');
     expect(RECORD_ADAPTERS.ansatt.updatedAtField).toBe('SistEndretDato');
@@ -150,6 +158,7 @@ describe('RECORD_ADAPTERS keys()', () => {
       email: 'post@firma.no',
       nationalId: null,
       number: '42',
+      code: null,
     });
   });
 
@@ -160,7 +169,7 @@ describe('RECORD_ADAPTERS keys()', () => {
         EmailAddress: 'a@b.no',
         NationalIdNumber: 'hidden',
       }),
-    ).toEqual({ email: 'a@b.no', nationalId: null, number: '7' });
+    ).toEqual({ email: 'a@b.no', nationalId: null, number: '7', code: null });
     expect(RECORD_ADAPTERS.employee.system).toBe('poweroffice');
     expect(RECORD_ADAPTERS.employee.updatedAtField).toBe('LastChangedDateTimeOffset');
   });
@@ -179,7 +188,7 @@ describe('RECORD_ADAPTERS keys()', () => {
     expect(RECORD_ADAPTERS.contactperson.parentField).toBe('ContactId');
     expect(
       RECORD_ADAPTERS.contactperson.keys({ Id: 5, ContactId: 9, EmailAddress: 'A@B.no' }),
-    ).toEqual({ email: 'a@b.no', nationalId: null, number: null });
+    ).toEqual({ email: 'a@b.no', nationalId: null, number: null, code: null });
     expect(
       RECORD_ADAPTERS.contactperson.keys({ Id: 5, SocialSecurityNumber: '010190-12345' })
         .nationalId,
@@ -194,7 +203,20 @@ describe('RECORD_ADAPTERS keys()', () => {
       email: null,
       nationalId: null,
       number: '10001',
+      code: null,
     });
+  });
+
+  it('prosjekt and project: the code (Prosjekt Id, Project Code) trimmed and lower-cased', () => {
+    expect(RECORD_ADAPTERS.prosjekt.keys({ Id: ' P-100 ', KundeId: 'K1' })).toEqual({
+      email: null,
+      nationalId: null,
+      number: null,
+      code: 'p-100',
+    });
+    expect(RECORD_ADAPTERS.project.keys({ Id: 5, Code: 'p-100' }).code).toBe('p-100');
+    expect(RECORD_ADAPTERS.project.keys({ Id: 5, Code: '  ' }).code).toBeNull();
+    expect(RECORD_ADAPTERS.project.keys({ Id: 5, Code: null }).code).toBeNull();
   });
 });
 
@@ -229,6 +251,7 @@ describe('origin ids', () => {
 
   it('round-trips originIdFor → originTidsbankenId', () => {
     for (const f of FLOWS) {
+      if (f.powerofficeOriginField === undefined) continue;
       const po = { [f.powerofficeOriginField]: originIdFor(f, '123') };
       expect(originTidsbankenId(f, po)).toBe('123');
     }
@@ -428,5 +451,41 @@ describe('setPath', () => {
     const fromNull: Record<string, unknown> = { MailAddress: null };
     setPath(fromNull, 'MailAddress.City', 'Bergen');
     expect(fromNull).toEqual({ MailAddress: { City: 'Bergen' } });
+  });
+});
+
+describe('prosjekt-project create bodies', () => {
+  const project = flow('prosjekt-project');
+
+  it('Project from a Prosjekt: Code = Id, IsActive = !Avsluttet, references left to the first sync', () => {
+    expect(
+      powerofficeCreateBody(
+        project,
+        {
+          Id: 'P-7',
+          Navn: ' Bygg ',
+          KundeId: 'K1',
+          AnsvarligId: 7,
+          StartDato: '2026-01-05T00:00:00',
+          Avsluttet: false,
+        },
+        'P-7',
+      ),
+    ).toEqual({ Code: 'P-7', Name: 'Bygg', StartDate: '2026-01-05', IsActive: true });
+  });
+
+  it('Prosjekt from a Project: Id = Code trimmed; a Project without a code gives none', () => {
+    expect(
+      tidsbankenCreateBody(project, {
+        Id: 5,
+        Code: ' X-1 ',
+        Name: 'Fra PowerOffice',
+        CustomerId: 100,
+        EndDate: '2026-06-30',
+        IsActive: false,
+      }),
+    ).toEqual({ Id: 'X-1', Navn: 'Fra PowerOffice', AvsluttetDato: '2026-06-30', Avsluttet: true });
+    expect(tidsbankenCreateBody(project, { Id: 5, Name: 'Uten kode' })).toBeUndefined();
+    expect(tidsbankenCreateBody(project, { Id: 5, Code: ' ', Name: 'Blank' })).toBeUndefined();
   });
 });
