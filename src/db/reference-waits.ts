@@ -88,23 +88,6 @@ export async function replaceReferenceWaits(
   return { started, ended };
 }
 
-/** The waits of one link (oldest first). */
-export async function listReferenceWaits(db: DbOrTrx, linkId: string): Promise<ReferenceWait[]> {
-  const rows = await db
-    .selectFrom('reference_waits')
-    .selectAll()
-    .where('link_id', '=', linkId)
-    .orderBy('created_at')
-    .execute();
-  return rows.map((r) => ({
-    linkId: String(r.link_id),
-    field: r.field,
-    flow: r.ref_flow,
-    system: r.ref_system,
-    id: r.ref_id,
-  }));
-}
-
 /**
  * Links with a wait whose named record is now linked in the referenced flow, by whatever
  * path that link was made; up to `limit`, locked (SKIP LOCKED) for the caller's transaction.

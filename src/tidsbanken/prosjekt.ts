@@ -35,6 +35,7 @@ export const prosjektAdapter = {
           'Prosjekt',
           ref.id,
           withNumericIds(fields),
+          options.known,
           () => client.getProsjekt(ref.id, options),
           (record) => client.updateProsjekt(record, options),
         ),
