@@ -301,12 +301,21 @@ describe('flow prosjekt-project', () => {
     });
     const made = [...s.po.projects.values()].filter((p) => p.Code === 'P9');
     expect(made).toHaveLength(1);
-    expect(made[0]).toMatchObject({
+    // The references follow in the new link's first sync (a create carries none).
+    await waitFor('the references of the created Project', async () => {
+      const p = s.po.getProject(made[0]!.Id as number)!;
+      return p.CustomerId === ids.customer && p.ProjectManagerEmployeeId === ids.employee;
+    });
+    expect(s.po.getProject(made[0]!.Id as number)).toMatchObject({
       Name: 'Fra Tidsbanken',
       StartDate: '2026-02-01',
       CustomerId: ids.customer,
       ProjectManagerEmployeeId: ids.employee,
     });
+    await waitFor(
+      'the reference of the created Prosjekt',
+      () => s.tb.getProsjekt('X-1')?.KundeId === 'K1',
+    );
     expect(s.tb.getProsjekt('X-1')).toMatchObject({
       Navn: 'Fra PowerOffice',
       KundeId: 'K1',
