@@ -62,7 +62,7 @@ function seedCounterparts(s: { tb: SyncHarness['tb']; po: SyncHarness['po'] }) {
   return { customer: customer.Id as number, employee: employee.Id as number };
 }
 
-describe('flow prosjekt-project', () => {
+describe('flow prosjekt-project', { timeout: 120_000 }, () => {
   it('links by code (trimmed, case-insensitive) and syncs edits both ways without echo', async () => {
     let project = 0;
     const s = await start({
