@@ -302,7 +302,7 @@ describe('flow prosjekt-project', { timeout: 120_000 }, () => {
     const made = [...s.po.projects.values()].filter((p) => p.Code === 'P9');
     expect(made).toHaveLength(1);
     // The references follow in the new link's first sync (a create carries none).
-    await waitFor('the references of the created Project', async () => {
+    await waitFor('the references of the created Project', () => {
       const p = s.po.getProject(made[0]!.Id as number)!;
       return p.CustomerId === ids.customer && p.ProjectManagerEmployeeId === ids.employee;
     });
