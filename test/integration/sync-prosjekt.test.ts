@@ -23,7 +23,8 @@ afterEach(async () => {
 
 async function start(options: HarnessOptions): Promise<SyncHarness> {
   h = await startSyncHarness({ ...options, env: { ADMIN_TOKEN, ...options.env } });
-  await h.settle();
+  // The first full reads and the link sweep: slow on a loaded machine.
+  await h.settle({ timeoutMs: 90_000 });
   return h;
 }
 
