@@ -28,6 +28,7 @@ import { html, type Html } from '../console/html.js';
 import { listCommands } from '../db/commands.js';
 import { listConflicts } from '../db/conflicts.js';
 import { listLinks, listUnlinkedRecords } from '../db/links.js';
+import { listLeases } from '../db/leases.js';
 import { readOpsSnapshot } from '../db/ops-snapshot.js';
 import { getCurrentReconcileRun } from '../db/reconcile-runs.js';
 import {
@@ -71,6 +72,8 @@ export interface SystemStatus {
   configured: boolean;
   /** Whether this replica holds the system's dispatcher and pollers. */
   leader: boolean | undefined;
+  /** Since when and why the system refuses our credentials (its writes and polls wait). */
+  credentials?: { since: Date; message: string } | undefined;
 }
 
 export interface ConsoleDeps {
@@ -311,23 +314,45 @@ export function consoleRouter(deps: ConsoleDeps): Router {
     const flows = await listFlows(deps);
     const run = await getCurrentReconcileRun(deps.db);
     const statuses = deps.systemStatus?.();
+    const leases = await listLeases(deps.db);
     const systems: SystemView[] = (['tidsbanken', 'poweroffice'] as const).map((system) => {
       const configured =
         system === 'tidsbanken'
           ? deps.config.tidsbanken.credentials !== undefined
           : deps.config.poweroffice.credentials !== undefined;
       const status = statuses?.find((s) => s.system === system);
+      const lease = leases.find((l) => l.system === system);
+      const who =
+        status?.leader === true
+          ? 'this replica'
+          : status?.leader === false
+            ? 'another replica'
+            : 'not known to this process';
+      const refused = status?.credentials;
       return {
         system,
         configured,
+        // The lease row says who holds the system and until when (it is renewed while held).
         leader: !configured
           ? '—'
-          : status?.leader === true
-            ? 'this replica'
-            : status?.leader === false
-              ? 'another replica'
-              : 'not known to this process',
-        credentials: configured ? 'configured' : 'not set',
+          : lease !== undefined && lease.holder !== null
+            ? `${who} (${lease.holder}, term ${lease.epoch}, ${lease.live ? 'lease until' : 'lease expired'} ${lease.expiresAt
+                .toISOString()
+                .replace('T', ' ')
+                .replace(/\.\d+Z$/, 'Z')})`
+            : who,
+        credentials: !configured
+          ? 'not set'
+          : refused !== undefined
+            ? `refused since ${refused.since
+                .toISOString()
+                .replace('T', ' ')
+                .replace(/\.\d+Z$/, 'Z')}: ${refused.message}`
+            : 'configured, accepted',
+        paused:
+          refused !== undefined
+            ? `credentials refused (${refused.message}); writes and polls wait and are retried`
+            : undefined,
       };
     });
     render(
