@@ -120,12 +120,12 @@ const EnvSchema = z
     ADMIN_TOKEN: optionalString.refine((v) => v === undefined || v.length >= 16, {
       error: 'must be at least 16 characters',
     }),
-    SHUTDOWN_TIMEOUT_MS: z.coerce.number().int().positive().default(10_000),
+    SHUTDOWN_TIMEOUT_MS: z.coerce.number().int().positive().default(25_000),
     SHUTDOWN_DELAY_MS: z.coerce
       .number({ error: 'must be a number of milliseconds' })
       .int()
       .min(0, { error: 'must be 0 or more' })
-      .default(0),
+      .default(5000),
     DATABASE_CONNECT_TIMEOUT_MS: z.coerce
       .number({ error: 'must be a number of milliseconds' })
       .int()
@@ -155,6 +155,14 @@ const EnvSchema = z
       .default(24),
   })
   .superRefine((env, ctx) => {
+    // The readiness delay is part of the shutdown budget: the drain needs time after it.
+    if (env.SHUTDOWN_DELAY_MS >= env.SHUTDOWN_TIMEOUT_MS) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['SHUTDOWN_DELAY_MS'],
+        message: 'must be less than SHUTDOWN_TIMEOUT_MS',
+      });
+    }
     // Both Tidsbanken keys go on every call (docs/vendor-apis.md): with one alone every call
     // is refused, so the side would look on and never work.
     if (env.TIDSBANKEN_API_KEY !== undefined && env.TIDSBANKEN_SUBSCRIPTION_KEY === undefined) {

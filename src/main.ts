@@ -29,7 +29,13 @@ async function main(): Promise<void> {
   );
 
   runtime.service.start();
-  installShutdown({ servers, runtime, logger, timeoutMs: config.shutdownTimeoutMs });
+  installShutdown({
+    servers,
+    runtime,
+    logger,
+    timeoutMs: config.shutdownTimeoutMs,
+    delayMs: config.shutdownDelayMs,
+  });
 }
 
 async function listen(app: Express, port: number | undefined): Promise<Server> {
@@ -58,20 +64,31 @@ function installShutdown(ctx: {
   runtime: Runtime;
   logger: Logger;
   timeoutMs: number;
+  delayMs: number;
 }): void {
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
-    ctx.logger.info({ signal }, 'shutting down');
+    // 1. Unready: /readyz answers 503, and for `delayMs` the server still serves whatever the
+    //    load balancer sends until it has noticed (endpoints are removed asynchronously).
+    // SIGINT is a person at a terminal: no load balancer to wait for.
+    const delayMs = signal === 'SIGTERM' ? ctx.delayMs : 0;
+    ctx.runtime.startDraining();
+    ctx.logger.info({ signal, delayMs }, 'shutting down: not ready');
     // Bounded: whatever has not drained by then is cut off; nothing accepted is lost
     // because every accepted event is already in the database.
     const deadline = setTimeout(() => {
       ctx.logger.error({ timeoutMs: ctx.timeoutMs }, 'shutdown timed out; exiting');
+      ctx.logger.flush();
       process.exit(1);
     }, ctx.timeoutMs);
     deadline.unref();
     void (async () => {
+      await new Promise((r) => setTimeout(r, delayMs));
+      // 2. Drain: no new connections; requests in flight finish (a webhook being stored gets
+      //    its 202), idle keep-alive connections are closed.
+      ctx.logger.info('draining');
       await Promise.all(
         ctx.servers.map(
           (server) =>
@@ -81,8 +98,8 @@ function installShutdown(ctx: {
             }),
         ),
       );
-      // Pollers, dispatchers and the worker finish what they hold; anything cut short is
-      // still in the database and is picked up again at the next start.
+      // 3. Pollers, dispatchers and the worker finish what they hold; anything cut short is
+      //    still in the database and is picked up again by the next leader or start.
       await ctx.runtime.close();
       ctx.logger.info('stopped');
       clearTimeout(deadline);

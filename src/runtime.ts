@@ -66,6 +66,8 @@ export interface Runtime {
    */
   app: Express;
   adminApp: Express | undefined;
+  /** Shutting down: /readyz answers 503 from now on, so load balancers stop sending here. */
+  startDraining(): void;
   /** Stops the service (if started) and closes the database. */
   close(): Promise<void>;
 }
@@ -157,7 +159,9 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     commandBackoffBaseMs: options.clientOptions?.backoffBaseMs,
     retentionFirstRunMs: options.retentionFirstRunMs,
   });
+  let draining = false;
   const appDeps = {
+    draining: () => draining,
     config,
     db,
     logger,
@@ -181,6 +185,9 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
     service,
     app,
     adminApp,
+    startDraining() {
+      draining = true;
+    },
     async close() {
       await service.stop();
       await database.close();

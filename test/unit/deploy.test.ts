@@ -53,6 +53,22 @@ describe('deploy/kubernetes', () => {
     expect(env.ADMIN_PORT).toBe(String(container.ports[1].containerPort));
   });
 
+  it('SIGTERM has time to drain: the grace period exceeds SHUTDOWN_TIMEOUT_MS, which exceeds SHUTDOWN_DELAY_MS', () => {
+    const [deployment] = byKind('Deployment');
+    const container = deployment?.spec.template.spec.containers[0];
+    const env = Object.fromEntries(
+      container.env.map((e: { name: string; value: string }) => [e.name, e.value]),
+    );
+    const graceMs = Number(deployment?.spec.template.spec.terminationGracePeriodSeconds) * 1000;
+    expect(Number(env.SHUTDOWN_TIMEOUT_MS)).toBeLessThan(graceMs);
+    expect(Number(env.SHUTDOWN_DELAY_MS)).toBeLessThan(Number(env.SHUTDOWN_TIMEOUT_MS));
+    // The readiness probe notices within the delay: unready after failureThreshold periods.
+    const probe = container.readinessProbe;
+    expect(probe.periodSeconds * probe.failureThreshold * 1000).toBeLessThanOrEqual(
+      Number(env.SHUTDOWN_DELAY_MS),
+    );
+  });
+
   it('a PodDisruptionBudget keeps one replica through voluntary disruptions, selecting the pods', () => {
     const [pdb] = byKind('PodDisruptionBudget');
     expect(pdb?.spec.minAvailable).toBe(1);
@@ -81,6 +97,10 @@ describe('deploy/Dockerfile and compose', () => {
     expect(compose?.services.postgres.image).toMatch(/^postgres:/);
     expect(compose?.services.sync.environment.DATABASE_URL).toMatch(/@postgres:5432\//);
     expect(compose?.services.sync.depends_on.postgres.condition).toBe('service_healthy');
+    const graceSeconds = Number(/^(\d+)s$/.exec(compose?.services.sync.stop_grace_period)?.[1]);
+    expect(Number(compose?.services.sync.environment.SHUTDOWN_TIMEOUT_MS)).toBeLessThan(
+      graceSeconds * 1000,
+    );
   });
 });
 
