@@ -2,9 +2,14 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 
-// Pieces for tests that run the real entry point (`tsx src/main.ts`) as a child process.
+// Pieces for tests that run the real entry point (`src/main.ts` under tsx's loader) as a
+// child process.
 
-export const TSX = join('node_modules', '.bin', 'tsx');
+/**
+ * Runs a TypeScript file in one node process (see the script for why not the tsx command):
+ * a signal sent to the child reaches the service itself.
+ */
+export const TSX = join('test', 'helpers', 'run-ts');
 
 /** A port nothing listens on right now, for a child service to take. */
 export async function freePort(): Promise<number> {

@@ -12,6 +12,10 @@ import { freePort, TSX, waitReady } from '../helpers/child-service.js';
 
 // The real entry point as an operator runs it: `tsx src/main.ts` in a child process.
 
+// Creating the embedded database runs PostgreSQL's initdb in WebAssembly: seconds on a quiet
+// machine, over a minute on a loaded 2-core one.
+const EMBEDDED_START_MS = 120_000;
+
 function runService(env: Record<string, string>) {
   const child = spawn(TSX, ['src/main.ts'], {
     env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'info', POLL_INTERVAL_MS: '0', ...env },
@@ -57,31 +61,35 @@ describe('npm start (src/main.ts)', () => {
     expect(run.output()).not.toContain('tb-key-startup-check');
   });
 
-  it('with no DATABASE_URL, starts on embedded PostgreSQL in DATA_DIR, answers /readyz, and stops cleanly on SIGTERM', async () => {
-    const dataDir = await mkdtemp(join(tmpdir(), 'tbpo-start-'));
-    dirs.push(dataDir);
-    const port = await freePort();
-    const run = runService({ PORT: String(port), DATA_DIR: dataDir });
-    try {
-      const res = await waitReady(port);
-      expect(await res.json()).toMatchObject({ status: 'ready' });
-      expect(run.output()).toContain('"database":"pglite"');
-    } finally {
-      run.child.kill('SIGTERM');
-    }
-    expect(await run.exited).toBe(0);
-    expect(run.output()).toContain('"msg":"stopped"');
+  it(
+    'with no DATABASE_URL, starts on embedded PostgreSQL in DATA_DIR, answers /readyz, and stops cleanly on SIGTERM',
+    async () => {
+      const dataDir = await mkdtemp(join(tmpdir(), 'tbpo-start-'));
+      dirs.push(dataDir);
+      const port = await freePort();
+      const run = runService({ PORT: String(port), DATA_DIR: dataDir });
+      try {
+        const res = await waitReady(port, EMBEDDED_START_MS);
+        expect(await res.json()).toMatchObject({ status: 'ready' });
+        expect(run.output()).toContain('"database":"pglite"');
+      } finally {
+        run.child.kill('SIGTERM');
+      }
+      expect(await run.exited).toBe(0);
+      expect(run.output()).toContain('"msg":"stopped"');
 
-    // The data survives a restart: migrations are not re-applied.
-    const again = runService({ PORT: String(port), DATA_DIR: dataDir });
-    try {
-      await waitReady(port);
-      expect(again.output()).toContain('"applied":[]');
-    } finally {
-      again.child.kill('SIGTERM');
-    }
-    expect(await again.exited).toBe(0);
-  });
+      // The data survives a restart: migrations are not re-applied.
+      const again = runService({ PORT: String(port), DATA_DIR: dataDir });
+      try {
+        await waitReady(port, EMBEDDED_START_MS);
+        expect(again.output()).toContain('"applied":[]');
+      } finally {
+        again.child.kill('SIGTERM');
+      }
+      expect(await again.exited).toBe(0);
+    },
+    3 * EMBEDDED_START_MS,
+  );
 });
 
 describe.runIf(process.env.DATABASE_URL)('on PostgreSQL', () => {
