@@ -283,7 +283,7 @@ describe('a service process killed mid-burst', () => {
     }
     const open = await handle.db
       .selectFrom('outbound_commands')
-      .select(['id', 'status', 'operation', 'record_id'])
+      .selectAll()
       .where('status', 'in', ['pending', 'sending', 'dead'])
       .execute();
     expect(open).toEqual([]);
