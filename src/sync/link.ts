@@ -248,6 +248,29 @@ export async function tryLink(
   return { link };
 }
 
+/** One audit entry in the history of each of the link's two records. */
+async function auditBothRecords(
+  ctx: SyncContext,
+  flow: FlowDefinition,
+  link: LinkRow,
+  kind: 'link' | 'diff',
+  detail: AuditEntry['detail'],
+): Promise<void> {
+  await insertAuditEntries(
+    ctx.db,
+    (['tidsbanken', 'poweroffice'] as const).map((side) => ({
+      system: side,
+      recordType: typeOn(flow, side),
+      recordId: side === 'tidsbanken' ? link.tidsbanken_id : link.poweroffice_id,
+      kind,
+      flow: flow.id,
+      linkId: link.id,
+      eventId: ctx.eventId ?? null,
+      detail,
+    })),
+  );
+}
+
 async function recordLinked(
   ctx: SyncContext,
   flow: FlowDefinition,
@@ -265,23 +288,11 @@ async function recordLinked(
       `linked by ${rule}`,
     );
   }
-  await insertAuditEntries(
-    ctx.db,
-    (['tidsbanken', 'poweroffice'] as const).map((side) => ({
-      system: side,
-      recordType: typeOn(flow, side),
-      recordId: side === 'tidsbanken' ? link.tidsbanken_id : link.poweroffice_id,
-      kind: 'link' as const,
-      flow: flow.id,
-      linkId: link.id,
-      eventId: ctx.eventId ?? null,
-      detail: {
-        linkedBy: rule,
-        tidsbankenId: link.tidsbanken_id,
-        powerofficeId: link.poweroffice_id,
-      },
-    })),
-  );
+  await auditBothRecords(ctx, flow, link, 'link', {
+    linkedBy: rule,
+    tidsbankenId: link.tidsbanken_id,
+    powerofficeId: link.poweroffice_id,
+  });
   ctx.logger.info(
     {
       flow: flow.id,
@@ -549,19 +560,7 @@ async function recordSync(
     writes: result.writes,
     commands,
   };
-  await insertAuditEntries(
-    ctx.db,
-    (['tidsbanken', 'poweroffice'] as const).map((side) => ({
-      system: side,
-      recordType: typeOn(flow, side),
-      recordId: side === 'tidsbanken' ? link.tidsbanken_id : link.poweroffice_id,
-      kind: 'diff' as const,
-      flow: flow.id,
-      linkId: link.id,
-      eventId: ctx.eventId ?? null,
-      detail,
-    })),
-  );
+  await auditBothRecords(ctx, flow, link, 'diff', detail);
   ctx.logger.info(
     {
       flow: flow.id,
