@@ -2,6 +2,7 @@ import { sql } from 'kysely';
 import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
 import { startSyncHarness, seedEmployeePairs, type SyncHarness } from '../helpers/sync-harness.js';
+import { waitFor } from '../helpers/wait.js';
 
 // Faults inside our own bookkeeping, with the real service on a real database: a database
 // error while a failed send is recorded, and an unrelated advisory lock whose key collides
@@ -12,14 +13,6 @@ afterEach(async () => {
   await h?.close();
   h = undefined;
 });
-
-async function waitFor(what: string, check: () => Promise<boolean> | boolean, timeoutMs = 20_000) {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 describe('dispatcher faults', () => {
   it('when recording a failed send fails in the database, nothing is left unhandled and the command is sent once the database takes writes again', async () => {

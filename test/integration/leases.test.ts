@@ -13,6 +13,7 @@ import { getPollerCursor, recordPollSuccess } from '../../src/db/poller-cursors.
 import { FencedError } from '../../src/errors.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { seedEmployeePairs, startSyncHarness, type SyncHarness } from '../helpers/sync-harness.js';
+import { waitFor } from '../helpers/wait.js';
 
 // Leadership leases (src/db/leases.ts) and the fencing they give: statements made under a
 // term that is no longer the system's current one change nothing, on both databases.
@@ -25,14 +26,6 @@ afterEach(async () => {
   h = undefined;
   database = undefined;
 });
-
-async function waitFor(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 20_000) {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 describe('leadership leases', () => {
   it('one holder at a time; a take-over raises the epoch, and the old term can no longer claim, complete, requeue or move a cursor', async () => {

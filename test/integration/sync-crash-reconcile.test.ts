@@ -7,6 +7,7 @@ import { startFakeTidsbanken } from '../fakes/tidsbanken.js';
 import { freePort, runService, waitReady } from '../helpers/child-service.js';
 import { createTestDatabase } from '../helpers/database.js';
 import { seedEmployeePairs } from '../helpers/sync-harness.js';
+import { waitFor } from '../helpers/wait.js';
 
 // The real service (`tsx src/main.ts`) killed with SIGKILL in the middle of a reconcile and
 // restarted on the same database: the run is failed and linking resumes with nobody acting
@@ -20,14 +21,6 @@ afterEach(async () => {
   for (const fn of cleanup.reverse()) await fn().catch(() => undefined);
   cleanup = [];
 });
-
-async function waitFor(what: string, check: () => boolean | Promise<boolean>, timeoutMs: number) {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
 
 describe('a service killed mid-reconcile', () => {
   it('fails the run at the next start and links new matching records with nobody acting', async () => {

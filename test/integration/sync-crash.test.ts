@@ -11,6 +11,7 @@ import { startFakeTidsbanken, type FakeTidsbanken } from '../fakes/tidsbanken.js
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { freePort, TSX, waitReady } from '../helpers/child-service.js';
 import { seedEmployeePairs } from '../helpers/sync-harness.js';
+import { waitFor } from '../helpers/wait.js';
 
 // The real service (`tsx src/main.ts`) in a child process, killed with SIGKILL in the middle of
 // a burst of changes and restarted on the same database (docs/ARCHITECTURE.md "Crash safety"). The fakes run in this
@@ -42,14 +43,6 @@ function runService(env: Record<string, string>) {
     child.on('exit', (code, signal) => resolve(code ?? (signal === null ? null : -1))),
   );
   return { child, exited, signal, output: () => output };
-}
-
-async function waitFor(what: string, check: () => boolean | Promise<boolean>, timeoutMs: number) {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 const isWrite = (r: RecordedRequest) =>

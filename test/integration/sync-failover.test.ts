@@ -5,6 +5,7 @@ import { startFakeTidsbanken } from '../fakes/tidsbanken.js';
 import { freePort, runService, waitReady, type ChildService } from '../helpers/child-service.js';
 import { createTestDatabase } from '../helpers/database.js';
 import { seedEmployeePairs } from '../helpers/sync-harness.js';
+import { waitFor } from '../helpers/wait.js';
 
 // Two replicas of the real service (`tsx src/main.ts`) as child processes on one PostgreSQL
 // database. The one holding PowerOffice's leadership is frozen with SIGSTOP in the middle of
@@ -24,14 +25,6 @@ afterEach(async () => {
   for (const fn of cleanup.reverse()) await fn().catch(() => undefined);
   cleanup = [];
 });
-
-async function waitFor(what: string, check: () => boolean | Promise<boolean>, timeoutMs: number) {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 /** Most requests that arrived in any sliding 1000 ms window. */
 function maxPerSlidingSecond(requests: readonly RecordedRequest[]): number {

@@ -13,6 +13,7 @@ import { startFakePowerOffice, type FakePowerOffice } from '../fakes/poweroffice
 import { startFakeTidsbanken, type FakeTidsbanken } from '../fakes/tidsbanken.js';
 import { LogCapture } from '../helpers/app.js';
 import { seedEmployeePairs, startSyncHarness, type SyncHarness } from '../helpers/sync-harness.js';
+import { waitFor } from '../helpers/wait.js';
 
 // Two replicas of the service on one PostgreSQL database, against the same two fakes.
 //
@@ -96,14 +97,6 @@ function webhook(app: Express, system: 'tidsbanken' | 'poweroffice', body: unkno
       signWebhook(system === 'tidsbanken' ? TB_SECRET : PO_SECRET, id, timestamp, raw),
     )
     .send(raw);
-}
-
-async function waitFor(what: string, check: () => boolean, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 interface Outcome {
