@@ -56,6 +56,12 @@ export class Leadership {
   private lapseTimer: NodeJS.Timeout | undefined;
   private transition: Promise<void> = Promise.resolve();
 
+  /**
+   * This holder in lease rows: the replica plus the instance, so that two services in one
+   * process (as the tests run replicas) are two holders, never one that both think it is.
+   */
+  readonly holder = `${replicaId}/${randomUUID().slice(0, 4)}`;
+
   constructor(private readonly options: LeadershipOptions) {}
 
   /** Whether this process holds the lease and is within its safe window. */
@@ -93,7 +99,7 @@ export class Leadership {
         try {
           const term = await acquireLease(db, {
             system,
-            holder: replicaId,
+            holder: this.holder,
             ttlMs,
             force: this.options.exclusive,
           });
@@ -169,7 +175,7 @@ export class Leadership {
     this.ready = false;
     this.extend(askedAt);
     this.options.logger.info(
-      { lock: this.lockName, leader: true, epoch: term.epoch, holder: replicaId },
+      { lock: this.lockName, leader: true, epoch: term.epoch, holder: this.holder },
       'leadership taken',
     );
     this.transition = this.transition.then(() => this.startUp(held));
