@@ -107,7 +107,7 @@ describe('npm run check', () => {
 
   it('reports a refused key, a missing privilege and a partly configured side, each on its own FAIL line', async () => {
     const saved = po.privileges;
-    po.privileges = ['Customer_Full'];
+    po.privileges = ['Customer_Full', 'Project_Full'];
     try {
       const lines = await check({
         TIDSBANKEN_API_KEY: 'wrong-key',
