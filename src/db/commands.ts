@@ -1,4 +1,4 @@
-import { sql } from 'kysely';
+import { sql, type RawBuilder } from 'kysely';
 import type { DbOrTrx } from './database.js';
 import { atKey, olderThan, type HistoryPosition } from './history-position.js';
 import { termIsCurrent, type LeaseTerm } from './leases.js';
@@ -286,16 +286,55 @@ export async function claimCommands(
   return result.rows.sort((a, b) => Number(a.id) - Number(b.id));
 }
 
-/** A dispatcher that died mid-send left rows 'sending': its successor sends them again. */
-export async function requeueSendingCommands(db: DbOrTrx, term: LeaseTerm): Promise<number> {
+/**
+ * Updates left on the wire (the rows `which` selects) whose record meanwhile got a newer
+ * pending update fold into it, the newer values winning, and are marked superseded: putting
+ * them back to pending would make two pending updates of one record (which the schema
+ * refuses), and dropping them would lose the fields only they carry.
+ */
+async function foldStrandedUpdates(db: DbOrTrx, which: RawBuilder<boolean>): Promise<void> {
+  await sql`
+    with stranded as (
+      select s.id, s.payload, p.id as pending_id
+        from outbound_commands s
+        join outbound_commands p
+          on p.system = s.system and p.record_type = s.record_type
+         and p.record_id = s.record_id and p.operation = 'update' and p.status = 'pending'
+       where s.operation = 'update'
+         and s.id in (select id from outbound_commands where ${which})
+         for update of s, p),
+    folded as (
+      update outbound_commands p
+         set payload = jsonb_set(p.payload, '{fields}',
+               coalesce(st.payload -> 'fields', '{}'::jsonb)
+                 || coalesce(p.payload -> 'fields', '{}'::jsonb)),
+             updated_at = now()
+        from stranded st
+       where p.id = st.pending_id)
+    update outbound_commands s
+       set status = 'superseded', locked_at = null, locked_by = null,
+           result = jsonb_build_object('supersededBy', st.pending_id::text), updated_at = now()
+      from stranded st
+     where s.id = st.id`.execute(db);
+}
+
+/** Rows `which` selects, back to pending (after folding those a newer update overtook). */
+async function requeueWhere(db: DbOrTrx, which: RawBuilder<boolean>): Promise<number> {
+  await foldStrandedUpdates(db, which);
   const result = await db
     .updateTable('outbound_commands')
     .set({ status: 'pending', locked_at: null, locked_by: null, updated_at: sql<Date>`now()` })
-    .where('system', '=', term.system)
-    .where('status', '=', 'sending')
-    .where(termIsCurrent(term))
+    .where(which)
     .executeTakeFirst();
   return Number(result.numUpdatedRows);
+}
+
+/** A dispatcher that died mid-send left rows 'sending': its successor sends them again. */
+export async function requeueSendingCommands(db: DbOrTrx, term: LeaseTerm): Promise<number> {
+  return requeueWhere(
+    db,
+    sql<boolean>`system = ${term.system} and status = 'sending' and ${termIsCurrent(term)}`,
+  );
 }
 
 /** A claimed command's row is no longer the claimer's (taken over); nothing was changed. */
@@ -328,11 +367,7 @@ function whereClaimed(claim: CommandClaim) {
 
 /** One command left 'sending' by a send whose outcome could not be recorded: pending again. */
 export async function requeueCommand(db: DbOrTrx, claim: CommandClaim): Promise<void> {
-  await db
-    .updateTable('outbound_commands')
-    .set({ status: 'pending', locked_at: null, locked_by: null, updated_at: sql<Date>`now()` })
-    .where(whereClaimed(claim))
-    .execute();
+  await requeueWhere(db, whereClaimed(claim));
 }
 
 /** Records a send's success; false when the claim was lost meanwhile (nothing changed). */

@@ -1,6 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inject } from 'vitest';
-import { claimCommands } from '../../src/db/commands.js';
+import {
+  claimCommands,
+  requeueCommand,
+  requeueSendingCommands,
+  upsertPendingUpdate,
+} from '../../src/db/commands.js';
 import { insertInboundEvent } from '../../src/db/inbound-events.js';
 import { acquireLease } from '../../src/db/leases.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
@@ -91,5 +96,88 @@ describe('claiming outbound commands', () => {
       .execute();
     const second = await claimCommands(database.db, term!, 10, 'test');
     expect(second.map((c) => c.id)).toEqual([held]);
+  });
+
+  // Regression (a handover that never finished): while an update of a record was on the wire,
+  // the worker queued a newer pending update of it. Putting the in-flight one back to pending
+  // broke the one-pending-update-per-record rule, so the successor's start-up failed on every
+  // retry and nothing was sent to that system. The in-flight fields fold into the pending
+  // update instead, the newer values winning.
+  it('a command left in flight folds into a newer pending update of its record on requeue', async () => {
+    const db = database.db;
+    const linkOf = async (ansattId: string) =>
+      (
+        await db
+          .insertInto('links')
+          .values({
+            flow: 'ansatt-employee',
+            tidsbanken_type: 'ansatt',
+            tidsbanken_id: ansattId,
+            poweroffice_type: 'employee',
+            poweroffice_id: `9${ansattId}`,
+            linked_by: 'number',
+            shadow: JSON.stringify({}),
+          })
+          .returning('id')
+          .executeTakeFirstOrThrow()
+      ).id;
+    const target = (recordId: string) => ({
+      system: 'tidsbanken' as const,
+      recordType: 'ansatt',
+      recordId,
+      parentId: null,
+      flow: 'ansatt-employee',
+    });
+    const at201 = { ...target('201'), linkId: await linkOf('201') };
+    const at202 = { ...target('202'), linkId: await linkOf('202') };
+    const old = await acquireLease(db, { system: 'tidsbanken', holder: 'old', ttlMs: 60_000 });
+    // Two records, each with an update claimed (on the wire) under the old term.
+    const first = await upsertPendingUpdate(db, at201, {
+      Tittel: 'old title',
+      Mobil: '111',
+    });
+    const alone = await upsertPendingUpdate(db, at202, { Tittel: 'a' });
+    const claimed = await claimCommands(db, old!, 10, 'old');
+    expect(claimed.map((c) => c.id).sort()).toEqual([first, alone].sort());
+    // Meanwhile a newer edit of record 201's title is queued.
+    const newer = await upsertPendingUpdate(db, at201, {
+      Tittel: 'new title',
+    });
+    expect(newer).not.toBe(first);
+
+    const next = await acquireLease(db, {
+      system: 'tidsbanken',
+      holder: 'next',
+      ttlMs: 60_000,
+      force: true,
+    });
+    await requeueSendingCommands(db, next!);
+    const rows = await db
+      .selectFrom('outbound_commands')
+      .select(['id', 'status', 'payload'])
+      .where('id', 'in', [first, alone, newer])
+      .execute();
+    const byId = new Map(rows.map((r) => [r.id, r]));
+    expect(byId.get(first)!.status).toBe('superseded');
+    expect(byId.get(newer)!.status).toBe('pending');
+    expect(byId.get(newer)!.payload).toEqual({ fields: { Tittel: 'new title', Mobil: '111' } });
+    expect(byId.get(alone)!.status).toBe('pending');
+
+    // The same for one stranded claim put back by its own dispatcher.
+    const reclaimed = await claimCommands(db, next!, 10, 'next');
+    expect(reclaimed.map((c) => c.id).sort()).toEqual([alone, newer].sort());
+    const again = reclaimed.find((c) => c.id === newer);
+    const newest = await upsertPendingUpdate(db, at201, { Mobil: '222' });
+    await requeueCommand(db, again!);
+    const after = await db
+      .selectFrom('outbound_commands')
+      .select(['id', 'status', 'payload'])
+      .where('id', 'in', [newer, newest])
+      .execute();
+    const afterById = new Map(after.map((r) => [r.id, r]));
+    expect(afterById.get(newer)!.status).toBe('superseded');
+    expect(afterById.get(newest)!.payload).toEqual({
+      fields: { Tittel: 'new title', Mobil: '222' },
+    });
   });
 });
