@@ -426,13 +426,17 @@ export interface RetryWait {
   uncounted?: boolean;
 }
 
-/** Back to pending, due after `wait`: the command waits in the outbox, still absorbable. */
+/**
+ * Back to pending, due after `wait`: the command waits in the outbox, still absorbable. An
+ * update whose record got a newer pending update meanwhile folds into that one instead.
+ */
 export async function markCommandRetry(
   db: DbOrTrx,
   claim: CommandClaim,
   error: unknown,
   wait: RetryWait = {},
 ): Promise<void> {
+  await foldStrandedUpdates(db, whereClaimed(claim));
   const afterMs = wait.afterMs === undefined ? null : Math.max(0, Math.round(wait.afterMs));
   await sql`
     update outbound_commands

@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inject } from 'vitest';
 import {
   claimCommands,
+  markCommandRetry,
   requeueCommand,
   requeueSendingCommands,
   upsertPendingUpdate,
@@ -178,6 +179,21 @@ describe('claiming outbound commands', () => {
     expect(afterById.get(newer)!.status).toBe('superseded');
     expect(afterById.get(newest)!.payload).toEqual({
       fields: { Tittel: 'new title', Mobil: '222' },
+    });
+
+    // And for a send told to wait (a change to read first, a 429) while a newer one is queued.
+    const [third] = await claimCommands(db, next!, 10, 'next');
+    expect(third!.id).toBe(newest);
+    const last = await upsertPendingUpdate(db, at201, { Tittel: 'last title' });
+    await markCommandRetry(db, third!, { message: 'wait' }, { afterMs: 1000, uncounted: true });
+    const folded = await db
+      .selectFrom('outbound_commands')
+      .select(['id', 'status', 'payload'])
+      .where('id', 'in', [newest, last])
+      .execute();
+    expect(folded.find((r) => r.id === newest)!.status).toBe('superseded');
+    expect(folded.find((r) => r.id === last)!.payload).toEqual({
+      fields: { Tittel: 'last title', Mobil: '222' },
     });
   });
 });
