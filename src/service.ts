@@ -80,6 +80,7 @@ function createDispatchers(deps: ServiceDeps): Dispatcher[] {
         clients,
         metrics,
         pacer: pacers[system],
+        pollers: config.pollIntervalMs > 0 ? deps.pollers.filter((p) => p.system === system) : [],
         backoffBaseMs: deps.commandBackoffBaseMs,
       }),
   );

@@ -227,14 +227,26 @@ const HOLD_SECONDS = 2;
  * record, skipping records with a command already on the wire: two writes of one record in
  * flight at once could land out of order, and a Tidsbanken replace carries a whole record read
  * just before it, so a second one in flight would revert the first.
+ *
+ * An update waits while the target record has changes of its own in the inbox that the worker
+ * has not processed (an edit made on the target while we were down or busy, seen by a poll or
+ * webhook): the worker decides first, by the conflict policy, whether the queued value still
+ * stands (docs/ARCHITECTURE.md "Outbox and dispatcher"). `heldTypes` are record types of this
+ * system whose updates wait altogether: their poller has not yet read the system since this
+ * lease term began, so an edit there may not even be in the inbox yet.
  */
 export async function claimCommands(
   db: DbOrTrx,
   term: LeaseTerm,
   limit: number,
   worker: string,
+  heldTypes: readonly string[] = [],
 ): Promise<OutboundCommandRow[]> {
   const system = term.system;
+  const typeHeld =
+    heldTypes.length === 0
+      ? sql`false`
+      : sql`c.record_type in (${sql.join(heldTypes.map((t) => sql`${t}`))})`;
   // `status = 'pending'` is checked again by the update itself: a row claimed meanwhile is not
   // claimed twice. Only under the system's current lease term, which the claim records: a
   // holder that lost the lease (frozen, cut off) claims nothing.
@@ -278,6 +290,11 @@ export async function claimCommands(
                                             then l.tidsbanken_id else l.poweroffice_id end
                      and e.status = 'pending'
                    where l.id = c.link_id))
+              and (c.operation <> 'update' or not (${typeHeld}))
+              and (c.operation <> 'update' or not exists (
+                select 1 from inbound_events t
+                 where t.source = c.system and t.record_type = c.record_type
+                   and t.record_id = c.record_id and t.status = 'pending'))
             order by c.record_type, coalesce(c.record_id, 'new:' || c.id::text), c.id
          ) firsts
          order by id

@@ -107,6 +107,12 @@ export interface Poller {
    */
   readonly readsStarted: number;
   readonly readsCompleted: number;
+  /**
+   * The number (counted by readsStarted) of the newest read that succeeded; 0 when none has.
+   * `lastSuccessfulRead > mark` says a read that started after `readsStarted` was `mark` has
+   * read the whole feed and stored it in the inbox.
+   */
+  readonly lastSuccessfulRead: number;
   /** Timed polls under the leader's lease `term`: fenced (src/lib/leader.ts) when given. */
   start(term?: HeldTerm): void;
   stop(options?: { abort?: boolean }): Promise<void>;
@@ -136,6 +142,7 @@ export class ChangePoller<T = unknown> implements Poller {
   private abort = new AbortController();
   private readsBegun = 0;
   private completed = 0;
+  private succeeded = 0;
   private term: HeldTerm | undefined;
 
   constructor(
@@ -186,6 +193,10 @@ export class ChangePoller<T = unknown> implements Poller {
     return this.completed;
   }
 
+  get lastSuccessfulRead(): number {
+    return this.succeeded;
+  }
+
   /** One incremental poll (a full read when no cursor is stored yet). Rejects on failure. */
   pollOnce(): Promise<PollResult> {
     return this.exclusive(() => this.run(false, 'poller', undefined, this.term));
@@ -234,7 +245,7 @@ export class ChangePoller<T = unknown> implements Poller {
     term: HeldTerm | undefined,
   ): Promise<PollResult> {
     const { system, recordType } = this;
-    this.readsBegun++;
+    const read = ++this.readsBegun;
     try {
       const row = await getPollerCursor(this.db, system, recordType);
       const cursorMs = row?.cursor != null ? parseTimestamp(row.cursor) : undefined;
@@ -320,6 +331,7 @@ export class ChangePoller<T = unknown> implements Poller {
       const cursor = maxChanged !== undefined ? new Date(maxChanged).toISOString() : undefined;
       await recordPollSuccess(this.db, { system, recordType, cursor, fullRead: full }, term);
       const stored = await getPollerCursor(this.db, system, recordType);
+      this.succeeded = Math.max(this.succeeded, read);
       return {
         system,
         recordType,

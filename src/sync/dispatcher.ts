@@ -23,6 +23,7 @@ import type { HeldTerm } from '../lib/leader.js';
 import type { Logger } from '../lib/logger.js';
 import type { Metrics } from '../lib/metrics.js';
 import type { Pacer } from '../lib/pacer.js';
+import type { Poller } from '../lib/pollers.js';
 import {
   parentIdOf,
   recordIdOf,
@@ -54,6 +55,12 @@ export interface DispatcherDeps {
    * the outbox after a 5xx, timeout or network error. Default 2 s; tests shorten it.
    */
   backoffBaseMs?: number | undefined;
+  /**
+   * The target system's running change pollers: updates of a record type wait until its
+   * poller has read the system once since this dispatcher's lease term began (edits made
+   * there while no replica was leading are in the inbox before anything is written over them).
+   */
+  pollers?: readonly Poller[] | undefined;
   /** Most commands claimed per round. */
   batchSize?: number;
   idleMs?: number;
@@ -127,6 +134,8 @@ export class Dispatcher {
   private wake: (() => void) | undefined;
   private readonly worker = `dispatcher-${randomUUID().slice(0, 8)}`;
   private term: HeldTerm | undefined;
+  /** Per poller, how many reads it had started when this term began. */
+  private pollMarks = new Map<Poller, number>();
 
   constructor(private readonly deps: DispatcherDeps) {}
 
@@ -143,6 +152,7 @@ export class Dispatcher {
     if (this.running && this.term === term) return;
     if (this.running) await this.stop();
     this.term = term;
+    this.pollMarks = new Map((this.deps.pollers ?? []).map((p) => [p, p.readsStarted]));
     const requeued = await requeueSendingCommands(this.deps.db, term);
     if (requeued > 0)
       this.deps.logger.warn(
@@ -196,7 +206,7 @@ export class Dispatcher {
     const limit = Math.min(this.deps.batchSize ?? 50, free);
     if (limit <= 0) return 0;
     await this.requeueStranded();
-    const commands = await claimCommands(db, term, limit, this.worker);
+    const commands = await claimCommands(db, term, limit, this.worker, this.unreadTypes());
     for (const command of commands) {
       const sending = this.dispatch(term, command)
         .catch((err: unknown) => {
@@ -214,6 +224,12 @@ export class Dispatcher {
       this.inFlight.add(sending);
     }
     return commands.length;
+  }
+
+  /** Record types whose poller has not completed a read since this term began. */
+  private unreadTypes(): string[] {
+    const unread = [...this.pollMarks].filter(([p, mark]) => p.lastSuccessfulRead <= mark);
+    return [...new Set(unread.map(([p]) => p.recordType))];
   }
 
   /** Commands whose outcome could not be recorded, back to pending (kept until that works). */
