@@ -146,6 +146,21 @@ export interface UpstreamResponse<T> {
 
 const MAX_BODY_CHARS = 2000;
 
+/** What stays the same across the attempts of one request. */
+interface Call {
+  /** Whether a 5xx, network error or timeout may be retried (UpstreamRequest.idempotent). */
+  idempotent: boolean;
+  kind: string;
+  /** The URL's path, for logs and errors. */
+  path: string;
+  log: Logger;
+  /** The token was renewed once already after a 401. */
+  authRenewed: boolean;
+}
+
+/** What an answer leads to: the response, or another attempt (counted, or not for a token). */
+type Next<T> = { response: UpstreamResponse<T> } | { retry: 'attempt' | 'token' };
+
 /**
  * Sends one logical request, with the retries the system tolerates, and returns the
  * parsed body. Throws UpstreamError for everything that did not end in a 2xx (or an
@@ -155,37 +170,22 @@ export async function upstreamRequest<S extends z.ZodType>(
   ctx: UpstreamContext,
   req: UpstreamRequest<S>,
 ): Promise<UpstreamResponse<z.infer<S> | undefined>> {
-  const idempotent = req.idempotent ?? req.method !== 'POST';
-  const kind = req.kind ?? req.priority;
   const path = safePath(req.url);
-  const log = ctx.logger.child({ system: ctx.system, method: req.method, path, kind });
-  let authRenewed = false;
+  const kind = req.kind ?? req.priority;
+  const call: Call = {
+    idempotent: req.idempotent ?? req.method !== 'POST',
+    kind,
+    path,
+    log: ctx.logger.child({ system: ctx.system, method: req.method, path, kind }),
+    authRenewed: false,
+  };
 
   for (let attempt = 1; ; attempt++) {
-    if (req.fence?.() === false)
-      throw new FencedError(`${req.method} ${path} not sent: lease lapsed`);
+    if (req.fence?.() === false) throw notSent(req, path);
     const authHeaders = req.auth !== undefined ? await req.auth.headers() : {};
-    const queuedAt = performance.now();
-    const outcome = await ctx.pacer.schedule(() => {
-      ctx.metrics.pacerWait.observe(
-        { system: ctx.system, priority: req.priority },
-        (performance.now() - queuedAt) / 1000,
-      );
-      return sendOnce(ctx, req, authHeaders);
-    }, req.priority);
-    const statusLabel = outcome.type === 'response' ? String(outcome.status) : outcome.type;
-    ctx.metrics.upstreamRequests.inc({ system: ctx.system, kind, code: statusLabel });
-    if (outcome.type === 'fenced') {
-      throw new FencedError(`${req.method} ${path} not sent: lease lapsed`);
-    }
-    if (outcome.type !== 'aborted') {
-      ctx.metrics.upstreamDuration.observe({ system: ctx.system }, outcome.seconds);
-    }
-    log.debug(
-      { attempt, status: statusLabel, ms: Math.round(outcome.seconds * 1000) },
-      'upstream request',
-    );
-
+    const outcome = await sendPaced(ctx, req, authHeaders);
+    recordAttempt(ctx, call, attempt, outcome);
+    if (outcome.type === 'fenced') throw notSent(req, path);
     if (outcome.type === 'aborted') {
       throw new UpstreamError(ctx.system, undefined, true, `${req.method} ${path} aborted`);
     }
@@ -201,94 +201,171 @@ export async function upstreamRequest<S extends z.ZodType>(
         undefined,
         { cause: outcome.error },
       );
-      if (!idempotent || lastAttempt) throw error;
-      ctx.metrics.upstreamRetries.inc({ system: ctx.system, reason: outcome.type });
-      await ctx.sleep(backoffMs(ctx, attempt), req.signal);
+      await backOffOrThrow(ctx, req, call, attempt, lastAttempt, outcome.type, error);
       continue;
     }
-
     if (outcome.type !== 'response') continue;
-    const { status, text, retryAfterMs } = outcome;
-    if (status >= 200 && status < 300) {
-      ctx.pacer.credentialsAccepted();
-      return { status, data: parseBody(ctx, req, path, status, text) };
-    }
-    if (req.acceptStatus?.includes(status) === true) {
-      return { status, data: undefined };
-    }
+    const next = await answerOf(ctx, req, call, attempt, lastAttempt, outcome, authHeaders);
+    if ('response' in next) return next.response;
+    if (next.retry === 'token') attempt--; // a refused token is not a failed attempt of the request
+  }
+}
 
-    const body = problemBody(text);
-    if (status === 401 && req.auth !== undefined && !authRenewed) {
-      // PowerOffice: a token can expire or be revoked early; renew once, then give up
-      // (docs/vendor-apis.md).
-      authRenewed = true;
-      req.auth.invalidate(authHeaders);
-      ctx.metrics.upstreamRetries.inc({ system: ctx.system, reason: 'token' });
-      log.info({ attempt }, 'upstream answered 401; renewing the token once');
-      attempt--; // a refused token is not a failed attempt of the request itself
-      continue;
-    }
-    if (refusesCredentials(req, status)) {
-      // Credentials, not this request: pause the whole system and try them again later
-      // (DESIGN: writes and polls wait, nothing goes dead for it).
-      const message = `${ctx.system} refused the credentials (${req.method} ${path} answered ${status}${describeProblem(body)})`;
-      ctx.pacer.credentialsRefused(message);
-      ctx.metrics.upstreamRetries.inc({ system: ctx.system, reason: 'credentials' });
-      log.warn(
-        { attempt, status, retryInMs: ctx.pacer.credentialsRetryMs },
-        'credentials refused; the system is paused until they work again',
-      );
-      throw new CredentialsError(ctx.system, status, message, body, ctx.pacer.credentialsRetryMs);
-    }
-    if (status === 429) {
-      // Both vendors sit behind Azure APIM: wait Retry-After, at least 1 s, plus jitter, and
-      // pause the whole system, since the limit is per subscription key (docs/vendor-apis.md).
-      const waitMs =
-        Math.min(Math.max(retryAfterMs ?? 0, 1000), MAX_RETRY_AFTER_MS) +
-        Math.floor(ctx.random() * ctx.jitterMs);
-      if (retryAfterMs !== undefined && retryAfterMs > MAX_RETRY_AFTER_MS) {
-        log.warn(
-          { attempt, retryAfterMs, waitMs },
-          `upstream asked for a Retry-After above ${MAX_RETRY_AFTER_MS / 1000} s; capped`,
-        );
-      }
-      ctx.pacer.pauseFor(waitMs);
-      if (lastAttempt) {
-        throw new UpstreamError(
-          ctx.system,
-          status,
-          true,
-          `${ctx.system} ${req.method} ${path} answered 429 ${attempt} times`,
-          body,
-          waitMs,
-        );
-      }
-      ctx.metrics.upstreamRetries.inc({ system: ctx.system, reason: '429' });
-      log.warn({ attempt, waitMs }, 'upstream rate limit hit; pausing');
-      // The pacer is paused for everyone; this request re-queues and waits its turn after it.
-      continue;
-    }
-    if (status >= 500) {
-      const error = new UpstreamError(
-        ctx.system,
-        status,
-        true,
-        `${ctx.system} ${req.method} ${path} answered ${status}${describeProblem(body)}`,
-        body,
-      );
-      if (!idempotent || lastAttempt) throw error;
-      ctx.metrics.upstreamRetries.inc({ system: ctx.system, reason: '5xx' });
-      await ctx.sleep(backoffMs(ctx, attempt), req.signal);
-      continue;
-    }
-    throw new UpstreamError(
-      ctx.system,
-      status,
-      false,
-      `${ctx.system} ${req.method} ${path} answered ${status}${describeProblem(body)}`,
-      body,
+function notSent(req: UpstreamRequest<z.ZodType>, path: string): FencedError {
+  return new FencedError(`${req.method} ${path} not sent: lease lapsed`);
+}
+
+/** One attempt, sent when its turn in the system's pacer comes (the wait is measured). */
+function sendPaced<S extends z.ZodType>(
+  ctx: UpstreamContext,
+  req: UpstreamRequest<S>,
+  authHeaders: Record<string, string>,
+): Promise<Outcome> {
+  const queuedAt = performance.now();
+  return ctx.pacer.schedule(() => {
+    ctx.metrics.pacerWait.observe(
+      { system: ctx.system, priority: req.priority },
+      (performance.now() - queuedAt) / 1000,
+    );
+    return sendOnce(ctx, req, authHeaders);
+  }, req.priority);
+}
+
+/** The attempt's metrics and debug line (a fenced attempt, never sent, is only counted). */
+function recordAttempt(ctx: UpstreamContext, call: Call, attempt: number, outcome: Outcome): void {
+  const statusLabel = outcome.type === 'response' ? String(outcome.status) : outcome.type;
+  ctx.metrics.upstreamRequests.inc({ system: ctx.system, kind: call.kind, code: statusLabel });
+  if (outcome.type === 'fenced') return;
+  if (outcome.type !== 'aborted') {
+    ctx.metrics.upstreamDuration.observe({ system: ctx.system }, outcome.seconds);
+  }
+  call.log.debug(
+    { attempt, status: statusLabel, ms: Math.round(outcome.seconds * 1000) },
+    'upstream request',
+  );
+}
+
+/** Waits out the backoff before the next attempt, or throws `error` when none may follow. */
+async function backOffOrThrow(
+  ctx: UpstreamContext,
+  req: UpstreamRequest<z.ZodType>,
+  call: Call,
+  attempt: number,
+  lastAttempt: boolean,
+  reason: 'timeout' | 'network' | '5xx',
+  error: UpstreamError,
+): Promise<void> {
+  if (!call.idempotent || lastAttempt) throw error;
+  ctx.metrics.upstreamRetries.inc({ system: ctx.system, reason });
+  await ctx.sleep(backoffMs(ctx, attempt), req.signal);
+}
+
+/** What an HTTP answer leads to; throws the error it ends in. */
+async function answerOf<S extends z.ZodType>(
+  ctx: UpstreamContext,
+  req: UpstreamRequest<S>,
+  call: Call,
+  attempt: number,
+  lastAttempt: boolean,
+  outcome: Extract<Outcome, { type: 'response' }>,
+  authHeaders: Record<string, string>,
+): Promise<Next<z.infer<S> | undefined>> {
+  const { status, text, retryAfterMs } = outcome;
+  if (status >= 200 && status < 300) {
+    ctx.pacer.credentialsAccepted();
+    return { response: { status, data: parseBody(ctx, req, call.path, status, text) } };
+  }
+  if (req.acceptStatus?.includes(status) === true) {
+    return { response: { status, data: undefined } };
+  }
+
+  const body = problemBody(text);
+  if (status === 401 && req.auth !== undefined && !call.authRenewed) {
+    // PowerOffice: a token can expire or be revoked early; renew once, then give up
+    // (docs/vendor-apis.md).
+    call.authRenewed = true;
+    req.auth.invalidate(authHeaders);
+    ctx.metrics.upstreamRetries.inc({ system: ctx.system, reason: 'token' });
+    call.log.info({ attempt }, 'upstream answered 401; renewing the token once');
+    return { retry: 'token' };
+  }
+  if (refusesCredentials(req, status))
+    throw credentialsRefused(ctx, req, call, attempt, status, body);
+  if (status === 429) {
+    pauseForRateLimit(ctx, req, call, attempt, lastAttempt, retryAfterMs, body);
+    return { retry: 'attempt' };
+  }
+  const error = new UpstreamError(
+    ctx.system,
+    status,
+    status >= 500,
+    `${ctx.system} ${req.method} ${call.path} answered ${status}${describeProblem(body)}`,
+    body,
+  );
+  if (status < 500) throw error;
+  await backOffOrThrow(ctx, req, call, attempt, lastAttempt, '5xx', error);
+  return { retry: 'attempt' };
+}
+
+/**
+ * Credentials, not this request: pauses the whole system to try them again later (DESIGN:
+ * writes and polls wait, nothing goes dead for it) and returns the error to throw.
+ */
+function credentialsRefused(
+  ctx: UpstreamContext,
+  req: UpstreamRequest<z.ZodType>,
+  call: Call,
+  attempt: number,
+  status: number,
+  body: unknown,
+): CredentialsError {
+  const message = `${ctx.system} refused the credentials (${req.method} ${call.path} answered ${status}${describeProblem(body)})`;
+  ctx.pacer.credentialsRefused(message);
+  ctx.metrics.upstreamRetries.inc({ system: ctx.system, reason: 'credentials' });
+  call.log.warn(
+    { attempt, status, retryInMs: ctx.pacer.credentialsRetryMs },
+    'credentials refused; the system is paused until they work again',
+  );
+  return new CredentialsError(ctx.system, status, message, body, ctx.pacer.credentialsRetryMs);
+}
+
+/**
+ * A 429: both vendors sit behind Azure APIM, so this waits Retry-After (at least 1 s, plus
+ * jitter) and pauses the whole system, since the limit is per subscription key
+ * (docs/vendor-apis.md). Throws on the last attempt.
+ */
+function pauseForRateLimit(
+  ctx: UpstreamContext,
+  req: UpstreamRequest<z.ZodType>,
+  call: Call,
+  attempt: number,
+  lastAttempt: boolean,
+  retryAfterMs: number | undefined,
+  body: unknown,
+): void {
+  const waitMs =
+    Math.min(Math.max(retryAfterMs ?? 0, 1000), MAX_RETRY_AFTER_MS) +
+    Math.floor(ctx.random() * ctx.jitterMs);
+  if (retryAfterMs !== undefined && retryAfterMs > MAX_RETRY_AFTER_MS) {
+    call.log.warn(
+      { attempt, retryAfterMs, waitMs },
+      `upstream asked for a Retry-After above ${MAX_RETRY_AFTER_MS / 1000} s; capped`,
     );
   }
+  ctx.pacer.pauseFor(waitMs);
+  if (lastAttempt) {
+    throw new UpstreamError(
+      ctx.system,
+      429,
+      true,
+      `${ctx.system} ${req.method} ${call.path} answered 429 ${attempt} times`,
+      body,
+      waitMs,
+    );
+  }
+  ctx.metrics.upstreamRetries.inc({ system: ctx.system, reason: '429' });
+  call.log.warn({ attempt, waitMs }, 'upstream rate limit hit; pausing');
+  // The pacer is paused for everyone; this request re-queues and waits its turn after it.
 }
 
 /**

@@ -30,6 +30,15 @@ import {
   type MergeRuleName,
   type RecordType,
 } from './flows.js';
+import {
+  auditEntriesForLink,
+  fieldConflictRow,
+  fieldNamed,
+  markInflight,
+  syncDecisionLog,
+  syncDetail,
+  updateTarget,
+} from './link-entries.js';
 import { getPath, writableValue } from './normalize.js';
 import { recordReferenceWaits, referenceTranslator } from './references.js';
 
@@ -112,57 +121,77 @@ export async function tryLink(
   record: RecordRow,
   gateOpen: boolean,
 ): Promise<LinkOutcome> {
-  const { db } = ctx;
-  const id = record.record_id;
-  const audit: AuditEntry[] = [];
   // Pairs an operator unlinked are held apart: only a manual link joins them again.
-  const heldApart = await listHeldApart(db, flow.id, side, id);
-
-  // 1. Our own creates.
-  if (side === 'poweroffice') {
-    const tidsbankenId = originTidsbankenId(flow, record.data);
-    if (tidsbankenId !== undefined && !heldApart.has(tidsbankenId)) {
-      const taken = await findActiveLink(db, flow.id, 'tidsbanken', tidsbankenId);
-      if (taken === undefined) {
-        const link = await insertLink(
-          db,
-          newLinkFor(flow, tidsbankenId, id, record.parent_id, 'created'),
-        );
-        if (link !== undefined) {
-          await recordLinked(ctx, flow, link, 'created');
-          return { link };
-        }
-      }
-    }
-  } else {
-    const create = await findCreateOf(db, 'tidsbanken', flow.tidsbanken, id, flow.id);
-    if (create?.origin_record_id && !heldApart.has(create.origin_record_id)) {
-      const taken = await findActiveLink(db, flow.id, 'poweroffice', create.origin_record_id);
-      if (taken === undefined) {
-        const origin = await getMirrorRecord(
-          db,
-          'poweroffice',
-          flow.poweroffice,
-          create.origin_record_id,
-        );
-        const link = await insertLink(
-          db,
-          newLinkFor(flow, id, create.origin_record_id, origin?.parent_id ?? null, 'created'),
-        );
-        if (link !== undefined) {
-          await recordLinked(ctx, flow, link, 'created');
-          return { link };
-        }
-      }
-    }
-  }
+  const heldApart = await listHeldApart(ctx.db, flow.id, side, record.record_id);
+  const own = await linkOwnCreate(ctx, flow, side, record, heldApart);
+  if (own !== undefined) return { link: own };
   if (!gateOpen) return {};
+  return linkByMergeRules(ctx, flow, side, record, heldApart);
+}
 
-  // 2. Merge rules, one-to-one over the whole mirror.
+/**
+ * The id of the counterpart a record of ours stems from: a PowerOffice record we created
+ * carries its Tidsbanken origin; a Tidsbanken record we created has its create command.
+ */
+async function ownCreateOrigin(
+  ctx: SyncContext,
+  flow: FlowDefinition,
+  side: SystemName,
+  record: RecordRow,
+): Promise<string | undefined> {
+  if (side === 'poweroffice') return originTidsbankenId(flow, record.data);
+  const create = await findCreateOf(
+    ctx.db,
+    'tidsbanken',
+    flow.tidsbanken,
+    record.record_id,
+    flow.id,
+  );
+  return create?.origin_record_id || undefined;
+}
+
+/** Links a record we created to the record it stems from, unless that one is taken. */
+async function linkOwnCreate(
+  ctx: SyncContext,
+  flow: FlowDefinition,
+  side: SystemName,
+  record: RecordRow,
+  heldApart: Set<string>,
+): Promise<LinkRow | undefined> {
+  const { db } = ctx;
+  const originId = await ownCreateOrigin(ctx, flow, side, record);
+  if (originId === undefined || heldApart.has(originId)) return undefined;
+  const taken = await findActiveLink(db, flow.id, OTHER[side], originId);
+  if (taken !== undefined) return undefined;
+  let newLink;
+  if (side === 'poweroffice') {
+    newLink = newLinkFor(flow, originId, record.record_id, record.parent_id, 'created');
+  } else {
+    const origin = await getMirrorRecord(db, 'poweroffice', flow.poweroffice, originId);
+    newLink = newLinkFor(flow, record.record_id, originId, origin?.parent_id ?? null, 'created');
+  }
+  const link = await insertLink(db, newLink);
+  if (link !== undefined) await recordLinked(ctx, flow, link, 'created');
+  return link;
+}
+
+interface Candidate {
+  system: SystemName;
+  recordId: string;
+}
+
+/** Merge rules, one-to-one over the whole mirror. */
+async function linkByMergeRules(
+  ctx: SyncContext,
+  flow: FlowDefinition,
+  side: SystemName,
+  record: RecordRow,
+  heldApart: Set<string>,
+): Promise<LinkOutcome> {
   const otherSide = OTHER[side];
   const mine = keysOfRow(record);
   const matches = await findMirrorRecordsByKeys(
-    db,
+    ctx.db,
     otherSide,
     typeOn(flow, otherSide),
     ruleKeys(flow, mine),
@@ -172,80 +201,108 @@ export async function tryLink(
   if (matches.length === 0) {
     return { commandQueued: await queueCreateIfConfigured(ctx, flow, side, record) };
   }
-  const ambiguous = async (reason: string, list: { system: SystemName; recordId: string }[]) => {
-    const { created } = await upsertAmbiguousMatch(db, {
-      flow: flow.id,
-      system: side,
-      recordType: record.record_type,
-      recordId: id,
-      candidates: list,
-      reason,
-    });
-    if (created) {
-      audit.push({
-        system: side,
-        recordType: record.record_type,
-        recordId: id,
-        kind: 'conflict',
-        flow: flow.id,
-        eventId: ctx.eventId ?? null,
-        detail: { conflict: 'ambiguous_match', reason, candidates: list },
-      });
-      ctx.logger.info(
-        {
-          flow: flow.id,
-          system: side,
-          recordId: id,
-          decision: 'ambiguous_match',
-          reason,
-          candidates: list,
-        },
-        'sync decision',
-      );
-    }
-    await insertAuditEntries(db, audit);
+  const ambiguity = await whyNotOneToOne(ctx, flow, side, record, matches);
+  if (ambiguity !== undefined) {
+    await recordAmbiguousMatch(ctx, flow, side, record, ambiguity.reason, ambiguity.candidates);
     return { conflict: true };
-  };
-  if (matches.length > 1) {
-    return ambiguous(
-      'several records match',
-      matches.map((c) => ({ system: otherSide, recordId: c.record_id })),
-    );
   }
   const counterpart = matches[0]!;
-  const rivals = await findMirrorRecordsByKeys(
-    db,
-    side,
-    record.record_type,
-    ruleKeys(flow, keysOfRow(counterpart)),
-  );
-  if (rivals.length !== 1 || rivals[0]!.record_id !== id) {
-    return ambiguous('the counterpart matches several records on this side', [
-      { system: otherSide, recordId: counterpart.record_id },
-      ...rivals
-        .filter((r) => r.record_id !== id)
-        .map((r) => ({ system: side, recordId: r.record_id })),
-    ]);
-  }
-  const existing = await findActiveLink(db, flow.id, otherSide, counterpart.record_id);
-  if (existing !== undefined) {
-    const linkedTo = otherSide === 'tidsbanken' ? existing.poweroffice_id : existing.tidsbanken_id;
-    return ambiguous(`the counterpart is already linked to ${side} ${linkedTo}`, [
-      { system: otherSide, recordId: counterpart.record_id },
-      { system: side, recordId: linkedTo },
-    ]);
-  }
   // Its one and only match is held apart from it: it stays unlinked (and is not created).
   if (heldApart.has(counterpart.record_id)) return {};
   const [tb, po] = side === 'tidsbanken' ? [record, counterpart] : [counterpart, record];
   const rule = matchedRule(flow, mine, keysOfRow(counterpart));
   const link = await insertLink(
-    db,
+    ctx.db,
     newLinkFor(flow, tb.record_id, po.record_id, po.parent_id, rule),
   );
   if (link === undefined) return {};
   await recordLinked(ctx, flow, link, rule);
   return { link };
+}
+
+/**
+ * Why the record and its matches are not a one-to-one pair, with the records involved, or
+ * undefined when they are: one match, matching back only this record, not linked yet.
+ */
+async function whyNotOneToOne(
+  ctx: SyncContext,
+  flow: FlowDefinition,
+  side: SystemName,
+  record: RecordRow,
+  matches: RecordRow[],
+): Promise<{ reason: string; candidates: Candidate[] } | undefined> {
+  const otherSide = OTHER[side];
+  const id = record.record_id;
+  if (matches.length > 1) {
+    return {
+      reason: 'several records match',
+      candidates: matches.map((c) => ({ system: otherSide, recordId: c.record_id })),
+    };
+  }
+  const counterpart = matches[0]!;
+  const rivals = await findMirrorRecordsByKeys(
+    ctx.db,
+    side,
+    record.record_type,
+    ruleKeys(flow, keysOfRow(counterpart)),
+  );
+  if (rivals.length !== 1 || rivals[0]!.record_id !== id) {
+    return {
+      reason: 'the counterpart matches several records on this side',
+      candidates: [
+        { system: otherSide, recordId: counterpart.record_id },
+        ...rivals
+          .filter((r) => r.record_id !== id)
+          .map((r) => ({ system: side, recordId: r.record_id })),
+      ],
+    };
+  }
+  const existing = await findActiveLink(ctx.db, flow.id, otherSide, counterpart.record_id);
+  if (existing === undefined) return undefined;
+  const linkedTo = otherSide === 'tidsbanken' ? existing.poweroffice_id : existing.tidsbanken_id;
+  return {
+    reason: `the counterpart is already linked to ${side} ${linkedTo}`,
+    candidates: [
+      { system: otherSide, recordId: counterpart.record_id },
+      { system: side, recordId: linkedTo },
+    ],
+  };
+}
+
+/** The record's ambiguous_match conflict; audited and logged only when it is new. */
+async function recordAmbiguousMatch(
+  ctx: SyncContext,
+  flow: FlowDefinition,
+  side: SystemName,
+  record: RecordRow,
+  reason: string,
+  candidates: Candidate[],
+): Promise<void> {
+  const id = record.record_id;
+  const { created } = await upsertAmbiguousMatch(ctx.db, {
+    flow: flow.id,
+    system: side,
+    recordType: record.record_type,
+    recordId: id,
+    candidates,
+    reason,
+  });
+  if (!created) return;
+  ctx.logger.info(
+    { flow: flow.id, system: side, recordId: id, decision: 'ambiguous_match', reason, candidates },
+    'sync decision',
+  );
+  await insertAuditEntries(ctx.db, [
+    {
+      system: side,
+      recordType: record.record_type,
+      recordId: id,
+      kind: 'conflict',
+      flow: flow.id,
+      eventId: ctx.eventId ?? null,
+      detail: { conflict: 'ambiguous_match', reason, candidates },
+    },
+  ]);
 }
 
 /** One audit entry in the history of each of the link's two records. */
@@ -258,16 +315,7 @@ async function auditBothRecords(
 ): Promise<void> {
   await insertAuditEntries(
     ctx.db,
-    (['tidsbanken', 'poweroffice'] as const).map((side) => ({
-      system: side,
-      recordType: typeOn(flow, side),
-      recordId: side === 'tidsbanken' ? link.tidsbanken_id : link.poweroffice_id,
-      kind,
-      flow: flow.id,
-      linkId: link.id,
-      eventId: ctx.eventId ?? null,
-      detail,
-    })),
+    auditEntriesForLink(flow, link, kind, ctx.eventId ?? null, detail),
   );
 }
 
@@ -443,17 +491,7 @@ export async function syncLink(
   });
   await recordReferenceWaits(ctx, flow, [{ link, unresolved: result.unresolved }]);
   for (const conflict of result.conflicts) {
-    await insertFieldConflict(db, {
-      flow: flow.id,
-      system: 'tidsbanken',
-      recordType: flow.tidsbanken,
-      recordId: link.tidsbanken_id,
-      linkId: link.id,
-      field: conflict.key,
-      tidsbankenValue: conflict.tidsbanken,
-      powerofficeValue: conflict.poweroffice,
-      resolution: conflict.resolution,
-    });
+    await insertFieldConflict(db, fieldConflictRow(flow, link, conflict));
   }
   const changed = result.changes.length > 0 || result.conflicts.length > 0 || first;
   if (changed) await recordSync(ctx, flow, link, result, commands, first);
@@ -468,7 +506,6 @@ async function queueWrites(
   result: DiffResult,
   records: Record<SystemName, Record<string, unknown>>,
 ): Promise<string[]> {
-  const inflight = result.inflight;
   const commands: string[] = [];
   for (const side of ['tidsbanken', 'poweroffice'] as const) {
     const target = updateTarget(flow, link, side);
@@ -479,10 +516,7 @@ async function queueWrites(
     if (Object.keys(writes).length === 0) continue;
     const commandId = await upsertPendingUpdate(ctx.db, target, writes);
     commands.push(commandId);
-    for (const name of Object.keys(writes)) {
-      const key = fieldNamed(flow, side, name).key;
-      inflight[side]![key] = { stale: inflight[side]![key]?.stale ?? [], command: commandId };
-    }
+    markInflight(flow, result.inflight, side, writes, commandId);
   }
   return commands;
 }
@@ -519,31 +553,6 @@ async function dropWrites(
   return again;
 }
 
-function updateTarget(flow: FlowDefinition, link: LinkRow, side: SystemName) {
-  return side === 'tidsbanken'
-    ? {
-        system: 'tidsbanken' as const,
-        recordType: flow.tidsbanken,
-        recordId: link.tidsbanken_id,
-        parentId: null,
-        flow: flow.id,
-        linkId: link.id,
-      }
-    : {
-        system: 'poweroffice' as const,
-        recordType: flow.poweroffice,
-        recordId: link.poweroffice_id,
-        parentId: link.poweroffice_parent_id,
-        flow: flow.id,
-        linkId: link.id,
-      };
-}
-
-/** The mapping of a field by its name on `side` (a Tidsbanken field, a PowerOffice path). */
-function fieldNamed(flow: FlowDefinition, side: SystemName, name: string) {
-  return flow.fields.find((f) => (side === 'tidsbanken' ? f.tidsbanken : f.poweroffice) === name)!;
-}
-
 /** The sync's audit entry on both records, and its log line. */
 async function recordSync(
   ctx: SyncContext,
@@ -553,25 +562,6 @@ async function recordSync(
   commands: string[],
   first: boolean,
 ): Promise<void> {
-  const detail = {
-    firstSync: first,
-    changes: result.changes,
-    conflicts: result.conflicts,
-    writes: result.writes,
-    commands,
-  };
-  await auditBothRecords(ctx, flow, link, 'diff', detail);
-  ctx.logger.info(
-    {
-      flow: flow.id,
-      link: link.id,
-      tidsbankenId: link.tidsbanken_id,
-      powerofficeId: link.poweroffice_id,
-      decision: first ? 'first_sync' : 'sync',
-      fieldsChanged: result.changes.map((c) => `${c.key}←${c.source}`),
-      conflicts: result.conflicts.map((c) => `${c.key}: ${c.resolution}`),
-      commands,
-    },
-    'sync decision',
-  );
+  await auditBothRecords(ctx, flow, link, 'diff', syncDetail(result, commands, first));
+  ctx.logger.info(syncDecisionLog(flow, link, result, commands, first), 'sync decision');
 }

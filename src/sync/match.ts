@@ -1,11 +1,6 @@
 import type { Config } from '../config.js';
 import { insertAuditEntries, type AuditEntry } from '../db/audit.js';
-import {
-  insertPendingUpdates,
-  targetKey,
-  upsertPendingUpdate,
-  type UpdateTarget,
-} from '../db/commands.js';
+import { insertPendingUpdates, targetKey, upsertPendingUpdate } from '../db/commands.js';
 import {
   insertFieldConflicts,
   upsertAmbiguousMatches,
@@ -23,8 +18,16 @@ import {
 } from '../db/records.js';
 import type { LinkRow, RecordRow, SystemName } from '../db/schema.js';
 import type { Logger } from '../lib/logger.js';
-import { diffLink, type Inflight } from './diff.js';
+import { diffLink, type DiffResult, type Inflight } from './diff.js';
 import { MERGE_RULE_KEY, type FlowDefinition, type MatchKeys } from './flows.js';
+import {
+  auditEntriesForLink,
+  fieldConflictRow,
+  markInflight,
+  syncDecisionLog,
+  syncDetail,
+  updateTarget,
+} from './link-entries.js';
 import { syncLink, tryLink, type SyncContext } from './link.js';
 import { recordReferenceWaits, referenceTranslator } from './references.js';
 
@@ -64,6 +67,8 @@ export interface MatchCounts {
   conflicts: number;
   commandsQueued: number;
 }
+
+const SIDES = ['tidsbanken', 'poweroffice'] as const;
 
 /** Records per transaction where the work is per record (creates, links by origin). */
 const RECORD_CHUNK = 100;
@@ -174,8 +179,8 @@ export async function syncNewLinks(
   deps: MatchDeps,
   flow: FlowDefinition,
   afterLinkId: string,
-  onBatch?: (counts: { synced: number; commandsQueued: number; conflicts: number }) => void,
-): Promise<{ synced: number; commandsQueued: number; conflicts: number }> {
+  onBatch?: (counts: BatchCounts) => void,
+): Promise<BatchCounts> {
   const totals = { synced: 0, commandsQueued: 0, conflicts: 0 };
   let after = afterLinkId;
   for (;;) {
@@ -194,6 +199,21 @@ export async function syncNewLinks(
   return totals;
 }
 
+type BatchCounts = { synced: number; commandsQueued: number; conflicts: number };
+
+/** A link of the batch whose first sync is written with the batch. */
+interface Planned {
+  link: LinkRow;
+  result: DiffResult;
+}
+
+/** The batch's rows, written in one statement each. */
+interface BatchRows {
+  states: { id: string; shadow: Record<string, unknown>; inflight: Inflight }[];
+  conflicts: NewFieldConflict[];
+  audit: AuditEntry[];
+}
+
 const updatedAtMs = (row: RecordRow): number | undefined =>
   row.source_updated_at === null ? undefined : new Date(row.source_updated_at).getTime();
 
@@ -201,176 +221,21 @@ async function firstSyncBatch(
   ctx: SyncContext,
   flow: FlowDefinition,
   links: LinkRow[],
-): Promise<{ synced: number; commandsQueued: number; conflicts: number }> {
+): Promise<BatchCounts> {
   const counts = { synced: 0, commandsQueued: 0, conflicts: 0 };
   if (links.length === 0) return counts;
-  const { db } = ctx;
-  const byId = (rows: RecordRow[]) => new Map(rows.map((r) => [r.record_id, r]));
-  const tbs = byId(
-    await getMirrorRecords(
-      db,
-      'tidsbanken',
-      flow.tidsbanken,
-      links.map((l) => l.tidsbanken_id),
-    ),
-  );
-  const pos = byId(
-    await getMirrorRecords(
-      db,
-      'poweroffice',
-      flow.poweroffice,
-      links.map((l) => l.poweroffice_id),
-    ),
-  );
-  const keyOf = (side: SystemName, target: string) =>
-    flow.fields.find((f) => (side === 'tidsbanken' ? f.tidsbanken : f.poweroffice) === target)!.key;
-
-  const translate = await referenceTranslator(
-    db,
-    flow,
-    links.flatMap((l) => {
-      const tb = tbs.get(l.tidsbanken_id);
-      const po = pos.get(l.poweroffice_id);
-      return tb && po ? [{ tidsbanken: tb.data, poweroffice: po.data }] : [];
-    }),
-  );
-
-  interface Planned {
-    link: LinkRow;
-    result: ReturnType<typeof diffLink>;
-    targets: Record<SystemName, UpdateTarget>;
-  }
-  const planned: Planned[] = [];
-  const oneByOne: LinkRow[] = [];
-  for (const link of links) {
-    const tb = tbs.get(link.tidsbanken_id);
-    const po = pos.get(link.poweroffice_id);
-    // Not read yet, or gone: nothing to compare with (the link waits, as in syncLink).
-    if (tb === undefined || po === undefined || tb.deleted_at !== null || po.deleted_at !== null) {
-      continue;
-    }
-    const result = diffLink({
-      flow,
-      tidsbanken: { record: tb.data, updatedAt: updatedAtMs(tb) },
-      poweroffice: { record: po.data, updatedAt: updatedAtMs(po) },
-      shadow: undefined,
-      inflight: link.inflight,
-      policy: ctx.config.conflictPolicy,
-      translate,
-    });
-    if (result.drops.tidsbanken.length > 0 || result.drops.poweroffice.length > 0) {
-      oneByOne.push(link);
-      continue;
-    }
-    planned.push({
-      link,
-      result,
-      targets: {
-        tidsbanken: {
-          system: 'tidsbanken',
-          recordType: flow.tidsbanken,
-          recordId: link.tidsbanken_id,
-          parentId: null,
-          flow: flow.id,
-          linkId: link.id,
-        },
-        poweroffice: {
-          system: 'poweroffice',
-          recordType: flow.poweroffice,
-          recordId: link.poweroffice_id,
-          parentId: link.poweroffice_parent_id,
-          flow: flow.id,
-          linkId: link.id,
-        },
-      },
-    });
-  }
-
-  // Commands: one insert for the batch; a target with a pending update already (written by
-  // another flow of the same record) is folded into it, as upsertPendingUpdate does.
-  const updates = planned.flatMap((p) =>
-    (['tidsbanken', 'poweroffice'] as const)
-      .filter((side) => Object.keys(p.result.writes[side]).length > 0)
-      .map((side) => ({ target: p.targets[side], fields: p.result.writes[side] })),
-  );
-  const commandIds = await insertPendingUpdates(db, updates);
-  for (const { target, fields } of updates) {
-    const key = targetKey(target.system, target.recordType, target.recordId);
-    if (!commandIds.has(key)) commandIds.set(key, await upsertPendingUpdate(db, target, fields));
-  }
-
-  const states: { id: string; shadow: Record<string, unknown>; inflight: Inflight }[] = [];
-  const conflicts: NewFieldConflict[] = [];
-  const audit: AuditEntry[] = [];
-  for (const { link, result, targets } of planned) {
-    const inflight = result.inflight;
-    const commands: string[] = [];
-    for (const side of ['tidsbanken', 'poweroffice'] as const) {
-      const writes = result.writes[side];
-      if (Object.keys(writes).length === 0) continue;
-      const t = targets[side];
-      const commandId = commandIds.get(targetKey(t.system, t.recordType, t.recordId))!;
-      commands.push(commandId);
-      for (const target of Object.keys(writes)) {
-        const key = keyOf(side, target);
-        inflight[side]![key] = { stale: inflight[side]![key]?.stale ?? [], command: commandId };
-      }
-    }
-    states.push({ id: link.id, shadow: result.shadow, inflight });
-    for (const conflict of result.conflicts) {
-      conflicts.push({
-        flow: flow.id,
-        system: 'tidsbanken',
-        recordType: flow.tidsbanken,
-        recordId: link.tidsbanken_id,
-        linkId: link.id,
-        field: conflict.key,
-        tidsbankenValue: conflict.tidsbanken,
-        powerofficeValue: conflict.poweroffice,
-        resolution: conflict.resolution,
-      });
-    }
-    const detail = {
-      firstSync: true,
-      changes: result.changes,
-      conflicts: result.conflicts,
-      writes: result.writes,
-      commands,
-    };
-    for (const side of ['tidsbanken', 'poweroffice'] as const) {
-      audit.push({
-        system: side,
-        recordType: side === 'tidsbanken' ? flow.tidsbanken : flow.poweroffice,
-        recordId: side === 'tidsbanken' ? link.tidsbanken_id : link.poweroffice_id,
-        kind: 'diff',
-        flow: flow.id,
-        linkId: link.id,
-        eventId: null,
-        detail,
-      });
-    }
-    // One line per link at debug: the audit trail has every decision, and a sweep over
-    // 100 000 records would otherwise write 100 000 info lines.
-    ctx.logger.debug(
-      {
-        flow: flow.id,
-        link: link.id,
-        tidsbankenId: link.tidsbanken_id,
-        powerofficeId: link.poweroffice_id,
-        decision: 'first_sync',
-        fieldsChanged: result.changes.map((c) => `${c.key}←${c.source}`),
-        conflicts: result.conflicts.map((c) => `${c.key}: ${c.resolution}`),
-        commands,
-      },
-      'sync decision',
-    );
+  const { planned, oneByOne } = await planFirstSyncs(ctx, flow, links);
+  const commandIds = await queueBatchUpdates(ctx, flow, planned);
+  const rows: BatchRows = { states: [], conflicts: [], audit: [] };
+  for (const { link, result } of planned) {
+    const commands = collectFirstSync(ctx, flow, link, result, commandIds, rows);
     counts.synced++;
     counts.commandsQueued += commands.length;
     counts.conflicts += result.conflicts.length;
   }
-  await updateLinkStates(db, states);
-  await insertFieldConflicts(db, conflicts);
-  await insertAuditEntries(db, audit);
+  await updateLinkStates(ctx.db, rows.states);
+  await insertFieldConflicts(ctx.db, rows.conflicts);
+  await insertAuditEntries(ctx.db, rows.audit);
   await recordReferenceWaits(
     ctx,
     flow,
@@ -384,4 +249,117 @@ async function firstSyncBatch(
     counts.conflicts += outcome.conflicts;
   }
   return counts;
+}
+
+/** The mirror records of the batch's links on both sides, by record id (two statements). */
+async function readBatchRecords(ctx: SyncContext, flow: FlowDefinition, links: LinkRow[]) {
+  const byId = (rows: RecordRow[]) => new Map(rows.map((r) => [r.record_id, r]));
+  const ids = (side: SystemName) =>
+    links.map((l) => (side === 'tidsbanken' ? l.tidsbanken_id : l.poweroffice_id));
+  return {
+    tbs: byId(await getMirrorRecords(ctx.db, 'tidsbanken', flow.tidsbanken, ids('tidsbanken'))),
+    pos: byId(await getMirrorRecords(ctx.db, 'poweroffice', flow.poweroffice, ids('poweroffice'))),
+  };
+}
+
+/**
+ * Diffs each link of the batch in memory. A link whose records are not both read (or are
+ * gone) waits, as in syncLink; one whose diff takes fields back out of a queued write goes
+ * one by one through syncLink.
+ */
+async function planFirstSyncs(
+  ctx: SyncContext,
+  flow: FlowDefinition,
+  links: LinkRow[],
+): Promise<{ planned: Planned[]; oneByOne: LinkRow[] }> {
+  const { tbs, pos } = await readBatchRecords(ctx, flow, links);
+  const pairs = links.flatMap((link) => {
+    const tb = tbs.get(link.tidsbanken_id);
+    const po = pos.get(link.poweroffice_id);
+    return tb && po ? [{ link, tb, po }] : [];
+  });
+  const translate = await referenceTranslator(
+    ctx.db,
+    flow,
+    pairs.map(({ tb, po }) => ({ tidsbanken: tb.data, poweroffice: po.data })),
+  );
+  const planned: Planned[] = [];
+  const oneByOne: LinkRow[] = [];
+  for (const { link, tb, po } of pairs) {
+    if (tb.deleted_at !== null || po.deleted_at !== null) continue;
+    const result = diffLink({
+      flow,
+      tidsbanken: { record: tb.data, updatedAt: updatedAtMs(tb) },
+      poweroffice: { record: po.data, updatedAt: updatedAtMs(po) },
+      shadow: undefined,
+      inflight: link.inflight,
+      policy: ctx.config.conflictPolicy,
+      translate,
+    });
+    if (result.drops.tidsbanken.length > 0 || result.drops.poweroffice.length > 0) {
+      oneByOne.push(link);
+    } else {
+      planned.push({ link, result });
+    }
+  }
+  return { planned, oneByOne };
+}
+
+/**
+ * The batch's update commands in one insert, by target key. A target with a pending update
+ * already (written by another flow of the same record) is folded into it, as
+ * upsertPendingUpdate does.
+ */
+async function queueBatchUpdates(
+  ctx: SyncContext,
+  flow: FlowDefinition,
+  planned: Planned[],
+): Promise<Map<string, string>> {
+  const updates = planned.flatMap((p) =>
+    SIDES.filter((side) => Object.keys(p.result.writes[side]).length > 0).map((side) => ({
+      target: updateTarget(flow, p.link, side),
+      fields: p.result.writes[side],
+    })),
+  );
+  const commandIds = await insertPendingUpdates(ctx.db, updates);
+  for (const { target, fields } of updates) {
+    const key = targetKey(target.system, target.recordType, target.recordId);
+    if (!commandIds.has(key)) {
+      commandIds.set(key, await upsertPendingUpdate(ctx.db, target, fields));
+    }
+  }
+  return commandIds;
+}
+
+/**
+ * One planned link's state, field conflicts and audit entries, added to the batch's rows;
+ * returns the commands that carry its writes.
+ */
+function collectFirstSync(
+  ctx: SyncContext,
+  flow: FlowDefinition,
+  link: LinkRow,
+  result: DiffResult,
+  commandIds: Map<string, string>,
+  rows: BatchRows,
+): string[] {
+  const commands: string[] = [];
+  for (const side of SIDES) {
+    const writes = result.writes[side];
+    if (Object.keys(writes).length === 0) continue;
+    const t = updateTarget(flow, link, side);
+    const commandId = commandIds.get(targetKey(t.system, t.recordType, t.recordId))!;
+    commands.push(commandId);
+    markInflight(flow, result.inflight, side, writes, commandId);
+  }
+  rows.states.push({ id: link.id, shadow: result.shadow, inflight: result.inflight });
+  for (const conflict of result.conflicts)
+    rows.conflicts.push(fieldConflictRow(flow, link, conflict));
+  rows.audit.push(
+    ...auditEntriesForLink(flow, link, 'diff', null, syncDetail(result, commands, true)),
+  );
+  // One line per link at debug: the audit trail has every decision, and a sweep over
+  // 100 000 records would otherwise write 100 000 info lines.
+  ctx.logger.debug(syncDecisionLog(flow, link, result, commands, true), 'sync decision');
+  return commands;
 }

@@ -5,6 +5,7 @@ import { replaceReferenceWaits, type ReferenceWait } from '../db/reference-waits
 import type { LinkRow, SystemName } from '../db/schema.js';
 import type { TranslateReference, UnresolvedReference } from './diff.js';
 import type { FlowDefinition } from './flows.js';
+import { auditEntriesForLink } from './link-entries.js';
 import type { SyncContext } from './link.js';
 import { writableValue } from './normalize.js';
 
@@ -78,23 +79,14 @@ export async function recordReferenceWaits(
   const audit: AuditEntry[] = [];
   const note = (wait: ReferenceWait, state: 'waiting' | 'resolved') => {
     const link = links.get(wait.linkId)!;
-    for (const side of ['tidsbanken', 'poweroffice'] as const) {
-      audit.push({
-        system: side,
-        recordType: side === 'tidsbanken' ? flow.tidsbanken : flow.poweroffice,
-        recordId: side === 'tidsbanken' ? link.tidsbanken_id : link.poweroffice_id,
-        kind: 'reference',
-        flow: flow.id,
-        linkId: link.id,
-        eventId: ctx.eventId ?? null,
-        detail: {
-          reference: state,
-          field: wait.field,
-          // The record named, and the flow it waits to be linked in.
-          waitsFor: { flow: wait.flow, system: wait.system, recordId: wait.id },
-        },
-      });
-    }
+    audit.push(
+      ...auditEntriesForLink(flow, link, 'reference', ctx.eventId ?? null, {
+        reference: state,
+        field: wait.field,
+        // The record named, and the flow it waits to be linked in.
+        waitsFor: { flow: wait.flow, system: wait.system, recordId: wait.id },
+      }),
+    );
     ctx.logger.info(
       {
         flow: flow.id,
