@@ -131,6 +131,12 @@ const EnvSchema = z
       .int()
       .positive({ error: 'must be greater than 0' })
       .default(5000),
+    // Off behind a pooler in transaction mode that cannot keep named prepared statements
+    // (PgBouncer before 1.21, or max_prepared_statements = 0).
+    DATABASE_PREPARED_STATEMENTS: z
+      .enum(['true', 'false', '1', '0'], { error: 'must be true or false' })
+      .default('true')
+      .transform((v) => v === 'true' || v === '1'),
     DATABASE_STATEMENT_TIMEOUT_MS: z.coerce
       .number({ error: 'must be a number of milliseconds' })
       .int()
@@ -226,7 +232,7 @@ export interface Config {
   /** After SIGTERM, /readyz answers 503 this long before the server stops accepting. */
   shutdownDelayMs: number;
   /** PostgreSQL: the bounds on every wait (0: no statement timeout). */
-  database: { connectTimeoutMs: number; statementTimeoutMs: number };
+  database: { connectTimeoutMs: number; statementTimeoutMs: number; preparedStatements: boolean };
   /** Days processed events, finished commands and audit rows are kept; 0 keeps them. */
   retentionDays: number;
   /** Length of a system's leadership lease (renewed every third of it). */
@@ -319,6 +325,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
     database: {
       connectTimeoutMs: e.DATABASE_CONNECT_TIMEOUT_MS,
       statementTimeoutMs: e.DATABASE_STATEMENT_TIMEOUT_MS,
+      preparedStatements: e.DATABASE_PREPARED_STATEMENTS,
     },
     retentionDays: e.RETENTION_DAYS,
     leaseTtlMs: e.LEASE_TTL_MS,

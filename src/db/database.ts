@@ -33,7 +33,7 @@ export function preparedStatement(name: string, text: string): string {
   return text;
 }
 
-class PreparingClient extends pg.Client {
+class QuietClient extends pg.Client {
   constructor(config?: string | pg.ClientConfig) {
     super(config);
     // The server may end a session while it is checked out between two statements (the idle
@@ -41,7 +41,9 @@ class PreparingClient extends pg.Client {
     // and must not crash the process as an unhandled 'error' event meanwhile.
     this.on('error', () => undefined);
   }
+}
 
+class PreparingClient extends QuietClient {
   // pg's query() has many overloads; only (text, values) from Kysely is rewritten.
   override query(...args: unknown[]): never {
     const [text, values] = args;
@@ -60,6 +62,11 @@ export interface PostgresTimeouts {
   connectTimeoutMs?: number;
   /** The server cancels a statement running longer (`statement_timeout`). */
   statementTimeoutMs?: number;
+  /**
+   * Hot-path statements as named prepared statements (default). Off behind a transaction
+   * pooler that cannot keep them: each statement may run on another server session.
+   */
+  preparedStatements?: boolean;
 }
 
 export function openPostgres(
@@ -70,7 +77,7 @@ export function openPostgres(
   const pool = new pg.Pool({
     connectionString,
     max: poolSize,
-    Client: PreparingClient,
+    Client: timeouts.preparedStatements === false ? QuietClient : PreparingClient,
     // A hung server or network: the caller gets an error instead of waiting for ever.
     ...(timeouts.connectTimeoutMs ? { connectionTimeoutMillis: timeouts.connectTimeoutMs } : {}),
     ...(timeouts.statementTimeoutMs ? { statement_timeout: timeouts.statementTimeoutMs } : {}),
@@ -118,7 +125,7 @@ export async function openPglite(
 export async function openDatabase(options: {
   databaseUrl: string | undefined;
   dataDir: string;
-  database?: { connectTimeoutMs: number; statementTimeoutMs: number };
+  database?: PostgresTimeouts;
 }): Promise<DatabaseHandle> {
   return options.databaseUrl !== undefined
     ? openPostgres(options.databaseUrl, 10, options.database)

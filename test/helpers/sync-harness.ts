@@ -4,6 +4,7 @@ import { expect, inject } from 'vitest';
 import type { Express } from 'express';
 import { signWebhook } from '../../src/http/webhook-signature.js';
 import { loadConfig, secretsOf, type Config } from '../../src/config.js';
+import { openPostgres } from '../../src/db/database.js';
 import { createLogger, type Logger } from '../../src/lib/logger.js';
 import { createRuntime } from '../../src/runtime.js';
 import type { Service } from '../../src/service.js';
@@ -54,6 +55,12 @@ export interface HarnessOptions {
    * 503, slow answer or dropped connection with this probability, from a seeded sequence.
    */
   faults?: { probability: number; seed?: number };
+  /**
+   * PostgreSQL only: the service connects through this rewrite of the test database's URL (a
+   * pooler in front of it), with named prepared statements off; the harness's own checks use
+   * the direct connection.
+   */
+  via?: (url: string) => string;
 }
 
 /** The kinds of the harness's fault mode: what the real gateways and backends do. */
@@ -95,11 +102,16 @@ export async function startSyncHarness(options: HarnessOptions = {}): Promise<Sy
   const database = await createTestDatabase(inject('templateDatabase'));
   const logs = new LogCapture();
   const logger = createLogger({ level: 'info', secrets: secretsOf(config), destination: logs });
+  const serviceUrl =
+    options.via !== undefined && database.url !== undefined ? options.via(database.url) : undefined;
   const runtime = await createRuntime({
     config,
     logger,
-    database,
-    databaseUrl: database.url,
+    database:
+      serviceUrl !== undefined
+        ? openPostgres(serviceUrl, 10, { preparedStatements: false })
+        : database,
+    databaseUrl: serviceUrl ?? database.url,
     clientOptions: { timeoutMs: 2000, backoffBaseMs: 20, credentialsRetryMs: 500 },
     workerIdleMs: 30,
   });
@@ -169,6 +181,7 @@ export async function startSyncHarness(options: HarnessOptions = {}): Promise<Sy
     },
     async close() {
       await runtime.close();
+      if (serviceUrl !== undefined) await database.close();
       if (options.fakes?.tb === undefined) await tb.close();
       if (options.fakes?.po === undefined) await po.close();
     },

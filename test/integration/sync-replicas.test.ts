@@ -12,6 +12,7 @@ import type { RecordedRequest } from '../fakes/fake-server.js';
 import { startFakePowerOffice, type FakePowerOffice } from '../fakes/poweroffice.js';
 import { startFakeTidsbanken, type FakeTidsbanken } from '../fakes/tidsbanken.js';
 import { LogCapture } from '../helpers/app.js';
+import { pgbouncerBinary, startPgBouncer, type PgBouncer } from '../helpers/pgbouncer.js';
 import { seedEmployeePairs, startSyncHarness, type SyncHarness } from '../helpers/sync-harness.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -37,11 +38,14 @@ interface Replica {
 let h: SyncHarness | undefined;
 let second: Runtime | undefined;
 let fakes: { tb: FakeTidsbanken; po: FakePowerOffice } | undefined;
+let bouncer: PgBouncer | undefined;
 afterEach(async () => {
   await second?.close();
   await h?.close();
   await fakes?.tb.close();
   await fakes?.po.close();
+  await bouncer?.close();
+  bouncer = undefined;
   h = undefined;
   second = undefined;
   fakes = undefined;
@@ -109,7 +113,11 @@ interface Outcome {
   excessWrites: string[];
 }
 
-async function scenario(options: { stopLeaderMidBurst: boolean }): Promise<Outcome> {
+async function scenario(options: {
+  stopLeaderMidBurst: boolean;
+  /** Both replicas connect through this rewrite of the database URL (a pooler). */
+  via?: (url: string) => string;
+}): Promise<Outcome> {
   const tb = await startFakeTidsbanken({ rateLimitPerSecond: 5 });
   const po = await startFakePowerOffice({ rateLimitPerSecond: 10 });
   fakes = { tb, po };
@@ -121,9 +129,12 @@ async function scenario(options: { stopLeaderMidBurst: boolean }): Promise<Outco
     TIDSBANKEN_WEBHOOK_SECRET: TB_SECRET,
     POWEROFFICE_WEBHOOK_SECRET: PO_SECRET,
   };
-  h = await startSyncHarness({ fakes: { tb, po }, env });
+  h = await startSyncHarness({ fakes: { tb, po }, env, via: options.via });
   // The second replica: its own pool on the same database, its own clients and pacers.
-  const handle = openPostgres(h.database.url!, 5);
+  const handle =
+    options.via !== undefined
+      ? openPostgres(options.via(h.database.url!), 5, { preparedStatements: false })
+      : openPostgres(h.database.url!, 5);
   const logsB = new LogCapture();
   const loggerB = createLogger({
     level: 'info',
@@ -134,7 +145,7 @@ async function scenario(options: { stopLeaderMidBurst: boolean }): Promise<Outco
     config: h.config,
     logger: loggerB,
     database: handle,
-    databaseUrl: h.database.url,
+    databaseUrl: options.via?.(h.database.url!) ?? h.database.url,
     clientOptions: { timeoutMs: 2000, backoffBaseMs: 20 },
     workerIdleMs: 30,
   });
@@ -419,4 +430,23 @@ describe.runIf(process.env.DATABASE_URL)('two service instances on one database'
     expect(outcome.tbMax).toBeLessThanOrEqual(5);
     expect(outcome.tb429).toEqual([]);
   }, 180_000);
+
+  // Leases, claims, fencing and the worker's record locks keep no session state: through
+  // PgBouncer in transaction pooling mode, with fewer server sessions than the two replicas'
+  // pools (so consecutive transactions of one client land on different sessions), the
+  // handover holds the same promises.
+  describe.runIf(pgbouncerBinary)('through PgBouncer in transaction pooling mode', () => {
+    it('a leader that stops mid-burst is replaced: no edit lost or written twice, every limit held', async () => {
+      bouncer = await startPgBouncer(process.env.DATABASE_URL!, 4);
+      const outcome = await scenario({ stopLeaderMidBurst: true, via: bouncer.via });
+      expect(outcome.takeoverMs).toBeGreaterThanOrEqual(0);
+      expect(outcome.takeoverMs).toBeLessThanOrEqual(3 * 2_000);
+      expect(outcome.disagreements).toEqual([]);
+      expect(outcome.excessWrites).toEqual([]);
+      expect(outcome.poMax).toBeLessThanOrEqual(10);
+      expect(outcome.po429).toEqual([]);
+      expect(outcome.tbMax).toBeLessThanOrEqual(5);
+      expect(outcome.tb429).toEqual([]);
+    }, 180_000);
+  });
 });

@@ -49,6 +49,7 @@ describe('loadConfig', () => {
       FLOW_KUNDE_CUSTOMER_ON_UNMATCHED: 'maybe',
       POLL_INTERVAL_MS: '-5',
       DRY_RUN: 'yes',
+      DATABASE_PREPARED_STATEMENTS: 'off',
       DATABASE_URL: 'mysql://x',
       POWEROFFICE_RATE_LIMIT_PER_SECOND: '0',
       TIDSBANKEN_BASE_URL: 'not a url',
@@ -57,6 +58,7 @@ describe('loadConfig', () => {
     expect(names.sort()).toEqual(
       [
         'CONFLICT_POLICY',
+        'DATABASE_PREPARED_STATEMENTS',
         'DATABASE_URL',
         'DRY_RUN',
         'FLOW_KUNDE_CUSTOMER_ON_UNMATCHED',
@@ -116,6 +118,13 @@ describe('loadConfig', () => {
     expect(config.dryRun).toBe(true);
     expect(config.conflictPolicy).toBe('poweroffice-wins');
     expect(config.unmatched['ansatt-employee']).toBe('create-both');
+  });
+
+  it('uses named prepared statements unless DATABASE_PREPARED_STATEMENTS is false', () => {
+    expect(loadConfig({}).database.preparedStatements).toBe(true);
+    expect(loadConfig({ DATABASE_PREPARED_STATEMENTS: 'false' }).database.preparedStatements).toBe(
+      false,
+    );
   });
 
   it('lists every configured secret for log scrubbing, each webhook secret of a list on its own', () => {
