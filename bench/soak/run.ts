@@ -1,27 +1,42 @@
 // Soak (bench/README.md, "soak"): faults, crashes, and what is left at the end.
 //
-//   npx tsx bench/soak/run.ts            # ~3 min of edits
-//   npx tsx bench/soak/run.ts --quick    # ~45 s (BENCH_QUICK=1)
+//   npx tsx bench/soak/run.ts                  # ~3 min of edits, one replica on PostgreSQL
+//   npx tsx bench/soak/run.ts --quick          # ~45 s (BENCH_QUICK=1)
+//   npx tsx bench/soak/run.ts --replicas 2     # two replicas on one PostgreSQL database; leaders
+//                                              # are frozen (SIGSTOP) and woken (SIGCONT) too
+//   npx tsx bench/soak/run.ts --pglite         # embedded PGlite (DATA_DIR), one replica
 //   env: DATABASE_URL (server; default postgres://postgres@127.0.0.1:5432/postgres),
-//        SOAK_SECONDS, SOAK_PAIRS (default 40), SOAK_FAULT_PROBABILITY (default 0.1), SOAK_SEED
+//        SOAK_SECONDS, SOAK_PAIRS (40), SOAK_PROJECTS (10), SOAK_FAULT_PROBABILITY (0.1),
+//        SOAK_SEED, SOAK_PAGE_CAP (7), SOAK_LEASE_TTL_MS (5000), SOAK_LAUNCH (dist | tsx)
 //
-// The service runs as a CHILD PROCESS (`tsx src/main.ts`, its own process group) on a fresh
-// PostgreSQL database, against the two fakes in this process. Both fakes inject random 429s,
-// 500s, slow answers and dropped connections. Edits land on both sides, half announced by a
-// signed webhook, half left for the change pollers. The child is SIGKILLed at random moments
-// and started again. At the end faults stop, the service converges, and the run checks: every
-// linked pair identical on its mapped fields, each pair holding its last edit, no write
-// applied twice (beyond one re-send of an update in flight at a kill, docs/ARCHITECTURE.md "Crash safety"), no
-// create, and no dead letter.
-import { spawn, type ChildProcess } from 'node:child_process';
+// The service runs as CHILD PROCESSES (`node dist/src/main.js`, built first if stale; each in
+// its own process group) against the two fakes in this process. Both fakes inject random
+// 429s, 500s, slow answers and dropped connections; each system's credentials are refused
+// for 10–20 s once (a revoked key: the service pauses that system); Tidsbanken serves lists
+// in pages of at most SOAK_PAGE_CAP rows with @odata.nextLink. Edits land on both sides of
+// Ansatt ↔ Employee pairs (half announced by a signed webhook, half left to the pollers) and
+// of Prosjekt ↔ Project pairs (pollers only); while our update of an Ansatt waits (a 429, a
+// backoff), a Tidsbanken user edits another field of it. A replica is SIGKILLed at random
+// moments and started again; with two replicas the leader of a system is also frozen for 2–4
+// lease periods and woken. At the end faults stop, the service converges, and the run checks:
+// every linked pair identical on its mapped fields, each pair holding its last edit, every
+// other-field edit kept, no write applied twice (beyond one re-send of an update in flight at
+// a kill or freeze, docs/ARCHITECTURE.md "Crash safety"), no create, and no dead letter; with
+// two replicas also no 429 from either fake's limiter, at most the limit in any sliding
+// second, and each frozen leader replaced within 30 s.
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { sql, type Kysely } from 'kysely';
 import { openPostgres } from '../../src/db/database.js';
 import type { Database } from '../../src/db/schema.js';
 import { FLOWS } from '../../src/sync/flows.js';
 import { getPath, normalizeValue } from '../../src/sync/normalize.js';
+import type { RecordedRequest } from '../../test/fakes/fake-server.js';
 import { startFakePowerOffice } from '../../test/fakes/poweroffice.js';
 import { startFakeTidsbanken } from '../../test/fakes/tidsbanken.js';
 import {
@@ -33,32 +48,34 @@ import {
   table,
 } from '../lib/common.js';
 
-const QUICK = process.argv.includes('--quick') || process.env.BENCH_QUICK === '1';
+const args = process.argv.slice(2);
+const optionValue = (name: string) => {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1] : undefined;
+};
+const QUICK = args.includes('--quick') || process.env.BENCH_QUICK === '1';
+const PGLITE = args.includes('--pglite') || process.env.SOAK_DATABASE === 'pglite';
+const REPLICAS = Number(optionValue('--replicas') ?? process.env.SOAK_REPLICAS ?? 1);
 const SECONDS = Number(process.env.SOAK_SECONDS ?? (QUICK ? 45 : 180));
 const PAIRS = Number(process.env.SOAK_PAIRS ?? 40);
+const PROJECTS = Number(process.env.SOAK_PROJECTS ?? 10);
 const FAULT_P = Number(process.env.SOAK_FAULT_PROBABILITY ?? 0.1);
 const SEED = Number(process.env.SOAK_SEED ?? Date.now() % 100_000);
+const PAGE_CAP = Number(process.env.SOAK_PAGE_CAP ?? 7);
+const LEASE_TTL_MS = Number(process.env.SOAK_LEASE_TTL_MS ?? 5000);
+const LAUNCH = process.env.SOAK_LAUNCH ?? 'dist';
 const RATE = 20;
 const POLL_MS = 1000;
 // A pair is not edited again sooner than this: keeps Tidsbanken's read-then-PUT window (no
 // ETag in its API) from turning a user's edit during our write into a "lost" change.
 const COOLDOWN_MS = 3000;
+// A frozen leader must be replaced within this long (issue: ~30 s).
+const TAKEOVER_LIMIT_MS = 30_000;
 
-/** Whether the service still has an update of this Ansatt to send (pending or on the wire). */
-async function tidsbankenWriteOutstanding(
-  db: Kysely<Database>,
-  ansattId: number,
-): Promise<boolean> {
-  const row = await db
-    .selectFrom('outbound_commands')
-    .select('id')
-    .where('system', '=', 'tidsbanken')
-    .where('record_type', '=', 'ansatt')
-    .where('record_id', '=', String(ansattId))
-    .where('status', 'in', ['pending', 'sending'])
-    .executeTakeFirst();
-  return row !== undefined;
-}
+if (PGLITE && REPLICAS > 1)
+  throw new Error('two replicas need PostgreSQL (one PGlite DATA_DIR per process)');
+if (REPLICAS > 1 && LAUNCH !== 'dist')
+  throw new Error('--replicas needs SOAK_LAUNCH=dist (the lease holder names the node pid)');
 
 let rngState = SEED;
 function random(): number {
@@ -69,6 +86,7 @@ function random(): number {
   t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
   return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
 }
+const between = (min: number, max: number) => min + random() * (max - min);
 
 async function freePort(): Promise<number> {
   const server = createServer();
@@ -78,30 +96,313 @@ async function freePort(): Promise<number> {
   return port;
 }
 
+/** Most requests that arrived in any sliding 1000 ms window. */
+function maxPerSlidingSecond(requests: readonly RecordedRequest[]): number {
+  const times = requests.map((r) => r.at).sort((a, b) => a - b);
+  let max = 0;
+  let start = 0;
+  for (let end = 0; end < times.length; end++) {
+    while (times[end]! - times[start]! >= 1000) start++;
+    max = Math.max(max, end - start + 1);
+  }
+  return max;
+}
+
+/** Where the service's own state is read: SQL on PostgreSQL, the admin API on PGlite. */
+interface ServiceState {
+  linked(flow: string): Promise<number>;
+  /** Unprocessed inbox events or unsent commands. */
+  busy(): Promise<boolean>;
+  /** Our update of this Tidsbanken record: none, waiting in the outbox, or about to go. */
+  tidsbankenWrite(type: string, id: string): Promise<'none' | 'waiting' | 'due'>;
+  dead(): Promise<{ commands: string[]; events: string[] }>;
+  /** Per system, the pid in the live lease's holder (PostgreSQL only). */
+  leaderPid(system: 'tidsbanken' | 'poweroffice'): Promise<number | undefined>;
+}
+
+function sqlState(db: Kysely<Database>): ServiceState {
+  const count = async (query: ReturnType<typeof sql<{ n: string }>>) =>
+    Number((await query.execute(db)).rows[0]?.n ?? 0);
+  return {
+    linked: (flow) =>
+      count(
+        sql<{
+          n: string;
+        }>`select count(*) as n from links where flow = ${flow} and unlinked_at is null`,
+      ),
+    busy: async () =>
+      (await count(
+        sql<{ n: string }>`select count(*) as n from inbound_events where status = 'pending'`,
+      )) +
+        (await count(
+          sql<{
+            n: string;
+          }>`select count(*) as n from outbound_commands where status in ('pending','sending')`,
+        )) >
+      0,
+    async tidsbankenWrite(type, id) {
+      const rows = await db
+        .selectFrom('outbound_commands')
+        .select(['status', 'run_at'])
+        .where('system', '=', 'tidsbanken')
+        .where('record_type', '=', type)
+        .where('record_id', '=', id)
+        .where('status', 'in', ['pending', 'sending'])
+        .execute();
+      if (rows.length === 0) return 'none';
+      const waiting = rows.every(
+        (r) => r.status === 'pending' && r.run_at.getTime() > Date.now() + 500,
+      );
+      return waiting ? 'waiting' : 'due';
+    },
+    async dead() {
+      const commands = await sql<{
+        id: string;
+        record_id: string | null;
+        system: string;
+        last_error: unknown;
+      }>`select id, system, record_id, last_error from outbound_commands where status = 'dead'`.execute(
+        db,
+      );
+      const events = await sql<{
+        id: string;
+        record_id: string;
+        last_error: unknown;
+      }>`select id, record_id, last_error from inbound_events where status = 'dead'`.execute(db);
+      return {
+        commands: commands.rows.map(
+          (d) => `dead command ${d.id} ${d.system} ${d.record_id}: ${JSON.stringify(d.last_error)}`,
+        ),
+        events: events.rows.map(
+          (d) => `dead event ${d.id} ${d.record_id}: ${JSON.stringify(d.last_error)}`,
+        ),
+      };
+    },
+    async leaderPid(system) {
+      const row = await db
+        .selectFrom('leases')
+        .select('holder')
+        .where('system', '=', system)
+        .where('expires_at', '>', sql<Date>`now()`)
+        .executeTakeFirst();
+      const pid = Number(row?.holder?.split('/')[1]);
+      return Number.isFinite(pid) && pid > 0 ? pid : undefined;
+    },
+  };
+}
+
+function adminState(url: () => string, token: string): ServiceState {
+  const get = async <T>(path: string): Promise<T[]> => {
+    const res = await fetch(`${url()}/admin/${path}`, {
+      headers: { authorization: `Bearer ${token}` },
+      signal: AbortSignal.timeout(5000),
+    });
+    if (!res.ok) throw new Error(`GET /admin/${path}: ${res.status}`);
+    return ((await res.json()) as { items: T[] }).items;
+  };
+  interface Command {
+    id: string;
+    recordType: string;
+    recordId: string | null;
+    system: string;
+    runAt: string;
+    lastError: unknown;
+  }
+  return {
+    linked: async (flow) => (await get(`links?flow=${flow}&limit=1000`)).length,
+    busy: async () =>
+      (await get('events?status=pending&limit=1')).length > 0 ||
+      (await get('commands?status=pending&limit=1')).length > 0,
+    async tidsbankenWrite(type, id) {
+      const rows = (
+        await get<Command>('commands?status=pending&system=tidsbanken&limit=1000')
+      ).filter((c) => c.recordType === type && c.recordId === id);
+      if (rows.length === 0) return 'none';
+      return rows.every((c) => Date.parse(c.runAt) > Date.now() + 500) ? 'waiting' : 'due';
+    },
+    async dead() {
+      const commands = await get<Command>('commands?status=dead&limit=1000');
+      const events = await get<{ id: string; recordId: string; lastError: unknown }>(
+        'events?status=dead&limit=1000',
+      );
+      return {
+        commands: commands.map(
+          (d) => `dead command ${d.id} ${d.system} ${d.recordId}: ${JSON.stringify(d.lastError)}`,
+        ),
+        events: events.map(
+          (d) => `dead event ${d.id} ${d.recordId}: ${JSON.stringify(d.lastError)}`,
+        ),
+      };
+    },
+    leaderPid: () => Promise.resolve(undefined),
+  };
+}
+
+/** One replica: a child process of the service on its own port, started again after a kill. */
+class Replica {
+  child: ChildProcess | undefined;
+  frozen = false;
+  starts = 0;
+
+  constructor(
+    readonly name: string,
+    readonly port: number,
+    private readonly env: Record<string, string>,
+    private readonly log: NodeJS.WritableStream,
+  ) {}
+
+  get url(): string {
+    return `http://127.0.0.1:${this.port}`;
+  }
+
+  get running(): boolean {
+    return (
+      this.child !== undefined && this.child.exitCode === null && this.child.signalCode === null
+    );
+  }
+
+  start(): void {
+    this.log.write(`\n--- ${this.name} start ${new Date().toISOString()}\n`);
+    const [command, argv] =
+      LAUNCH === 'tsx'
+        ? ['node_modules/.bin/tsx', ['src/main.ts']]
+        : ['node', ['dist/src/main.js']];
+    // Its own process group, so SIGKILL reaches every process of the launch.
+    const child = spawn(command, argv, {
+      env: { ...this.env, PORT: String(this.port) },
+      detached: true,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    child.stdout.pipe(this.log, { end: false });
+    child.stderr.pipe(this.log, { end: false });
+    this.child = child;
+    this.frozen = false;
+    this.starts += 1;
+  }
+
+  async kill(): Promise<void> {
+    const c = this.child;
+    if (c?.pid === undefined || !this.running) return;
+    const exited = new Promise((resolve) => c.once('exit', resolve));
+    process.kill(-c.pid, 'SIGKILL');
+    await exited;
+    this.frozen = false;
+    this.log.write(`\n--- ${this.name} SIGKILL ${new Date().toISOString()}\n`);
+  }
+
+  signal(sig: 'SIGSTOP' | 'SIGCONT'): void {
+    const c = this.child;
+    if (c?.pid === undefined || !this.running) return;
+    process.kill(-c.pid, sig);
+    this.frozen = sig === 'SIGSTOP';
+    this.log.write(`\n--- ${this.name} ${sig} ${new Date().toISOString()}\n`);
+  }
+
+  async ready(timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline) {
+      try {
+        if ((await fetch(`${this.url}/readyz`, { signal: AbortSignal.timeout(2000) })).ok) return;
+      } catch {
+        // not listening yet
+      }
+      await sleep(100);
+    }
+    throw new Error(`${this.name} did not become ready`);
+  }
+}
+
+type Side = 'tb' | 'po';
+interface PairKind {
+  flow: string;
+  tidsbankenType: string;
+  /** The edited field on each side. */
+  tbField: string;
+  poField: string;
+  /** Webhook event types, when the systems send any for this record type. */
+  webhooks: { tb: string; po: string } | undefined;
+}
+const KINDS: Record<'ansatt' | 'prosjekt', PairKind> = {
+  ansatt: {
+    flow: 'ansatt-employee',
+    tidsbankenType: 'ansatt',
+    tbField: 'Tittel',
+    poField: 'JobTitle',
+    webhooks: { tb: 'ansatt.updated', po: 'employee.updated' },
+  },
+  prosjekt: {
+    flow: 'prosjekt-project',
+    tidsbankenType: 'prosjekt',
+    tbField: 'Navn',
+    poField: 'Name',
+    webhooks: undefined,
+  },
+};
+interface Pair {
+  name: string;
+  kind: PairKind;
+  tbId: string;
+  poId: number;
+}
+
 async function main(): Promise<void> {
-  const tb = await startFakeTidsbanken({ rateLimitPerSecond: RATE });
+  if (LAUNCH === 'dist') execFileSync('node', ['scripts/ensure-build.js'], { stdio: 'inherit' });
+  const tb = await startFakeTidsbanken({ rateLimitPerSecond: RATE, pageCap: PAGE_CAP });
   const po = await startFakePowerOffice({ rateLimitPerSecond: RATE });
+  const pairs: Pair[] = [];
   for (let i = 1; i <= PAIRS; i++) {
     tb.seedAnsatt({ Id: i, Fornavn: `Soak${i}`, Etternavn: 'Test', Epost: `soak${i}@bench.no` });
-    po.seedEmployee({
+    const e = po.seedEmployee({
       Number: i,
       FirstName: `Soak${i}`,
       LastName: 'Test',
       EmailAddress: `soak${i}@bench.no`,
     });
+    pairs.push({ name: `ansatt ${i}`, kind: KINDS.ansatt, tbId: String(i), poId: e.Id as number });
   }
-  const scratch = await createScratchDatabase('tbpo_bench_soak');
-  const handle = openPostgres(scratch.url, 2);
-  const db = handle.db;
-  const port = await freePort();
+  for (let i = 1; i <= PROJECTS; i++) {
+    const code = `S-${i}`;
+    tb.seedProsjekt({ Id: code, Navn: `Prosjekt ${i}` });
+    const p = po.seedProject({ Code: code, Name: `Prosjekt ${i}` });
+    pairs.push({
+      name: `prosjekt ${code}`,
+      kind: KINDS.prosjekt,
+      tbId: code,
+      poId: p.Id as number,
+    });
+  }
+  const tbEdit = (pair: Pair, patch: Record<string, unknown>) =>
+    pair.kind === KINDS.ansatt
+      ? tb.editAnsatt(Number(pair.tbId), patch)
+      : tb.editProsjekt(pair.tbId, patch);
+  const tbGet = (pair: Pair) =>
+    pair.kind === KINDS.ansatt ? tb.getAnsatt(Number(pair.tbId))! : tb.getProsjekt(pair.tbId)!;
+  const poEdit = (pair: Pair, patch: Record<string, unknown>) =>
+    pair.kind === KINDS.ansatt
+      ? po.editEmployee(pair.poId, patch)
+      : po.editProject(pair.poId, patch);
+  const poGet = (pair: Pair) =>
+    po.toDto(pair.kind === KINDS.ansatt ? po.getEmployee(pair.poId)! : po.getProject(pair.poId)!);
+
   const secret = newWebhookSecret();
-  const logPath = `/tmp/${scratch.name}.log`;
+  const adminToken = randomBytes(24).toString('hex');
+  let scratch: { name: string; url: string; drop(): Promise<void> } | undefined;
+  let dataDir: string | undefined;
+  let handle: ReturnType<typeof openPostgres> | undefined;
+  if (PGLITE) dataDir = await mkdtemp(join(tmpdir(), 'tbpo_bench_soak_pglite_'));
+  else {
+    scratch = await createScratchDatabase('tbpo_bench_soak');
+    handle = openPostgres(scratch.url, 2);
+  }
+  const runName = scratch?.name ?? dataDir!.split('/').at(-1)!;
+  const logPath = `/tmp/${runName}.log`;
   const log = createWriteStream(logPath, { flags: 'a' });
-  const env = {
+  const env: Record<string, string> = {
     PATH: process.env.PATH ?? '',
-    PORT: String(port),
-    DATABASE_URL: scratch.url,
+    ...(scratch !== undefined ? { DATABASE_URL: scratch.url } : { DATA_DIR: dataDir! }),
     LOG_LEVEL: 'info',
+    ADMIN_TOKEN: adminToken,
+    LEASE_TTL_MS: String(LEASE_TTL_MS),
     TIDSBANKEN_BASE_URL: tb.url,
     TIDSBANKEN_API_KEY: tb.apiKey,
     TIDSBANKEN_SUBSCRIPTION_KEY: tb.subscriptionKey,
@@ -116,59 +417,31 @@ async function main(): Promise<void> {
     POWEROFFICE_RATE_LIMIT_PER_SECOND: String(RATE),
     POLL_INTERVAL_MS: String(POLL_MS),
   };
-  let child: ChildProcess | undefined;
-  let restarts = 0;
-  const startChild = () => {
-    log.write(`\n--- start ${new Date().toISOString()}\n`);
-    // Its own process group, so SIGKILL reaches tsx's node child too.
-    child = spawn('node_modules/.bin/tsx', ['src/main.ts'], {
-      env,
-      detached: true,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    child.stdout?.pipe(log, { end: false });
-    child.stderr?.pipe(log, { end: false });
+  const replicas: Replica[] = [];
+  for (let i = 0; i < REPLICAS; i++)
+    replicas.push(
+      new Replica(REPLICAS > 1 ? `replica ${'AB'[i] ?? i}` : 'service', await freePort(), env, log),
+    );
+  const live = () => replicas.filter((r) => r.running && !r.frozen);
+  const state =
+    handle !== undefined
+      ? sqlState(handle.db)
+      : adminState(() => (live()[0] ?? replicas[0]!).url, adminToken);
+  const readyAny = async (timeoutMs: number) => {
+    await Promise.any(live().map((r) => r.ready(timeoutMs)));
   };
-  const killChild = async () => {
-    const c = child;
-    if (c?.pid === undefined || c.exitCode !== null) return;
-    const exited = new Promise((resolve) => c.once('exit', resolve));
-    process.kill(-c.pid, 'SIGKILL');
-    await exited;
-    log.write(`\n--- SIGKILL ${new Date().toISOString()}\n`);
-  };
-  const url = `http://127.0.0.1:${port}`;
-  const ready = async (timeoutMs: number) => {
-    const deadline = Date.now() + timeoutMs;
-    while (Date.now() < deadline) {
-      try {
-        if ((await fetch(`${url}/readyz`)).ok) return;
-      } catch {
-        // not listening yet
-      }
-      await sleep(100);
-    }
-    throw new Error('the service did not become ready');
-  };
-  const count = async (query: ReturnType<typeof sql<{ n: string }>>) =>
-    Number((await query.execute(db)).rows[0]?.n ?? 0);
-  const busy = async () =>
-    (await count(
-      sql<{ n: string }>`select count(*) as n from inbound_events where status = 'pending'`,
-    )) +
-      (await count(
-        sql<{
-          n: string;
-        }>`select count(*) as n from outbound_commands where status in ('pending','sending')`,
-      )) >
-    0;
 
   const counts = {
     changes: 0,
     webhookEdits: 0,
     pollerEdits: 0,
+    projectEdits: 0,
+    otherFieldEdits: 0,
     webhooksRefused: 0,
     restarts: 0,
+    freezes: 0,
+    credentialOutages: 0,
+    refused401: 0,
     faults: 0,
     writes: 0,
     creates: 0,
@@ -176,88 +449,177 @@ async function main(): Promise<void> {
     duplicatesBeyondOneResend: 0,
     mismatched: 0,
     lost: 0,
+    otherFieldLost: 0,
     deadCommands: 0,
     deadEvents: 0,
+    rateLimited429: null as number | null,
+    maxPerSecond: { tidsbanken: 0, poweroffice: 0 },
+    takeoverMs: [] as number[],
+    tidsbankenPages: 0,
   };
-  const lastEdit = new Map<number, { value: string; side: 'tb' | 'po'; at: number }>();
-  const history = new Map<number, string[]>();
-  const employeeOf = new Map<number, number>();
-  for (const [id, e] of po.employees) employeeOf.set(e.Number as number, id);
+  const lastEdit = new Map<Pair, { value: string; side: Side; at: number }>();
+  const lastOtherField = new Map<Pair, string>();
+  const history = new Map<Pair, string[]>();
+  const note = (pair: Pair, entry: string) =>
+    history.set(pair, [
+      ...(history.get(pair) ?? []),
+      `${entry}@${new Date().toISOString().slice(11, 23)}`,
+    ]);
   // Lost and mismatched pairs and dead letters first: the duplicates can be many.
   const details: string[] = [];
   const duplicateDetails: string[] = [];
   let converged = false;
+  // With two replicas the fakes inject no 429: every 429 left in their logs is the limiter's.
+  const kinds =
+    REPLICAS > 1 ? (['500', 'slow', 'drop'] as const) : (['429', '500', 'slow', 'drop'] as const);
 
   try {
-    startChild();
-    await ready(60_000);
-    const linkDeadline = Date.now() + 120_000;
+    for (const r of replicas) r.start();
+    await Promise.all(replicas.map((r) => r.ready(120_000)));
+    const linkDeadline = Date.now() + 180_000;
     while (
-      (await count(sql<{ n: string }>`select count(*) as n from links where unlinked_at is null`)) <
-      PAIRS
+      (await state.linked('ansatt-employee')) < PAIRS ||
+      (await state.linked('prosjekt-project')) < PROJECTS
     ) {
       if (Date.now() > linkDeadline) throw new Error('the pairs did not link');
-      await sleep(200);
+      await sleep(500);
     }
     process.stderr.write(
-      `soak: ${PAIRS} pairs linked; ${SECONDS} s of edits, faults p=${FAULT_P}, seed ${SEED}\n`,
+      `soak: ${PAIRS} + ${PROJECTS} pairs linked; ${REPLICAS} replica(s) on ${PGLITE ? 'PGlite' : 'PostgreSQL'}; ${SECONDS} s of edits, faults p=${FAULT_P}, seed ${SEED}\n`,
     );
-    const kinds = ['429', '500', 'slow', 'drop'] as const;
     tb.faults.random({ probability: FAULT_P, kinds: [...kinds], seed: SEED, delayMs: 800 });
     po.faults.random({ probability: FAULT_P, kinds: [...kinds], seed: SEED + 1, delayMs: 800 });
     const faultStart = { tb: tb.requests.length, po: po.requests.length };
 
-    const end = Date.now() + SECONDS * 1000;
-    let nextKill = Date.now() + 5000 + random() * 10_000;
+    const begin = Date.now();
+    const end = begin + SECONDS * 1000;
+    // One credentials outage per system, 10–20 s each, at seeded moments of the edit phase.
+    const outages = [
+      { system: 'tidsbanken', at: begin + between(0.1, 0.4) * SECONDS * 1000 },
+      { system: 'poweroffice', at: begin + between(0.45, 0.7) * SECONDS * 1000 },
+    ].map((o) => ({ ...o, until: o.at + between(10_000, 20_000), on: false, done: false }));
+    const setRefused = (system: string, refused: boolean) => {
+      if (system === 'tidsbanken') tb.refuseCredentials = refused;
+      else {
+        po.refuseCredentials = refused;
+        if (refused) po.expireTokens();
+      }
+    };
+    const background = new Set<Promise<void>>();
+    const inBackground = (p: Promise<void>) => {
+      const tracked = p.finally(() => background.delete(tracked));
+      background.add(tracked);
+    };
+    /** Freezes the replica leading `system` for 2–4 lease periods, timing the takeover. */
+    const freezeLeader = async (system: 'tidsbanken' | 'poweroffice', forMs: number) => {
+      const pid = await state.leaderPid(system);
+      const leader = replicas.find((r) => r.running && !r.frozen && r.child?.pid === pid);
+      if (leader === undefined) return;
+      leader.signal('SIGSTOP');
+      counts.freezes += 1;
+      const frozenAt = Date.now();
+      let takenOver = false;
+      while (Date.now() - frozenAt < forMs) {
+        if (!takenOver) {
+          const now = await state.leaderPid(system).catch(() => undefined);
+          if (now !== undefined && now !== pid) {
+            takenOver = true;
+            counts.takeoverMs.push(Date.now() - frozenAt);
+          }
+        }
+        await sleep(200);
+      }
+      if (!takenOver) counts.takeoverMs.push(Number.POSITIVE_INFINITY);
+      leader.signal('SIGCONT');
+    };
+
+    let nextChaos = Date.now() + 5000 + random() * 10_000;
     let seq = 0;
     const inflightWebhooks = new Set<Promise<void>>();
     while (Date.now() < end) {
-      if (Date.now() >= nextKill) {
-        await killChild();
-        await sleep(200 + random() * 1500);
-        startChild();
-        restarts += 1;
-        nextKill = Date.now() + 5000 + random() * 12_000;
+      for (const o of outages) {
+        if (!o.on && !o.done && Date.now() >= o.at) {
+          o.on = true;
+          counts.credentialOutages += 1;
+          setRefused(o.system, true);
+          log.write(`\n--- ${o.system} credentials refused ${new Date().toISOString()}\n`);
+        } else if (o.on && Date.now() >= o.until) {
+          o.on = false;
+          o.done = true;
+          setRefused(o.system, false);
+          log.write(`\n--- ${o.system} credentials accepted ${new Date().toISOString()}\n`);
+        }
       }
-      const candidates = [...employeeOf.keys()].filter(
-        (id) => (lastEdit.get(id)?.at ?? 0) < Date.now() - COOLDOWN_MS,
-      );
+      if (Date.now() >= nextChaos) {
+        const freeze = REPLICAS > 1 && random() < 0.5 && !replicas.some((r) => r.frozen);
+        if (freeze) {
+          const system = random() < 0.5 ? 'tidsbanken' : 'poweroffice';
+          inBackground(freezeLeader(system, between(2, 4) * LEASE_TTL_MS));
+        } else {
+          const candidates = replicas.filter((r) => !r.frozen);
+          const victim = candidates[Math.floor(random() * candidates.length)];
+          if (victim !== undefined) {
+            await victim.kill();
+            const pause = 200 + random() * 1500;
+            inBackground(sleep(pause).then(() => victim.start()));
+            counts.restarts += 1;
+          }
+        }
+        nextChaos = Date.now() + 5000 + random() * 12_000;
+      }
+      const candidates = pairs.filter((p) => (lastEdit.get(p)?.at ?? 0) < Date.now() - COOLDOWN_MS);
       if (candidates.length > 0) {
-        const id = candidates[Math.floor(random() * candidates.length)]!;
-        let side: 'tb' | 'po' = random() < 0.5 ? 'tb' : 'po';
-        // Tidsbanken has no PATCH: our update reads the Ansatt and PUTs it back, and a user's
+        const pair = candidates[Math.floor(random() * candidates.length)]!;
+        let side: Side = random() < 0.5 ? 'tb' : 'po';
+        // Tidsbanken has no PATCH: our update reads the record and PUTs it back, and a user's
         // edit between the two is overwritten (README "Known limits"; no ETag to detect it).
-        // The cooldown keeps edits of one pair apart, but a restart can delay our write by
-        // seconds past it: while a write of this Ansatt is still outstanding, the user edits
-        // the PowerOffice side instead.
-        if (side === 'tb' && (await tidsbankenWriteOutstanding(handle.db, id))) side = 'po';
-        const viaWebhook = random() < 0.5;
+        // While an update of this record is outstanding, the user edits the PowerOffice side
+        // instead; and while that update waits in the outbox (a 429, a backoff) a Tidsbanken
+        // user edits ANOTHER field of the Ansatt, which our PUT must keep.
+        if (side === 'tb') {
+          const write = await state
+            .tidsbankenWrite(pair.kind.tidsbankenType, pair.tbId)
+            .catch(() => 'unknown' as const);
+          if (write !== 'none') side = 'po';
+          if (write === 'waiting' && pair.kind === KINDS.ansatt) {
+            const notat = `note-${seq + 1}`;
+            tb.editAnsatt(Number(pair.tbId), { Notat: notat });
+            lastOtherField.set(pair, notat);
+            note(pair, `Notat=${notat}`);
+            counts.otherFieldEdits += 1;
+          }
+        }
+        const viaWebhook = pair.kind.webhooks !== undefined && random() < 0.5;
         seq += 1;
         const value = `${side}-${seq}`;
-        lastEdit.set(id, { value, side, at: Date.now() });
-        history.set(id, [
-          ...(history.get(id) ?? []),
-          `${value}${viaWebhook ? '(webhook)' : ''}@${new Date().toISOString().slice(11, 23)}`,
-        ]);
+        lastEdit.set(pair, { value, side, at: Date.now() });
+        note(pair, `${value}${viaWebhook ? '(webhook)' : ''}`);
         counts.changes += 1;
-        const employeeId = employeeOf.get(id)!;
-        let send: (() => Promise<number>) | undefined;
-        if (side === 'tb') {
-          tb.editAnsatt(id, { Tittel: value });
-          const data = tb.getAnsatt(id)!;
-          send = () => postWebhook(`${url}/webhooks/tidsbanken`, secret, 'ansatt.updated', data);
-        } else {
-          po.editEmployee(employeeId, { JobTitle: value });
-          const data = po.toDto(po.getEmployee(employeeId)!);
-          send = () => postWebhook(`${url}/webhooks/poweroffice`, secret, 'employee.updated', data);
-        }
-        if (viaWebhook) {
+        if (pair.kind === KINDS.prosjekt) counts.projectEdits += 1;
+        if (side === 'tb') tbEdit(pair, { [pair.kind.tbField]: value });
+        else poEdit(pair, { [pair.kind.poField]: value });
+        const target = live()[Math.floor(random() * Math.max(live().length, 1))];
+        if (viaWebhook && pair.kind.webhooks !== undefined && target !== undefined) {
           counts.webhookEdits += 1;
-          const p: Promise<void> = send()
+          const send =
+            side === 'tb'
+              ? postWebhook(
+                  `${target.url}/webhooks/tidsbanken`,
+                  secret,
+                  pair.kind.webhooks.tb,
+                  tbGet(pair),
+                )
+              : postWebhook(
+                  `${target.url}/webhooks/poweroffice`,
+                  secret,
+                  pair.kind.webhooks.po,
+                  poGet(pair),
+                );
+          const p: Promise<void> = send
             .then((status) => {
               if (status !== 202) counts.webhooksRefused += 1;
             })
-            // The service is down (killed): the poller still sees the edit.
+            // The replica is down (killed): the poller still sees the edit.
             .catch(() => {
               counts.webhooksRefused += 1;
             })
@@ -268,18 +630,23 @@ async function main(): Promise<void> {
       await sleep(100 + random() * 150);
     }
     await Promise.all(inflightWebhooks);
-    counts.restarts = restarts;
+    await Promise.all(background);
 
-    // Faults off; let it converge (quiet for several poll periods).
+    // Faults off, credentials back; let it converge (quiet for several poll periods).
     tb.faults.clear();
     po.faults.clear();
-    if (child?.exitCode !== null) startChild();
-    await ready(60_000);
+    for (const o of outages) if (o.on) setRefused(o.system, false);
+    for (const r of replicas) {
+      if (r.frozen) r.signal('SIGCONT');
+      if (!r.running) r.start();
+    }
+    await readyAny(120_000);
     process.stderr.write('soak: edits stopped, faults off; converging…\n');
-    const deadline = Date.now() + 180_000;
+    const deadline = Date.now() + 240_000;
     let quietSince: number | undefined;
     while (Date.now() < deadline) {
-      if (await busy()) quietSince = undefined;
+      const busy = await state.busy().catch(() => true);
+      if (busy) quietSince = undefined;
       else quietSince ??= Date.now();
       if (quietSince !== undefined && Date.now() - quietSince > 4 * POLL_MS + 2000) {
         converged = true;
@@ -292,21 +659,37 @@ async function main(): Promise<void> {
     counts.faults =
       tb.requests.slice(faultStart.tb).filter((r) => isFault(r.status)).length +
       po.requests.slice(faultStart.po).filter((r) => isFault(r.status)).length;
+    counts.refused401 = [...tb.requests, ...po.requests].filter((r) => r.status === 401).length;
+    counts.tidsbankenPages = tb.requests.filter(
+      (r) => r.method === 'GET' && r.query.$skip !== undefined && Number(r.query.$skip) > 0,
+    ).length;
+    if (REPLICAS > 1)
+      counts.rateLimited429 = [...tb.requests, ...po.requests].filter(
+        (r) => r.status === 429,
+      ).length;
+    // What each fake's limiter let through: answered, and not refused before it (401) or by it.
+    const passed = (r: RecordedRequest) =>
+      r.status >= 200 && r.status < 500 && r.status !== 401 && r.status !== 429;
+    counts.maxPerSecond = {
+      tidsbanken: maxPerSlidingSecond(tb.requests.filter(passed)),
+      poweroffice: maxPerSlidingSecond(
+        po.requests.filter((r) => passed(r) && !/token/i.test(r.path)),
+      ),
+    };
 
     // Writes applied, per record and written value, from the fakes' logs (2xx only).
     const ok = (s: number) => s >= 200 && s < 300;
     const applied = new Map<string, number>();
+    const apply = (key: string) => applied.set(key, (applied.get(key) ?? 0) + 1);
     for (const r of po.requests) {
       if (!ok(r.status) || /token/i.test(r.path)) continue;
       if (r.method === 'POST') counts.creates += 1;
       if (r.method !== 'PATCH' || !Array.isArray(r.body)) continue;
       counts.writes += 1;
       for (const op of r.body as { path?: string; value?: unknown }[]) {
-        if (op.path?.toLowerCase() === '/jobtitle' && typeof op.value === 'string')
-          applied.set(
-            `po ${r.path} ${op.value}`,
-            (applied.get(`po ${r.path} ${op.value}`) ?? 0) + 1,
-          );
+        const field = op.path?.toLowerCase();
+        if ((field === '/jobtitle' || field === '/name') && typeof op.value === 'string')
+          apply(`po ${r.path} ${op.value}`);
       }
     }
     for (const r of tb.requests) {
@@ -314,12 +697,11 @@ async function main(): Promise<void> {
       if (r.method === 'POST') counts.creates += 1;
       if (r.method !== 'PUT' || !Array.isArray(r.body)) continue;
       counts.writes += 1;
-      for (const item of r.body as { Id?: unknown; Tittel?: unknown }[]) {
+      for (const item of r.body as { Id?: unknown; Tittel?: unknown; Navn?: unknown }[]) {
         // Tidsbanken takes whole objects: count only values that came from PowerOffice.
-        if (typeof item.Tittel === 'string' && item.Tittel.startsWith('po-')) {
-          const key = `tb ansatt ${String(item.Id)} ${item.Tittel}`;
-          applied.set(key, (applied.get(key) ?? 0) + 1);
-        }
+        for (const value of [item.Tittel, item.Navn])
+          if (typeof value === 'string' && value.startsWith('po-'))
+            apply(`tb ${r.path} ${String(item.Id)} ${value}`);
       }
     }
     for (const [key, n] of applied) {
@@ -330,11 +712,12 @@ async function main(): Promise<void> {
       if (n > 2) counts.duplicatesBeyondOneResend += n - 2;
     }
 
-    // Every linked pair identical on its mapped fields, and holding its last edit.
-    const flow = FLOWS.find((f) => f.id === 'ansatt-employee')!;
-    for (const [id, employeeId] of employeeOf) {
-      const a = tb.getAnsatt(id)!;
-      const e = po.toDto(po.getEmployee(employeeId)!);
+    // Every linked pair identical on its mapped fields, holding its last edit and the other
+    // field's last edit.
+    for (const pair of pairs) {
+      const a = tbGet(pair);
+      const e = poGet(pair);
+      const flow = FLOWS.find((f) => f.id === pair.kind.flow)!;
       for (const field of flow.fields) {
         if (field.direction !== 'both') continue;
         const left = normalizeValue(field.kind, a[field.tidsbanken]);
@@ -343,117 +726,126 @@ async function main(): Promise<void> {
         if (left !== right) {
           counts.mismatched += 1;
           details.push(
-            `pair ${id}/${employeeId} ${field.key}: tidsbanken ${String(left)} ≠ poweroffice ${String(right)}`,
+            `${pair.name} ${field.key}: tidsbanken ${String(left)} ≠ poweroffice ${String(right)}`,
           );
         }
       }
-      const last = lastEdit.get(id);
-      if (last !== undefined && (a.Tittel !== last.value || e.JobTitle !== last.value)) {
+      const last = lastEdit.get(pair);
+      const tbValue = a[pair.kind.tbField];
+      const poValue = e[pair.kind.poField];
+      if (last !== undefined && (tbValue !== last.value || poValue !== last.value)) {
         counts.lost += 1;
         details.push(
-          `pair ${id}/${employeeId}: last edit ${last.value}; Tittel=${String(a.Tittel)} JobTitle=${String(e.JobTitle)}; edits ${(history.get(id) ?? []).join(' ')}`,
+          `${pair.name}: last edit ${last.value}; ${pair.kind.tbField}=${String(tbValue)} ${pair.kind.poField}=${String(poValue)}; edits ${(history.get(pair) ?? []).join(' ')}`,
+        );
+      }
+      const notat = lastOtherField.get(pair);
+      if (notat !== undefined && a.Notat !== notat) {
+        counts.otherFieldLost += 1;
+        details.push(
+          `${pair.name}: Notat ${String(a.Notat)}, the user's last was ${notat}; edits ${(history.get(pair) ?? []).join(' ')}`,
         );
       }
     }
-    counts.deadCommands = await count(
-      sql<{ n: string }>`select count(*) as n from outbound_commands where status = 'dead'`,
-    );
-    counts.deadEvents = await count(
-      sql<{ n: string }>`select count(*) as n from inbound_events where status = 'dead'`,
-    );
-    if (counts.deadCommands > 0) {
-      const dead = await sql<{
-        id: string;
-        record_id: string | null;
-        system: string;
-        last_error: unknown;
-      }>`select id, system, record_id, last_error from outbound_commands where status = 'dead' limit 5`.execute(
-        db,
-      );
-      for (const d of dead.rows)
-        details.push(
-          `dead command ${d.id} ${d.system} ${d.record_id}: ${JSON.stringify(d.last_error)}`,
-        );
-    }
-    if (counts.deadEvents > 0) {
-      const dead = await sql<{
-        id: string;
-        record_id: string;
-        last_error: unknown;
-      }>`select id, record_id, last_error from inbound_events where status = 'dead' limit 5`.execute(
-        db,
-      );
-      for (const d of dead.rows)
-        details.push(`dead event ${d.id} ${d.record_id}: ${JSON.stringify(d.last_error)}`);
-    }
+    const dead = await state.dead();
+    counts.deadCommands = dead.commands.length;
+    counts.deadEvents = dead.events.length;
+    details.push(...dead.commands.slice(0, 5), ...dead.events.slice(0, 5));
   } finally {
-    await killChild();
+    for (const r of replicas) {
+      if (r.frozen) r.signal('SIGCONT');
+      await r.kill();
+    }
     log.end();
-    await handle.close();
-    await scratch.drop();
+    await handle?.close();
+    await scratch?.drop();
+    if (dataDir !== undefined) await rm(dataDir, { recursive: true, force: true });
     await tb.close();
     await po.close();
   }
 
+  const maxTakeover = Math.max(0, ...counts.takeoverMs);
   const pass =
     converged &&
     counts.mismatched === 0 &&
     counts.lost === 0 &&
+    counts.otherFieldLost === 0 &&
     counts.duplicatesBeyondOneResend === 0 &&
-    counts.duplicates <= counts.restarts &&
+    counts.duplicates <= counts.restarts + counts.freezes &&
     counts.creates === 0 &&
     counts.deadCommands === 0 &&
-    counts.deadEvents === 0;
+    counts.deadEvents === 0 &&
+    (REPLICAS === 1 ||
+      (counts.rateLimited429 === 0 &&
+        counts.maxPerSecond.tidsbanken <= RATE &&
+        counts.maxPerSecond.poweroffice <= RATE &&
+        maxTakeover <= TAKEOVER_LIMIT_MS));
   const result = {
     at: new Date().toISOString(),
     quick: QUICK,
+    replicas: REPLICAS,
+    database: PGLITE ? 'pglite' : 'postgresql',
+    launch: LAUNCH,
     seconds: SECONDS,
     pairs: PAIRS,
+    projects: PROJECTS,
     faultProbability: FAULT_P,
+    pageCap: PAGE_CAP,
+    leaseTtlMs: LEASE_TTL_MS,
     seed: SEED,
     converged,
     pass,
-    counts,
+    counts: {
+      ...counts,
+      takeoverMs: counts.takeoverMs.map((ms) => (Number.isFinite(ms) ? ms : null)),
+    },
     details: [...details, ...duplicateDetails].slice(0, 100),
     serviceLog: logPath,
     machine: machine(),
   };
+  const suffix = `${QUICK ? '-quick' : ''}${REPLICAS > 1 ? '-replicas' : ''}${PGLITE ? '-pglite' : ''}`;
   await writeFile(
-    new URL(QUICK ? './last-result-quick.json' : './last-result.json', import.meta.url),
+    new URL(`./last-result${suffix}.json`, import.meta.url),
     `${JSON.stringify(result, null, 2)}\n`,
   );
   process.stdout.write(
     `${table([
       [
         'changes',
-        'via webhook',
-        'via poller',
+        'webhook / poller / project',
+        'other field',
         'faults',
+        '401s',
         'restarts',
+        'freezes',
         'writes',
         'duplicates',
         'lost',
         'mismatched',
         'creates',
-        'dead cmds',
-        'dead events',
+        'dead cmds / events',
       ],
       [
         counts.changes,
-        counts.webhookEdits,
-        counts.pollerEdits,
+        `${counts.webhookEdits} / ${counts.pollerEdits} / ${counts.projectEdits}`,
+        `${counts.otherFieldEdits} (${counts.otherFieldLost} lost)`,
         counts.faults,
+        counts.refused401,
         counts.restarts,
+        counts.freezes,
         counts.writes,
         counts.duplicates,
         counts.lost,
         counts.mismatched,
         counts.creates,
-        counts.deadCommands,
-        counts.deadEvents,
+        `${counts.deadCommands} / ${counts.deadEvents}`,
       ],
     ])}\n`,
   );
+  if (REPLICAS > 1)
+    process.stdout.write(
+      `limiter 429s ${String(counts.rateLimited429)} · most per sliding second tidsbanken ${counts.maxPerSecond.tidsbanken}, poweroffice ${counts.maxPerSecond.poweroffice} (limit ${RATE}) · takeovers ${counts.takeoverMs.map((ms) => `${(ms / 1000).toFixed(1)} s`).join(', ') || 'none'}\n`,
+    );
   process.stdout.write(
     `converged: ${converged} · ${pass ? 'PASS' : 'FAIL'} · seed ${SEED} · service log ${logPath}\n`,
   );

@@ -246,6 +246,11 @@ export class FakeTidsbanken extends FakeHttpServer {
   /** Mutable: see FakeTidsbankenOptions.pageCap. */
   pageCap: number | undefined;
   pageCapNextLink: boolean;
+  /**
+   * While true, every request is refused with 401 as an invalid `tb-key` (a revoked or
+   * rotated API key).
+   */
+  refuseCredentials = false;
   readonly ansatte = new Map<number, TbRecord>();
   readonly kunder = new Map<string, TbRecord>();
   readonly prosjekter = new Map<string, TbRecord>();
@@ -480,7 +485,8 @@ export class FakeTidsbanken extends FakeHttpServer {
     }
     const tbKey = req.headers['tb-key'];
     if (tbKey === undefined) return apimError(401, "Access denied due to missing 'tb-key' header.");
-    if (tbKey !== this.apiKey) return apimError(401, "Access denied due to invalid 'tb-key'.");
+    if (tbKey !== this.apiKey || this.refuseCredentials)
+      return apimError(401, "Access denied due to invalid 'tb-key'.");
     return undefined;
   }
 
