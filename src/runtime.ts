@@ -126,12 +126,14 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
       client: clients.tidsbanken,
       db,
       logger: pollerLogger,
+      metrics,
       intervalMs: config.pollIntervalMs,
     }),
     ...createPowerOfficePollers({
       client: clients.poweroffice,
       db,
       logger: pollerLogger,
+      metrics,
       intervalMs: config.pollIntervalMs,
     }),
   ];

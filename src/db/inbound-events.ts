@@ -5,28 +5,15 @@ import { atKey, olderThan, type HistoryPosition } from './history-position.js';
 import type { RecordKey } from './records.js';
 import type { InboundEventRow, SystemName } from './schema.js';
 
-/** JSON with object keys sorted, so equal records hash equal whatever their key order. */
-export function canonicalJson(value: unknown): string {
-  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
-  if (value !== null && typeof value === 'object') {
-    const entries = Object.entries(value as Record<string, unknown>)
-      .filter(([, v]) => v !== undefined)
-      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`;
-  }
-  return JSON.stringify(value ?? null);
-}
-
-/** A stable hash of a record's content (the pollers make event ids of it). */
-export function contentHash(payload: unknown): string {
-  return createHash('sha256').update(canonicalJson(payload)).digest('base64url');
-}
-
 export interface NewInboxEvent {
   source: SystemName;
   origin: 'webhook' | 'poller' | 'reconcile' | 'operator' | 'write';
-  /** The webhook-id, or for polled records a stable id of the read. */
-  eventId: string;
+  /**
+   * The webhook-id, or another id stable per delivery. Absent for a polled record: the
+   * database makes it of the record's content hash (`poll:<type>:<id>:<hash>`), so a re-read
+   * of an unchanged record is the same event.
+   */
+  eventId?: string;
   eventType: string;
   recordType: string;
   recordId: string;
@@ -63,6 +50,13 @@ export async function insertInboundEvent(
   return { id: row?.id, duplicate: row === undefined };
 }
 
+// A record's content hash: SHA-256 of the payload as jsonb text, which is canonical (keys
+// sorted, duplicates and whitespace gone), so equal records hash equal whatever their key
+// order. A polled record's event id is made of it (`poll:<type>:<id>:<hash>`), so the content
+// is hashed once, by the database, for both.
+const CONTENT_HASH = `encode(sha256(convert_to(payload::text, 'UTF8')), 'base64')`;
+const POLL_EVENT_ID = `'poll:' || record_type || ':' || record_id || ':' || h`;
+
 // The statement is constant: built once, and prepared once per connection on PostgreSQL.
 const INSERT_EVENTS_SQL = preparedStatement(
   'inbox_insert_events',
@@ -70,14 +64,14 @@ const INSERT_EVENTS_SQL = preparedStatement(
     insert into inbound_events
       (source, origin, event_id, event_type, record_type, record_id, parent_id, payload,
        is_thin, content_hash, occurred_at)
-    select source, origin, event_id, event_type, record_type, record_id, parent_id, payload,
-           is_thin,
-           case when is_thin then null
-                else encode(sha256(convert_to(payload::text, 'UTF8')), 'base64') end,
-           occurred_at
-    from json_to_recordset($1::json) as r(
-      source text, origin text, event_id text, event_type text, record_type text,
-      record_id text, parent_id text, payload jsonb, is_thin boolean, occurred_at timestamptz)
+    select source, origin, coalesce(event_id, ${POLL_EVENT_ID}), event_type, record_type,
+           record_id, parent_id, payload, is_thin, h, occurred_at
+    from (
+      select r.*, case when is_thin then null else ${CONTENT_HASH} end as h
+      from json_to_recordset($1::json) as r(
+        source text, origin text, event_id text, event_type text, record_type text,
+        record_id text, parent_id text, payload jsonb, is_thin boolean, occurred_at timestamptz)
+    ) r
     on conflict do nothing
     returning id, source, event_id`,
 );
@@ -89,9 +83,8 @@ const INSERT_EVENTS_SQL = preparedStatement(
  * The rows travel as ONE json parameter unpacked by `json_to_recordset`, so the statement
  * text is the same for any batch size: PostgreSQL parses and plans a short statement instead
  * of a VALUES list with eleven parameters per row, and the driver serializes one string.
- * The content hash is PostgreSQL's too: SHA-256 of the payload as jsonb text, which is
- * canonical (keys sorted, duplicates and whitespace gone), so equal records hash equal
- * whatever their key order. Thin events carry none: they are never content-deduplicated.
+ * The content hash is PostgreSQL's too (CONTENT_HASH above). Thin events carry none: they are
+ * never content-deduplicated.
  */
 export async function insertInboundEventBatch(
   db: DbOrTrx,
@@ -101,7 +94,7 @@ export async function insertInboundEventBatch(
   const rows = events.map((event) => ({
     source: event.source,
     origin: event.origin,
-    event_id: event.eventId,
+    event_id: event.eventId ?? null,
     event_type: event.eventType,
     record_type: event.recordType,
     record_id: event.recordId,
@@ -114,6 +107,102 @@ export async function insertInboundEventBatch(
     CompiledQuery.raw(INSERT_EVENTS_SQL, [JSON.stringify(rows)]),
   );
   return result.rows;
+}
+
+/** Where a polled record goes in the mirror: its match keys and last-change time. */
+export interface MirrorFill {
+  email: string | null;
+  nationalId: string | null;
+  number: string | null;
+  code: string | null;
+  sourceUpdatedAt: string | null;
+}
+
+// A polled page while the link gate is closed (src/sync/read-page.ts): each new record's inbox
+// row is stored already processed and its state goes straight to the mirror, in one statement.
+// The mirror takes a state unless it holds a newer one (as upsertMirrorRecords); a page holding
+// one record twice writes the newest. Rows without `fill` (linked records: they still sync) are
+// stored pending for the worker, as insertInboundEventBatch does.
+const INSERT_FILLING_MIRROR_SQL = preparedStatement(
+  'inbox_insert_filling_mirror',
+  `
+    with r as materialized (
+      select r.*, ${CONTENT_HASH} as h
+      from json_to_recordset($1::json) as r(
+        source text, origin text, event_type text, record_type text, record_id text,
+        parent_id text, payload jsonb, occurred_at timestamptz, fill boolean, email_key text,
+        national_id_key text, number_key bigint, code_key text, source_updated_at timestamptz)
+    ),
+    stored as (
+      insert into inbound_events
+        (source, origin, event_id, event_type, record_type, record_id, parent_id, payload,
+         is_thin, content_hash, occurred_at, status, processed_at, attempts)
+      select source, origin, ${POLL_EVENT_ID}, event_type, record_type, record_id, parent_id,
+             payload, false, h, occurred_at,
+             case when fill then 'done' else 'pending' end,
+             case when fill then now() end,
+             case when fill then 1 else 0 end
+      from r
+      on conflict do nothing
+      returning id, source, record_type, record_id, content_hash, status
+    ),
+    filled as (
+      insert into records
+        (system, record_type, record_id, parent_id, data, email_key, national_id_key,
+         number_key, code_key, source_updated_at, deleted_at, last_event_id)
+      select distinct on (r.source, r.record_type, r.record_id)
+             r.source, r.record_type, r.record_id, r.parent_id, r.payload, r.email_key,
+             r.national_id_key, r.number_key, r.code_key, r.source_updated_at, null, s.id
+      from stored s
+      join r on r.source = s.source and r.record_type = s.record_type
+            and r.record_id = s.record_id and r.h = s.content_hash
+      where s.status = 'done'
+      order by r.source, r.record_type, r.record_id, r.source_updated_at desc nulls last, s.id desc
+      on conflict (system, record_type, record_id) do update set
+        parent_id = excluded.parent_id, data = excluded.data, email_key = excluded.email_key,
+        national_id_key = excluded.national_id_key, number_key = excluded.number_key,
+        code_key = excluded.code_key, source_updated_at = excluded.source_updated_at,
+        deleted_at = null, last_event_id = excluded.last_event_id, updated_at = now()
+      where records.source_updated_at is null or excluded.source_updated_at is null
+         or records.source_updated_at <= excluded.source_updated_at
+      returning 1
+    )
+    select (select count(*) from stored)::int as stored,
+           (select count(*) from stored where status = 'done')::int as processed`,
+);
+
+/**
+ * Polled records (no thin events, no deletions) in one statement: those with `fill` are stored
+ * as processed inbox rows and written to the mirror; the rest are stored pending. A record whose
+ * content was already known is skipped, as in insertInboundEventBatch. Returns how many inbox
+ * rows were new, and how many of those were stored processed.
+ */
+export async function insertPolledEventsFillingMirror(
+  db: DbOrTrx,
+  events: readonly (NewInboxEvent & { fill: MirrorFill | undefined })[],
+): Promise<{ inserted: number; processed: number }> {
+  if (events.length === 0) return { inserted: 0, processed: 0 };
+  const rows = events.map((event) => ({
+    source: event.source,
+    origin: event.origin,
+    event_type: event.eventType,
+    record_type: event.recordType,
+    record_id: event.recordId,
+    parent_id: event.parentId ?? null,
+    payload: event.payload,
+    occurred_at: event.occurredAt ?? null,
+    fill: event.fill !== undefined,
+    email_key: event.fill?.email ?? null,
+    national_id_key: event.fill?.nationalId ?? null,
+    number_key: event.fill?.number ?? null,
+    code_key: event.fill?.code ?? null,
+    source_updated_at: event.fill?.sourceUpdatedAt ?? null,
+  }));
+  const result = await db.executeQuery<{ stored: number; processed: number }>(
+    CompiledQuery.raw(INSERT_FILLING_MIRROR_SQL, [JSON.stringify(rows)]),
+  );
+  const row = result.rows[0];
+  return { inserted: row?.stored ?? 0, processed: row?.processed ?? 0 };
 }
 
 /**

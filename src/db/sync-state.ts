@@ -42,3 +42,26 @@ export async function setSyncState(
     )
     .execute();
 }
+
+/**
+ * The named state row, share-locked for the caller's transaction (created when missing, so
+ * there is a row to lock): whoever changes it (e.g. the link sweep claiming the gate) waits for
+ * that transaction to end.
+ */
+export async function shareLockSyncState(
+  db: DbOrTrx,
+  key: string,
+): Promise<Record<string, unknown> | undefined> {
+  await db
+    .insertInto('sync_state')
+    .values({ key, value: '{}' })
+    .onConflict((oc) => oc.doNothing())
+    .execute();
+  const row = await db
+    .selectFrom('sync_state')
+    .select('value')
+    .where('key', '=', key)
+    .forShare()
+    .executeTakeFirst();
+  return row?.value;
+}

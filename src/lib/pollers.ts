@@ -1,7 +1,5 @@
 import type { Db } from '../db/database.js';
 import {
-  contentHash,
-  insertInboundEvents,
   insertRejectedRecords,
   unstorableReason,
   type NewInboxEvent,
@@ -15,9 +13,11 @@ import {
   type RecordAdapter,
   type VendorRecord,
 } from '../record-adapter.js';
+import { storePolledRecords } from '../sync/sweep.js';
 import type { HeldTerm } from './leader.js';
 import type { ListPage } from './list-page.js';
 import type { Logger } from './logger.js';
+import type { Metrics } from './metrics.js';
 import type { RequestOptions } from './upstream.js';
 
 // The change poller: a "virtual webhook" (docs/ARCHITECTURE.md "Change sources"). Neither API pushes master-data
@@ -90,6 +90,8 @@ export interface PollResult {
 export interface ChangePollerOptions {
   db: Db;
   logger: Logger;
+  /** Counts the records a gate-closed poll puts straight into the mirror as processed events. */
+  metrics?: Metrics | undefined;
   /** Period between the end of one poll and the start of the next; 0 turns polling off. */
   intervalMs: number;
   /** How far before the cursor each poll starts reading again (clock skew, late commits). */
@@ -133,6 +135,7 @@ export class ChangePoller<T = unknown> implements Poller {
   readonly recordType: string;
   private readonly db: Db;
   private readonly logger: Logger;
+  private readonly metrics: Metrics | undefined;
   private readonly intervalMs: number;
   private readonly overlapMs: number;
   private timer: NodeJS.Timeout | undefined;
@@ -152,6 +155,7 @@ export class ChangePoller<T = unknown> implements Poller {
     this.system = source.system;
     this.recordType = source.recordType;
     this.db = options.db;
+    this.metrics = options.metrics;
     this.intervalMs = options.intervalMs;
     this.overlapMs = options.overlapMs;
     this.logger = options.logger.child({
@@ -301,8 +305,8 @@ export class ChangePoller<T = unknown> implements Poller {
           events.push({
             source: system,
             origin,
-            // Stable per content: a re-read of an unchanged record is the same event.
-            eventId: `poll:${recordType}:${recordId}:${contentHash(payload)}`,
+            // No event id: the database makes it of the content hash (a re-read of an
+            // unchanged record is the same event).
             eventType: `${recordType}.updated`,
             recordType,
             recordId,
@@ -314,7 +318,11 @@ export class ChangePoller<T = unknown> implements Poller {
         }
         // Stored page by page; the cursor moves only after the last page is stored, so a
         // poll that fails half-way reads the same range again next time.
-        inserted += await insertInboundEvents(this.db, events);
+        const stored = await storePolledRecords(this.db, events);
+        inserted += stored.inserted;
+        if (stored.processed > 0) {
+          this.metrics?.eventsProcessed.inc({ system, result: 'done' }, stored.processed);
+        }
         if (setAside.length > 0) {
           const stored = await insertRejectedRecords(this.db, setAside);
           rejected += stored;

@@ -1,5 +1,6 @@
 import type { Db } from '../db/database.js';
 import type { Logger } from '../lib/logger.js';
+import type { Metrics } from '../lib/metrics.js';
 import { adapterPollSource, ChangePoller } from '../lib/pollers.js';
 import { RECORD_ADAPTERS, recordTypesOf } from '../record-types.js';
 import type { PowerOfficeClient } from './client.js';
@@ -19,6 +20,8 @@ export interface PowerOfficePollersOptions {
   client: PowerOfficeClient | undefined;
   db: Db;
   logger: Logger;
+  /** Counts the records a gate-closed poll puts straight into the mirror as processed events. */
+  metrics?: Metrics;
   /** POLL_INTERVAL_MS; 0 turns the timed polling off (full reads on demand still work). */
   intervalMs: number;
   overlapMs?: number;
@@ -29,6 +32,7 @@ export function createPowerOfficePollers(options: PowerOfficePollersOptions): Ch
   const pollerOptions = {
     db: options.db,
     logger: options.logger,
+    metrics: options.metrics,
     intervalMs: options.intervalMs,
     overlapMs: options.overlapMs ?? POWEROFFICE_OVERLAP_MS,
   };

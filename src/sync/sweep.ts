@@ -1,15 +1,23 @@
 import type { Config } from '../config.js';
 import type { Db, DbOrTrx } from '../db/database.js';
-import { countPendingEvents, hasDueEvent, hasPendingEvent } from '../db/inbound-events.js';
-import { getMaxLinkId } from '../db/links.js';
+import {
+  countPendingEvents,
+  hasDueEvent,
+  hasPendingEvent,
+  insertInboundEvents,
+  insertPolledEventsFillingMirror,
+  type NewInboxEvent,
+} from '../db/inbound-events.js';
+import { findLinkedRecords, getMaxLinkId } from '../db/links.js';
 import { haveFullReads } from '../db/poller-cursors.js';
 import { hasRunningReconcileRun } from '../db/reconcile-runs.js';
 import { analyzeMirror } from '../db/records.js';
 import type { SystemName } from '../db/schema.js';
-import { getSyncState, lockSyncState, setSyncState } from '../db/sync-state.js';
+import { getSyncState, lockSyncState, setSyncState, shareLockSyncState } from '../db/sync-state.js';
 import type { Logger } from '../lib/logger.js';
 import { FLOWS } from './flows.js';
 import { linkFlow, syncNewLinks } from './match.js';
+import { mirrorFillOf } from './mirror-fill.js';
 
 // The link gate (docs/ARCHITECTURE.md "Linking"): merge-rule matching starts only once the mirror holds a first
 // full read of both sides, so arrival order never decides a match. Until then the worker only
@@ -59,6 +67,48 @@ export async function releaseAbandonedGate(db: Db): Promise<boolean> {
     });
     return true;
   });
+}
+
+/**
+ * Stores a page of polled records (full records, no deletions) in the inbox; returns how many
+ * were new and how many of those are processed already. While the gate is closed and no sweep is running, what the worker would do with
+ * them is done here, in the same statement: an unlinked record only fills the mirror (its
+ * inbox row is stored processed, for its history), and the sweep links it later. A record
+ * linked in some flow still syncs, so its event is left pending for the worker. The gate row
+ * is share-locked meanwhile, so a sweep starts either before (and the page goes to the worker)
+ * or after this page is in the mirror.
+ */
+export async function storePolledRecords(
+  db: Db,
+  events: NewInboxEvent[],
+): Promise<{ inserted: number; processed: number }> {
+  if (events.length === 0) return { inserted: 0, processed: 0 };
+  return db.transaction().execute(async (trx) => {
+    const gate = await shareLockSyncState(trx, GATE);
+    if (gate?.open === true || gate?.sweepingBy !== undefined) {
+      return { inserted: await insertInboundEvents(trx, events), processed: 0 };
+    }
+    const linked = new Set<string>();
+    for (const side of ['tidsbanken', 'poweroffice'] as const) {
+      const ids = [...new Set(events.filter((e) => e.source === side).map((e) => e.recordId))];
+      for (const r of await findLinkedRecords(trx, side, ids))
+        linked.add(`${side}/${r.recordType}/${r.recordId}`);
+    }
+    return insertPolledEventsFillingMirror(
+      trx,
+      events.map((event) => ({
+        ...event,
+        fill: linked.has(`${event.source}/${event.recordType}/${event.recordId}`)
+          ? undefined
+          : mirrorFillOf(event.recordType, event.payload, occurredAtOf(event)),
+      })),
+    );
+  });
+}
+
+function occurredAtOf(event: NewInboxEvent): Date | null {
+  const at = event.occurredAt;
+  return at === undefined || at === null ? null : new Date(at);
 }
 
 /**

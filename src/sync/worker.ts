@@ -30,6 +30,7 @@ import type { Metrics } from '../lib/metrics.js';
 import type { Clients, RecordType } from '../record-adapter.js';
 import { adapterOf } from '../record-types.js';
 import { flowsForRecordType, sideOf } from './flows.js';
+import { mirrorFillOf } from './mirror-fill.js';
 import { syncLink, tryLink, type SyncContext } from './link.js';
 import { resolveWaitingReferences } from './resolve-references.js';
 import { isLinkGateOpen, maybeRunInitialSweep, type SweepRequirements } from './sweep.js';
@@ -168,25 +169,15 @@ export async function processDueEvents(deps: WorkerDeps, limit = 50): Promise<nu
 }
 
 function mirrorWriteOf(event: InboundEventRow): MirrorWrite | undefined {
-  const adapter = adapterOf(event.record_type);
-  if (adapter === undefined) return undefined;
-  const data = event.payload;
-  const keys = adapter.keys(data);
-  const updatedAt = data[adapter.updatedAtField];
+  const fill = mirrorFillOf(event.record_type, event.payload, event.occurred_at);
+  if (fill === undefined) return undefined;
   return {
     system: event.source,
     recordType: event.record_type,
     recordId: event.record_id,
     parentId: event.parent_id,
-    data,
-    email: keys.email,
-    nationalId: keys.nationalId,
-    number: keys.number,
-    code: keys.code,
-    sourceUpdatedAt:
-      typeof updatedAt === 'string' && updatedAt !== ''
-        ? updatedAt
-        : (event.occurred_at?.toISOString() ?? null),
+    data: event.payload,
+    ...fill,
     eventId: event.id,
     winsTie: !isWriteFeedback(event.event_id),
   };

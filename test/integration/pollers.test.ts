@@ -357,3 +357,67 @@ describe('PowerOffice change pollers', () => {
     ).toEqual([]);
   });
 });
+
+describe('a poll while the link gate is closed', () => {
+  it('puts unlinked records straight into the mirror (their events stored processed) and leaves a linked record to the worker', async () => {
+    await sql`delete from records`.execute(database.db);
+    await sql`delete from links`.execute(database.db);
+    await sql`delete from sync_state`.execute(database.db);
+    fake.seedAnsatt({ Id: 1, Fornavn: 'Old', Epost: 'one@example.no' });
+    fake.seedAnsatt({ Id: 2, Fornavn: 'Linked', SistEndretDato: '2025-01-02T10:00:00.000Z' });
+    await database.db
+      .insertInto('links')
+      .values({
+        flow: 'ansatt-employee',
+        tidsbanken_type: 'ansatt',
+        tidsbanken_id: '2',
+        poweroffice_type: 'employee',
+        poweroffice_id: '900',
+        linked_by: 'operator',
+        shadow: '{}',
+      })
+      .execute();
+    const { ansatt } = pollers();
+    expect(await ansatt.fullRead()).toMatchObject({ records: 2, inserted: 2 });
+
+    const rows = await inbox('ansatt');
+    expect(rows.map((r) => [r.record_id, r.status])).toEqual([
+      ['1', 'done'],
+      ['2', 'pending'],
+    ]);
+    expect(rows[0]!.event_id).toMatch(/^poll:ansatt:1:/);
+    const mirror = await database.db
+      .selectFrom('records')
+      .selectAll()
+      .where('record_type', '=', 'ansatt')
+      .execute();
+    expect(mirror).toHaveLength(1);
+    expect(mirror[0]).toMatchObject({
+      record_id: '1',
+      email_key: 'one@example.no',
+      last_event_id: rows[0]!.id,
+    });
+    expect(mirror[0]!.data).toMatchObject({ Fornavn: 'Old' });
+
+    // A re-read of the same content stores nothing; a newer state replaces the mirrored one.
+    expect(await ansatt.fullRead()).toMatchObject({ inserted: 0 });
+    fake.ansatte.get(1)!.Fornavn = 'New';
+    fake.ansatte.get(1)!.SistEndretDato = '2030-01-01T10:00:00.000Z';
+    expect(await ansatt.fullRead()).toMatchObject({ inserted: 1 });
+    const after = await database.db
+      .selectFrom('records')
+      .select('data')
+      .where('record_id', '=', '1')
+      .where('record_type', '=', 'ansatt')
+      .executeTakeFirstOrThrow();
+    expect(after.data).toMatchObject({ Fornavn: 'New' });
+
+    // Once the gate is open, a poll goes to the worker as before.
+    await sql`update sync_state set value = '{"open": true}' where key = 'link-gate'`.execute(
+      database.db,
+    );
+    fake.ansatte.get(1)!.Fornavn = 'Newer';
+    await ansatt.fullRead();
+    expect((await inbox('ansatt')).at(-1)).toMatchObject({ record_id: '1', status: 'pending' });
+  });
+});

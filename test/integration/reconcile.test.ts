@@ -88,6 +88,30 @@ afterEach(async () => {
   worker = undefined;
 });
 
+/**
+ * A Kunde and a Customer linked before the run: their events wait for the worker (a linked
+ * record syncs), while unlinked records go straight to the mirror with the gate closed.
+ */
+async function preLinkedPair(id: string) {
+  tb.seedKunde({ Id: id, Navn: `Linked ${id}`, Epost: `${id.toLowerCase()}@linked.no` });
+  const customer = po.seedCustomer({
+    Name: `Linked ${id}`,
+    EmailAddress: `${id.toLowerCase()}@linked.no`,
+  });
+  await database.db
+    .insertInto('links')
+    .values({
+      flow: 'kunde-customer',
+      tidsbanken_type: 'kunde',
+      tidsbanken_id: id,
+      poweroffice_type: 'customer',
+      poweroffice_id: String(customer.Id),
+      linked_by: 'operator',
+      shadow: '{}',
+    })
+    .execute();
+}
+
 const count = async (table: 'links' | 'conflicts' | 'outbound_commands') =>
   Number(
     (
@@ -243,11 +267,13 @@ describe('reconcile over HTTP', () => {
 
   it('while a run is going, POST answers the running run and starts nothing; GET shows its phase', async () => {
     tb.seedKunde({ Navn: 'Kunde' });
+    await preLinkedPair('L1');
     const { app, startWorker } = setup();
 
     const first = await request(app).post('/admin/reconcile').set(auth);
     expect(first.status).toBe(202);
-    // No worker yet: the run reads, then waits in 'draining' with the link gate closed.
+    // No worker yet: the run reads, then waits in 'draining' (for the linked pair's events)
+    // with the link gate closed.
     let progress;
     for (let i = 0; i < 400; i++) {
       progress = await request(app).get('/admin/reconcile').set(auth);
@@ -266,7 +292,7 @@ describe('reconcile over HTTP', () => {
     const runs = await database.db.selectFrom('reconcile_runs').select('id').execute();
     expect(runs).toHaveLength(1);
     // One run read each record once.
-    expect(await database.db.selectFrom('inbound_events').select('id').execute()).toHaveLength(1);
+    expect(await database.db.selectFrom('inbound_events').select('id').execute()).toHaveLength(3);
     expect(await isLinkGateOpen(database.db)).toBe(true);
   });
 
@@ -367,18 +393,20 @@ describe('reconcile over HTTP', () => {
     tb.seedKunde({ Id: 'K1', Navn: 'Dup AS', Epost: 'dup@example.no' });
     tb.seedKunde({ Id: 'K2', Navn: 'Dup AS', Epost: 'dup@example.no' });
     po.seedCustomer({ Name: 'Dup AS', EmailAddress: 'dup@example.no' });
+    await preLinkedPair('L1');
     const { app, reconciler, startWorker } = setup();
     const seen: ReconcileProgress[] = [];
     reconciler.onProgress((p) => seen.push(p));
 
     await request(app).post('/admin/reconcile').set(auth).expect(202);
-    // No worker yet: the run waits in 'draining', and says how many events are left.
+    // No worker yet: the run waits in 'draining', and says how many events are left: the
+    // linked pair's two (the 13 unlinked records went straight to the mirror).
     let draining = await request(app).get('/admin/reconcile').set(auth);
-    for (let i = 0; i < 400 && draining.body.progress.pending !== 13; i++) {
+    for (let i = 0; i < 400 && draining.body.progress.pending !== 2; i++) {
       await new Promise((r) => setTimeout(r, 20));
       draining = await request(app).get('/admin/reconcile').set(auth);
     }
-    expect(draining.body.progress).toMatchObject({ phase: 'draining', pending: 13 });
+    expect(draining.body.progress).toMatchObject({ phase: 'draining', pending: 2 });
     await expectDocumentedResponse('GET', '/admin/reconcile', draining);
     // A type still being read already showed its pages (pages of 2: 5 Ansatte take 3).
     expect(
