@@ -14,18 +14,24 @@ export async function getSyncState(
 }
 
 /** Locks the named state row for the caller's transaction, creating it when missing. */
-export async function lockSyncState(db: DbOrTrx, key: string): Promise<Record<string, unknown>> {
+export function lockSyncState(db: DbOrTrx, key: string): Promise<Record<string, unknown>> {
+  return lockRow(db, key, 'update');
+}
+
+async function lockRow(
+  db: DbOrTrx,
+  key: string,
+  strength: 'update' | 'share',
+): Promise<Record<string, unknown>> {
   await db
     .insertInto('sync_state')
     .values({ key, value: '{}' })
     .onConflict((oc) => oc.doNothing())
     .execute();
-  const row = await db
-    .selectFrom('sync_state')
-    .select('value')
-    .where('key', '=', key)
-    .forUpdate()
-    .executeTakeFirstOrThrow();
+  const query = db.selectFrom('sync_state').select('value').where('key', '=', key);
+  const row = await (
+    strength === 'update' ? query.forUpdate() : query.forShare()
+  ).executeTakeFirstOrThrow();
   return row.value;
 }
 
@@ -48,20 +54,6 @@ export async function setSyncState(
  * there is a row to lock): whoever changes it (e.g. the link sweep claiming the gate) waits for
  * that transaction to end.
  */
-export async function shareLockSyncState(
-  db: DbOrTrx,
-  key: string,
-): Promise<Record<string, unknown> | undefined> {
-  await db
-    .insertInto('sync_state')
-    .values({ key, value: '{}' })
-    .onConflict((oc) => oc.doNothing())
-    .execute();
-  const row = await db
-    .selectFrom('sync_state')
-    .select('value')
-    .where('key', '=', key)
-    .forShare()
-    .executeTakeFirst();
-  return row?.value;
+export function shareLockSyncState(db: DbOrTrx, key: string): Promise<Record<string, unknown>> {
+  return lockRow(db, key, 'share');
 }

@@ -85,7 +85,7 @@ export async function storePolledRecords(
   if (events.length === 0) return { inserted: 0, processed: 0 };
   return db.transaction().execute(async (trx) => {
     const gate = await shareLockSyncState(trx, GATE);
-    if (gate?.open === true || gate?.sweepingBy !== undefined) {
+    if (gate.open === true || gate.sweepingBy !== undefined) {
       return { inserted: await insertInboundEvents(trx, events), processed: 0 };
     }
     const linked = new Set<string>();
