@@ -437,6 +437,8 @@ async function main(): Promise<void> {
     pollerEdits: 0,
     projectEdits: 0,
     otherFieldEdits: 0,
+    /** Ticks where neither side could be edited without entering a vendor API's window. */
+    editsHeldBack: 0,
     webhooksRefused: 0,
     restarts: 0,
     freezes: 0,
@@ -570,24 +572,37 @@ async function main(): Promise<void> {
       const candidates = pairs.filter((p) => (lastEdit.get(p)?.at ?? 0) < Date.now() - COOLDOWN_MS);
       if (candidates.length > 0) {
         const pair = candidates[Math.floor(random() * candidates.length)]!;
-        let side: Side = random() < 0.5 ? 'tb' : 'po';
-        // Tidsbanken has no PATCH: our update reads the record and PUTs it back, and a user's
-        // edit between the two is overwritten (README "Known limits"; no ETag to detect it).
-        // While an update of this record is outstanding, the user edits the PowerOffice side
-        // instead; and while that update waits in the outbox (a 429, a backoff) a Tidsbanken
-        // user edits ANOTHER field of the Ansatt, which our PUT must keep.
-        if (side === 'tb') {
-          const write = await state
-            .tidsbankenWrite(pair.kind.tidsbankenType, pair.tbId)
-            .catch(() => 'unknown' as const);
-          if (write !== 'none') side = 'po';
-          if (write === 'waiting' && pair.kind === KINDS.ansatt) {
-            const notat = `note-${seq + 1}`;
-            tb.editAnsatt(Number(pair.tbId), { Notat: notat });
-            lastOtherField.set(pair, notat);
-            note(pair, `Notat=${notat}`);
-            counts.otherFieldEdits += 1;
-          }
+        let side: Side | undefined = random() < 0.5 ? 'tb' : 'po';
+        const last = lastEdit.get(pair);
+        // The two windows where the vendors' APIs, not the service, lose a user's edit (README
+        // "Known limits"); a user there edits the other side instead, or waits. Tidsbanken has
+        // no PATCH: our update reads the record and PUTs it back, and an edit between the two
+        // is overwritten: no edit there while an update of the record is outstanding.
+        // PowerOffice's PATCH has no precondition: an edit made there after the last poll and
+        // before our PATCH is overwritten: no edit there while the running service has yet to
+        // carry the pair's last Tidsbanken edit over. (While no replica runs, both sides are
+        // edited freely: a restart must catch up with both before it writes.)
+        const write = await state
+          .tidsbankenWrite(pair.kind.tidsbankenType, pair.tbId)
+          .catch(() => 'unknown' as const);
+        const tbBlocked = write !== 'none';
+        const poBlocked =
+          last?.side === 'tb' && live().length > 0 && poGet(pair)[pair.kind.poField] !== last.value;
+        if (side === 'tb' && tbBlocked) side = poBlocked ? undefined : 'po';
+        else if (side === 'po' && poBlocked) side = tbBlocked ? undefined : 'tb';
+        // While our update waits in the outbox (a 429, a backoff, paused credentials), a
+        // Tidsbanken user edits ANOTHER field of the Ansatt, which our PUT must keep.
+        if (write === 'waiting' && pair.kind === KINDS.ansatt) {
+          const notat = `note-${seq + 1}`;
+          tb.editAnsatt(Number(pair.tbId), { Notat: notat });
+          lastOtherField.set(pair, notat);
+          note(pair, `Notat=${notat}`);
+          counts.otherFieldEdits += 1;
+        }
+        if (side === undefined) {
+          counts.editsHeldBack += 1;
+          await sleep(100 + random() * 150);
+          continue;
         }
         const viaWebhook = pair.kind.webhooks !== undefined && random() < 0.5;
         seq += 1;
