@@ -20,10 +20,10 @@
 // moments and started again; with two replicas the leader of a system is also frozen for 2–4
 // lease periods and woken. At the end faults stop, the service converges, and the run checks:
 // every linked pair identical on its mapped fields, each pair holding its last edit, every
-// other-field edit kept, no write applied twice (beyond one re-send of an update in flight at
-// a kill or freeze, docs/ARCHITECTURE.md "Crash safety"), no create, and no dead letter; with
-// two replicas also no 429 from either fake's limiter, at most the limit in any sliding
-// second, and each frozen leader replaced within 30 s.
+// other-field edit kept, no write applied twice (beyond one re-send of each update on the
+// wire at a kill or freeze, docs/ARCHITECTURE.md "Crash safety"), no create, and no dead
+// letter; with two replicas also no 429 from either fake's limiter, at most the limit in any
+// sliding second, and each frozen leader replaced within 30 s.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
@@ -118,6 +118,12 @@ interface ServiceState {
   dead(): Promise<{ commands: string[]; events: string[] }>;
   /** Per system, the pid in the live lease's holder (PostgreSQL only). */
   leaderPid(system: 'tidsbanken' | 'poweroffice'): Promise<number | undefined>;
+  /**
+   * Commands on the wire ('sending') of the systems whose lease `pid` holds (or held last):
+   * right after that process is killed or frozen, the sends whose outcome it never recorded.
+   * Undefined where the state cannot be read (PGlite: the admin API shows them as pending).
+   */
+  sendingOf(pid: number): Promise<number | undefined>;
 }
 
 function sqlState(db: Kysely<Database>): ServiceState {
@@ -188,6 +194,10 @@ function sqlState(db: Kysely<Database>): ServiceState {
       const pid = Number(row?.holder?.split('/')[1]);
       return Number.isFinite(pid) && pid > 0 ? pid : undefined;
     },
+    sendingOf: (pid) =>
+      count(sql<{ n: string }>`
+        select count(*) as n from outbound_commands c join leases l on l.system = c.system
+         where c.status = 'sending' and split_part(l.holder, '/', 2) = ${String(pid)}`),
   };
 }
 
@@ -235,6 +245,7 @@ function adminState(url: () => string, token: string): ServiceState {
       };
     },
     leaderPid: () => Promise.resolve(undefined),
+    sendingOf: () => Promise.resolve(undefined),
   };
 }
 
@@ -448,6 +459,11 @@ async function main(): Promise<void> {
     writes: 0,
     creates: 0,
     duplicates: 0,
+    /**
+     * Re-sends allowed: the commands on the wire at each kill or freeze (PostgreSQL), else one
+     * per kill or freeze.
+     */
+    resendAllowance: 0,
     duplicatesBeyondOneResend: 0,
     mismatched: 0,
     lost: 0,
@@ -519,6 +535,7 @@ async function main(): Promise<void> {
       if (leader === undefined) return;
       leader.signal('SIGSTOP');
       counts.freezes += 1;
+      counts.resendAllowance += (await state.sendingOf(pid!).catch(() => undefined)) ?? 1;
       const frozenAt = Date.now();
       let takenOver = false;
       while (Date.now() - frozenAt < forMs) {
@@ -561,7 +578,11 @@ async function main(): Promise<void> {
           const candidates = replicas.filter((r) => !r.frozen);
           const victim = candidates[Math.floor(random() * candidates.length)];
           if (victim !== undefined) {
+            const pid = victim.child?.pid;
             await victim.kill();
+            counts.resendAllowance +=
+              (pid === undefined ? undefined : await state.sendingOf(pid).catch(() => undefined)) ??
+              1;
             const pause = 200 + random() * 1500;
             inBackground(sleep(pause).then(() => victim.start()));
             counts.restarts += 1;
@@ -786,7 +807,7 @@ async function main(): Promise<void> {
     counts.lost === 0 &&
     counts.otherFieldLost === 0 &&
     counts.duplicatesBeyondOneResend === 0 &&
-    counts.duplicates <= counts.restarts + counts.freezes &&
+    counts.duplicates <= counts.resendAllowance &&
     counts.creates === 0 &&
     counts.deadCommands === 0 &&
     counts.deadEvents === 0 &&
@@ -834,7 +855,7 @@ async function main(): Promise<void> {
         'restarts',
         'freezes',
         'writes',
-        'duplicates',
+        'duplicates / allowed',
         'lost',
         'mismatched',
         'creates',
@@ -849,7 +870,7 @@ async function main(): Promise<void> {
         counts.restarts,
         counts.freezes,
         counts.writes,
-        counts.duplicates,
+        `${counts.duplicates} / ${counts.resendAllowance}`,
         counts.lost,
         counts.mismatched,
         counts.creates,
