@@ -190,8 +190,13 @@ describe.runIf(process.env.DATABASE_URL)('a frozen leader (SIGSTOP)', () => {
       po.requests.filter((r) => r.at <= stoppedAt && bearer(r) !== undefined).map(bearer),
     );
     expect(oldTokens.size).toBeGreaterThan(0);
+    // The one allowance: a request that had passed its lease check when the process froze
+    // leaves when it wakes (the check and the socket write are not one atomic step, and
+    // neither vendor takes a fencing token; README "Several replicas"). Nothing starts after
+    // the wake-up: at most what the pacer had released, all of it at once on waking.
     const fromOldLeader = po.requests.filter((r) => r.at > wokenAt && oldTokens.has(bearer(r)));
-    expect(fromOldLeader.map((r) => `${r.method} ${r.path}`)).toEqual([]);
+    expect(fromOldLeader.length).toBeLessThanOrEqual(PO_LIMIT);
+    expect(fromOldLeader.filter((r) => r.at > wokenAt + 2000)).toEqual([]);
     expect(maxPerSlidingSecond(po.requests)).toBeLessThanOrEqual(PO_LIMIT);
     expect(maxPerSlidingSecond(tb.requests)).toBeLessThanOrEqual(TB_LIMIT);
     expect(po.requests.filter((r) => r.status === 429)).toEqual([]);
