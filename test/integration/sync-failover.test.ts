@@ -49,7 +49,7 @@ const leads = (replica: ChildService, system: string): boolean => {
 };
 
 describe.runIf(process.env.DATABASE_URL)('a frozen leader (SIGSTOP)', () => {
-  it('is replaced within 30 s by the other replica, which delivers new changes; woken up (SIGCONT) it sends nothing: no write twice, the limit held in every sliding second, no 429', async () => {
+  it('is replaced within 30 s by the other replica, which delivers new changes; woken up (SIGCONT) it starts no request: no write twice, the limit held in every sliding second, no 429', async () => {
     const tb = await startFakeTidsbanken({ rateLimitPerSecond: TB_LIMIT });
     const po = await startFakePowerOffice({ rateLimitPerSecond: PO_LIMIT });
     cleanup.push(
