@@ -34,6 +34,7 @@ import {
 import { adapterOf } from '../record-types.js';
 import type { Inflight } from './diff.js';
 import { flowById } from './flows.js';
+import { fieldsAlreadyInPlace } from './landed.js';
 
 // The dispatcher of one target system (docs/ARCHITECTURE.md "Outbox and dispatcher"): claims due commands and sends them
 // through that system's client (and so its pacer). Only the replica holding the system's
@@ -260,13 +261,28 @@ export class Dispatcher {
     }
     // A newer command for this record may carry some of these fields (this one was retried
     // or requeued after a restart): never send an older value over a newer one.
-    const fields = await pruneSupersededFields(db, claimed);
-    if (claimed.operation === 'update' && Object.keys(fields).length === 0) {
+    const unsuperseded = await pruneSupersededFields(db, claimed);
+    if (claimed.operation === 'update' && Object.keys(unsuperseded).length === 0) {
       this.count(claimed, 'superseded');
       logger.info(
         { ...logFields(claimed), decision: 'superseded' },
         'command overtaken by a newer one; not sent',
       );
+      return;
+    }
+    const inPlace = await fieldsAlreadyInPlace(db, claimed, unsuperseded);
+    const fields = Object.fromEntries(
+      Object.entries(unsuperseded).filter(([target]) => !inPlace.includes(target)),
+    );
+    if (claimed.operation === 'update' && Object.keys(fields).length === 0) {
+      // A re-send whose every field the target shows already: an earlier attempt landed.
+      if (await markCommandDone(db, claimed, 'sent', { alreadyInPlace: inPlace })) {
+        this.count(claimed, 'superseded');
+        logger.info(
+          { ...logFields(claimed), decision: 'already_in_place' },
+          'command not sent again: the target already holds its values',
+        );
+      }
       return;
     }
     const command = { ...claimed, payload: { ...claimed.payload, fields } };

@@ -72,4 +72,37 @@ describe('a restart after edits on both sides of a pair', () => {
     expect(po.getEmployee(employeeId)?.JobTitle).toBe('newer from PowerOffice');
     expect(tb.getAnsatt(2)?.Tittel).toBe('newer from PowerOffice');
   }, 60_000);
+
+  it('does not send an update again when the target, read since, already shows its values', async () => {
+    h = await startSyncHarness({ seed: (tb, po) => seedEmployeePairs(tb, po, PAIRS) });
+    const { tb, po, database } = h;
+    await h.settle();
+    const employeeId = [...po.employees.values()].find((e) => e.Number === 1)!.Id as number;
+    // The PATCH lands but its answer never comes: the outcome is unknown to the dispatcher,
+    // which tries again after its backoff; meanwhile the poller reads the Employee.
+    po.faults.inject(1, 'timeout', {
+      process: true,
+      match: (r) => r.method === 'PATCH' && r.path.endsWith(`/${employeeId}`),
+    });
+    tb.editAnsatt(1, { Tittel: 'landed once' });
+    await waitFor(
+      'the command to be recorded',
+      async () =>
+        (await database.db
+          .selectFrom('outbound_commands')
+          .select('status')
+          .where('system', '=', 'poweroffice')
+          .where('record_id', '=', String(employeeId))
+          .where('status', '=', 'sent')
+          .executeTakeFirst()) !== undefined,
+      30_000,
+    );
+    await h.settle();
+    const patches = po.requests.filter(
+      (r) => r.method === 'PATCH' && JSON.stringify(r.body).includes('landed once'),
+    );
+    expect(patches).toHaveLength(1);
+    expect(po.getEmployee(employeeId)?.JobTitle).toBe('landed once');
+    expect(h.logs.lines.some((l) => l.includes('"decision":"already_in_place"'))).toBe(true);
+  }, 60_000);
 });
