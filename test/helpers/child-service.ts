@@ -1,6 +1,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { inject } from 'vitest';
+import { openPglite, type DatabaseHandle } from '../../src/db/database.js';
+import { createTestDatabase } from './database.js';
 
 // Pieces for tests that run the real entry point (`src/main.ts` under tsx's loader) as a
 // child process.
@@ -90,5 +95,41 @@ export function runService(env: Record<string, string>): ChildService {
             return [];
           }
         }),
+  };
+}
+
+/** Where a child service keeps its state, on the database the tests run on. */
+export interface ChildStore {
+  /** DATABASE_URL or DATA_DIR, for the child's environment. */
+  env: Record<string, string>;
+  /**
+   * The store opened in this process. On PGlite only once the child has stopped (one
+   * process per data dir); `cleanup` closes it.
+   */
+  open(): Promise<DatabaseHandle>;
+}
+
+/**
+ * With DATABASE_URL: a database of its own cloned from the template; else a fresh PGlite data
+ * directory named `<dirPrefix>…`. `cleanup` drops or removes it.
+ */
+export async function childServiceStore(
+  cleanup: (() => Promise<unknown>)[],
+  dirPrefix: string,
+): Promise<ChildStore> {
+  if (process.env.DATABASE_URL) {
+    const database = await createTestDatabase(inject('templateDatabase'));
+    cleanup.push(() => database.close());
+    return { env: { DATABASE_URL: database.url! }, open: () => Promise.resolve(database) };
+  }
+  const dir = await mkdtemp(join(tmpdir(), dirPrefix));
+  cleanup.push(() => rm(dir, { recursive: true, force: true }));
+  return {
+    env: { DATA_DIR: dir },
+    open: async () => {
+      const handle = await openPglite(dir);
+      cleanup.push(() => handle.close());
+      return handle;
+    },
   };
 }

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import request from 'supertest';
-import { expect, inject } from 'vitest';
+import { afterEach, expect, inject } from 'vitest';
 import type { Express } from 'express';
 import { signWebhook } from '../../src/http/webhook-signature.js';
 import { loadConfig, secretsOf, type Config } from '../../src/config.js';
@@ -227,4 +227,37 @@ export async function sendSignedWebhook(
     .set('webhook-signature', signWebhook(secret, id, ts, raw))
     .send(raw);
   expect(res.status).toBe(202);
+}
+
+/**
+ * One harness per test of the calling file, closed after each test. The returned `start`
+ * starts it with `env` under the test's own env and waits until it settles (the first full
+ * reads and the link sweep) within `settleTimeoutMs`.
+ */
+export function harnessPerTest(
+  defaults: { env?: Record<string, string>; settleTimeoutMs?: number } = {},
+): (options: HarnessOptions) => Promise<SyncHarness> {
+  let h: SyncHarness | undefined;
+  afterEach(async () => {
+    await h?.close();
+    h = undefined;
+  });
+  return async (options) => {
+    h = await startSyncHarness({ ...options, env: { ...defaults.env, ...options.env } });
+    await h.settle(
+      defaults.settleTimeoutMs !== undefined ? { timeoutMs: defaults.settleTimeoutMs } : {},
+    );
+    return h;
+  };
+}
+
+/** The flow's links that are not unlinked, in Tidsbanken id order. */
+export function activeLinks(s: Pick<SyncHarness, 'database'>, flow: string) {
+  return s.database.db
+    .selectFrom('links')
+    .selectAll()
+    .where('flow', '=', flow)
+    .where('unlinked_at', 'is', null)
+    .orderBy('tidsbanken_id')
+    .execute();
 }

@@ -1,11 +1,8 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterEach, describe, expect, inject, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { startFakePowerOffice } from '../fakes/poweroffice.js';
 import { startFakeTidsbanken } from '../fakes/tidsbanken.js';
-import { freePort, runService, waitReady } from '../helpers/child-service.js';
-import { createTestDatabase } from '../helpers/database.js';
+import { childServiceStore, freePort, runService, waitReady } from '../helpers/child-service.js';
+import { fakesEnv } from '../helpers/fakes-env.js';
 import { seedEmployeePairs } from '../helpers/sync-harness.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -31,29 +28,13 @@ describe('a service killed mid-reconcile', () => {
       () => po.close(),
     );
     seedEmployeePairs(tb, po, 3);
-    const store: Record<string, string> = {};
-    if (process.env.DATABASE_URL) {
-      const database = await createTestDatabase(inject('templateDatabase'));
-      cleanup.push(() => database.close());
-      store.DATABASE_URL = database.url!;
-    } else {
-      const dir = await mkdtemp(join(tmpdir(), 'tbpo-reconcile-crash-'));
-      cleanup.push(() => rm(dir, { recursive: true, force: true }));
-      store.DATA_DIR = dir;
-    }
+    const store = await childServiceStore(cleanup, 'tbpo-reconcile-crash-');
     const port = await freePort();
     const env: Record<string, string> = {
       PORT: String(port),
-      ...store,
+      ...store.env,
       ADMIN_TOKEN: TOKEN,
-      TIDSBANKEN_BASE_URL: tb.url,
-      TIDSBANKEN_API_KEY: tb.apiKey,
-      TIDSBANKEN_SUBSCRIPTION_KEY: tb.subscriptionKey,
-      POWEROFFICE_BASE_URL: po.baseUrl,
-      POWEROFFICE_TOKEN_URL: po.tokenUrl,
-      POWEROFFICE_APPLICATION_KEY: po.applicationKey,
-      POWEROFFICE_CLIENT_KEY: po.clientKey,
-      POWEROFFICE_SUBSCRIPTION_KEY: po.subscriptionKey,
+      ...fakesEnv(tb, po),
       POLL_INTERVAL_MS: '300',
       LEASE_TTL_MS: '3000',
     };

@@ -1,15 +1,12 @@
 import { writeFileSync } from 'node:fs';
-import { spawn } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, describe, expect, inject, it } from 'vitest';
-import { openPglite, type DatabaseHandle } from '../../src/db/database.js';
+import { afterEach, describe, expect, it } from 'vitest';
 import type { RecordedRequest } from '../fakes/fake-server.js';
 import { startFakePowerOffice, type FakePowerOffice } from '../fakes/poweroffice.js';
 import { startFakeTidsbanken, type FakeTidsbanken } from '../fakes/tidsbanken.js';
-import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
-import { freePort, TSX, waitReady } from '../helpers/child-service.js';
+import { childServiceStore, freePort, runService, waitReady } from '../helpers/child-service.js';
+import { fakesEnv } from '../helpers/fakes-env.js';
 import { seedEmployeePairs } from '../helpers/sync-harness.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -20,30 +17,6 @@ import { waitFor } from '../helpers/wait.js';
 
 const PAIRS = 10;
 const NEW_ANSATTE = [101, 102, 103, 104, 105, 106];
-
-function runService(env: Record<string, string>) {
-  const child = spawn(TSX, ['src/main.ts'], {
-    env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'info', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-    // Its own process group: tsx runs the service in a grandchild node process, and SIGKILL
-    // to tsx alone would leave that one running (holding the port and the data dir).
-    detached: true,
-  });
-  const signal = (sig: NodeJS.Signals) => {
-    try {
-      process.kill(sig === 'SIGKILL' ? -child.pid! : child.pid!, sig);
-    } catch {
-      // already gone
-    }
-  };
-  let output = '';
-  child.stdout.on('data', (d: Buffer) => (output += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (output += d.toString()));
-  const exited = new Promise<number | null>((resolve) =>
-    child.on('exit', (code, signal) => resolve(code ?? (signal === null ? null : -1))),
-  );
-  return { child, exited, signal, output: () => output };
-}
 
 const isWrite = (r: RecordedRequest) =>
   ['POST', 'PUT', 'PATCH'].includes(r.method) && !/token/i.test(r.path);
@@ -88,30 +61,13 @@ describe('a service process killed mid-burst', () => {
     const employeeOf = (i: number) =>
       [...po.employees.values()].find((e) => e.Number === i)!.Id as number;
 
-    let database: TestDatabase | undefined;
-    let dataDir: string | undefined;
-    if (process.env.DATABASE_URL) {
-      database = await createTestDatabase(inject('templateDatabase'));
-      const db = database;
-      cleanup.push(() => db.close());
-    } else {
-      dataDir = await mkdtemp(join(tmpdir(), 'tbpo-crash-'));
-      const dir = dataDir;
-      cleanup.push(() => rm(dir, { recursive: true, force: true }));
-    }
+    const store = await childServiceStore(cleanup, 'tbpo-crash-');
     const port = await freePort();
     const env: Record<string, string> = {
       PORT: String(port),
-      ...(database !== undefined ? { DATABASE_URL: database.url! } : { DATA_DIR: dataDir! }),
-      TIDSBANKEN_BASE_URL: tb.url,
-      TIDSBANKEN_API_KEY: tb.apiKey,
-      TIDSBANKEN_SUBSCRIPTION_KEY: tb.subscriptionKey,
+      ...store.env,
+      ...fakesEnv(tb, po),
       TIDSBANKEN_RATE_LIMIT_PER_SECOND: '40',
-      POWEROFFICE_BASE_URL: po.baseUrl,
-      POWEROFFICE_TOKEN_URL: po.tokenUrl,
-      POWEROFFICE_APPLICATION_KEY: po.applicationKey,
-      POWEROFFICE_CLIENT_KEY: po.clientKey,
-      POWEROFFICE_SUBSCRIPTION_KEY: po.subscriptionKey,
       POWEROFFICE_RATE_LIMIT_PER_SECOND: '40',
       POLL_INTERVAL_MS: '300',
       FLOW_ANSATT_EMPLOYEE_ON_UNMATCHED: 'create-in-poweroffice',
@@ -282,12 +238,7 @@ describe('a service process killed mid-burst', () => {
     expect(writesBeforeKill).toBeGreaterThanOrEqual(3);
 
     // The database: nothing left to send, nothing dead, every pair and every create linked.
-    let handle: DatabaseHandle;
-    if (database !== undefined) handle = database;
-    else {
-      handle = await openPglite(dataDir);
-      cleanup.push(() => handle.close());
-    }
+    const handle = await store.open();
     const open = await handle.db
       .selectFrom('outbound_commands')
       .selectAll()
@@ -335,30 +286,13 @@ describe('a service process killed mid-burst', () => {
     }
     const NEW = ['N1', 'N2', 'N3', 'N4'];
 
-    let database: TestDatabase | undefined;
-    let dataDir: string | undefined;
-    if (process.env.DATABASE_URL) {
-      database = await createTestDatabase(inject('templateDatabase'));
-      const db = database;
-      cleanup.push(() => db.close());
-    } else {
-      dataDir = await mkdtemp(join(tmpdir(), 'tbpo-crash-'));
-      const dir = dataDir;
-      cleanup.push(() => rm(dir, { recursive: true, force: true }));
-    }
+    const store = await childServiceStore(cleanup, 'tbpo-crash-');
     const port = await freePort();
     const env: Record<string, string> = {
       PORT: String(port),
-      ...(database !== undefined ? { DATABASE_URL: database.url! } : { DATA_DIR: dataDir! }),
-      TIDSBANKEN_BASE_URL: tb.url,
-      TIDSBANKEN_API_KEY: tb.apiKey,
-      TIDSBANKEN_SUBSCRIPTION_KEY: tb.subscriptionKey,
+      ...store.env,
+      ...fakesEnv(tb, po),
       TIDSBANKEN_RATE_LIMIT_PER_SECOND: '40',
-      POWEROFFICE_BASE_URL: po.baseUrl,
-      POWEROFFICE_TOKEN_URL: po.tokenUrl,
-      POWEROFFICE_APPLICATION_KEY: po.applicationKey,
-      POWEROFFICE_CLIENT_KEY: po.clientKey,
-      POWEROFFICE_SUBSCRIPTION_KEY: po.subscriptionKey,
       POWEROFFICE_RATE_LIMIT_PER_SECOND: '40',
       POLL_INTERVAL_MS: '300',
       FLOW_PROSJEKT_PROJECT_ON_UNMATCHED: 'create-in-poweroffice',
@@ -459,12 +393,7 @@ describe('a service process killed mid-burst', () => {
     expect(posts.filter((p) => p.status === 0)).toHaveLength(1);
     expect(po.faults.remaining).toBe(0);
 
-    let handle: DatabaseHandle;
-    if (database !== undefined) handle = database;
-    else {
-      handle = await openPglite(dataDir);
-      cleanup.push(() => handle.close());
-    }
+    const handle = await store.open();
     const open = await handle.db
       .selectFrom('outbound_commands')
       .select(['id', 'status', 'operation', 'record_id'])

@@ -4,6 +4,7 @@ import { startFakePowerOffice } from '../fakes/poweroffice.js';
 import { startFakeTidsbanken } from '../fakes/tidsbanken.js';
 import { freePort, runService, waitReady, type ChildService } from '../helpers/child-service.js';
 import { createTestDatabase } from '../helpers/database.js';
+import { fakesEnv } from '../helpers/fakes-env.js';
 import { seedEmployeePairs } from '../helpers/sync-harness.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -65,15 +66,8 @@ describe.runIf(process.env.DATABASE_URL)('a frozen leader (SIGSTOP)', () => {
     const env = (port: number): Record<string, string> => ({
       PORT: String(port),
       DATABASE_URL: database.url!,
-      TIDSBANKEN_BASE_URL: tb.url,
-      TIDSBANKEN_API_KEY: tb.apiKey,
-      TIDSBANKEN_SUBSCRIPTION_KEY: tb.subscriptionKey,
+      ...fakesEnv(tb, po),
       TIDSBANKEN_RATE_LIMIT_PER_SECOND: String(TB_LIMIT),
-      POWEROFFICE_BASE_URL: po.baseUrl,
-      POWEROFFICE_TOKEN_URL: po.tokenUrl,
-      POWEROFFICE_APPLICATION_KEY: po.applicationKey,
-      POWEROFFICE_CLIENT_KEY: po.clientKey,
-      POWEROFFICE_SUBSCRIPTION_KEY: po.subscriptionKey,
       POWEROFFICE_RATE_LIMIT_PER_SECOND: String(PO_LIMIT),
       POLL_INTERVAL_MS: '500',
       LEASE_TTL_MS: String(LEASE_TTL_MS),

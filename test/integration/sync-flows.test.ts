@@ -1,9 +1,9 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import request from 'supertest';
 import {
+  activeLinks,
+  harnessPerTest,
   sendSignedWebhook,
-  startSyncHarness,
-  type HarnessOptions,
   type SyncHarness,
 } from '../helpers/sync-harness.js';
 import { waitFor } from '../helpers/wait.js';
@@ -21,27 +21,7 @@ const admin = (s: SyncHarness, method: 'post' | 'get', path: string) =>
 const sendWebhook = (s: SyncHarness, system: 'tidsbanken' | 'poweroffice', body: unknown) =>
   sendSignedWebhook(s, system, SECRET, body);
 
-let h: SyncHarness | undefined;
-afterEach(async () => {
-  await h?.close();
-  h = undefined;
-});
-
-async function start(options: HarnessOptions): Promise<SyncHarness> {
-  h = await startSyncHarness(options);
-  await h.settle();
-  return h;
-}
-
-async function linksOf(s: SyncHarness, flow: string) {
-  return s.database.db
-    .selectFrom('links')
-    .selectAll()
-    .where('flow', '=', flow)
-    .where('unlinked_at', 'is', null)
-    .orderBy('tidsbanken_id')
-    .execute();
-}
+const start = harnessPerTest();
 
 describe('flow ansatt-contactperson', () => {
   it('links by e-mail and by national id, and syncs edits both ways', async () => {
@@ -77,7 +57,7 @@ describe('flow ansatt-contactperson', () => {
         po.editContactPerson(byId, { SocialSecurityNumber: '01019012345' });
       },
     });
-    const links = await linksOf(s, 'ansatt-contactperson');
+    const links = await activeLinks(s, 'ansatt-contactperson');
     expect(links.map((l) => [l.tidsbanken_id, l.poweroffice_id, l.linked_by])).toEqual([
       ['1', String(byMail), 'email'],
       ['2', String(byId), 'national_id'],
@@ -134,7 +114,7 @@ describe('flow kunde-customer', () => {
         }).Id as number;
       },
     });
-    expect((await linksOf(s, 'kunde-customer')).map((l) => l.linked_by)).toEqual([
+    expect((await activeLinks(s, 'kunde-customer')).map((l) => l.linked_by)).toEqual([
       'email',
       'email',
     ]);
@@ -168,7 +148,7 @@ describe('flow kunde-customer', () => {
         po.seedCustomer({ Name: 'C', EmailAddress: 'to@kunder.no' });
       },
     });
-    expect(await linksOf(s, 'kunde-customer')).toEqual([]);
+    expect(await activeLinks(s, 'kunde-customer')).toEqual([]);
     const conflicts = await s.database.db
       .selectFrom('conflicts')
       .selectAll()
@@ -236,7 +216,7 @@ describe('flow kunde-customer', () => {
   });
 
   it('create-in-poweroffice: a lost POST response still makes exactly one Customer, then links it', async () => {
-    h = await startSyncHarness({
+    const s = await start({
       env: { FLOW_KUNDE_CUSTOMER_ON_UNMATCHED: 'create-in-poweroffice' },
       seed: (tb, po) => {
         tb.seedKunde({
@@ -253,14 +233,12 @@ describe('flow kunde-customer', () => {
         });
       },
     });
-    const s = h;
-    await s.settle();
     const customers = [...s.po.customers.values()].filter(
       (c) => c.ExternalImportReference === 'tb-kunde-40001',
     );
     expect(customers).toHaveLength(1);
     expect(customers[0]).toMatchObject({ Name: 'Ny Kunde AS', EmailAddress: 'ny@kunde.no' });
-    const links = await linksOf(s, 'kunde-customer');
+    const links = await activeLinks(s, 'kunde-customer');
     expect(links.map((l) => [l.tidsbanken_id, l.poweroffice_id])).toEqual([
       ['40001', String(customers[0]!.Id)],
     ]);

@@ -1,10 +1,6 @@
 import request from 'supertest';
-import { afterEach, describe, expect, it } from 'vitest';
-import {
-  startSyncHarness,
-  type HarnessOptions,
-  type SyncHarness,
-} from '../helpers/sync-harness.js';
+import { describe, expect, it } from 'vitest';
+import { activeLinks, harnessPerTest, type SyncHarness } from '../helpers/sync-harness.js';
 import { waitFor } from '../helpers/wait.js';
 
 // The fourth flow, prosjekt-project, end to end against both fakes: links by code, syncs
@@ -15,28 +11,8 @@ import { waitFor } from '../helpers/wait.js';
 const ADMIN_TOKEN = 'admin-token-prosjekt-0123456789';
 const auth = { authorization: `Bearer ${ADMIN_TOKEN}` };
 
-let h: SyncHarness | undefined;
-afterEach(async () => {
-  await h?.close();
-  h = undefined;
-});
-
-async function start(options: HarnessOptions): Promise<SyncHarness> {
-  h = await startSyncHarness({ ...options, env: { ADMIN_TOKEN, ...options.env } });
-  // The first full reads and the link sweep: slow on a loaded machine.
-  await h.settle({ timeoutMs: 90_000 });
-  return h;
-}
-
-async function linksOf(s: SyncHarness, flow: string) {
-  return s.database.db
-    .selectFrom('links')
-    .selectAll()
-    .where('flow', '=', flow)
-    .where('unlinked_at', 'is', null)
-    .orderBy('tidsbanken_id')
-    .execute();
-}
+// The first full reads and the link sweep: slow on a loaded machine.
+const start = harnessPerTest({ env: { ADMIN_TOKEN }, settleTimeoutMs: 90_000 });
 
 /** The `reference` entries of a record's history (GET /admin/records/…/history). */
 async function referenceHistory(s: SyncHarness, system: string, type: string, id: string) {
@@ -75,7 +51,7 @@ describe('flow prosjekt-project', { timeout: 120_000 }, () => {
         po.seedProject({ Code: 'P-200', Name: 'Annet' });
       },
     });
-    const links = await linksOf(s, 'prosjekt-project');
+    const links = await activeLinks(s, 'prosjekt-project');
     expect(links.map((l) => [l.tidsbanken_id, l.poweroffice_id, l.linked_by])).toEqual([
       ['P-100', String(project), 'code'],
     ]);
@@ -215,7 +191,7 @@ describe('flow prosjekt-project', { timeout: 120_000 }, () => {
       'the reference written',
       () => s.po.getProject(project)!.CustomerId === customer.Id,
     );
-    const [link] = await linksOf(s, 'kunde-customer');
+    const [link] = await activeLinks(s, 'kunde-customer');
     expect(link).toMatchObject({ tidsbanken_id: 'K6', linked_by: 'email' });
     // It was the sweep's statement that linked them: its audit entry carries no event.
     const linkAudit = await s.database.db
@@ -327,7 +303,7 @@ describe('flow prosjekt-project', { timeout: 120_000 }, () => {
     expect(s.writes(s.tb).filter((w) => w.method === 'POST')).toHaveLength(1);
     expect(s.tb.prosjekter.size).toBe(2);
     expect(s.po.projects.size).toBe(3);
-    const links = await linksOf(s, 'prosjekt-project');
+    const links = await activeLinks(s, 'prosjekt-project');
     expect(links.map((l) => [l.tidsbanken_id, l.poweroffice_id])).toEqual([
       ['P9', String(made[0]!.Id)],
       ['X-1', String(fromPo)],
