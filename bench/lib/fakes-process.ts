@@ -14,6 +14,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { startFakePowerOffice } from '../../test/fakes/poweroffice.js';
 import { startFakeTidsbanken } from '../../test/fakes/tidsbanken.js';
+import { fakesEnv } from '../../test/helpers/fakes-env.js';
 
 export interface FakesScenario {
   /**
@@ -134,16 +135,7 @@ async function runFakes(scenario: FakesScenario): Promise<void> {
       po.seedCustomer({ Name: `Customer ${i}`, EmailAddress: email });
     }
   }
-  const env = {
-    TIDSBANKEN_BASE_URL: tb.url,
-    TIDSBANKEN_API_KEY: tb.apiKey,
-    TIDSBANKEN_SUBSCRIPTION_KEY: tb.subscriptionKey,
-    POWEROFFICE_BASE_URL: po.baseUrl,
-    POWEROFFICE_TOKEN_URL: po.tokenUrl,
-    POWEROFFICE_APPLICATION_KEY: po.applicationKey,
-    POWEROFFICE_CLIENT_KEY: po.clientKey,
-    POWEROFFICE_SUBSCRIPTION_KEY: po.subscriptionKey,
-  };
+  const env = fakesEnv(tb, po);
   process.stdout.write(`${JSON.stringify({ env })}\n`);
   const input = createInterface({ input: process.stdin });
   input.on('line', (line) => {

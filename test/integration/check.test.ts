@@ -9,6 +9,7 @@ import { RECORD_ADAPTERS, recordTypesOf } from '../../src/record-types.js';
 import { LogCapture } from '../helpers/app.js';
 import { TSX } from '../helpers/child-service.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
+import { fakesEnv } from '../helpers/fakes-env.js';
 
 // `npm run check` against the two fake APIs: what it reports and that it exits non-zero on
 // any problem (the CLI exits 1 exactly when a line is FAIL).
@@ -33,14 +34,7 @@ afterAll(async () => {
 
 function env(overrides: Record<string, string | undefined> = {}): Record<string, string> {
   const all: Record<string, string | undefined> = {
-    TIDSBANKEN_BASE_URL: tb.url,
-    TIDSBANKEN_API_KEY: tb.apiKey,
-    TIDSBANKEN_SUBSCRIPTION_KEY: tb.subscriptionKey,
-    POWEROFFICE_BASE_URL: po.baseUrl,
-    POWEROFFICE_TOKEN_URL: po.tokenUrl,
-    POWEROFFICE_APPLICATION_KEY: po.applicationKey,
-    POWEROFFICE_CLIENT_KEY: po.clientKey,
-    POWEROFFICE_SUBSCRIPTION_KEY: po.subscriptionKey,
+    ...fakesEnv(tb, po),
     TIDSBANKEN_WEBHOOK_SECRET: 'whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQ=',
     DATABASE_URL: database.url,
     ...overrides,

@@ -17,6 +17,7 @@ import { createTidsbankenPollers } from '../../src/tidsbanken/poller.js';
 import { startFakePowerOffice, type FakePowerOffice } from '../fakes/poweroffice.js';
 import { startFakeTidsbanken, type FakeTidsbanken } from '../fakes/tidsbanken.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
+import { fakesEnv } from '../helpers/fakes-env.js';
 import { expectDocumentedResponse } from '../helpers/openapi.js';
 
 // POST/GET /admin/reconcile on the real app, real pollers and clients against the fake APIs,
@@ -37,14 +38,7 @@ function setup() {
   const config = loadConfig({
     ADMIN_TOKEN: TOKEN,
     POLL_INTERVAL_MS: '0',
-    TIDSBANKEN_BASE_URL: tb.url,
-    TIDSBANKEN_API_KEY: tb.apiKey,
-    TIDSBANKEN_SUBSCRIPTION_KEY: tb.subscriptionKey,
-    POWEROFFICE_BASE_URL: po.baseUrl,
-    POWEROFFICE_TOKEN_URL: po.tokenUrl,
-    POWEROFFICE_APPLICATION_KEY: po.applicationKey,
-    POWEROFFICE_CLIENT_KEY: po.clientKey,
-    POWEROFFICE_SUBSCRIPTION_KEY: po.subscriptionKey,
+    ...fakesEnv(tb, po),
   });
   const metrics = createMetrics();
   const tbClient = new TidsbankenClient({
