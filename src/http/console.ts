@@ -28,7 +28,7 @@ import { html, type Html } from '../console/html.js';
 import { listCommands } from '../db/commands.js';
 import { listConflicts } from '../db/conflicts.js';
 import { listLinks, listUnlinkedRecords } from '../db/links.js';
-import { listLeases } from '../db/leases.js';
+import { listLeases, type LeaseStatus } from '../db/leases.js';
 import { readOpsSnapshot } from '../db/ops-snapshot.js';
 import { getCurrentReconcileRun } from '../db/reconcile-runs.js';
 import {
@@ -43,7 +43,7 @@ import type { ReconcileRunRow, SystemName } from '../db/schema.js';
 import { AppError, NotConfiguredError, UnauthorizedError, ValidationError } from '../errors.js';
 import type { Logger } from '../lib/logger.js';
 import { recordTypesOf } from '../record-types.js';
-import { flowById } from '../sync/flows.js';
+import { flowById, type FlowDefinition } from '../sync/flows.js';
 import * as operator from '../sync/operator.js';
 import type { Reconciler } from '../sync/reconcile.js';
 import {
@@ -179,8 +179,20 @@ const NOTICES: Record<string, string> = {
 
 export function consoleRouter(deps: ConsoleDeps): Router {
   const router = Router();
-  const admin = adminToken(deps.config.adminToken);
+  guardRequests(router);
+  sessionRoutes(router, deps);
+  overviewPages(router, deps);
+  linksPages(router, deps);
+  conflictsPages(router, deps);
+  deadLetterPages(router, deps);
+  flowsPages(router, deps);
+  recordPages(router, deps);
+  router.use(consoleErrors(deps.logger));
+  return router;
+}
 
+/** Security headers, the static assets, the form parser and the cross-site check. */
+function guardRequests(router: Router): void {
   router.use((_req, res, next) => {
     res.setHeader('Content-Security-Policy', CSP);
     res.setHeader('Cache-Control', 'no-store');
@@ -221,6 +233,11 @@ export function consoleRouter(deps: ConsoleDeps): Router {
     }
     next();
   });
+}
+
+/** Log-in and log-out, and the session (and its CSRF token) every other page needs. */
+function sessionRoutes(router: Router, deps: ConsoleDeps): void {
+  const admin = adminToken(deps.config.adminToken);
 
   router.get('/login', (_req, res) => {
     res
@@ -281,80 +298,48 @@ export function consoleRouter(deps: ConsoleDeps): Router {
     res.setHeader('Set-Cookie', sessionCookie(req, '', 0));
     res.redirect(303, '/console/login');
   });
+}
 
-  const render = (res: Response, layout: Omit<Layout, 'csrf'>, body: Html, status = 200) => {
-    res
-      .status(status)
-      .type('html')
-      .send(page({ ...layout, csrf: res.locals.consoleSession!.csrf }, body));
-  };
-  const noticeOf = (req: Request) => {
-    const key = typeof req.query.notice === 'string' ? req.query.notice : undefined;
-    return key !== undefined ? NOTICES[key] : undefined;
-  };
-  const csrf = (res: Response) => res.locals.consoleSession!.csrf;
+function render(res: Response, layout: Omit<Layout, 'csrf'>, body: Html, status = 200): void {
+  res
+    .status(status)
+    .type('html')
+    .send(page({ ...layout, csrf: res.locals.consoleSession!.csrf }, body));
+}
 
-  /** An action on one row (`:id`): back to the page it came from, with a notice. */
-  const idAction = (
-    path: string,
-    fallback: string,
-    notice: keyof typeof NOTICES,
-    act: (id: string) => Promise<unknown>,
-  ) =>
-    router.post(path, async (req, res) => {
-      const form = parse(backForm, req.body);
-      await act(parse(idParam, req.params.id, 'id'));
-      res.redirect(303, withNotice(backTo(form.back, fallback), notice));
-    });
+function noticeOf(req: Request): string | undefined {
+  const key = typeof req.query.notice === 'string' ? req.query.notice : undefined;
+  return key !== undefined ? NOTICES[key] : undefined;
+}
 
-  // ---- overview -----------------------------------------------------------------------
+function csrf(res: Response): string {
+  return res.locals.consoleSession!.csrf;
+}
 
+/** An action on one row (`:id`): back to the page it came from, with a notice. */
+function idAction(
+  router: Router,
+  path: string,
+  fallback: string,
+  notice: keyof typeof NOTICES,
+  act: (id: string) => Promise<unknown>,
+): void {
+  router.post(path, async (req, res) => {
+    const form = parse(backForm, req.body);
+    await act(parse(idParam, req.params.id, 'id'));
+    res.redirect(303, withNotice(backTo(form.back, fallback), notice));
+  });
+}
+
+/** The overview and the reconcile it starts and reports on. */
+function overviewPages(router: Router, deps: ConsoleDeps): void {
   router.get('/', async (req, res) => {
     const ops = await readOpsSnapshot(deps.db);
     const flows = await listFlows(deps);
     const run = await getCurrentReconcileRun(deps.db);
     const statuses = deps.systemStatus?.();
     const leases = await listLeases(deps.db);
-    const systems: SystemView[] = (['tidsbanken', 'poweroffice'] as const).map((system) => {
-      const configured =
-        system === 'tidsbanken'
-          ? deps.config.tidsbanken.credentials !== undefined
-          : deps.config.poweroffice.credentials !== undefined;
-      const status = statuses?.find((s) => s.system === system);
-      const lease = leases.find((l) => l.system === system);
-      const who =
-        status?.leader === true
-          ? 'this replica'
-          : status?.leader === false
-            ? 'another replica'
-            : 'not known to this process';
-      const refused = status?.credentials;
-      return {
-        system,
-        configured,
-        // The lease row says who holds the system and until when (it is renewed while held).
-        leader: !configured
-          ? '—'
-          : lease !== undefined && lease.holder !== null
-            ? `${who} (${lease.holder}, term ${lease.epoch}, ${lease.live ? 'lease until' : 'lease expired'} ${lease.expiresAt
-                .toISOString()
-                .replace('T', ' ')
-                .replace(/\.\d+Z$/, 'Z')})`
-            : who,
-        credentials: !configured
-          ? 'not set'
-          : refused !== undefined
-            ? `refused since ${refused.since
-                .toISOString()
-                .replace('T', ' ')
-                .replace(/\.\d+Z$/, 'Z')}: ${refused.message}`
-            : 'configured, accepted',
-        paused:
-          refused !== undefined
-            ? `credentials refused (${refused.message}); writes and polls wait and are retried`
-            : undefined,
-      };
-    });
+    const systems = SYSTEMS.map((system) => systemView(deps, system, statuses, leases));
     render(
       res,
       { title: 'Overview', nav: 'overview', notice: noticeOf(req) },
@@ -381,139 +366,207 @@ export function consoleRouter(deps: ConsoleDeps): Router {
     await deps.reconciler.start();
     res.redirect(303, withNotice('/console', 'reconcile'));
   });
+}
 
-  // ---- links --------------------------------------------------------------------------
+/** A time in UTC to the second: `2026-12-04 03:14:34Z`. */
+function utcTime(date: Date): string {
+  return date
+    .toISOString()
+    .replace('T', ' ')
+    .replace(/\.\d+Z$/, 'Z');
+}
 
-  const LinksQuery = z
-    .object({
-      search: z
-        .string()
-        .trim()
-        .max(200)
-        .optional()
-        .transform((v) => (v === '' ? undefined : v)),
-      flow: choice(FLOW_IDS),
-      unlinked: choice(SYSTEMS),
-      cursor: keyCursorSchema,
-      notice: z.string().optional(),
-    })
-    .strict();
+/** A system's row on the overview: configured, who leads it, whether its credentials work. */
+function systemView(
+  deps: ConsoleDeps,
+  system: SystemName,
+  statuses: SystemStatus[] | undefined,
+  leases: LeaseStatus[],
+): SystemView {
+  const configured =
+    system === 'tidsbanken'
+      ? deps.config.tidsbanken.credentials !== undefined
+      : deps.config.poweroffice.credentials !== undefined;
+  const status = statuses?.find((s) => s.system === system);
+  const lease = leases.find((l) => l.system === system);
+  const who =
+    status?.leader === true
+      ? 'this replica'
+      : status?.leader === false
+        ? 'another replica'
+        : 'not known to this process';
+  const refused = status?.credentials;
+  return {
+    system,
+    configured,
+    // The lease row says who holds the system and until when (it is renewed while held).
+    leader: !configured
+      ? '—'
+      : lease !== undefined && lease.holder !== null
+        ? `${who} (${lease.holder}, term ${lease.epoch}, ${lease.live ? 'lease until' : 'lease expired'} ${utcTime(lease.expiresAt)})`
+        : who,
+    credentials: !configured
+      ? 'not set'
+      : refused !== undefined
+        ? `refused since ${utcTime(refused.since)}: ${refused.message}`
+        : 'configured, accepted',
+    paused:
+      refused !== undefined
+        ? `credentials refused (${refused.message}); writes and polls wait and are retried`
+        : undefined,
+  };
+}
 
+/** Links, the records without one, and linking or unlinking by hand. */
+function linksPages(router: Router, deps: ConsoleDeps): void {
   router.get('/links', async (req, res) => {
     const q = parse(LinksQuery, req.query);
-    const { flow, unlinked, search } = q;
-    const limit = 50;
-    const here = (cursor: string) => hrefWith('/console/links', { search, flow, unlinked, cursor });
-    const filters = filterForm(
-      '/console/links',
-      [
-        html`<div>
-          <label for="search">Id, e-mail or name</label
-          ><input id="search" name="search" type="search" value="${search ?? ''}" />
-        </div>`,
-        selectField('flow', 'Flow', FLOW_CHOICES, flow),
-        selectField(
-          'unlinked',
-          'Show',
-          [
-            { value: '', label: 'Links' },
-            { value: 'tidsbanken', label: 'Tidsbanken records without a link (needs a flow)' },
-            { value: 'poweroffice', label: 'PowerOffice records without a link (needs a flow)' },
-          ],
-          unlinked,
-        ),
-      ],
-      'Search',
-      'search',
-    );
-    if (unlinked !== undefined) {
-      if (flow === undefined)
-        throw new ValidationError('Choose a flow to list the records without a link in it.');
-      const def = flowById(flow)!;
-      const type = unlinked === 'tidsbanken' ? def.tidsbanken : def.poweroffice;
-      const rows = await listUnlinkedRecords(deps.db, {
-        flow,
-        system: unlinked,
-        recordType: type,
-        after: q.cursor,
-        limit,
-      });
-      const shown = rows.slice(0, limit).map(toRecordDto);
-      render(
-        res,
-        { title: 'Records without a link', nav: 'links', notice: noticeOf(req) },
-        html`${filters}${table(
-          `${unlinked === 'tidsbanken' ? 'Tidsbanken' : 'PowerOffice'} ${type} records without a link in ${flow}`,
-          ['Record', 'Data'],
-          shown.map(
-            (r) =>
-              html`<tr>
-                <td>${recordLink(r.system, r.recordType, r.recordId)}</td>
-                <td>${json(r.data)}</td>
-              </tr>`,
-          ),
-          'Every record of this side has a link.',
-        )}${pager(rows.length > limit ? here(encodeCursor(shown[shown.length - 1]!.recordId)) : null)}`,
-      );
-      return;
-    }
-    if (q.cursor !== undefined && !/^[0-9]{1,18}$/.test(q.cursor)) {
-      throw new ValidationError('That page link is not valid.');
-    }
-    const rows = await listLinks(deps.db, { flow, search, before: q.cursor, limit });
-    const shown = rows.slice(0, limit).map(toLinkDto);
-    render(
-      res,
-      { title: 'Links', nav: 'links', notice: noticeOf(req) },
-      html`${filters}${table(
-        search !== undefined ? `Links matching “${search}”` : 'Links, newest first',
-        ['Link', 'Flow', 'Tidsbanken', 'PowerOffice', 'Linked by', 'Last synced', 'Action'],
-        shown.map(
-          (l) =>
-            html`<tr>
-              <td>${l.id}</td>
-              <td>${l.flow}</td>
-              <td>${recordLink('tidsbanken', l.tidsbankenType, l.tidsbankenId)}</td>
-              <td>${recordLink('poweroffice', l.powerofficeType, l.powerofficeId)}</td>
-              <td>${l.linkedBy}</td>
-              <td>${when(l.lastSyncedAt)}</td>
-              <td>${unlinkButton(csrf(res), l.id, req.originalUrl)}</td>
-            </tr>`,
-        ),
-        'No links match.',
-      )}${pager(rows.length > limit ? here(shown[shown.length - 1]!.id) : null)}`,
-    );
+    if (q.unlinked !== undefined) await unlinkedRecordsPage(deps, req, res, q, q.unlinked);
+    else await linkListPage(deps, req, res, q);
   });
 
-  const NewLinkForm = z.object({
-    csrf: z.string(),
-    back: z.string().optional(),
-    flow: z.enum(FLOW_IDS),
-    tidsbankenId: z.string().min(1).max(128),
-    powerofficeId: z.string().min(1).max(128),
-  });
   router.post('/links', async (req, res) => {
     const form = parse(NewLinkForm, req.body);
     await operator.linkByHand(deps, form);
     res.redirect(303, withNotice(backTo(form.back, '/console/conflicts'), 'linked'));
   });
 
-  idAction('/links/:id/unlink', '/console/links', 'unlinked', (id) =>
+  idAction(router, '/links/:id/unlink', '/console/links', 'unlinked', (id) =>
     operator.unlinkByHand(deps, id),
   );
+}
 
-  // ---- conflicts ----------------------------------------------------------------------
+const LinksQuery = z
+  .object({
+    search: z
+      .string()
+      .trim()
+      .max(200)
+      .optional()
+      .transform((v) => (v === '' ? undefined : v)),
+    flow: choice(FLOW_IDS),
+    unlinked: choice(SYSTEMS),
+    cursor: keyCursorSchema,
+    notice: z.string().optional(),
+  })
+  .strict();
+type LinksFilter = z.infer<typeof LinksQuery>;
 
-  const ConflictsQuery = z
-    .object({
-      kind: choice(['ambiguous_match', 'field_conflict']),
-      // Open by default; the empty choice is "any".
-      status: z.enum(['open', 'resolved']).or(z.literal('')).optional(),
-      cursor: cursorSchema,
-      notice: z.string().optional(),
-    })
-    .strict();
+const NewLinkForm = z.object({
+  csrf: z.string(),
+  back: z.string().optional(),
+  flow: z.enum(FLOW_IDS),
+  tidsbankenId: z.string().min(1).max(128),
+  powerofficeId: z.string().min(1).max(128),
+});
 
+const LINKS_PER_PAGE = 50;
+
+/** The links page with this filter, from `cursor` on. */
+function linksHref({ search, flow, unlinked }: LinksFilter, cursor: string): string {
+  return hrefWith('/console/links', { search, flow, unlinked, cursor });
+}
+
+const UNLINKED_CHOICES = [
+  { value: '', label: 'Links' },
+  { value: 'tidsbanken', label: 'Tidsbanken records without a link (needs a flow)' },
+  { value: 'poweroffice', label: 'PowerOffice records without a link (needs a flow)' },
+];
+
+function linksFilters({ search, flow, unlinked }: LinksFilter): Html {
+  return filterForm(
+    '/console/links',
+    [
+      html`<div>
+        <label for="search">Id, e-mail or name</label
+        ><input id="search" name="search" type="search" value="${search ?? ''}" />
+      </div>`,
+      selectField('flow', 'Flow', FLOW_CHOICES, flow),
+      selectField('unlinked', 'Show', UNLINKED_CHOICES, unlinked),
+    ],
+    'Search',
+    'search',
+  );
+}
+
+/** The records of one side of a flow that have no link in it. */
+async function unlinkedRecordsPage(
+  deps: ConsoleDeps,
+  req: Request,
+  res: Response,
+  q: LinksFilter,
+  unlinked: SystemName,
+): Promise<void> {
+  const { flow } = q;
+  if (flow === undefined)
+    throw new ValidationError('Choose a flow to list the records without a link in it.');
+  const def = flowById(flow)!;
+  const type = unlinked === 'tidsbanken' ? def.tidsbanken : def.poweroffice;
+  const rows = await listUnlinkedRecords(deps.db, {
+    flow,
+    system: unlinked,
+    recordType: type,
+    after: q.cursor,
+    limit: LINKS_PER_PAGE,
+  });
+  const shown = rows.slice(0, LINKS_PER_PAGE).map(toRecordDto);
+  const next = rows.length > LINKS_PER_PAGE ? shown[shown.length - 1]!.recordId : undefined;
+  render(
+    res,
+    { title: 'Records without a link', nav: 'links', notice: noticeOf(req) },
+    html`${linksFilters(q)}${table(
+      `${unlinked === 'tidsbanken' ? 'Tidsbanken' : 'PowerOffice'} ${type} records without a link in ${flow}`,
+      ['Record', 'Data'],
+      shown.map(
+        (r) =>
+          html`<tr>
+            <td>${recordLink(r.system, r.recordType, r.recordId)}</td>
+            <td>${json(r.data)}</td>
+          </tr>`,
+      ),
+      'Every record of this side has a link.',
+    )}${pager(next !== undefined ? linksHref(q, encodeCursor(next)) : null)}`,
+  );
+}
+
+/** Links, newest first, or those matching the search. */
+async function linkListPage(
+  deps: ConsoleDeps,
+  req: Request,
+  res: Response,
+  q: LinksFilter,
+): Promise<void> {
+  const { flow, search } = q;
+  if (q.cursor !== undefined && !/^[0-9]{1,18}$/.test(q.cursor)) {
+    throw new ValidationError('That page link is not valid.');
+  }
+  const rows = await listLinks(deps.db, { flow, search, before: q.cursor, limit: LINKS_PER_PAGE });
+  const shown = rows.slice(0, LINKS_PER_PAGE).map(toLinkDto);
+  render(
+    res,
+    { title: 'Links', nav: 'links', notice: noticeOf(req) },
+    html`${linksFilters(q)}${table(
+      search !== undefined ? `Links matching “${search}”` : 'Links, newest first',
+      ['Link', 'Flow', 'Tidsbanken', 'PowerOffice', 'Linked by', 'Last synced', 'Action'],
+      shown.map(
+        (l) =>
+          html`<tr>
+            <td>${l.id}</td>
+            <td>${l.flow}</td>
+            <td>${recordLink('tidsbanken', l.tidsbankenType, l.tidsbankenId)}</td>
+            <td>${recordLink('poweroffice', l.powerofficeType, l.powerofficeId)}</td>
+            <td>${l.linkedBy}</td>
+            <td>${when(l.lastSyncedAt)}</td>
+            <td>${unlinkButton(csrf(res), l.id, req.originalUrl)}</td>
+          </tr>`,
+      ),
+      'No links match.',
+    )}${pager(rows.length > LINKS_PER_PAGE ? linksHref(q, shown[shown.length - 1]!.id) : null)}`,
+  );
+}
+
+/** Conflicts, each with its records side by side, and dismissing them. */
+function conflictsPages(router: Router, deps: ConsoleDeps): void {
   router.get('/conflicts', async (req, res) => {
     const q = parse(ConflictsQuery, req.query);
     const kind = q.kind;
@@ -525,90 +578,19 @@ export function consoleRouter(deps: ConsoleDeps): Router {
     for (const c of shown) {
       const flow = flowById(c.flow);
       if (flow === undefined) continue;
-      const back = req.originalUrl;
       const dismiss =
         c.status === 'open'
           ? actionButton(csrf(res), `/console/conflicts/${c.id}/dismiss`, 'Dismiss', {
-              back,
+              back: req.originalUrl,
               style: 'secondary',
               accessibleName: `Dismiss conflict ${c.id}`,
             })
           : html``;
-      if (c.kind === 'ambiguous_match') {
-        const self = await getMirrorRecord(deps.db, c.system, c.recordType ?? '', c.recordId);
-        const candidates = Array.isArray(c.candidates)
-          ? (c.candidates as { system?: string; recordId?: string }[])
-          : [];
-        const columns: Html[] = [];
-        for (const candidate of candidates) {
-          if (candidate.system !== 'tidsbanken' && candidate.system !== 'poweroffice') continue;
-          const recordId = String(candidate.recordId ?? '');
-          const type = candidate.system === 'tidsbanken' ? flow.tidsbanken : flow.poweroffice;
-          const row = await getMirrorRecord(deps.db, candidate.system, type, recordId);
-          const pair =
-            candidate.system !== c.system
-              ? c.system === 'tidsbanken'
-                ? { tidsbankenId: c.recordId, powerofficeId: recordId }
-                : { tidsbankenId: recordId, powerofficeId: c.recordId }
-              : undefined;
-          columns.push(
-            html`<div class="card">
-              <h3>Candidate</h3>
-              ${recordSummary(flow, candidate.system, recordId, row)}
-              ${
-                pair !== undefined && c.status === 'open'
-                  ? html`<div class="actions">
-                      ${actionButton(csrf(res), '/console/links', 'Link these two', {
-                        back,
-                        fields: { flow: flow.id, ...pair },
-                        accessibleName: `Link these two: Tidsbanken ${flow.tidsbanken} ${pair.tidsbankenId} and PowerOffice ${flow.poweroffice} ${pair.powerofficeId}`,
-                      })}
-                    </div>`
-                  : ''
-              }
-            </div>`,
-          );
-        }
-        cards.push(
-          html`<article class="card" aria-labelledby="conflict-${c.id}">
-            <h2 id="conflict-${c.id}">Ambiguous match ${c.id} · ${c.flow}</h2>
-            <p>${c.resolution ?? ''} · ${c.status} · found ${when(c.createdAt)}</p>
-            <div class="side-by-side">
-              <div class="card">
-                <h3>Record</h3>
-                ${recordSummary(flow, c.system, c.recordId, self)}
-              </div>
-              ${columns}
-            </div>
-            <div class="actions">${dismiss}</div>
-          </article>`,
-        );
-      } else {
-        cards.push(
-          html`<article class="card" aria-labelledby="conflict-${c.id}">
-            <h2 id="conflict-${c.id}">Field conflict ${c.id} · ${c.flow} · ${c.field ?? ''}</h2>
-            <div class="side-by-side">
-              <div>
-                <h3>Tidsbanken value</h3>
-                ${json(c.tidsbankenValue)}
-              </div>
-              <div>
-                <h3>PowerOffice value</h3>
-                ${json(c.powerofficeValue)}
-              </div>
-              <div>
-                <h3>Resolution</h3>
-                <p>${c.resolution ?? '—'}</p>
-              </div>
-            </div>
-            <p>
-              ${recordLink(c.system, c.recordType ?? '', c.recordId)} · ${c.status} ·
-              ${when(c.createdAt)}
-            </p>
-            <div class="actions">${dismiss}</div>
-          </article>`,
-        );
-      }
+      cards.push(
+        c.kind === 'ambiguous_match'
+          ? await ambiguousMatchCard(deps, csrf(res), req.originalUrl, flow, c, dismiss)
+          : fieldConflictCard(c, dismiss),
+      );
     }
     const params = new URLSearchParams();
     if (kind !== undefined) params.set('kind', kind);
@@ -616,60 +598,135 @@ export function consoleRouter(deps: ConsoleDeps): Router {
     render(
       res,
       { title: 'Conflicts', nav: 'conflicts', notice: noticeOf(req) },
-      html`${filterForm(
-        '/console/conflicts',
-        [
-          selectField(
-            'kind',
-            'Kind',
-            [
-              { value: '', label: 'All kinds' },
-              { value: 'ambiguous_match', label: 'Ambiguous match' },
-              { value: 'field_conflict', label: 'Field conflict' },
-            ],
-            kind,
-          ),
-          selectField(
-            'status',
-            'Status',
-            [
-              { value: 'open', label: 'Open' },
-              { value: 'resolved', label: 'Resolved' },
-              { value: '', label: 'Any' },
-            ],
-            status ?? '',
-          ),
-        ],
-        'Show',
-      )}
+      html`${conflictFilters(kind, status)}
       ${cards.length === 0 ? html`<p class="muted">No conflicts here.</p>` : cards}
       ${pager(rows.length > limit ? `/console/conflicts?${params.toString()}&cursor=${encodeCursor(shown[shown.length - 1]!.id)}` : null)}`,
     );
   });
 
-  idAction('/conflicts/:id/dismiss', '/console/conflicts', 'dismissed', (id) =>
+  idAction(router, '/conflicts/:id/dismiss', '/console/conflicts', 'dismissed', (id) =>
     operator.dismissConflictByHand(deps, id),
   );
+}
 
-  // ---- dead letters -------------------------------------------------------------------
+const ConflictsQuery = z
+  .object({
+    kind: choice(['ambiguous_match', 'field_conflict']),
+    // Open by default; the empty choice is "any".
+    status: z.enum(['open', 'resolved']).or(z.literal('')).optional(),
+    cursor: cursorSchema,
+    notice: z.string().optional(),
+  })
+  .strict();
 
-  const count = z
-    .string()
-    .regex(/^[0-9]{1,9}$/)
-    .optional();
-  const DeadQuery = z
-    .object({
-      system: choice(SYSTEMS),
-      flow: choice(FLOW_IDS),
-      commandsCursor: cursorSchema,
-      eventsCursor: cursorSchema,
-      notice: z.string().optional(),
-      replayed: count,
-      retried: count,
-      skipped: count,
-    })
-    .strict();
+type ConflictView = ReturnType<typeof toConflictDto>;
 
+const CONFLICT_KIND_CHOICES = [
+  { value: '', label: 'All kinds' },
+  { value: 'ambiguous_match', label: 'Ambiguous match' },
+  { value: 'field_conflict', label: 'Field conflict' },
+];
+const CONFLICT_STATUS_CHOICES = [
+  { value: 'open', label: 'Open' },
+  { value: 'resolved', label: 'Resolved' },
+  { value: '', label: 'Any' },
+];
+
+function conflictFilters(kind: string | undefined, status: string | undefined): Html {
+  return filterForm(
+    '/console/conflicts',
+    [
+      selectField('kind', 'Kind', CONFLICT_KIND_CHOICES, kind),
+      selectField('status', 'Status', CONFLICT_STATUS_CHOICES, status ?? ''),
+    ],
+    'Show',
+  );
+}
+
+/** An ambiguous match: the record, and each candidate with a button to link the two. */
+async function ambiguousMatchCard(
+  deps: ConsoleDeps,
+  csrfToken: string,
+  back: string,
+  flow: FlowDefinition,
+  c: ConflictView,
+  dismiss: Html,
+): Promise<Html> {
+  const self = await getMirrorRecord(deps.db, c.system, c.recordType ?? '', c.recordId);
+  const candidates = Array.isArray(c.candidates)
+    ? (c.candidates as { system?: string; recordId?: string }[])
+    : [];
+  const columns: Html[] = [];
+  for (const candidate of candidates) {
+    if (candidate.system !== 'tidsbanken' && candidate.system !== 'poweroffice') continue;
+    const recordId = String(candidate.recordId ?? '');
+    const type = candidate.system === 'tidsbanken' ? flow.tidsbanken : flow.poweroffice;
+    const row = await getMirrorRecord(deps.db, candidate.system, type, recordId);
+    const pair =
+      candidate.system !== c.system
+        ? c.system === 'tidsbanken'
+          ? { tidsbankenId: c.recordId, powerofficeId: recordId }
+          : { tidsbankenId: recordId, powerofficeId: c.recordId }
+        : undefined;
+    columns.push(
+      html`<div class="card">
+        <h3>Candidate</h3>
+        ${recordSummary(flow, candidate.system, recordId, row)}
+        ${
+          pair !== undefined && c.status === 'open'
+            ? html`<div class="actions">
+                ${actionButton(csrfToken, '/console/links', 'Link these two', {
+                  back,
+                  fields: { flow: flow.id, ...pair },
+                  accessibleName: `Link these two: Tidsbanken ${flow.tidsbanken} ${pair.tidsbankenId} and PowerOffice ${flow.poweroffice} ${pair.powerofficeId}`,
+                })}
+              </div>`
+            : ''
+        }
+      </div>`,
+    );
+  }
+  return html`<article class="card" aria-labelledby="conflict-${c.id}">
+    <h2 id="conflict-${c.id}">Ambiguous match ${c.id} · ${c.flow}</h2>
+    <p>${c.resolution ?? ''} · ${c.status} · found ${when(c.createdAt)}</p>
+    <div class="side-by-side">
+      <div class="card">
+        <h3>Record</h3>
+        ${recordSummary(flow, c.system, c.recordId, self)}
+      </div>
+      ${columns}
+    </div>
+    <div class="actions">${dismiss}</div>
+  </article>`;
+}
+
+/** A field conflict: both values and the resolution, side by side. */
+function fieldConflictCard(c: ConflictView, dismiss: Html): Html {
+  return html`<article class="card" aria-labelledby="conflict-${c.id}">
+    <h2 id="conflict-${c.id}">Field conflict ${c.id} · ${c.flow} · ${c.field ?? ''}</h2>
+    <div class="side-by-side">
+      <div>
+        <h3>Tidsbanken value</h3>
+        ${json(c.tidsbankenValue)}
+      </div>
+      <div>
+        <h3>PowerOffice value</h3>
+        ${json(c.powerofficeValue)}
+      </div>
+      <div>
+        <h3>Resolution</h3>
+        <p>${c.resolution ?? '—'}</p>
+      </div>
+    </div>
+    <p>
+      ${recordLink(c.system, c.recordType ?? '', c.recordId)} · ${c.status} · ${when(c.createdAt)}
+    </p>
+    <div class="actions">${dismiss}</div>
+  </article>`;
+}
+
+/** Dead commands and inbox events, and replaying, dropping or retrying them. */
+function deadLetterPages(router: Router, deps: ConsoleDeps): void {
   router.get('/dead', async (req, res) => {
     const q = parse(DeadQuery, req.query);
     const { system, flow } = q;
@@ -687,175 +744,222 @@ export function consoleRouter(deps: ConsoleDeps): Router {
       before: q.eventsCursor,
       limit,
     });
-    const commands = pageOf(commandRows, limit, (r) => r.id, toCommandDto);
-    const events = pageOf(eventRows, limit, (r) => r.id, toEventDto);
-    const back = req.originalUrl;
-    const filter = { system, flow };
-    const skipped = (why: string) =>
-      q.skipped !== undefined && q.skipped !== '0' ? `; ${q.skipped} left dead ${why}` : '';
-    const notice =
-      q.replayed !== undefined
-        ? `${q.replayed} command(s) queued again${skipped('because a newer command for the same record is queued (drop those)')}.`
-        : q.retried !== undefined
-          ? `${q.retried} event(s) queued again${skipped('(the same event is queued again, or a record without a readable id: fix it at its source)')}.`
-          : noticeOf(req);
-    const filtered = system !== undefined || flow !== undefined;
+    const view: DeadView = { csrf: csrf(res), back: req.originalUrl, filter: { system, flow } };
     render(
       res,
-      { title: 'Dead letters', nav: 'dead', notice },
+      { title: 'Dead letters', nav: 'dead', notice: deadNotice(req, q) },
       html`${filterForm(
-          '/console/dead',
-          [
-            selectField('system', 'System', SYSTEM_CHOICES, system),
-            selectField('flow', 'Flow (commands)', FLOW_CHOICES, flow),
-          ],
-          'Show',
-        )}
-        <h2 id="commands-h">Dead commands</h2>
-        ${
-          commands.items.length > 0
-            ? actionButton(
-                csrf(res),
-                '/console/commands/replay',
-                `Replay all${filtered ? ' shown' : ''}`,
-                {
-                  back,
-                  fields: { system: system ?? '', flow: flow ?? '' },
-                  confirm: 'Replay every dead command of this filter?',
-                  block: true,
-                },
-              )
-            : ''
-        }
-        ${table(
-          'Dead commands, newest first',
-          ['Command', 'Target', 'Flow', 'Operation', 'Attempts', 'Last error', 'Actions'],
-          commands.items.map(
-            (c) =>
-              html`<tr>
-                <td>${c.id}</td>
-                <td>
-                  ${c.recordId !== null ? recordLink(c.system, c.recordType, c.recordId) : html`${c.system} ${c.recordType} (new)`}
-                </td>
-                <td>${c.flow ?? '—'}</td>
-                <td>${c.operation}</td>
-                <td class="num">${c.attempts}</td>
-                <td>
-                  <p class="reason">${errorSummary(c.lastError)}</p>
-                  <details>
-                    <summary>The full answer</summary>
-                    ${json(c.lastError)}
-                  </details>
-                  <details>
-                    <summary>The write</summary>
-                    ${json(c.payload)}
-                  </details>
-                </td>
-                <td>
-                  <div class="actions">
-                    ${actionButton(csrf(res), `/console/commands/${c.id}/replay`, 'Replay', { back, accessibleName: `Replay command ${c.id}` })}
-                    ${actionButton(csrf(res), `/console/commands/${c.id}/drop`, 'Drop', { back, style: 'danger', confirm: 'Drop this command? It will never be sent.', accessibleName: `Drop command ${c.id}` })}
-                  </div>
-                </td>
-              </tr>`,
-          ),
-          'No dead commands.',
-        )}${pager(
-          commands.nextCursor !== null
-            ? hrefWith('/console/dead', { ...filter, commandsCursor: commands.nextCursor })
-            : null,
-          'More dead commands',
-        )}
-        <h2 id="events-h">Dead inbox events</h2>
-        ${
-          events.items.length > 0
-            ? actionButton(
-                csrf(res),
-                '/console/events/retry',
-                `Retry all${system !== undefined ? ' shown' : ''}`,
-                {
-                  back,
-                  fields: { system: system ?? '' },
-                  confirm: 'Retry every dead inbox event of this system?',
-                  block: true,
-                },
-              )
-            : ''
-        }
-        ${table(
-          'Dead inbox events, newest first',
-          ['Event', 'Record', 'Type', 'Attempts', 'Last error', 'Action'],
-          events.items.map(
-            (e) =>
-              html`<tr>
-                <td>${e.id}</td>
-                <td>
-                  ${e.recordId !== null ? recordLink(e.source, e.recordType, e.recordId) : html`${e.source} ${e.recordType} (no readable id)`}
-                </td>
-                <td>${e.eventType}</td>
-                <td class="num">${e.attempts}</td>
-                <td>
-                  ${e.lastError ?? '—'}${
-                    e.rawRecord !== null
-                      ? html`<details>
-                          <summary>The record as received</summary>
-                          ${json(e.rawRecord)}
-                        </details>`
-                      : ''
-                  }
-                </td>
-                <td>
-                  ${actionButton(csrf(res), `/console/events/${e.id}/retry`, 'Retry', { back, accessibleName: `Retry event ${e.id}` })}
-                </td>
-              </tr>`,
-          ),
-          'No dead inbox events.',
-        )}${pager(
-          events.nextCursor !== null
-            ? hrefWith('/console/dead', { ...filter, eventsCursor: events.nextCursor })
-            : null,
-          'More dead inbox events',
-        )}`,
+        '/console/dead',
+        [
+          selectField('system', 'System', SYSTEM_CHOICES, system),
+          selectField('flow', 'Flow (commands)', FLOW_CHOICES, flow),
+        ],
+        'Show',
+      )}
+      ${deadCommands(
+        view,
+        pageOf(commandRows, limit, (r) => r.id, toCommandDto),
+      )}
+      ${deadEvents(
+        view,
+        pageOf(eventRows, limit, (r) => r.id, toEventDto),
+      )}`,
     );
   });
 
-  /** A bulk action of the dead-letters page: back to the page with the counts it reports. */
-  const bulkAction = (
-    path: string,
-    act: (filter: { system?: SystemName; flow?: string }) => Promise<Record<string, number>>,
-  ) =>
-    router.post(path, async (req, res) => {
-      const form = parse(
-        backForm.extend({ system: choice(SYSTEMS), flow: choice(FLOW_IDS) }),
-        req.body,
-      );
-      const counts = await act({
-        ...(form.system !== undefined ? { system: form.system } : {}),
-        ...(form.flow !== undefined ? { flow: form.flow } : {}),
-      });
-      const url = new URL(backTo(form.back, '/console/dead'), 'http://console.invalid');
-      for (const key of ['notice', 'replayed', 'retried', 'skipped']) url.searchParams.delete(key);
-      for (const [key, value] of Object.entries(counts)) url.searchParams.set(key, String(value));
-      res.redirect(303, `${url.pathname}${url.search}`);
-    });
-  bulkAction('/commands/replay', async (filter) => {
+  bulkAction(router, '/commands/replay', async (filter) => {
     const { replayed, skipped } = await operator.replayDeadCommands(deps, filter);
     return { replayed, skipped };
   });
-  bulkAction('/events/retry', async (filter) => {
+  bulkAction(router, '/events/retry', async (filter) => {
     const { retried, skipped } = await operator.retryDeadEvents(deps, { system: filter.system });
     return { retried, skipped };
   });
-  idAction('/commands/:id/replay', '/console/dead', 'replayed', (id) =>
+  idAction(router, '/commands/:id/replay', '/console/dead', 'replayed', (id) =>
     operator.replayCommand(deps, id),
   );
-  idAction('/commands/:id/drop', '/console/dead', 'dropped', (id) =>
+  idAction(router, '/commands/:id/drop', '/console/dead', 'dropped', (id) =>
     operator.dropCommand(deps, id),
   );
-  idAction('/events/:id/retry', '/console/dead', 'retried', (id) => operator.retryEvent(deps, id));
+  idAction(router, '/events/:id/retry', '/console/dead', 'retried', (id) =>
+    operator.retryEvent(deps, id),
+  );
+}
 
-  // ---- flows --------------------------------------------------------------------------
+const count = z
+  .string()
+  .regex(/^[0-9]{1,9}$/)
+  .optional();
+const DeadQuery = z
+  .object({
+    system: choice(SYSTEMS),
+    flow: choice(FLOW_IDS),
+    commandsCursor: cursorSchema,
+    eventsCursor: cursorSchema,
+    notice: z.string().optional(),
+    replayed: count,
+    retried: count,
+    skipped: count,
+  })
+  .strict();
 
+/** What the dead-letters page's sections share: the form token, the page, its filter. */
+interface DeadView {
+  csrf: string;
+  back: string;
+  filter: { system: SystemName | undefined; flow: string | undefined };
+}
+
+/** The counts a bulk action reports back, or the notice of a row's action. */
+function deadNotice(req: Request, q: z.infer<typeof DeadQuery>): string | undefined {
+  const skipped = (why: string) =>
+    q.skipped !== undefined && q.skipped !== '0' ? `; ${q.skipped} left dead ${why}` : '';
+  return q.replayed !== undefined
+    ? `${q.replayed} command(s) queued again${skipped('because a newer command for the same record is queued (drop those)')}.`
+    : q.retried !== undefined
+      ? `${q.retried} event(s) queued again${skipped('(the same event is queued again, or a record without a readable id: fix it at its source)')}.`
+      : noticeOf(req);
+}
+
+function deadCommands(
+  { csrf, back, filter }: DeadView,
+  commands: { items: ReturnType<typeof toCommandDto>[]; nextCursor: string | null },
+): Html {
+  const { system, flow } = filter;
+  const filtered = system !== undefined || flow !== undefined;
+  return html`<h2 id="commands-h">Dead commands</h2>
+    ${
+      commands.items.length > 0
+        ? actionButton(csrf, '/console/commands/replay', `Replay all${filtered ? ' shown' : ''}`, {
+            back,
+            fields: { system: system ?? '', flow: flow ?? '' },
+            confirm: 'Replay every dead command of this filter?',
+            block: true,
+          })
+        : ''
+    }
+    ${table(
+      'Dead commands, newest first',
+      ['Command', 'Target', 'Flow', 'Operation', 'Attempts', 'Last error', 'Actions'],
+      commands.items.map(
+        (c) =>
+          html`<tr>
+            <td>${c.id}</td>
+            <td>
+              ${c.recordId !== null ? recordLink(c.system, c.recordType, c.recordId) : html`${c.system} ${c.recordType} (new)`}
+            </td>
+            <td>${c.flow ?? '—'}</td>
+            <td>${c.operation}</td>
+            <td class="num">${c.attempts}</td>
+            <td>
+              <p class="reason">${errorSummary(c.lastError)}</p>
+              <details>
+                <summary>The full answer</summary>
+                ${json(c.lastError)}
+              </details>
+              <details>
+                <summary>The write</summary>
+                ${json(c.payload)}
+              </details>
+            </td>
+            <td>
+              <div class="actions">
+                ${actionButton(csrf, `/console/commands/${c.id}/replay`, 'Replay', { back, accessibleName: `Replay command ${c.id}` })}
+                ${actionButton(csrf, `/console/commands/${c.id}/drop`, 'Drop', { back, style: 'danger', confirm: 'Drop this command? It will never be sent.', accessibleName: `Drop command ${c.id}` })}
+              </div>
+            </td>
+          </tr>`,
+      ),
+      'No dead commands.',
+    )}${pager(
+      commands.nextCursor !== null
+        ? hrefWith('/console/dead', { ...filter, commandsCursor: commands.nextCursor })
+        : null,
+      'More dead commands',
+    )}`;
+}
+
+function deadEvents(
+  { csrf, back, filter }: DeadView,
+  events: { items: ReturnType<typeof toEventDto>[]; nextCursor: string | null },
+): Html {
+  const { system } = filter;
+  return html`<h2 id="events-h">Dead inbox events</h2>
+    ${
+      events.items.length > 0
+        ? actionButton(
+            csrf,
+            '/console/events/retry',
+            `Retry all${system !== undefined ? ' shown' : ''}`,
+            {
+              back,
+              fields: { system: system ?? '' },
+              confirm: 'Retry every dead inbox event of this system?',
+              block: true,
+            },
+          )
+        : ''
+    }
+    ${table(
+      'Dead inbox events, newest first',
+      ['Event', 'Record', 'Type', 'Attempts', 'Last error', 'Action'],
+      events.items.map(
+        (e) =>
+          html`<tr>
+            <td>${e.id}</td>
+            <td>
+              ${e.recordId !== null ? recordLink(e.source, e.recordType, e.recordId) : html`${e.source} ${e.recordType} (no readable id)`}
+            </td>
+            <td>${e.eventType}</td>
+            <td class="num">${e.attempts}</td>
+            <td>
+              ${e.lastError ?? '—'}${
+                e.rawRecord !== null
+                  ? html`<details>
+                      <summary>The record as received</summary>
+                      ${json(e.rawRecord)}
+                    </details>`
+                  : ''
+              }
+            </td>
+            <td>
+              ${actionButton(csrf, `/console/events/${e.id}/retry`, 'Retry', { back, accessibleName: `Retry event ${e.id}` })}
+            </td>
+          </tr>`,
+      ),
+      'No dead inbox events.',
+    )}${pager(
+      events.nextCursor !== null
+        ? hrefWith('/console/dead', { ...filter, eventsCursor: events.nextCursor })
+        : null,
+      'More dead inbox events',
+    )}`;
+}
+
+/** A bulk action of the dead-letters page: back to the page with the counts it reports. */
+function bulkAction(
+  router: Router,
+  path: string,
+  act: (filter: { system?: SystemName; flow?: string }) => Promise<Record<string, number>>,
+): void {
+  router.post(path, async (req, res) => {
+    const form = parse(
+      backForm.extend({ system: choice(SYSTEMS), flow: choice(FLOW_IDS) }),
+      req.body,
+    );
+    const counts = await act({
+      ...(form.system !== undefined ? { system: form.system } : {}),
+      ...(form.flow !== undefined ? { flow: form.flow } : {}),
+    });
+    const url = new URL(backTo(form.back, '/console/dead'), 'http://console.invalid');
+    for (const key of ['notice', 'replayed', 'retried', 'skipped']) url.searchParams.delete(key);
+    for (const [key, value] of Object.entries(counts)) url.searchParams.set(key, String(value));
+    res.redirect(303, `${url.pathname}${url.search}`);
+  });
+}
+
+/** The flows, and pausing or resuming them. */
+function flowsPages(router: Router, deps: ConsoleDeps): void {
   router.get('/flows', async (req, res) => {
     const flows = await listFlows(deps);
     render(
@@ -910,9 +1014,10 @@ export function consoleRouter(deps: ConsoleDeps): Router {
       );
     });
   }
+}
 
-  // ---- one record's timeline ----------------------------------------------------------
-
+/** One record's links, mirrored state and timeline. */
+function recordPages(router: Router, deps: ConsoleDeps): void {
   const RecordParams = z
     .discriminatedUnion('system', [
       z.object({ system: z.literal('tidsbanken'), type: z.enum(recordTypesOf('tidsbanken')) }),
@@ -940,7 +1045,6 @@ export function consoleRouter(deps: ConsoleDeps): Router {
         (l) => (p.system === 'tidsbanken' ? l.tidsbanken_type : l.poweroffice_type) === p.type,
       )
       .map(toLinkDto);
-    const entries = history.items;
     const here = req.path;
     render(
       res,
@@ -950,58 +1054,70 @@ export function consoleRouter(deps: ConsoleDeps): Router {
         notice: noticeOf(req),
       },
       html`<h2>Links</h2>
-        ${table(
-          'Links of this record',
-          ['Link', 'Flow', 'Counterpart', 'Linked by', 'State', 'Action'],
-          mine.map(
-            (l) =>
-              html`<tr>
-                <td>${l.id}</td>
-                <td>${l.flow}</td>
-                <td>
-                  ${p.system === 'tidsbanken' ? recordLink('poweroffice', l.powerofficeType, l.powerofficeId) : recordLink('tidsbanken', l.tidsbankenType, l.tidsbankenId)}
-                </td>
-                <td>${l.linkedBy}</td>
-                <td>
-                  ${l.unlinkedAt === null ? 'active' : html`unlinked ${when(l.unlinkedAt)} (${l.unlinkReason ?? ''})`}
-                </td>
-                <td>
-                  ${l.unlinkedAt === null ? unlinkButton(csrf(res), l.id, req.originalUrl) : ''}
-                </td>
-              </tr>`,
-          ),
-          'This record has no link.',
-        )}
+        ${recordLinks(p.system, mine, csrf(res), req.originalUrl)}
         <h2>Mirrored state</h2>
         ${history.record !== null ? json(history.record.data) : html`<p class="muted">Not in the mirror.</p>`}
         <h2>Timeline</h2>
-        ${table(
-          'Events, decisions and commands, newest first',
-          ['When', 'What', 'Details'],
-          entries.map(
-            (e) =>
-              html`<tr>
-                <td>${when(e.at)}</td>
-                <td>${timelineLabel(e.kind, e.detail)}</td>
-                <td>
-                  <details>
-                    <summary>Details</summary>
-                    ${json(e.detail)}
-                  </details>
-                </td>
-              </tr>`,
-          ),
-          q.cursor !== undefined ? 'No older entries.' : 'Nothing recorded for this record.',
-        )}${pager(
+        ${timeline(history.items, q.cursor !== undefined)}${pager(
           history.nextCursor !== null ? `/console${here}?cursor=${history.nextCursor}` : null,
           'Older entries',
         )}`,
     );
   });
-
-  router.use(consoleErrors(deps.logger));
-  return router;
 }
+
+/** The record's links (unlinked ones too), each with its counterpart on the other side. */
+function recordLinks(
+  system: SystemName,
+  links: ReturnType<typeof toLinkDto>[],
+  csrfToken: string,
+  back: string,
+): Html {
+  return table(
+    'Links of this record',
+    ['Link', 'Flow', 'Counterpart', 'Linked by', 'State', 'Action'],
+    links.map(
+      (l) =>
+        html`<tr>
+          <td>${l.id}</td>
+          <td>${l.flow}</td>
+          <td>
+            ${system === 'tidsbanken' ? recordLink('poweroffice', l.powerofficeType, l.powerofficeId) : recordLink('tidsbanken', l.tidsbankenType, l.tidsbankenId)}
+          </td>
+          <td>${l.linkedBy}</td>
+          <td>
+            ${l.unlinkedAt === null ? 'active' : html`unlinked ${when(l.unlinkedAt)} (${l.unlinkReason ?? ''})`}
+          </td>
+          <td>${l.unlinkedAt === null ? unlinkButton(csrfToken, l.id, back) : ''}</td>
+        </tr>`,
+    ),
+    'This record has no link.',
+  );
+}
+
+/** A page of the record's timeline: events, decisions and commands. */
+function timeline(entries: RecordHistoryEntry[], older: boolean): Html {
+  return table(
+    'Events, decisions and commands, newest first',
+    ['When', 'What', 'Details'],
+    entries.map(
+      (e) =>
+        html`<tr>
+          <td>${when(e.at)}</td>
+          <td>${timelineLabel(e.kind, e.detail)}</td>
+          <td>
+            <details>
+              <summary>Details</summary>
+              ${json(e.detail)}
+            </details>
+          </td>
+        </tr>`,
+    ),
+    older ? 'No older entries.' : 'Nothing recorded for this record.',
+  );
+}
+
+type RecordHistoryEntry = Awaited<ReturnType<typeof readRecordHistory>>['items'][number];
 
 /** A dead command's error in one sentence: the vendor's own message when it sent one. */
 function errorSummary(error: unknown): string {
