@@ -51,6 +51,7 @@ async function main(): Promise<void> {
     const [command, args] = LAUNCHES[LAUNCH] ?? LAUNCHES.tsx!;
     const dbCpu = sampleDatabaseCpu(scratch.url, scratch.name);
     const start = performance.now();
+    const spawnedAt = Date.now();
     const child = spawn(command, args, {
       cwd: SERVICE_DIR,
       env: {
@@ -97,6 +98,20 @@ async function main(): Promise<void> {
       `select (select count(*) from links where unlinked_at is null) as links,
               (select count(*) from conflicts where kind = 'ambiguous_match' and status = 'open') as ambiguous`,
     );
+    // Milestones from the database (same host, same clock), seconds after the spawn: the
+    // first inbox row (service up, migrated, reading), the last first full read stored, and
+    // the start of the link sweep's first links.
+    const marks = await client.query<Record<string, number | null>>(
+      `select extract(epoch from (select min(created_at) from inbound_events)) as "firstRow",
+              extract(epoch from (select max(full_read_at) from poller_cursors)) as "readsDone",
+              extract(epoch from (select min(created_at) from links)) as "firstLink"`,
+    );
+    const milestones = Object.fromEntries(
+      Object.entries(marks.rows[0] ?? {}).map(([k, v]) => [
+        k,
+        v === null ? null : +(Number(v) - spawnedAt / 1000).toFixed(1),
+      ]),
+    );
     const fakeStats = await fakes.stats();
     const result = {
       at: new Date().toISOString(),
@@ -108,6 +123,7 @@ async function main(): Promise<void> {
       ambiguousKunder: AMBIGUOUS,
       ratePerSecond: RATE,
       secondsUntilLinked: +(linkedAt / 1000).toFixed(1),
+      milestones,
       links: Number(counts.rows[0]?.links),
       openAmbiguousConflicts: Number(counts.rows[0]?.ambiguous),
       lastSweep,

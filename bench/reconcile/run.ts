@@ -118,8 +118,17 @@ async function main(): Promise<void> {
     // CPU seconds of the service and of PostgreSQL when each phase began.
     const phaseCpu: Record<string, Promise<{ service: number; postgres: number }>> = {};
     let peakRss = process.memoryUsage().rss;
+    // What the RSS peak was made of (V8 heap, buffers and strings outside it), and the
+    // largest V8 heap in use at any sample.
+    let atPeak = process.memoryUsage();
+    let peakHeapUsed = atPeak.heapUsed;
     const sampler = setInterval(() => {
-      peakRss = Math.max(peakRss, process.memoryUsage().rss);
+      const now = process.memoryUsage();
+      peakHeapUsed = Math.max(peakHeapUsed, now.heapUsed);
+      if (now.rss > peakRss) {
+        peakRss = now.rss;
+        atPeak = now;
+      }
     }, 100);
     const dbCpu = sampleDatabaseCpu(SERVER_URL, name);
     const cpuStart = process.cpuUsage();
@@ -222,6 +231,13 @@ async function main(): Promise<void> {
       postgresCpuSeconds,
       // This process is the service (the fakes run in their own).
       peakRssMiB: Math.round(Math.max(peakRss, process.resourceUsage().maxRSS * 1024) / 2 ** 20),
+      memoryAtPeakMiB: {
+        heapTotal: Math.round(atPeak.heapTotal / 2 ** 20),
+        heapUsed: Math.round(atPeak.heapUsed / 2 ** 20),
+        external: Math.round(atPeak.external / 2 ** 20),
+        arrayBuffers: Math.round(atPeak.arrayBuffers / 2 ** 20),
+      },
+      peakHeapUsedMiB: Math.round(peakHeapUsed / 2 ** 20),
       fakesRssMiB: fakeStats.rssMiB,
       linksMade: progress.linksMade,
       linksByFlow: Object.fromEntries(links.map((l) => [l.flow, Number(l.n)])),
