@@ -68,6 +68,14 @@ export function createMetrics() {
     registers,
   });
 
+  const pollPageWait = new Histogram({
+    name: 'tbpo_poll_page_wait_seconds',
+    help: 'Time a poll or full read waited for its next page after storing the previous one (the read ahead had not arrived yet), by system.',
+    labelNames: ['system'] as const,
+    buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers,
+  });
+
   const pacerWait = new Histogram({
     name: 'tbpo_pacer_wait_seconds',
     help: "Time a request waited in its system's pacer for a slot under the rate limit, by system and priority (write, read, poll).",
@@ -169,6 +177,7 @@ export function createMetrics() {
     upstreamRequests,
     upstreamRetries,
     upstreamDuration,
+    pollPageWait,
   };
 }
 

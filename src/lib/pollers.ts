@@ -269,71 +269,91 @@ export class ChangePoller<T = unknown> implements Poller {
         signal: this.abort.signal,
         ...(term !== undefined ? { fence: term.valid } : {}),
       };
-      for await (const page of this.source.list(since, options)) {
-        pages++;
-        records += page.records.length + page.rejected.length;
-        const events: NewInboxEvent[] = [];
-        const setAside: RejectedInboxRecord[] = page.rejected.map((item) => ({
-          source: system,
-          origin,
-          recordType,
-          recordId: item.recordId,
-          raw: item.raw,
-          reason: item.reason,
-        }));
-        for (const record of page.records) {
-          const { recordId, parentId, lastChanged, payload } = this.source.describe(record);
-          // The cursor moves past a record set aside too: it waits for an operator's retry
-          // or its next change, never holding back the rest of the feed.
-          const changedMs = lastChanged != null ? parseTimestamp(lastChanged) : undefined;
-          if (changedMs !== undefined && (maxChanged === undefined || changedMs > maxChanged)) {
-            maxChanged = changedMs;
+      // One page read ahead: the next request is under way while this page is stored.
+      const reader = this.source.list(since, options)[Symbol.asyncIterator]();
+      let ahead = reader.next();
+      let finished = false;
+      try {
+        for (;;) {
+          const waitStart = performance.now();
+          const next = await ahead;
+          this.metrics?.pollPageWait.observe({ system }, (performance.now() - waitStart) / 1000);
+          if (next.done === true) {
+            finished = true;
+            break;
           }
-          const unstorable = unstorableReason(payload);
-          if (unstorable !== undefined) {
-            setAside.push({
+          ahead = reader.next();
+          // Settled below, or abandoned with the read: never an unhandled rejection meanwhile.
+          ahead.catch(() => undefined);
+          const page = next.value;
+          pages++;
+          records += page.records.length + page.rejected.length;
+          const events: NewInboxEvent[] = [];
+          const setAside: RejectedInboxRecord[] = page.rejected.map((item) => ({
+            source: system,
+            origin,
+            recordType,
+            recordId: item.recordId,
+            raw: item.raw,
+            reason: item.reason,
+          }));
+          for (const record of page.records) {
+            const { recordId, parentId, lastChanged, payload } = this.source.describe(record);
+            // The cursor moves past a record set aside too: it waits for an operator's retry
+            // or its next change, never holding back the rest of the feed.
+            const changedMs = lastChanged != null ? parseTimestamp(lastChanged) : undefined;
+            if (changedMs !== undefined && (maxChanged === undefined || changedMs > maxChanged)) {
+              maxChanged = changedMs;
+            }
+            const unstorable = unstorableReason(payload);
+            if (unstorable !== undefined) {
+              setAside.push({
+                source: system,
+                origin,
+                recordType,
+                recordId,
+                parentId: parentId ?? null,
+                raw: payload,
+                reason: unstorable,
+              });
+              continue;
+            }
+            events.push({
               source: system,
               origin,
+              // No event id: the database makes it of the content hash (a re-read of an
+              // unchanged record is the same event).
+              eventType: `${recordType}.updated`,
               recordType,
               recordId,
               parentId: parentId ?? null,
-              raw: payload,
-              reason: unstorable,
+              payload,
+              isThin: false,
+              occurredAt: changedMs !== undefined ? new Date(changedMs) : null,
             });
-            continue;
           }
-          events.push({
-            source: system,
-            origin,
-            // No event id: the database makes it of the content hash (a re-read of an
-            // unchanged record is the same event).
-            eventType: `${recordType}.updated`,
-            recordType,
-            recordId,
-            parentId: parentId ?? null,
-            payload,
-            isThin: false,
-            occurredAt: changedMs !== undefined ? new Date(changedMs) : null,
-          });
-        }
-        // Stored page by page; the cursor moves only after the last page is stored, so a
-        // poll that fails half-way reads the same range again next time.
-        const stored = await storePolledRecords(this.db, events);
-        inserted += stored.inserted;
-        if (stored.processed > 0) {
-          this.metrics?.eventsProcessed.inc({ system, result: 'done' }, stored.processed);
-        }
-        if (setAside.length > 0) {
-          const stored = await insertRejectedRecords(this.db, setAside);
-          rejected += stored;
-          if (stored > 0) {
-            this.logger.warn(
-              { records: setAside.map((r) => ({ recordId: r.recordId, reason: r.reason })) },
-              'records set aside: they cannot be stored or read as they are (GET /admin/events?status=dead)',
-            );
+          // Stored page by page; the cursor moves only after the last page is stored, so a
+          // poll that fails half-way reads the same range again next time.
+          const stored = await storePolledRecords(this.db, events);
+          inserted += stored.inserted;
+          if (stored.processed > 0) {
+            this.metrics?.eventsProcessed.inc({ system, result: 'done' }, stored.processed);
           }
+          if (setAside.length > 0) {
+            const stored = await insertRejectedRecords(this.db, setAside);
+            rejected += stored;
+            if (stored > 0) {
+              this.logger.warn(
+                { records: setAside.map((r) => ({ recordId: r.recordId, reason: r.reason })) },
+                'records set aside: they cannot be stored or read as they are (GET /admin/events?status=dead)',
+              );
+            }
+          }
+          onPage?.({ pages, records, inserted });
         }
-        onPage?.({ pages, records, inserted });
+      } finally {
+        // A read that failed half-way: the generator stops after the request it has under way.
+        if (!finished) void reader.return?.(undefined).catch(() => undefined);
       }
 
       const cursor = maxChanged !== undefined ? new Date(maxChanged).toISOString() : undefined;
