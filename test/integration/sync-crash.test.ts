@@ -79,7 +79,7 @@ describe('a service process killed mid-burst', () => {
       run.signal('SIGKILL');
       await run.exited;
     });
-    await waitReady(port, 30_000);
+    await waitReady(port, 90_000);
     // Start-up: first full reads, then the pairs link (nothing differs, so nothing is written).
     await waitFor(
       'the first polls',
@@ -138,7 +138,7 @@ describe('a service process killed mid-burst', () => {
     }
 
     run = runService(env);
-    await waitReady(port, 30_000);
+    await waitReady(port, 90_000);
     const lastTitle = (i: number) => title(i, i % 2 === 1 ? 2 : 1);
     const lastPhone = (i: number) => phone(i, i % 2 === 0 ? 2 : 1);
     const agree = () => {
@@ -303,7 +303,7 @@ describe('a service process killed mid-burst', () => {
       run.signal('SIGKILL');
       await run.exited;
     });
-    await waitReady(port, 30_000);
+    await waitReady(port, 90_000);
     await waitFor(
       'the first polls',
       () => tb.requests.filter((r) => r.method === 'GET').length >= 6,
@@ -348,7 +348,7 @@ describe('a service process killed mid-burst', () => {
     });
 
     run = runService(env);
-    await waitReady(port, 30_000);
+    await waitReady(port, 90_000);
     const lastName = (code: string, i: number) => name(code, i % 2 === 0 ? 2 : 1);
     const lastEnd = (i: number) => end(i, i % 2 === 1 ? 2 : 1);
     const agree = () =>
@@ -408,5 +408,5 @@ describe('a service process killed mid-burst', () => {
       .where('unlinked_at', 'is', null)
       .execute();
     expect(links.map((l) => l.tidsbanken_id).sort()).toEqual([...NEW, ...codes].sort());
-  });
+  }, 180_000);
 });

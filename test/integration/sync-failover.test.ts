@@ -93,7 +93,7 @@ describe.runIf(process.env.DATABASE_URL)('a frozen leader (SIGSTOP)', () => {
         );
       });
     }
-    await Promise.all([waitReady(portA, 30_000), waitReady(portB, 30_000)]);
+    await Promise.all([waitReady(portA, 90_000), waitReady(portB, 90_000)]);
     const linked = async () =>
       (
         await database.db

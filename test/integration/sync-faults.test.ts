@@ -60,7 +60,7 @@ describe('sync under random vendor faults', () => {
       .where('status', '=', 'dead')
       .execute();
     expect(dead).toEqual([]);
-  });
+  }, 120_000);
 
   it('create-in-poweroffice makes exactly one Customer per Kunde under faults', async () => {
     const kunder = 8;
