@@ -454,6 +454,8 @@ async function main(): Promise<void> {
     restarts: 0,
     freezes: 0,
     credentialOutages: 0,
+    /** Systems whose refused credentials a replica reported (tbpo_credentials_refused 1). */
+    pausedSeen: [] as string[],
     refused401: 0,
     faults: 0,
     writes: 0,
@@ -552,6 +554,7 @@ async function main(): Promise<void> {
       leader.signal('SIGCONT');
     };
 
+    let metricsLookAt = 0;
     let nextChaos = Date.now() + 5000 + random() * 10_000;
     let seq = 0;
     const inflightWebhooks = new Set<Promise<void>>();
@@ -567,6 +570,17 @@ async function main(): Promise<void> {
           o.done = true;
           setRefused(o.system, false);
           log.write(`\n--- ${o.system} credentials accepted ${new Date().toISOString()}\n`);
+        }
+        // The service pauses the system and says so (tbpo_credentials_refused), no dead letters.
+        if (o.on && !counts.pausedSeen.includes(o.system) && Date.now() >= metricsLookAt) {
+          metricsLookAt = Date.now() + 1000;
+          for (const r of live()) {
+            const text = await fetch(`${r.url}/metrics`, { signal: AbortSignal.timeout(1000) })
+              .then((res) => res.text())
+              .catch(() => '');
+            if (text.includes(`tbpo_credentials_refused{system="${o.system}"} 1`))
+              counts.pausedSeen.push(o.system);
+          }
         }
       }
       if (Date.now() >= nextChaos) {
@@ -877,6 +891,9 @@ async function main(): Promise<void> {
         `${counts.deadCommands} / ${counts.deadEvents}`,
       ],
     ])}\n`,
+  );
+  process.stdout.write(
+    `credentials outages ${counts.credentialOutages}, reported paused (tbpo_credentials_refused): ${counts.pausedSeen.join(', ') || 'none'} · Tidsbanken pages past the first ${counts.tidsbankenPages}\n`,
   );
   if (REPLICAS > 1)
     process.stdout.write(
