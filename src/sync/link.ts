@@ -354,70 +354,112 @@ async function recordLinked(
   );
 }
 
-/** The unmatched policy (docs/ARCHITECTURE.md "Linking"): create the counterpart, idempotently by origin id. */
+/** Whether the flow's unmatched policy creates counterparts of unmatched `side` records. */
+export function createsFrom(
+  config: Readonly<Config>,
+  flow: FlowDefinition,
+  side: SystemName,
+): boolean {
+  const policy = config.unmatched[flow.id];
+  return side === 'tidsbanken'
+    ? policy === 'create-in-poweroffice' || policy === 'create-both'
+    : policy === 'create-in-tidsbanken' || policy === 'create-both';
+}
+
+/**
+ * The unmatched policy (docs/ARCHITECTURE.md "Linking"): create the counterpart, idempotently
+ * by origin id. Whether a create was queued.
+ */
 async function queueCreateIfConfigured(
   ctx: SyncContext,
   flow: FlowDefinition,
   side: SystemName,
   record: RecordRow,
 ): Promise<boolean> {
-  const policy = ctx.config.unmatched[flow.id];
-  const id = record.record_id;
-  let queued: string | undefined;
-  if (side === 'tidsbanken' && (policy === 'create-in-poweroffice' || policy === 'create-both')) {
-    if (ctx.config.poweroffice.credentials === undefined && !ctx.config.dryRun) return false;
-    const target = RECORD_ADAPTERS[flow.poweroffice];
-    let parentId: string | null = null;
-    if (target.createParentId !== undefined) {
-      const configured = target.createParentId(ctx.config);
-      if (configured === undefined) return false;
-      parentId = configured;
-    }
-    queued = await insertCreateCommand(ctx.db, {
-      system: 'poweroffice',
-      recordType: flow.poweroffice,
-      recordId: null,
-      parentId,
-      flow: flow.id,
-      originSystem: 'tidsbanken',
-      originId: originIdFor(flow, id),
-      originRecordId: id,
-      body: powerofficeCreateBody(flow, record.data, id),
-    });
-  } else if (
-    side === 'poweroffice' &&
-    (policy === 'create-in-tidsbanken' || policy === 'create-both')
-  ) {
-    if (ctx.config.tidsbanken.credentials === undefined && !ctx.config.dryRun) return false;
-    const body = tidsbankenCreateBody(flow, record.data);
-    if (body === undefined) return false;
-    const newId = String(body.Id);
-    // A Tidsbanken record with that Id exists but did not match: creating it would collide.
-    const clash = await getMirrorRecord(ctx.db, 'tidsbanken', flow.tidsbanken, newId);
-    if (clash !== undefined) {
-      await upsertAmbiguousMatch(ctx.db, {
-        flow: flow.id,
-        system: side,
-        recordType: record.record_type,
-        recordId: id,
-        candidates: [{ system: 'tidsbanken', recordId: newId }],
-        reason: `not created: Tidsbanken already has ${flow.tidsbanken} ${newId}, which does not match`,
-      });
-      return false;
-    }
-    queued = await insertCreateCommand(ctx.db, {
-      system: 'tidsbanken',
-      recordType: flow.tidsbanken,
-      recordId: newId,
-      parentId: null,
-      flow: flow.id,
-      originSystem: 'poweroffice',
-      originId: `po-${flow.poweroffice}-${id}`,
-      originRecordId: id,
-      body,
-    });
-  }
+  if (!createsFrom(ctx.config, flow, side)) return false;
+  const queued =
+    side === 'tidsbanken'
+      ? await queuePowerofficeCreate(ctx, flow, record)
+      : await queueTidsbankenCreate(ctx, flow, record);
   if (queued === undefined) return false;
+  await recordCreateQueued(ctx, flow, side, record, queued);
+  return true;
+}
+
+/** A PowerOffice create of a Tidsbanken record: its command id, or undefined when not queued. */
+async function queuePowerofficeCreate(
+  ctx: SyncContext,
+  flow: FlowDefinition,
+  record: RecordRow,
+): Promise<string | undefined> {
+  if (ctx.config.poweroffice.credentials === undefined && !ctx.config.dryRun) return undefined;
+  const id = record.record_id;
+  const target = RECORD_ADAPTERS[flow.poweroffice];
+  let parentId: string | null = null;
+  if (target.createParentId !== undefined) {
+    const configured = target.createParentId(ctx.config);
+    if (configured === undefined) return undefined;
+    parentId = configured;
+  }
+  return insertCreateCommand(ctx.db, {
+    system: 'poweroffice',
+    recordType: flow.poweroffice,
+    recordId: null,
+    parentId,
+    flow: flow.id,
+    originSystem: 'tidsbanken',
+    originId: originIdFor(flow, id),
+    originRecordId: id,
+    body: powerofficeCreateBody(flow, record.data, id),
+  });
+}
+
+/** A Tidsbanken create of a PowerOffice record: its command id, or undefined when not queued. */
+async function queueTidsbankenCreate(
+  ctx: SyncContext,
+  flow: FlowDefinition,
+  record: RecordRow,
+): Promise<string | undefined> {
+  if (ctx.config.tidsbanken.credentials === undefined && !ctx.config.dryRun) return undefined;
+  const id = record.record_id;
+  const body = tidsbankenCreateBody(flow, record.data);
+  if (body === undefined) return undefined;
+  const newId = String(body.Id);
+  // A Tidsbanken record with that Id exists but did not match: creating it would collide.
+  const clash = await getMirrorRecord(ctx.db, 'tidsbanken', flow.tidsbanken, newId);
+  if (clash !== undefined) {
+    await upsertAmbiguousMatch(ctx.db, {
+      flow: flow.id,
+      system: 'poweroffice',
+      recordType: record.record_type,
+      recordId: id,
+      candidates: [{ system: 'tidsbanken', recordId: newId }],
+      reason: `not created: Tidsbanken already has ${flow.tidsbanken} ${newId}, which does not match`,
+    });
+    return undefined;
+  }
+  return insertCreateCommand(ctx.db, {
+    system: 'tidsbanken',
+    recordType: flow.tidsbanken,
+    recordId: newId,
+    parentId: null,
+    flow: flow.id,
+    originSystem: 'poweroffice',
+    originId: `po-${flow.poweroffice}-${id}`,
+    originRecordId: id,
+    body,
+  });
+}
+
+/** The queued create in the record's history, and its log line. */
+async function recordCreateQueued(
+  ctx: SyncContext,
+  flow: FlowDefinition,
+  side: SystemName,
+  record: RecordRow,
+  commandId: string,
+): Promise<void> {
+  const id = record.record_id;
   await insertAuditEntries(ctx.db, [
     {
       system: side,
@@ -425,9 +467,13 @@ async function queueCreateIfConfigured(
       recordId: id,
       kind: 'command',
       flow: flow.id,
-      commandId: queued,
+      commandId,
       eventId: ctx.eventId ?? null,
-      detail: { operation: 'create', target: OTHER[side], policy },
+      detail: {
+        operation: 'create',
+        target: OTHER[side],
+        policy: ctx.config.unmatched[flow.id],
+      },
     },
   ]);
   ctx.logger.info(
@@ -437,11 +483,10 @@ async function queueCreateIfConfigured(
       recordId: id,
       decision: 'create',
       target: OTHER[side],
-      command: queued,
+      command: commandId,
     },
     'sync decision',
   );
-  return true;
 }
 
 function updatedAtMs(row: RecordRow): number | undefined {

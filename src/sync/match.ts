@@ -28,7 +28,7 @@ import {
   syncDetail,
   updateTarget,
 } from './link-entries.js';
-import { syncLink, tryLink, type SyncContext } from './link.js';
+import { createsFrom, syncLink, tryLink, type SyncContext } from './link.js';
 import { recordReferenceWaits, referenceTranslator } from './references.js';
 
 // Set-based linking (docs/ARCHITECTURE.md "Linking") for the link sweep: the whole mirror of a flow is matched
@@ -100,14 +100,6 @@ async function perRecord(
     counts.conflicts += local.conflicts;
     counts.commandsQueued += local.commandsQueued;
   }
-}
-
-/** Whether the flow's unmatched policy creates counterparts of unmatched `side` records. */
-function createsFrom(config: Readonly<Config>, flow: FlowDefinition, side: SystemName): boolean {
-  const policy = config.unmatched[flow.id];
-  return side === 'tidsbanken'
-    ? policy === 'create-in-poweroffice' || policy === 'create-both'
-    : policy === 'create-in-tidsbanken' || policy === 'create-both';
 }
 
 /**
