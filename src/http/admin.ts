@@ -1,4 +1,4 @@
-import express, { Router } from 'express';
+import express, { Router, type Request } from 'express';
 import { z } from 'zod';
 import { FLOW_IDS, type Config } from '../config.js';
 import { listRecordAudit } from '../db/audit.js';
@@ -138,7 +138,24 @@ export function adminRouter(deps: AdminDeps): Router {
   const router = Router();
   router.use(requireAdminToken(deps.config.adminToken));
   router.use(express.json({ limit: '16kb', strict: true }));
+  linkRoutes(router, deps);
+  conflictRoutes(router, deps);
+  commandRoutes(router, deps);
+  eventRoutes(router, deps);
+  systemAndFlowRoutes(router, deps);
+  historyRoutes(router, deps);
+  reconcileRoutes(router, deps);
+  return router;
+}
 
+/** The id of the one row an action names; the action takes no query parameters. */
+function rowId(req: Request): string {
+  parse(EmptyQuerySchema, req.query);
+  return parse(digits, req.params.id, 'id');
+}
+
+/** Links (and the records without one), linking and unlinking by hand. */
+function linkRoutes(router: Router, deps: AdminDeps): void {
   router.get('/links', async (req, res) => {
     const q = parse(LinksQuerySchema, req.query);
     if (q.unlinked !== undefined) {
@@ -179,11 +196,13 @@ export function adminRouter(deps: AdminDeps): Router {
   });
 
   router.delete('/links/:id', async (req, res) => {
-    parse(EmptyQuerySchema, req.query);
-    await unlinkByHand(deps, parse(digits, req.params.id, 'id'));
+    await unlinkByHand(deps, rowId(req));
     res.status(204).end();
   });
+}
 
+/** Conflicts, and dismissing one. */
+function conflictRoutes(router: Router, deps: AdminDeps): void {
   router.get('/conflicts', async (req, res) => {
     const q = parse(ConflictsQuerySchema, req.query);
     const rows = await listConflicts(deps.db, { ...q, before: q.cursor });
@@ -191,11 +210,13 @@ export function adminRouter(deps: AdminDeps): Router {
   });
 
   router.post('/conflicts/:id/dismiss', async (req, res) => {
-    parse(EmptyQuerySchema, req.query);
-    const conflict = await dismissConflictByHand(deps, parse(digits, req.params.id, 'id'));
+    const conflict = await dismissConflictByHand(deps, rowId(req));
     res.json(toConflictDto(conflict));
   });
+}
 
+/** Outbound commands, and replaying or dropping dead ones. */
+function commandRoutes(router: Router, deps: AdminDeps): void {
   router.get('/commands', async (req, res) => {
     const q = parse(CommandsQuerySchema, req.query);
     const rows = await listCommands(deps.db, { ...q, before: q.cursor });
@@ -210,17 +231,18 @@ export function adminRouter(deps: AdminDeps): Router {
   });
 
   router.post('/commands/:id/replay', async (req, res) => {
-    parse(EmptyQuerySchema, req.query);
-    const replayed = await replayCommand(deps, parse(digits, req.params.id, 'id'));
+    const replayed = await replayCommand(deps, rowId(req));
     res.status(202).json(toCommandDto(replayed));
   });
 
   router.post('/commands/:id/drop', async (req, res) => {
-    parse(EmptyQuerySchema, req.query);
-    const dropped = await dropCommand(deps, parse(digits, req.params.id, 'id'));
+    const dropped = await dropCommand(deps, rowId(req));
     res.json(toCommandDto(dropped));
   });
+}
 
+/** Inbox events, and retrying dead ones. */
+function eventRoutes(router: Router, deps: AdminDeps): void {
   router.get('/events', async (req, res) => {
     const q = parse(EventsQuerySchema, req.query);
     const rows = await listInboundEvents(deps.db, {
@@ -239,11 +261,13 @@ export function adminRouter(deps: AdminDeps): Router {
   });
 
   router.post('/events/:id/retry', async (req, res) => {
-    parse(EmptyQuerySchema, req.query);
-    const retried = await retryEvent(deps, parse(digits, req.params.id, 'id'));
+    const retried = await retryEvent(deps, rowId(req));
     res.status(202).json(toEventDto(retried));
   });
+}
 
+/** Each system's state on this replica; the flows, and pausing or resuming one. */
+function systemAndFlowRoutes(router: Router, deps: AdminDeps): void {
   router.get('/systems', (req, res) => {
     parse(EmptyQuerySchema, req.query);
     const items = (deps.systemStatus?.() ?? []).map((status) => ({
@@ -271,14 +295,20 @@ export function adminRouter(deps: AdminDeps): Router {
       res.json(toFlowDto(deps.config, flow, row));
     });
   }
+}
 
+/** One record's history. */
+function historyRoutes(router: Router, deps: AdminDeps): void {
   router.get('/records/:system/:type/:id/history', async (req, res) => {
     const q = parse(HistoryQuerySchema, req.query);
     const params = parse(HistoryParamsSchema, req.params);
     const key: RecordKey = { system: params.system, recordType: params.type, recordId: params.id };
     res.json(await readRecordHistory(deps.db, key, q));
   });
+}
 
+/** Starting a reconcile, and its progress. */
+function reconcileRoutes(router: Router, deps: AdminDeps): void {
   router.post('/reconcile', async (req, res) => {
     parse(EmptyQuerySchema, req.query);
     if (deps.reconciler === undefined) {
@@ -300,8 +330,6 @@ export function adminRouter(deps: AdminDeps): Router {
     if (run === undefined) throw new NotFoundError('No reconcile has run yet.');
     res.json(toReconcileRunDto(run));
   });
-
-  return router;
 }
 
 /** Every flow with its pause state (a flow never paused has no stored row). */
