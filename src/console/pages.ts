@@ -387,119 +387,142 @@ export function overviewBody(input: {
   reconcile: ReconcileView | undefined;
   reconcileAvailable: boolean;
 }): Html {
-  const { ops, csrf } = input;
-  const outbox = (system: string, status: string) =>
-    ops.outbox
-      .filter((o) => o.system === system && o.status === status)
-      .reduce((n, o) => n + o.count, 0);
-  const deadEvents = (system: string) =>
-    ops.inbox.dead.filter((d) => d.system === system).reduce((n, d) => n + d.count, 0);
-  const lag = (system: string) => {
-    const pollers = ops.pollers.filter((p) => p.system === system);
-    if (pollers.length === 0) return 'not polling';
-    const worst = Math.max(...pollers.map((p) => p.lagSeconds ?? Infinity));
-    const failing = pollers.some((p) => p.failing);
-    return `${Number.isFinite(worst) ? `${Math.round(worst)} s` : 'no successful poll yet'}${failing ? ' (last poll failed)' : ''}`;
-  };
+  return html`${attentionSection(attentionItems(input))} ${healthSection(input.ops, input.systems)}
+  ${flowsSection(input.ops, input.flows)}
+  ${reconcileSection(input.reconcile, input.reconcileAvailable, input.csrf)}`;
+}
+
+function attentionSection(attention: { href: string; text: string }[]): Html {
+  return html`<section aria-labelledby="attention-h">
+    <h2 id="attention-h">Needs attention</h2>
+    ${
+      attention.length === 0
+        ? html`<p><span class="status ok">Nothing needs attention.</span></p>`
+        : html`<ul class="attention">
+            ${attention.map((a) => html`<li><a href="${a.href}">${a.text}</a></li>`)}
+          </ul>`
+    }
+  </section>`;
+}
+
+/** The service's card, and one card per system. */
+function healthSection(ops: OpsSnapshot, systems: SystemView[]): Html {
   const openConflicts = ops.conflicts.reduce((n, c) => n + c.count, 0);
   const links = ops.links.reduce((n, l) => n + l.count, 0);
-  const run = input.reconcile;
-  const attention = attentionItems(input);
-  return html` <section aria-labelledby="attention-h">
-      <h2 id="attention-h">Needs attention</h2>
-      ${
-        attention.length === 0
-          ? html`<p><span class="status ok">Nothing needs attention.</span></p>`
-          : html`<ul class="attention">
-              ${attention.map((a) => html`<li><a href="${a.href}">${a.text}</a></li>`)}
-            </ul>`
-      }
-    </section>
-    <section aria-labelledby="health-h">
-      <h2 id="health-h">Health</h2>
-      <div class="cards">
-        <div class="card">
-          <h3>Service</h3>
-          <dl class="kv">
-            <dt>Database</dt>
-            <dd><span class="status ok">reachable</span></dd>
-            <dt>Inbox waiting</dt>
-            <dd>
-              ${ops.inbox.pending}${ops.inbox.oldestPendingAgeSeconds !== null ? ` (oldest ${Math.round(ops.inbox.oldestPendingAgeSeconds)} s)` : ''}
-            </dd>
-            <dt>Active links</dt>
-            <dd>${links}</dd>
-            <dt>Open conflicts</dt>
-            <dd><a href="/console/conflicts">${openConflicts}</a></dd>
-          </dl>
-        </div>
-        ${input.systems.map(
-          (s) =>
-            html`<div class="card" data-system="${s.system}">
-              <h3>${SYSTEM_LABEL[s.system]}</h3>
-              <dl class="kv">
-                <dt>State</dt>
-                <dd>
-                  ${s.configured ? html`<span class="status ok">on</span>` : html`<span class="status warn">off (no credentials)</span>`}
-                </dd>
-                <dt>Leader</dt>
-                <dd>${s.leader}</dd>
-                <dt>Credentials</dt>
-                <dd>${s.credentials}</dd>
-                <dt>Queued writes</dt>
-                <dd>${outbox(s.system, 'pending') + outbox(s.system, 'sending')}</dd>
-                <dt>Dead commands</dt>
-                <dd><a href="/console/dead?system=${s.system}">${outbox(s.system, 'dead')}</a></dd>
-                <dt>Dead events</dt>
-                <dd><a href="/console/dead?system=${s.system}">${deadEvents(s.system)}</a></dd>
-                <dt>Poll lag</dt>
-                <dd>${lag(s.system)}</dd>
-              </dl>
-            </div>`,
-        )}
+  return html`<section aria-labelledby="health-h">
+    <h2 id="health-h">Health</h2>
+    <div class="cards">
+      <div class="card">
+        <h3>Service</h3>
+        <dl class="kv">
+          <dt>Database</dt>
+          <dd><span class="status ok">reachable</span></dd>
+          <dt>Inbox waiting</dt>
+          <dd>
+            ${ops.inbox.pending}${ops.inbox.oldestPendingAgeSeconds !== null ? ` (oldest ${Math.round(ops.inbox.oldestPendingAgeSeconds)} s)` : ''}
+          </dd>
+          <dt>Active links</dt>
+          <dd>${links}</dd>
+          <dt>Open conflicts</dt>
+          <dd><a href="/console/conflicts">${openConflicts}</a></dd>
+        </dl>
       </div>
-    </section>
-    <section aria-labelledby="flows-h">
-      <h2 id="flows-h">Flows</h2>
-      ${table(
-        'Flows and their state',
-        ['Flow', 'State', 'Links'],
-        input.flows.map(
-          (f) =>
-            html`<tr>
-              <td>${f.flow}</td>
-              <td>
-                ${f.paused ? html`<span class="status warn">paused</span>` : html`<span class="status ok">running</span>`}
-              </td>
-              <td class="num">${ops.links.find((l) => l.flow === f.flow)?.count ?? 0}</td>
-            </tr>`,
-        ),
-        'No flows.',
-      )}
-    </section>
-    <section aria-labelledby="reconcile-h" id="reconcile" data-status="${run?.status ?? 'none'}">
-      <h2 id="reconcile-h">Reconcile</h2>
-      ${
-        run === undefined
-          ? html`<p class="muted" data-reconcile-label>No reconcile has run yet.</p>
-              <progress max="100" value="0" aria-labelledby="reconcile-h" hidden>0%</progress>`
-          : html`<p>
-                <span data-reconcile-label>${run.label}</span> · run ${run.id}, started
-                ${when(run.startedAt)}${run.finishedAt !== null ? html`, finished ${when(run.finishedAt)}` : ''}
-              </p>
-              <progress max="100" value="${run.percent}" aria-labelledby="reconcile-h">
-                ${run.percent}%
-              </progress>
-              ${run.error !== null ? html`<p class="error">${run.error}</p>` : ''}`
-      }
-      ${
-        input.reconcileAvailable
-          ? html`<div class="actions">
-              ${actionButton(csrf, '/console/reconcile', 'Start a reconcile', {
-                confirm: 'Read both systems in full and match again?',
-              })}
-            </div>`
-          : ''
-      }
-    </section>`;
+      ${systems.map((s) => systemCard(ops, s))}
+    </div>
+  </section>`;
+}
+
+/** A system's state, queues and poll lag. */
+function systemCard(ops: OpsSnapshot, s: SystemView): Html {
+  const outbox = (status: string) =>
+    ops.outbox
+      .filter((o) => o.system === s.system && o.status === status)
+      .reduce((n, o) => n + o.count, 0);
+  const deadEvents = ops.inbox.dead
+    .filter((d) => d.system === s.system)
+    .reduce((n, d) => n + d.count, 0);
+  return html`<div class="card" data-system="${s.system}">
+    <h3>${SYSTEM_LABEL[s.system]}</h3>
+    <dl class="kv">
+      <dt>State</dt>
+      <dd>
+        ${s.configured ? html`<span class="status ok">on</span>` : html`<span class="status warn">off (no credentials)</span>`}
+      </dd>
+      <dt>Leader</dt>
+      <dd>${s.leader}</dd>
+      <dt>Credentials</dt>
+      <dd>${s.credentials}</dd>
+      <dt>Queued writes</dt>
+      <dd>${outbox('pending') + outbox('sending')}</dd>
+      <dt>Dead commands</dt>
+      <dd><a href="/console/dead?system=${s.system}">${outbox('dead')}</a></dd>
+      <dt>Dead events</dt>
+      <dd><a href="/console/dead?system=${s.system}">${deadEvents}</a></dd>
+      <dt>Poll lag</dt>
+      <dd>${pollLag(ops, s.system)}</dd>
+    </dl>
+  </div>`;
+}
+
+/** The worst poll lag of the system's pollers, and whether the last poll failed. */
+function pollLag(ops: OpsSnapshot, system: string): string {
+  const pollers = ops.pollers.filter((p) => p.system === system);
+  if (pollers.length === 0) return 'not polling';
+  const worst = Math.max(...pollers.map((p) => p.lagSeconds ?? Infinity));
+  const failing = pollers.some((p) => p.failing);
+  return `${Number.isFinite(worst) ? `${Math.round(worst)} s` : 'no successful poll yet'}${failing ? ' (last poll failed)' : ''}`;
+}
+
+function flowsSection(ops: OpsSnapshot, flows: FlowView[]): Html {
+  return html`<section aria-labelledby="flows-h">
+    <h2 id="flows-h">Flows</h2>
+    ${table(
+      'Flows and their state',
+      ['Flow', 'State', 'Links'],
+      flows.map(
+        (f) =>
+          html`<tr>
+            <td>${f.flow}</td>
+            <td>
+              ${f.paused ? html`<span class="status warn">paused</span>` : html`<span class="status ok">running</span>`}
+            </td>
+            <td class="num">${ops.links.find((l) => l.flow === f.flow)?.count ?? 0}</td>
+          </tr>`,
+      ),
+      'No flows.',
+    )}
+  </section>`;
+}
+
+/** The current (or last) reconcile's progress, and the button that starts one. */
+function reconcileSection(run: ReconcileView | undefined, available: boolean, csrf: string): Html {
+  return html`<section
+    aria-labelledby="reconcile-h"
+    id="reconcile"
+    data-status="${run?.status ?? 'none'}"
+  >
+    <h2 id="reconcile-h">Reconcile</h2>
+    ${
+      run === undefined
+        ? html`<p class="muted" data-reconcile-label>No reconcile has run yet.</p>
+            <progress max="100" value="0" aria-labelledby="reconcile-h" hidden>0%</progress>`
+        : html`<p>
+              <span data-reconcile-label>${run.label}</span> · run ${run.id}, started
+              ${when(run.startedAt)}${run.finishedAt !== null ? html`, finished ${when(run.finishedAt)}` : ''}
+            </p>
+            <progress max="100" value="${run.percent}" aria-labelledby="reconcile-h">
+              ${run.percent}%
+            </progress>
+            ${run.error !== null ? html`<p class="error">${run.error}</p>` : ''}`
+    }
+    ${
+      available
+        ? html`<div class="actions">
+            ${actionButton(csrf, '/console/reconcile', 'Start a reconcile', {
+              confirm: 'Read both systems in full and match again?',
+            })}
+          </div>`
+        : ''
+    }
+  </section>`;
 }
