@@ -41,19 +41,13 @@ export async function runChecks(config: Readonly<Config>, logger: Logger): Promi
   const clients: Clients = {};
 
   const tb = config.tidsbanken;
-  if (tb.credentialsMissing.length > 0) {
-    lines.push({
-      check: 'tidsbanken configuration',
-      status: 'fail',
-      detail: `partly configured: set ${tb.credentialsMissing.join(' and ')}`,
-    });
-  } else if (tb.credentials === undefined) {
-    lines.push({
-      check: 'tidsbanken configuration',
-      status: 'off',
-      detail: 'TIDSBANKEN_API_KEY unset: the Tidsbanken side is off',
-    });
-  } else {
+  const tbLine = configurationLine(
+    'tidsbanken',
+    tb,
+    'TIDSBANKEN_API_KEY unset: the Tidsbanken side is off',
+  );
+  if (tbLine !== undefined) lines.push(tbLine);
+  else if (tb.credentials !== undefined) {
     clients.tidsbanken = new TidsbankenClient({
       config: tb.credentials,
       pacer: new Pacer('tidsbanken', tb.rateLimitPerSecond),
@@ -62,19 +56,13 @@ export async function runChecks(config: Readonly<Config>, logger: Logger): Promi
   }
 
   const po = config.poweroffice;
-  if (po.credentialsMissing.length > 0) {
-    lines.push({
-      check: 'poweroffice configuration',
-      status: 'fail',
-      detail: `partly configured: set ${po.credentialsMissing.join(' and ')}`,
-    });
-  } else if (po.credentials === undefined) {
-    lines.push({
-      check: 'poweroffice configuration',
-      status: 'off',
-      detail: 'POWEROFFICE_*_KEY unset: the PowerOffice side is off',
-    });
-  } else {
+  const poLine = configurationLine(
+    'poweroffice',
+    po,
+    'POWEROFFICE_*_KEY unset: the PowerOffice side is off',
+  );
+  if (poLine !== undefined) lines.push(poLine);
+  else if (po.credentials !== undefined) {
     clients.poweroffice = new PowerOfficeClient({
       config: po.credentials,
       pacer: new Pacer('poweroffice', po.rateLimitPerSecond),
@@ -86,42 +74,65 @@ export async function runChecks(config: Readonly<Config>, logger: Logger): Promi
     // Tidsbanken has no token: the first read shows whether the keys are accepted.
     lines.push(...(await checkRecordTypes('tidsbanken', clients, 'tb-key and subscription key')));
   }
-  if (clients.poweroffice !== undefined) {
-    const client = clients.poweroffice;
-    let tokenOk = false;
-    try {
-      await client.token.getToken();
-      tokenOk = true;
-      lines.push({ check: 'poweroffice token', status: 'ok', detail: 'OAuth token issued' });
-    } catch (err) {
-      lines.push({ check: 'poweroffice token', status: 'fail', detail: describe(err) });
-    }
-    if (tokenOk) {
-      lines.push(await checkPrivileges(client));
-      lines.push(...(await checkRecordTypes('poweroffice', clients)));
-    }
-  }
-
+  if (clients.poweroffice !== undefined) lines.push(...(await checkPowerOffice(clients)));
   for (const system of ['tidsbanken', 'poweroffice'] as const) {
-    const secrets = config[system].webhookSecrets ?? [];
-    const name = `${system.toUpperCase()}_WEBHOOK_SECRET`;
-    lines.push(
-      secrets.length > 0
-        ? {
-            check: `${system} webhook secret`,
-            status: 'ok',
-            detail: `${secrets.length} secret(s) set`,
-          }
-        : {
-            check: `${system} webhook secret`,
-            status: 'off',
-            detail: `${name} unset: POST /webhooks/${system} answers 503 (the poller still syncs)`,
-          },
-    );
+    lines.push(webhookSecretLine(config, system));
   }
-
   lines.push(await checkDatabase(config));
   return lines;
+}
+
+/**
+ * A side's configuration line when it is not fully configured: partly configured fails,
+ * no credentials at all is off. Undefined when its credentials are all set.
+ */
+function configurationLine(
+  system: SystemName,
+  side: { credentialsMissing: readonly string[]; credentials: unknown },
+  offDetail: string,
+): CheckLine | undefined {
+  if (side.credentialsMissing.length > 0) {
+    return {
+      check: `${system} configuration`,
+      status: 'fail',
+      detail: `partly configured: set ${side.credentialsMissing.join(' and ')}`,
+    };
+  }
+  if (side.credentials === undefined) {
+    return { check: `${system} configuration`, status: 'off', detail: offDetail };
+  }
+  return undefined;
+}
+
+/** The OAuth token first: only with a token do the privileges and record types say anything. */
+async function checkPowerOffice(clients: Clients): Promise<CheckLine[]> {
+  const client = clients.poweroffice!;
+  try {
+    await client.token.getToken();
+  } catch (err) {
+    return [{ check: 'poweroffice token', status: 'fail', detail: describe(err) }];
+  }
+  return [
+    { check: 'poweroffice token', status: 'ok', detail: 'OAuth token issued' },
+    await checkPrivileges(client),
+    ...(await checkRecordTypes('poweroffice', clients)),
+  ];
+}
+
+function webhookSecretLine(config: Readonly<Config>, system: SystemName): CheckLine {
+  const secrets = config[system].webhookSecrets ?? [];
+  const name = `${system.toUpperCase()}_WEBHOOK_SECRET`;
+  return secrets.length > 0
+    ? {
+        check: `${system} webhook secret`,
+        status: 'ok',
+        detail: `${secrets.length} secret(s) set`,
+      }
+    : {
+        check: `${system} webhook secret`,
+        status: 'off',
+        detail: `${name} unset: POST /webhooks/${system} answers 503 (the poller still syncs)`,
+      };
 }
 
 async function checkRecordTypes(
