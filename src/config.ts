@@ -252,64 +252,15 @@ export class ConfigError extends Error {
 }
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Config> {
-  const parsed = EnvSchema.safeParse(env);
-  if (!parsed.success) {
-    // Never echo the value: it may be a secret.
-    const problems = parsed.error.issues.map((issue) => {
-      const name = issue.path.join('.') || '(environment)';
-      return `${name}: ${issue.message}`;
-    });
-    throw new ConfigError(problems);
-  }
-  const e = parsed.data;
-  const tidsbankenCredentials =
-    e.TIDSBANKEN_API_KEY !== undefined
-      ? {
-          baseUrl: e.TIDSBANKEN_BASE_URL,
-          apiKey: e.TIDSBANKEN_API_KEY,
-          subscriptionKey: e.TIDSBANKEN_SUBSCRIPTION_KEY ?? '',
-        }
-      : undefined;
-  const powerofficeCredentials =
-    e.POWEROFFICE_APPLICATION_KEY !== undefined &&
-    e.POWEROFFICE_CLIENT_KEY !== undefined &&
-    e.POWEROFFICE_SUBSCRIPTION_KEY !== undefined
-      ? {
-          baseUrl: e.POWEROFFICE_BASE_URL,
-          tokenUrl: e.POWEROFFICE_TOKEN_URL,
-          applicationKey: e.POWEROFFICE_APPLICATION_KEY,
-          clientKey: e.POWEROFFICE_CLIENT_KEY,
-          subscriptionKey: e.POWEROFFICE_SUBSCRIPTION_KEY,
-        }
-      : undefined;
-  const missing = (names: (keyof typeof e)[]): string[] =>
-    names.some((n) => e[n] !== undefined) ? names.filter((n) => e[n] === undefined) : [];
+  const e = parseEnv(env);
   const config: Config = {
     port: e.PORT,
     adminPort: e.ADMIN_PORT,
     databaseUrl: e.DATABASE_URL,
     dataDir: e.DATA_DIR,
     logLevel: e.LOG_LEVEL,
-    tidsbanken: {
-      baseUrl: e.TIDSBANKEN_BASE_URL,
-      credentials: tidsbankenCredentials,
-      credentialsMissing: missing(['TIDSBANKEN_API_KEY', 'TIDSBANKEN_SUBSCRIPTION_KEY']),
-      webhookSecrets: e.TIDSBANKEN_WEBHOOK_SECRET,
-      rateLimitPerSecond: e.TIDSBANKEN_RATE_LIMIT_PER_SECOND,
-    },
-    poweroffice: {
-      baseUrl: e.POWEROFFICE_BASE_URL,
-      tokenUrl: e.POWEROFFICE_TOKEN_URL,
-      credentials: powerofficeCredentials,
-      credentialsMissing: missing([
-        'POWEROFFICE_APPLICATION_KEY',
-        'POWEROFFICE_CLIENT_KEY',
-        'POWEROFFICE_SUBSCRIPTION_KEY',
-      ]),
-      webhookSecrets: e.POWEROFFICE_WEBHOOK_SECRET,
-      rateLimitPerSecond: e.POWEROFFICE_RATE_LIMIT_PER_SECOND,
-      contactParentId: e.POWEROFFICE_CONTACT_PARENT_ID,
-    },
+    tidsbanken: tidsbankenConfig(e),
+    poweroffice: powerofficeConfig(e),
     pollIntervalMs: e.POLL_INTERVAL_MS,
     unmatched: {
       'ansatt-contactperson': e.FLOW_ANSATT_CONTACTPERSON_ON_UNMATCHED,
@@ -332,6 +283,70 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
     reconcileIntervalMs: Math.round(e.RECONCILE_INTERVAL_HOURS * 3_600_000),
   };
   return Object.freeze(config);
+}
+
+type Env = z.infer<typeof EnvSchema>;
+
+function parseEnv(env: NodeJS.ProcessEnv): Env {
+  const parsed = EnvSchema.safeParse(env);
+  if (!parsed.success) {
+    // Never echo the value: it may be a secret.
+    const problems = parsed.error.issues.map((issue) => {
+      const name = issue.path.join('.') || '(environment)';
+      return `${name}: ${issue.message}`;
+    });
+    throw new ConfigError(problems);
+  }
+  return parsed.data;
+}
+
+/** The names not set of a group where some are set: a side only partly configured. */
+function missingOf(e: Env, names: (keyof Env)[]): string[] {
+  return names.some((n) => e[n] !== undefined) ? names.filter((n) => e[n] === undefined) : [];
+}
+
+function tidsbankenConfig(e: Env): Config['tidsbanken'] {
+  return {
+    baseUrl: e.TIDSBANKEN_BASE_URL,
+    credentials:
+      e.TIDSBANKEN_API_KEY !== undefined
+        ? {
+            baseUrl: e.TIDSBANKEN_BASE_URL,
+            apiKey: e.TIDSBANKEN_API_KEY,
+            subscriptionKey: e.TIDSBANKEN_SUBSCRIPTION_KEY ?? '',
+          }
+        : undefined,
+    credentialsMissing: missingOf(e, ['TIDSBANKEN_API_KEY', 'TIDSBANKEN_SUBSCRIPTION_KEY']),
+    webhookSecrets: e.TIDSBANKEN_WEBHOOK_SECRET,
+    rateLimitPerSecond: e.TIDSBANKEN_RATE_LIMIT_PER_SECOND,
+  };
+}
+
+function powerofficeConfig(e: Env): Config['poweroffice'] {
+  return {
+    baseUrl: e.POWEROFFICE_BASE_URL,
+    tokenUrl: e.POWEROFFICE_TOKEN_URL,
+    credentials:
+      e.POWEROFFICE_APPLICATION_KEY !== undefined &&
+      e.POWEROFFICE_CLIENT_KEY !== undefined &&
+      e.POWEROFFICE_SUBSCRIPTION_KEY !== undefined
+        ? {
+            baseUrl: e.POWEROFFICE_BASE_URL,
+            tokenUrl: e.POWEROFFICE_TOKEN_URL,
+            applicationKey: e.POWEROFFICE_APPLICATION_KEY,
+            clientKey: e.POWEROFFICE_CLIENT_KEY,
+            subscriptionKey: e.POWEROFFICE_SUBSCRIPTION_KEY,
+          }
+        : undefined,
+    credentialsMissing: missingOf(e, [
+      'POWEROFFICE_APPLICATION_KEY',
+      'POWEROFFICE_CLIENT_KEY',
+      'POWEROFFICE_SUBSCRIPTION_KEY',
+    ]),
+    webhookSecrets: e.POWEROFFICE_WEBHOOK_SECRET,
+    rateLimitPerSecond: e.POWEROFFICE_RATE_LIMIT_PER_SECOND,
+    contactParentId: e.POWEROFFICE_CONTACT_PARENT_ID,
+  };
 }
 
 /** Values that must never reach a log line. */
