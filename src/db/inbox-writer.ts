@@ -115,9 +115,7 @@ export function createInboxWriter(db: Db, options: InboxWriterOptions = {}): Inb
         return Promise.reject(new InboxUnavailableError('full'));
       }
       return new Promise<InboxWriteResult>((resolve, reject) => {
-        let settled = false;
-        const timer = setTimeout(() => {
-          settled = true;
+        const pending = pendingWrite(event, bytes, timeoutMs, resolve, reject, () => {
           // Still queued: it never reaches the database. Already in a flush: its row may
           // still commit, and the sender's retry is then a duplicate (stored once).
           const index = queue.indexOf(pending);
@@ -125,29 +123,48 @@ export function createInboxWriter(db: Db, options: InboxWriterOptions = {}): Inb
             queue.splice(index, 1);
             letGo(pending);
           }
-          reject(new InboxUnavailableError('timeout'));
-        }, timeoutMs);
-        const pending: Pending = {
-          event,
-          bytes,
-          resolve: (result) => {
-            if (settled) return;
-            settled = true;
-            clearTimeout(timer);
-            resolve(result);
-          },
-          reject: (err) => {
-            if (settled) return;
-            settled = true;
-            clearTimeout(timer);
-            reject(err instanceof Error ? err : new Error(String(err)));
-          },
-        };
+        });
         waiting += 1;
         waitingBytes += bytes;
         queue.push(pending);
         schedule();
       });
+    },
+  };
+}
+
+/**
+ * A caller's write waiting for the statement holding its row: settled once, by the flush or
+ * by the timeout (`onTimeout` runs first, then the caller gets InboxUnavailableError).
+ */
+function pendingWrite(
+  event: NewInboxEvent,
+  bytes: number,
+  timeoutMs: number,
+  resolve: (result: InboxWriteResult) => void,
+  reject: (err: Error) => void,
+  onTimeout: () => void,
+): Pending {
+  let settled = false;
+  const timer = setTimeout(() => {
+    settled = true;
+    onTimeout();
+    reject(new InboxUnavailableError('timeout'));
+  }, timeoutMs);
+  return {
+    event,
+    bytes,
+    resolve: (result) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      resolve(result);
+    },
+    reject: (err) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      reject(err instanceof Error ? err : new Error(String(err)));
     },
   };
 }
