@@ -7,7 +7,21 @@ export function createMetrics() {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   const registers = [registry];
+  return {
+    registry,
+    ...httpMetrics(registers),
+    ...webhookMetrics(registers),
+    ...upstreamMetrics(registers),
+    ...syncMetrics(registers),
+    ...leaderMetrics(registers),
+    ...credentialsMetrics(registers),
+  };
+}
 
+export type Metrics = ReturnType<typeof createMetrics>;
+
+/** HTTP requests answered. */
+function httpMetrics(registers: Registry[]) {
   const httpRequests = new Counter({
     name: 'tbpo_http_requests_total',
     help: 'HTTP requests answered, by method, route and status code.',
@@ -21,7 +35,11 @@ export function createMetrics() {
     buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
     registers,
   });
+  return { httpRequests, httpDuration };
+}
 
+/** Webhooks accepted, duplicated or refused, and how long accepting took. */
+function webhookMetrics(registers: Registry[]) {
   const webhooksAccepted = new Counter({
     name: 'tbpo_webhooks_accepted_total',
     help: 'Webhooks stored in the inbox, by system.',
@@ -47,7 +65,11 @@ export function createMetrics() {
     buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 1],
     registers,
   });
+  return { webhooksAccepted, webhooksDuplicate, webhooksRejected, webhookAcceptDuration };
+}
 
+/** Requests to the vendors' APIs: outcomes, retries, round trips, waits for pages and in the pacer. */
+function upstreamMetrics(registers: Registry[]) {
   const upstreamRequests = new Counter({
     name: 'tbpo_upstream_requests_total',
     help: 'Requests sent to Tidsbanken/PowerOffice, by system, operation kind and code (HTTP status, "timeout", "network" or "aborted").',
@@ -83,7 +105,11 @@ export function createMetrics() {
     buckets: [0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
     registers,
   });
+  return { upstreamRequests, upstreamRetries, upstreamDuration, pollPageWait, pacerWait };
+}
 
+/** What the worker, the dispatcher and retention did. */
+function syncMetrics(registers: Registry[]) {
   const eventsProcessed = new Counter({
     name: 'tbpo_events_processed_total',
     help: 'Inbox events the sync worker finished or set back, by source system and result (done, retry, dead).',
@@ -102,7 +128,11 @@ export function createMetrics() {
     labelNames: ['table'] as const,
     registers,
   });
+  return { eventsProcessed, commandsSent, retentionPruned };
+}
 
+/** Each system's leadership on this replica (gauges read from the lease at scrape time). */
+function leaderMetrics(registers: Registry[]) {
   // Read at scrape time from each system's leadership (registered by the service for each
   // system that is on), so the gauges cannot drift from the lease.
   const leaderChecks = new Map<
@@ -142,7 +172,11 @@ export function createMetrics() {
   ): void => {
     leaderChecks.set(system, lease);
   };
+  return { leaderStartFailures, watchLeader };
+}
 
+/** Whether each system refuses our credentials on this replica. */
+function credentialsMetrics(registers: Registry[]) {
   const credentialChecks = new Map<string, () => boolean>();
   new Gauge({
     name: 'tbpo_credentials_refused',
@@ -158,27 +192,5 @@ export function createMetrics() {
   const watchCredentials = (system: string, check: () => boolean): void => {
     credentialChecks.set(system, check);
   };
-
-  return {
-    registry,
-    watchCredentials,
-    pacerWait,
-    eventsProcessed,
-    commandsSent,
-    retentionPruned,
-    watchLeader,
-    leaderStartFailures,
-    httpRequests,
-    httpDuration,
-    webhooksAccepted,
-    webhooksDuplicate,
-    webhooksRejected,
-    webhookAcceptDuration,
-    upstreamRequests,
-    upstreamRetries,
-    upstreamDuration,
-    pollPageWait,
-  };
+  return { watchCredentials };
 }
-
-export type Metrics = ReturnType<typeof createMetrics>;
