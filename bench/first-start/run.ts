@@ -99,12 +99,14 @@ async function main(): Promise<void> {
               (select count(*) from conflicts where kind = 'ambiguous_match' and status = 'open') as ambiguous`,
     );
     // Milestones from the database (same host, same clock), seconds after the spawn: the
-    // first inbox row (service up, migrated, reading), the last first full read stored, and
-    // the start of the link sweep's first links.
+    // first inbox row (service up, migrated, reading), the last row the first reads stored
+    // (before the first link: a later timed poll does not count), and the sweep's first link.
     const marks = await client.query<Record<string, number | null>>(
-      `select extract(epoch from (select min(created_at) from inbound_events)) as "firstRow",
-              extract(epoch from (select max(full_read_at) from poller_cursors)) as "readsDone",
-              extract(epoch from (select min(created_at) from links)) as "firstLink"`,
+      `with first_link as (select min(created_at) as at from links)
+       select extract(epoch from (select min(created_at) from inbound_events)) as "firstRow",
+              extract(epoch from (select max(created_at) from inbound_events
+                                   where created_at <= (select at from first_link))) as "readsDone",
+              extract(epoch from (select at from first_link)) as "firstLink"`,
     );
     const milestones = Object.fromEntries(
       Object.entries(marks.rows[0] ?? {}).map(([k, v]) => [
