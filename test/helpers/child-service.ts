@@ -3,8 +3,10 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { inject } from 'vitest';
+import { afterEach, inject } from 'vitest';
 import { openPglite, type DatabaseHandle } from '../../src/db/database.js';
+import { startFakePowerOffice, type FakePowerOffice } from '../fakes/poweroffice.js';
+import { startFakeTidsbanken, type FakeTidsbanken } from '../fakes/tidsbanken.js';
 import { createTestDatabase } from './database.js';
 
 // Pieces for tests that run the real entry point (`src/main.ts` under tsx's loader) as a
@@ -132,4 +134,31 @@ export async function childServiceStore(
       return handle;
     },
   };
+}
+
+/**
+ * The calling file's cleanup steps: each test pushes its own; after the test they run newest
+ * first, and one that fails does not stop the rest.
+ */
+export function cleanupAfterEach(): (() => Promise<unknown>)[] {
+  const steps: (() => Promise<unknown>)[] = [];
+  afterEach(async () => {
+    for (const fn of steps.splice(0).reverse()) await fn().catch(() => undefined);
+  });
+  return steps;
+}
+
+/** Both fakes, with these rate limits per second; `cleanup` closes them. */
+export async function startFakes(
+  cleanup: (() => Promise<unknown>)[],
+  tbLimit = 50,
+  poLimit = tbLimit,
+): Promise<{ tb: FakeTidsbanken; po: FakePowerOffice }> {
+  const tb = await startFakeTidsbanken({ rateLimitPerSecond: tbLimit });
+  const po = await startFakePowerOffice({ rateLimitPerSecond: poLimit });
+  cleanup.push(
+    () => tb.close(),
+    () => po.close(),
+  );
+  return { tb, po };
 }

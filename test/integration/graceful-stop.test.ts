@@ -1,7 +1,13 @@
 import { request, type IncomingMessage } from 'node:http';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { signWebhook } from '../../src/http/webhook-signature.js';
-import { childServiceStore, freePort, runService, waitReady } from '../helpers/child-service.js';
+import {
+  childServiceStore,
+  cleanupAfterEach,
+  freePort,
+  runService,
+  waitReady,
+} from '../helpers/child-service.js';
 import { waitFor } from '../helpers/wait.js';
 
 // SIGTERM as Kubernetes sends it: /readyz turns 503 first (the load balancer takes the replica
@@ -10,11 +16,7 @@ import { waitFor } from '../helpers/wait.js';
 
 const SECRET = 'whsec_Z3JhY2VmdWwtc3RvcC10ZXN0LXNlY3JldC0wMTIzNDU2Nzg=';
 
-let cleanup: (() => Promise<void>)[] = [];
-afterEach(async () => {
-  for (const fn of cleanup.reverse()) await fn().catch(() => undefined);
-  cleanup = [];
-});
+const cleanup = cleanupAfterEach();
 
 describe('SIGTERM', () => {
   it('turns /readyz 503 first, then drains: a webhook in flight completes with 202 and is stored, and the process exits 0', async () => {

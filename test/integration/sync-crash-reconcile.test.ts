@@ -1,7 +1,12 @@
-import { afterEach, describe, expect, it } from 'vitest';
-import { startFakePowerOffice } from '../fakes/poweroffice.js';
-import { startFakeTidsbanken } from '../fakes/tidsbanken.js';
-import { childServiceStore, freePort, runService, waitReady } from '../helpers/child-service.js';
+import { describe, expect, it } from 'vitest';
+import {
+  childServiceStore,
+  cleanupAfterEach,
+  freePort,
+  runService,
+  startFakes,
+  waitReady,
+} from '../helpers/child-service.js';
 import { fakesEnv } from '../helpers/fakes-env.js';
 import { seedEmployeePairs } from '../helpers/sync-harness.js';
 import { waitFor } from '../helpers/wait.js';
@@ -13,20 +18,11 @@ import { waitFor } from '../helpers/wait.js';
 const TOKEN = 'reconcile-crash-admin-token-0123456789';
 const auth = { authorization: `Bearer ${TOKEN}` };
 
-let cleanup: (() => Promise<unknown>)[] = [];
-afterEach(async () => {
-  for (const fn of cleanup.reverse()) await fn().catch(() => undefined);
-  cleanup = [];
-});
+const cleanup = cleanupAfterEach();
 
 describe('a service killed mid-reconcile', () => {
   it('fails the run at the next start and links new matching records with nobody acting', async () => {
-    const tb = await startFakeTidsbanken({ rateLimitPerSecond: 50 });
-    const po = await startFakePowerOffice({ rateLimitPerSecond: 50 });
-    cleanup.push(
-      () => tb.close(),
-      () => po.close(),
-    );
+    const { tb, po } = await startFakes(cleanup);
     seedEmployeePairs(tb, po, 3);
     const store = await childServiceStore(cleanup, 'tbpo-reconcile-crash-');
     const port = await freePort();

@@ -1,11 +1,18 @@
 import { writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { RecordedRequest } from '../fakes/fake-server.js';
-import { startFakePowerOffice, type FakePowerOffice } from '../fakes/poweroffice.js';
-import { startFakeTidsbanken, type FakeTidsbanken } from '../fakes/tidsbanken.js';
-import { childServiceStore, freePort, runService, waitReady } from '../helpers/child-service.js';
+import type { FakePowerOffice } from '../fakes/poweroffice.js';
+import type { FakeTidsbanken } from '../fakes/tidsbanken.js';
+import {
+  childServiceStore,
+  cleanupAfterEach,
+  freePort,
+  runService,
+  startFakes,
+  waitReady,
+} from '../helpers/child-service.js';
 import { fakesEnv } from '../helpers/fakes-env.js';
 import { seedEmployeePairs } from '../helpers/sync-harness.js';
 import { waitFor } from '../helpers/wait.js';
@@ -43,20 +50,11 @@ async function waitConverged(
 
 const ADMIN_TOKEN = 'sync-crash-admin-token-0123456789';
 
-let cleanup: (() => Promise<void>)[] = [];
-afterEach(async () => {
-  for (const fn of cleanup.reverse()) await fn().catch(() => undefined);
-  cleanup = [];
-});
+const cleanup = cleanupAfterEach();
 
 describe('a service process killed mid-burst', () => {
   it('killed with SIGKILL in the middle of a burst of edits and creates and restarted on the same database, lands every change, creates each Employee exactly once and repeats at most the update in flight', async () => {
-    const tb = await startFakeTidsbanken({ rateLimitPerSecond: 50 });
-    const po = await startFakePowerOffice({ rateLimitPerSecond: 50 });
-    cleanup.push(
-      () => tb.close(),
-      () => po.close(),
-    );
+    const { tb, po } = await startFakes(cleanup);
     seedEmployeePairs(tb, po, PAIRS);
     const employeeOf = (i: number) =>
       [...po.employees.values()].find((e) => e.Number === i)!.Id as number;
@@ -259,12 +257,7 @@ describe('a service process killed mid-burst', () => {
   }, 180_000);
 
   it('prosjekt-project: killed with SIGKILL mid-burst and restarted, lands every edit with its references translated and creates each Project exactly once', async () => {
-    const tb = await startFakeTidsbanken({ rateLimitPerSecond: 50 });
-    const po = await startFakePowerOffice({ rateLimitPerSecond: 50 });
-    cleanup.push(
-      () => tb.close(),
-      () => po.close(),
-    );
+    const { tb, po } = await startFakes(cleanup);
     // The records the references name, linked in their own flows.
     seedEmployeePairs(tb, po, 3);
     const customerOf = new Map<string, number>();

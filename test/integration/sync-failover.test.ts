@@ -1,8 +1,13 @@
-import { afterEach, describe, expect, inject, it } from 'vitest';
+import { describe, expect, inject, it } from 'vitest';
 import type { RecordedRequest } from '../fakes/fake-server.js';
-import { startFakePowerOffice } from '../fakes/poweroffice.js';
-import { startFakeTidsbanken } from '../fakes/tidsbanken.js';
-import { freePort, runService, waitReady, type ChildService } from '../helpers/child-service.js';
+import {
+  cleanupAfterEach,
+  freePort,
+  runService,
+  startFakes,
+  waitReady,
+  type ChildService,
+} from '../helpers/child-service.js';
 import { createTestDatabase } from '../helpers/database.js';
 import { fakesEnv } from '../helpers/fakes-env.js';
 import { seedEmployeePairs } from '../helpers/sync-harness.js';
@@ -21,11 +26,7 @@ const PO_LIMIT = 4;
 const TB_LIMIT = 5;
 const LEASE_TTL_MS = 3000;
 
-let cleanup: (() => Promise<unknown>)[] = [];
-afterEach(async () => {
-  for (const fn of cleanup.reverse()) await fn().catch(() => undefined);
-  cleanup = [];
-});
+const cleanup = cleanupAfterEach();
 
 /** Most requests that arrived in any sliding 1000 ms window. */
 function maxPerSlidingSecond(requests: readonly RecordedRequest[]): number {
@@ -51,12 +52,7 @@ const leads = (replica: ChildService, system: string): boolean => {
 
 describe.runIf(process.env.DATABASE_URL)('a frozen leader (SIGSTOP)', () => {
   it('is replaced within 30 s by the other replica, which delivers new changes; woken up (SIGCONT) it starts no request: no write twice, the limit held in every sliding second, no 429', async () => {
-    const tb = await startFakeTidsbanken({ rateLimitPerSecond: TB_LIMIT });
-    const po = await startFakePowerOffice({ rateLimitPerSecond: PO_LIMIT });
-    cleanup.push(
-      () => tb.close(),
-      () => po.close(),
-    );
+    const { tb, po } = await startFakes(cleanup, TB_LIMIT, PO_LIMIT);
     seedEmployeePairs(tb, po, PAIRS);
     const employeeOf = (i: number) =>
       [...po.employees.values()].find((e) => e.Number === i)!.Id as number;
