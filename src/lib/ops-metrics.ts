@@ -29,21 +29,9 @@ export function registerOpsMetrics(options: OpsMetricsOptions): void {
   const { db, registry } = options;
   if (registered.has(registry)) return;
   registered.add(registry);
-  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   const logger = options.logger?.child({ module: 'ops-metrics' });
   const registers = [registry];
-
-  let cached: { at: number; value: Promise<OpsSnapshot | undefined> } | undefined;
-  const snapshot = (): Promise<OpsSnapshot | undefined> => {
-    const now = Date.now();
-    if (cached !== undefined && now - cached.at < SNAPSHOT_TTL_MS) return cached.value;
-    const value = withTimeout(readOpsSnapshot(db), timeoutMs).catch((err: unknown) => {
-      logger?.warn({ err }, 'operations gauges skipped: the database did not answer');
-      return undefined;
-    });
-    cached = { at: now, value };
-    return value;
-  };
+  const snapshot = sharedSnapshot(db, options.timeoutMs ?? DEFAULT_TIMEOUT_MS, logger);
 
   new Gauge({
     name: 'tbpo_ops_metrics_up',
@@ -53,15 +41,53 @@ export function registerOpsMetrics(options: OpsMetricsOptions): void {
       this.set((await snapshot()) !== undefined ? 1 : 0);
     },
   });
+  const gauge = snapshotGauges(registers, snapshot);
+  inboxGauges(gauge);
+  outboxGauges(gauge);
+  linkPollerAndReconcileGauges(gauge);
+}
 
-  // Each gauge: reset (a label set that disappeared must not linger), then set from the
-  // shared snapshot, or show no sample at all when there is none.
-  const gauge = <L extends string>(
+/** The snapshot a scrape's gauges share: read at most once a second, undefined on failure. */
+function sharedSnapshot(
+  db: Db,
+  timeoutMs: number,
+  logger: Logger | undefined,
+): () => Promise<OpsSnapshot | undefined> {
+  let cached: { at: number; value: Promise<OpsSnapshot | undefined> } | undefined;
+  return () => {
+    const now = Date.now();
+    if (cached !== undefined && now - cached.at < SNAPSHOT_TTL_MS) return cached.value;
+    const value = withTimeout(readOpsSnapshot(db), timeoutMs).catch((err: unknown) => {
+      logger?.warn({ err }, 'operations gauges skipped: the database did not answer');
+      return undefined;
+    });
+    cached = { at: now, value };
+    return value;
+  };
+}
+
+/** Declares one gauge filled from the shared snapshot. */
+type SnapshotGauge = <L extends string>(
+  name: string,
+  help: string,
+  labelNames: readonly L[],
+  fill: (g: Gauge<L>, s: OpsSnapshot) => void,
+) => void;
+
+/**
+ * Each gauge: reset (a label set that disappeared must not linger), then set from the
+ * shared snapshot, or show no sample at all when there is none.
+ */
+function snapshotGauges(
+  registers: Registry[],
+  snapshot: () => Promise<OpsSnapshot | undefined>,
+): SnapshotGauge {
+  return <L extends string>(
     name: string,
     help: string,
     labelNames: readonly L[],
     fill: (g: Gauge<L>, s: OpsSnapshot) => void,
-  ): void => {
+  ) => {
     const g: SkippableGauge<L> = new SkippableGauge<L>({
       name,
       help,
@@ -75,7 +101,9 @@ export function registerOpsMetrics(options: OpsMetricsOptions): void {
       },
     });
   };
+}
 
+function inboxGauges(gauge: SnapshotGauge): void {
   gauge('tbpo_inbox_pending_events', 'Inbox events waiting for the sync worker.', [], (g, s) => {
     g.set(s.inbox.pending);
   });
@@ -97,6 +125,9 @@ export function registerOpsMetrics(options: OpsMetricsOptions): void {
       }
     },
   );
+}
+
+function outboxGauges(gauge: SnapshotGauge): void {
   gauge(
     'tbpo_outbox_commands',
     'Outbound commands not yet sent, by target system and status (pending, sending, dead).',
@@ -134,6 +165,9 @@ export function registerOpsMetrics(options: OpsMetricsOptions): void {
       }
     },
   );
+}
+
+function linkPollerAndReconcileGauges(gauge: SnapshotGauge): void {
   gauge(
     'tbpo_open_conflicts',
     'Open conflicts (ambiguous matches, field conflicts), by flow and kind.',
