@@ -68,7 +68,7 @@ function webhookMetrics(registers: Registry[]) {
   return { webhooksAccepted, webhooksDuplicate, webhooksRejected, webhookAcceptDuration };
 }
 
-/** Requests to the vendors' APIs: outcomes, retries, round trips, waits for pages and in the pacer. */
+/** Requests to the vendors' APIs: outcomes, retries, round trips, page and pacer waits. */
 function upstreamMetrics(registers: Registry[]) {
   const upstreamRequests = new Counter({
     name: 'tbpo_upstream_requests_total',
