@@ -1,8 +1,8 @@
 import { z } from 'zod';
 import { createLogger } from './lib/logger.js';
 
-// The only reader of process.env. Every variable of the README's "Configuration", parsed once; a bad value
-// stops start-up with one message naming every bad variable.
+// The only reader of process.env. Every variable of the README's "Configuration", parsed once; a
+// bad value stops start-up with one message naming every bad variable.
 
 export const FLOW_IDS = [
   'ansatt-contactperson',

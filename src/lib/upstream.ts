@@ -4,9 +4,9 @@ import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
 import type { Pacer, Priority } from './pacer.js';
 
-// The one request function both API clients use (docs/ARCHITECTURE.md "Pacing"). Every attempt — first
-// try, retry after a 429, retry after a 5xx, retry after a token renewal — takes its own
-// turn in the system's pacer, so the vendor's per-second limit holds whatever fails.
+// The one request function both API clients use (docs/ARCHITECTURE.md "Pacing"). Every attempt —
+// first try, retry after a 429, retry after a 5xx, retry after a token renewal — takes its own turn
+// in the system's pacer, so the vendor's per-second limit holds whatever fails.
 
 export type UpstreamSystem = 'tidsbanken' | 'poweroffice';
 export type HttpMethod = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
@@ -111,7 +111,7 @@ export function createUpstreamContext(options: UpstreamContextOptions): Upstream
 export interface UpstreamRequest<S extends z.ZodType> {
   method: HttpMethod;
   url: string;
-  /** Label for metrics and logs, e.g. 'read', 'write', 'poll', 'token'. Defaults to the priority. */
+  /** Label for metrics and logs ('read', 'write', 'poll', 'token'); defaults to the priority. */
   kind?: string;
   priority: Priority;
   headers?: Record<string, string>;
@@ -124,7 +124,7 @@ export interface UpstreamRequest<S extends z.ZodType> {
   schema: S;
   /** The value parsed in place of an empty body (204, or 200 with no content). */
   empty?: unknown;
-  /** Non-2xx statuses answered as `{ status, data: undefined }` instead of an error (404 on get). */
+  /** Non-2xx statuses answered `{ status, data: undefined }`, not an error (404 on a get). */
   acceptStatus?: readonly number[];
   /**
    * Whether a 5xx, network error or timeout may be retried here. Defaults to false for POST:

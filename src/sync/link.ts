@@ -42,7 +42,8 @@ import {
 import { getPath, writableValue } from './normalize.js';
 import { recordReferenceWaits, referenceTranslator } from './references.js';
 
-// Linking and syncing one link (docs/ARCHITECTURE.md "Linking", "Worker"), inside the caller's transaction.
+// Linking and syncing one link (docs/ARCHITECTURE.md "Linking", "Worker"), inside the caller's
+// transaction.
 
 export interface SyncContext {
   db: DbOrTrx;

@@ -31,13 +31,13 @@ import {
 import { createsFrom, syncLink, tryLink, type SyncContext } from './link.js';
 import { recordReferenceWaits, referenceTranslator } from './references.js';
 
-// Set-based linking (docs/ARCHITECTURE.md "Linking") for the link sweep: the whole mirror of a flow is matched
-// in one statement instead of record by record, and the new links get their first sync in
-// batches. The semantics are those of `tryLink` over the whole mirror: a pair links only when
-// each is the other's one and only match and neither is linked yet; every other matched,
-// unlinked record gets an ambiguous_match conflict. The per-record path (`tryLink`) stays
-// for what the worker sees one event at a time, for our own creates (linked by origin id) and
-// for the create policies, which act per record.
+// Set-based linking (docs/ARCHITECTURE.md "Linking") for the link sweep: the whole mirror of a flow
+// is matched in one statement instead of record by record, and the new links get their first sync
+// in batches. The semantics are those of `tryLink` over the whole mirror: a pair links only when
+// each is the other's one and only match and neither is linked yet; every other matched, unlinked
+// record gets an ambiguous_match conflict. The per-record path (`tryLink`) stays for what the
+// worker sees one event at a time, for our own creates (linked by origin id) and for the create
+// policies, which act per record.
 
 /** The mirror column of each match key. */
 const KEY_COLUMN = {
@@ -160,12 +160,12 @@ export async function linkFlow(deps: MatchDeps, flow: FlowDefinition): Promise<M
 }
 
 /**
- * The first sync (docs/ARCHITECTURE.md "Linking") of every never-synced link of a flow made after `afterLinkId`,
- * SYNC_BATCH links per transaction: the mirror records of a batch are read in two statements,
- * diffed in memory, and their commands, link states, field conflicts and audit entries are
- * written in one statement each. A link whose target already has a pending update (another
- * flow's) or whose diff takes fields back out of a queued write goes through `syncLink`.
- * `onBatch` is told the running totals after each batch.
+ * The first sync (docs/ARCHITECTURE.md "Linking") of every never-synced link of a flow made after
+ * `afterLinkId`, SYNC_BATCH links per transaction: the mirror records of a batch are read in two
+ * statements, diffed in memory, and their commands, link states, field conflicts and audit entries
+ * are written in one statement each. A link whose target already has a pending update (another
+ * flow's) or whose diff takes fields back out of a queued write goes through `syncLink`. `onBatch`
+ * is told the running totals after each batch.
  */
 export async function syncNewLinks(
   deps: MatchDeps,
