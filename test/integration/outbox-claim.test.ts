@@ -24,9 +24,9 @@ afterAll(async () => {
   await database.close();
 });
 
-async function linkAndCommand(ansattId: string, employeeId: string, createdAgoMs = 0) {
-  const db = database.db;
-  const link = await db
+/** A live ansatt-employee link between the two ids; its id. */
+async function insertLink(ansattId: string, employeeId: string): Promise<string> {
+  const link = await database.db
     .insertInto('links')
     .values({
       flow: 'ansatt-employee',
@@ -39,6 +39,12 @@ async function linkAndCommand(ansattId: string, employeeId: string, createdAgoMs
     })
     .returning('id')
     .executeTakeFirstOrThrow();
+  return link.id;
+}
+
+async function linkAndCommand(ansattId: string, employeeId: string, createdAgoMs = 0) {
+  const db = database.db;
+  const link = { id: await insertLink(ansattId, employeeId) };
   const command = await db
     .insertInto('outbound_commands')
     .values({
@@ -106,22 +112,7 @@ describe('claiming outbound commands', () => {
   // update instead, the newer values winning.
   it('a command left in flight folds into a newer pending update of its record on requeue', async () => {
     const db = database.db;
-    const linkOf = async (ansattId: string) =>
-      (
-        await db
-          .insertInto('links')
-          .values({
-            flow: 'ansatt-employee',
-            tidsbanken_type: 'ansatt',
-            tidsbanken_id: ansattId,
-            poweroffice_type: 'employee',
-            poweroffice_id: `9${ansattId}`,
-            linked_by: 'number',
-            shadow: JSON.stringify({}),
-          })
-          .returning('id')
-          .executeTakeFirstOrThrow()
-      ).id;
+    const linkOf = (ansattId: string) => insertLink(ansattId, `9${ansattId}`);
     const target = (recordId: string) => ({
       system: 'tidsbanken' as const,
       recordType: 'ansatt',
