@@ -74,69 +74,12 @@ export interface Runtime {
 
 export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
   const { config, logger } = options;
-  const database = options.database ?? (await openDatabase(config));
+  const database = await openMigratedDatabase(options);
   const databaseUrl = options.database !== undefined ? options.databaseUrl : config.databaseUrl;
-  logger.info(
-    {
-      database: database.kind,
-      dataDir:
-        database.kind === 'pglite' && options.database === undefined ? config.dataDir : undefined,
-    },
-    'database opened',
-  );
-  const applied = await migrateToLatest(database.db);
-  logger.info({ applied }, 'migrations done');
   const db = database.db;
-
   const metrics = createMetrics();
-  const { credentialsRetryMs, ...clientOptions } = options.clientOptions ?? {};
-  const pacers: Record<SystemName, Pacer> = {
-    tidsbanken: new Pacer('tidsbanken', config.tidsbanken.rateLimitPerSecond, {
-      credentialsRetryMs,
-    }),
-    poweroffice: new Pacer('poweroffice', config.poweroffice.rateLimitPerSecond, {
-      credentialsRetryMs,
-    }),
-  };
-  for (const pacer of Object.values(pacers)) {
-    metrics.watchCredentials(pacer.system, () => pacer.credentialsState !== undefined);
-  }
-  const clients: Clients = {};
-  if (config.tidsbanken.credentials !== undefined) {
-    clients.tidsbanken = new TidsbankenClient({
-      config: config.tidsbanken.credentials,
-      pacer: pacers.tidsbanken,
-      logger: logger.child({ module: 'tidsbanken' }),
-      metrics,
-      ...clientOptions,
-    });
-  }
-  if (config.poweroffice.credentials !== undefined) {
-    clients.poweroffice = new PowerOfficeClient({
-      config: config.poweroffice.credentials,
-      pacer: pacers.poweroffice,
-      logger: logger.child({ module: 'poweroffice' }),
-      metrics,
-      ...clientOptions,
-    });
-  }
-  const pollerLogger = logger.child({ module: 'poller' });
-  const pollers: Poller[] = [
-    ...createTidsbankenPollers({
-      client: clients.tidsbanken,
-      db,
-      logger: pollerLogger,
-      metrics,
-      intervalMs: config.pollIntervalMs,
-    }),
-    ...createPowerOfficePollers({
-      client: clients.poweroffice,
-      db,
-      logger: pollerLogger,
-      metrics,
-      intervalMs: config.pollIntervalMs,
-    }),
-  ];
+  const { pacers, clients } = createClients(options, metrics);
+  const pollers = createPollers(config, logger, db, metrics, clients);
   const reconciler = new Reconciler({
     db,
     logger,
@@ -195,4 +138,88 @@ export async function createRuntime(options: RuntimeOptions): Promise<Runtime> {
       await database.close();
     },
   };
+}
+
+/** The database given, or the one the config names, migrated to the latest schema. */
+async function openMigratedDatabase(options: RuntimeOptions): Promise<DatabaseHandle> {
+  const { config, logger } = options;
+  const database = options.database ?? (await openDatabase(config));
+  logger.info(
+    {
+      database: database.kind,
+      dataDir:
+        database.kind === 'pglite' && options.database === undefined ? config.dataDir : undefined,
+    },
+    'database opened',
+  );
+  const applied = await migrateToLatest(database.db);
+  logger.info({ applied }, 'migrations done');
+  return database;
+}
+
+/** One pacer per system, and a client for each system whose credentials are set. */
+function createClients(
+  options: RuntimeOptions,
+  metrics: Metrics,
+): { pacers: Record<SystemName, Pacer>; clients: Clients } {
+  const { config, logger } = options;
+  const { credentialsRetryMs, ...clientOptions } = options.clientOptions ?? {};
+  const pacers: Record<SystemName, Pacer> = {
+    tidsbanken: new Pacer('tidsbanken', config.tidsbanken.rateLimitPerSecond, {
+      credentialsRetryMs,
+    }),
+    poweroffice: new Pacer('poweroffice', config.poweroffice.rateLimitPerSecond, {
+      credentialsRetryMs,
+    }),
+  };
+  for (const pacer of Object.values(pacers)) {
+    metrics.watchCredentials(pacer.system, () => pacer.credentialsState !== undefined);
+  }
+  const clients: Clients = {};
+  if (config.tidsbanken.credentials !== undefined) {
+    clients.tidsbanken = new TidsbankenClient({
+      config: config.tidsbanken.credentials,
+      pacer: pacers.tidsbanken,
+      logger: logger.child({ module: 'tidsbanken' }),
+      metrics,
+      ...clientOptions,
+    });
+  }
+  if (config.poweroffice.credentials !== undefined) {
+    clients.poweroffice = new PowerOfficeClient({
+      config: config.poweroffice.credentials,
+      pacer: pacers.poweroffice,
+      logger: logger.child({ module: 'poweroffice' }),
+      metrics,
+      ...clientOptions,
+    });
+  }
+  return { pacers, clients };
+}
+
+/** The pollers of both systems' record types. */
+function createPollers(
+  config: Readonly<Config>,
+  logger: Logger,
+  db: DatabaseHandle['db'],
+  metrics: Metrics,
+  clients: Clients,
+): Poller[] {
+  const pollerLogger = logger.child({ module: 'poller' });
+  return [
+    ...createTidsbankenPollers({
+      client: clients.tidsbanken,
+      db,
+      logger: pollerLogger,
+      metrics,
+      intervalMs: config.pollIntervalMs,
+    }),
+    ...createPowerOfficePollers({
+      client: clients.poweroffice,
+      db,
+      logger: pollerLogger,
+      metrics,
+      intervalMs: config.pollIntervalMs,
+    }),
+  ];
 }
