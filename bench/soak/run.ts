@@ -730,7 +730,16 @@ async function main(): Promise<void> {
     // Writes applied, per record and written value, from the fakes' logs (2xx only).
     const ok = (s: number) => s >= 200 && s < 300;
     const applied = new Map<string, number>();
-    const apply = (key: string) => applied.set(key, (applied.get(key) ?? 0) + 1);
+    // When each write arrived (wall clock) and whose pair it was: a duplicate's details show
+    // them next to the pair's edits, to tell a re-send at a kill from anything else.
+    const arrivals = new Map<string, string[]>();
+    const pairOf = new Map<string, Pair>();
+    const apply = (key: string, r: RecordedRequest, pair: Pair | undefined) => {
+      applied.set(key, (applied.get(key) ?? 0) + 1);
+      const at = new Date(performance.timeOrigin + r.at).toISOString().slice(11, 23);
+      arrivals.set(key, [...(arrivals.get(key) ?? []), at]);
+      if (pair !== undefined) pairOf.set(key, pair);
+    };
     for (const r of po.requests) {
       if (!ok(r.status) || /token/i.test(r.path)) continue;
       if (r.method === 'POST') counts.creates += 1;
@@ -739,7 +748,15 @@ async function main(): Promise<void> {
       for (const op of r.body as { path?: string; value?: unknown }[]) {
         const field = op.path?.toLowerCase();
         if ((field === '/jobtitle' || field === '/name') && typeof op.value === 'string')
-          apply(`po ${r.path} ${op.value}`);
+          apply(
+            `po ${r.path} ${op.value}`,
+            r,
+            pairs.find(
+              (p) =>
+                r.path.endsWith(`/${p.poId}`) &&
+                /employees/i.test(r.path) === (p.kind === KINDS.ansatt),
+            ),
+          );
       }
     }
     for (const r of tb.requests) {
@@ -751,13 +768,24 @@ async function main(): Promise<void> {
         // Tidsbanken takes whole objects: count only values that came from PowerOffice.
         for (const value of [item.Tittel, item.Navn])
           if (typeof value === 'string' && value.startsWith('po-'))
-            apply(`tb ${r.path} ${String(item.Id)} ${value}`);
+            apply(
+              `tb ${r.path} ${String(item.Id)} ${value}`,
+              r,
+              pairs.find(
+                (p) =>
+                  p.tbId === String(item.Id) &&
+                  /ansatt/i.test(r.path) === (p.kind === KINDS.ansatt),
+              ),
+            );
       }
     }
     for (const [key, n] of applied) {
       if (n > 1) {
         counts.duplicates += n - 1;
-        duplicateDetails.push(`written ${n}×: ${key}`);
+        const pair = pairOf.get(key);
+        duplicateDetails.push(
+          `written ${n}×: ${key} at ${(arrivals.get(key) ?? []).join(', ')}${pair === undefined ? '' : `; edits ${(history.get(pair) ?? []).join(' ')}`}`,
+        );
       }
       if (n > 2) counts.duplicatesBeyondOneResend += n - 2;
     }
