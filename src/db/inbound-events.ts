@@ -121,7 +121,8 @@ export interface MirrorFill {
 // A polled page while the link gate is closed (src/sync/read-page.ts): each new record's inbox
 // row is stored already processed and its state goes straight to the mirror, in one statement.
 // The mirror takes a state unless it holds a newer one (as upsertMirrorRecords); a page holding
-// one record twice writes the newest. Rows without `fill` (linked records: they still sync) are
+// one record twice writes the newest. Rows are written in key order (byte order, as the worker's
+// bulk fill sorts its writes), so two transactions filling overlapping records never deadlock. Rows without `fill` (linked records: they still sync) are
 // stored pending for the worker, as insertInboundEventBatch does.
 const INSERT_FILLING_MIRROR_SQL = preparedStatement(
   'inbox_insert_filling_mirror',
@@ -150,14 +151,15 @@ const INSERT_FILLING_MIRROR_SQL = preparedStatement(
       insert into records
         (system, record_type, record_id, parent_id, data, email_key, national_id_key,
          number_key, code_key, source_updated_at, deleted_at, last_event_id)
-      select distinct on (r.source, r.record_type, r.record_id)
+      select distinct on (r.source collate "C", r.record_type collate "C", r.record_id collate "C")
              r.source, r.record_type, r.record_id, r.parent_id, r.payload, r.email_key,
              r.national_id_key, r.number_key, r.code_key, r.source_updated_at, null, s.id
       from stored s
       join r on r.source = s.source and r.record_type = s.record_type
             and r.record_id = s.record_id and r.h = s.content_hash
       where s.status = 'done'
-      order by r.source, r.record_type, r.record_id, r.source_updated_at desc nulls last, s.id desc
+      order by r.source collate "C", r.record_type collate "C", r.record_id collate "C",
+               r.source_updated_at desc nulls last, s.id desc
       on conflict (system, record_type, record_id) do update set
         parent_id = excluded.parent_id, data = excluded.data, email_key = excluded.email_key,
         national_id_key = excluded.national_id_key, number_key = excluded.number_key,

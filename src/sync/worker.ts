@@ -215,10 +215,9 @@ async function fillMirrorInBulk(deps: WorkerDeps, limit: number): Promise<number
       if (held === undefined || at > held.at || (at === held.at && write.winsTie !== false))
         newest.set(key, { event, write, at });
     }
-    await upsertMirrorRecords(
-      trx,
-      [...newest.values()].map((n) => n.write),
-    );
+    // In key order, as a gate-closed poll writes its page (storePolledRecords): two
+    // transactions filling overlapping records lock them in the same order, never in a cycle.
+    await upsertMirrorRecords(trx, sortByRecordKey([...newest.values()].map((n) => n.write)));
     await markEventsDone(trx, finished);
     const finishedIds = new Set(finished);
     for (const system of ['tidsbanken', 'poweroffice'] as const) {
@@ -227,6 +226,15 @@ async function fillMirrorInBulk(deps: WorkerDeps, limit: number): Promise<number
     }
     return finished.length;
   });
+}
+
+/** Writes by (system, record type, record id), compared by code unit (PostgreSQL's "C"). */
+function sortByRecordKey(writes: MirrorWrite[]): MirrorWrite[] {
+  const cmp = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+  return writes.sort(
+    (a, b) =>
+      cmp(a.system, b.system) || cmp(a.recordType, b.recordType) || cmp(a.recordId, b.recordId),
+  );
 }
 
 /** One event inside its transaction: mirror, then link and diff in every flow of its type. */
