@@ -36,7 +36,7 @@ import { openPostgres } from '../../src/db/database.js';
 import type { Database } from '../../src/db/schema.js';
 import { FLOWS } from '../../src/sync/flows.js';
 import { getPath, normalizeValue } from '../../src/sync/normalize.js';
-import type { RecordedRequest } from '../../test/fakes/fake-server.js';
+import { maxPerSlidingSecond, type RecordedRequest } from '../../test/fakes/fake-server.js';
 import { startFakePowerOffice } from '../../test/fakes/poweroffice.js';
 import { startFakeTidsbanken } from '../../test/fakes/tidsbanken.js';
 import {
@@ -94,18 +94,6 @@ async function freePort(): Promise<number> {
   const port = (server.address() as { port: number }).port;
   await new Promise<void>((resolve) => server.close(() => resolve()));
   return port;
-}
-
-/** Most requests that arrived in any sliding 1000 ms window. */
-function maxPerSlidingSecond(requests: readonly RecordedRequest[]): number {
-  const times = requests.map((r) => r.at).sort((a, b) => a - b);
-  let max = 0;
-  let start = 0;
-  for (let end = 0; end < times.length; end++) {
-    while (times[end]! - times[start]! >= 1000) start++;
-    max = Math.max(max, end - start + 1);
-  }
-  return max;
 }
 
 /** Where the service's own state is read: SQL on PostgreSQL, the admin API on PGlite. */

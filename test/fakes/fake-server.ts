@@ -390,3 +390,15 @@ export class FakeHttpServer {
     res.end(payload);
   }
 }
+
+/** Most requests that arrived in any sliding 1000 ms window. */
+export function maxPerSlidingSecond(requests: readonly RecordedRequest[]): number {
+  const times = requests.map((r) => r.at).sort((a, b) => a - b);
+  let max = 0;
+  let start = 0;
+  for (let end = 0; end < times.length; end++) {
+    while (times[end]! - times[start]! >= 1000) start++;
+    max = Math.max(max, end - start + 1);
+  }
+  return max;
+}

@@ -1,5 +1,5 @@
 import { describe, expect, inject, it } from 'vitest';
-import type { RecordedRequest } from '../fakes/fake-server.js';
+import { maxPerSlidingSecond, type RecordedRequest } from '../fakes/fake-server.js';
 import {
   cleanupAfterEach,
   freePort,
@@ -27,18 +27,6 @@ const TB_LIMIT = 5;
 const LEASE_TTL_MS = 3000;
 
 const cleanup = cleanupAfterEach();
-
-/** Most requests that arrived in any sliding 1000 ms window. */
-function maxPerSlidingSecond(requests: readonly RecordedRequest[]): number {
-  const times = requests.map((r) => r.at).sort((a, b) => a - b);
-  let max = 0;
-  let start = 0;
-  for (let end = 0; end < times.length; end++) {
-    while (times[end]! - times[start]! >= 1000) start++;
-    max = Math.max(max, end - start + 1);
-  }
-  return max;
-}
 
 const leads = (replica: ChildService, system: string): boolean => {
   let leading = false;

@@ -8,7 +8,7 @@ import { signWebhook } from '../../src/http/webhook-signature.js';
 import { createLogger } from '../../src/lib/logger.js';
 import { createRuntime, type Runtime } from '../../src/runtime.js';
 import type { Service } from '../../src/service.js';
-import type { RecordedRequest } from '../fakes/fake-server.js';
+import { maxPerSlidingSecond, type RecordedRequest } from '../fakes/fake-server.js';
 import { startFakePowerOffice, type FakePowerOffice } from '../fakes/poweroffice.js';
 import { startFakeTidsbanken, type FakeTidsbanken } from '../fakes/tidsbanken.js';
 import { LogCapture } from '../helpers/app.js';
@@ -50,18 +50,6 @@ afterEach(async () => {
   second = undefined;
   fakes = undefined;
 });
-
-/** Most requests that arrived in any sliding 1000 ms window of the fake's log. */
-function maxPerSlidingSecond(requests: readonly RecordedRequest[]): number {
-  const times = requests.map((r) => r.at).sort((a, b) => a - b);
-  let max = 0;
-  let start = 0;
-  for (let end = 0; end < times.length; end++) {
-    while (times[end]! - times[start]! >= 1000) start++;
-    max = Math.max(max, end - start + 1);
-  }
-  return max;
-}
 
 interface LogLine {
   time: string;
