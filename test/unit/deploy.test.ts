@@ -69,6 +69,17 @@ describe('deploy/kubernetes', () => {
     );
   });
 
+  it('caps the V8 heap well under the memory limit, so garbage is collected before the pod nears it', () => {
+    const container = byKind('Deployment')[0]?.spec.template.spec.containers[0];
+    const env = Object.fromEntries(
+      (container.env as { name: string; value: string }[]).map((e) => [e.name, e.value]),
+    );
+    const heapMiB = Number(/--max-old-space-size=(\d+)/.exec(env.NODE_OPTIONS ?? '')?.[1]);
+    const limit = /^(\d+)Mi$/.exec(container.resources.limits.memory as string);
+    expect(heapMiB).toBeGreaterThanOrEqual(160);
+    expect(heapMiB).toBeLessThanOrEqual(Number(limit?.[1]) / 2);
+  });
+
   it('a PodDisruptionBudget keeps one replica through voluntary disruptions, selecting the pods', () => {
     const [pdb] = byKind('PodDisruptionBudget');
     expect(pdb?.spec.minAvailable).toBe(1);
