@@ -251,111 +251,9 @@ export class ChangePoller<T = unknown> implements Poller {
     const { system, recordType } = this;
     const read = ++this.readsBegun;
     try {
-      const row = await getPollerCursor(this.db, system, recordType);
-      const cursorMs = row?.cursor != null ? parseTimestamp(row.cursor) : undefined;
-      const full = forceFull || cursorMs === undefined;
-      const since =
-        full || cursorMs === undefined
-          ? undefined
-          : this.source.formatSince(cursorMs - this.overlapMs);
-
-      let pages = 0;
-      let records = 0;
-      let inserted = 0;
-      let rejected = 0;
-      let maxChanged: number | undefined;
-      const options: RequestOptions = {
-        priority: 'poll',
-        signal: this.abort.signal,
-        ...(term !== undefined ? { fence: term.valid } : {}),
-      };
-      // One page read ahead: the next request is under way while this page is stored.
-      const reader = this.source.list(since, options)[Symbol.asyncIterator]();
-      let ahead = reader.next();
-      let finished = false;
-      try {
-        for (;;) {
-          const waitStart = performance.now();
-          const next = await ahead;
-          this.metrics?.pollPageWait.observe({ system }, (performance.now() - waitStart) / 1000);
-          if (next.done === true) {
-            finished = true;
-            break;
-          }
-          ahead = reader.next();
-          // Settled below, or abandoned with the read: never an unhandled rejection meanwhile.
-          ahead.catch(() => undefined);
-          const page = next.value;
-          pages++;
-          records += page.records.length + page.rejected.length;
-          const events: NewInboxEvent[] = [];
-          const setAside: RejectedInboxRecord[] = page.rejected.map((item) => ({
-            source: system,
-            origin,
-            recordType,
-            recordId: item.recordId,
-            raw: item.raw,
-            reason: item.reason,
-          }));
-          for (const record of page.records) {
-            const { recordId, parentId, lastChanged, payload } = this.source.describe(record);
-            // The cursor moves past a record set aside too: it waits for an operator's retry
-            // or its next change, never holding back the rest of the feed.
-            const changedMs = lastChanged != null ? parseTimestamp(lastChanged) : undefined;
-            if (changedMs !== undefined && (maxChanged === undefined || changedMs > maxChanged)) {
-              maxChanged = changedMs;
-            }
-            const unstorable = unstorableReason(payload);
-            if (unstorable !== undefined) {
-              setAside.push({
-                source: system,
-                origin,
-                recordType,
-                recordId,
-                parentId: parentId ?? null,
-                raw: payload,
-                reason: unstorable,
-              });
-              continue;
-            }
-            events.push({
-              source: system,
-              origin,
-              // No event id: the database makes it of the content hash (a re-read of an
-              // unchanged record is the same event).
-              eventType: `${recordType}.updated`,
-              recordType,
-              recordId,
-              parentId: parentId ?? null,
-              payload,
-              isThin: false,
-              occurredAt: changedMs !== undefined ? new Date(changedMs) : null,
-            });
-          }
-          // Stored page by page; the cursor moves only after the last page is stored, so a
-          // poll that fails half-way reads the same range again next time.
-          const stored = await storePolledRecords(this.db, events);
-          inserted += stored.inserted;
-          if (stored.processed > 0) {
-            this.metrics?.eventsProcessed.inc({ system, result: 'done' }, stored.processed);
-          }
-          if (setAside.length > 0) {
-            const stored = await insertRejectedRecords(this.db, setAside);
-            rejected += stored;
-            if (stored > 0) {
-              this.logger.warn(
-                { records: setAside.map((r) => ({ recordId: r.recordId, reason: r.reason })) },
-                'records set aside: they cannot be stored or read as they are (GET /admin/events?status=dead)',
-              );
-            }
-          }
-          onPage?.({ pages, records, inserted });
-        }
-      } finally {
-        // A read that failed half-way: the generator stops after the request it has under way.
-        if (!finished) void reader.return?.(undefined).catch(() => undefined);
-      }
-
+      const { full, since } = await this.readStart(forceFull);
+      const totals = await this.readPages(since, origin, onPage, term);
+      const { pages, records, inserted, rejected, maxChanged } = totals;
       const cursor = maxChanged !== undefined ? new Date(maxChanged).toISOString() : undefined;
       await recordPollSuccess(this.db, { system, recordType, cursor, fullRead: full }, term);
       const stored = await getPollerCursor(this.db, system, recordType);
@@ -371,22 +269,182 @@ export class ChangePoller<T = unknown> implements Poller {
         cursor: stored?.cursor ?? undefined,
       };
     } catch (error) {
-      const message = error instanceof Error ? error.message : String(error);
-      this.logger.error({ err: error }, 'poll failed; the cursor stays where it was');
-      try {
-        await recordPollFailure(
-          this.db,
-          { system, recordType, error: message.slice(0, 2000) },
-          term,
-        );
-      } catch (recordError) {
-        this.logger.error({ err: recordError }, 'could not record the poll failure');
-      }
+      await this.recordFailure(error, term);
       throw error;
     } finally {
       this.completed++;
     }
   }
+
+  /** Whether this read is full, and the vendor's filter value it starts from when it is not. */
+  private async readStart(
+    forceFull: boolean,
+  ): Promise<{ full: boolean; since: string | undefined }> {
+    const row = await getPollerCursor(this.db, this.system, this.recordType);
+    const cursorMs = row?.cursor != null ? parseTimestamp(row.cursor) : undefined;
+    const full = forceFull || cursorMs === undefined;
+    const since =
+      full || cursorMs === undefined
+        ? undefined
+        : this.source.formatSince(cursorMs - this.overlapMs);
+    return { full, since };
+  }
+
+  /** Reads every page changed since `since` and stores each before moving on; the totals. */
+  private async readPages(
+    since: string | undefined,
+    origin: 'poller' | 'reconcile',
+    onPage: FullReadOptions['onPage'],
+    term: HeldTerm | undefined,
+  ): Promise<ReadTotals> {
+    const { system } = this;
+    const totals: ReadTotals = {
+      pages: 0,
+      records: 0,
+      inserted: 0,
+      rejected: 0,
+      maxChanged: undefined,
+    };
+    const options: RequestOptions = {
+      priority: 'poll',
+      signal: this.abort.signal,
+      ...(term !== undefined ? { fence: term.valid } : {}),
+    };
+    // One page read ahead: the next request is under way while this page is stored.
+    const reader = this.source.list(since, options)[Symbol.asyncIterator]();
+    let ahead = reader.next();
+    let finished = false;
+    try {
+      for (;;) {
+        const waitStart = performance.now();
+        const next = await ahead;
+        this.metrics?.pollPageWait.observe({ system }, (performance.now() - waitStart) / 1000);
+        if (next.done === true) {
+          finished = true;
+          break;
+        }
+        ahead = reader.next();
+        // Settled below, or abandoned with the read: never an unhandled rejection meanwhile.
+        ahead.catch(() => undefined);
+        await this.storePage(next.value, origin, totals);
+        const { pages, records, inserted } = totals;
+        onPage?.({ pages, records, inserted });
+      }
+    } finally {
+      // A read that failed half-way: the generator stops after the request it has under way.
+      if (!finished) void reader.return?.(undefined).catch(() => undefined);
+    }
+    return totals;
+  }
+
+  /** Stores one page in the inbox (its unreadable records set aside) and adds it to `totals`. */
+  private async storePage(
+    page: ListPage<T>,
+    origin: 'poller' | 'reconcile',
+    totals: ReadTotals,
+  ): Promise<void> {
+    const { system } = this;
+    totals.pages++;
+    totals.records += page.records.length + page.rejected.length;
+    const { events, setAside } = this.inboxRows(page, origin, totals);
+    // Stored page by page; the cursor moves only after the last page is stored, so a
+    // poll that fails half-way reads the same range again next time.
+    const stored = await storePolledRecords(this.db, events);
+    totals.inserted += stored.inserted;
+    if (stored.processed > 0) {
+      this.metrics?.eventsProcessed.inc({ system, result: 'done' }, stored.processed);
+    }
+    if (setAside.length > 0) {
+      const stored = await insertRejectedRecords(this.db, setAside);
+      totals.rejected += stored;
+      if (stored > 0) {
+        this.logger.warn(
+          { records: setAside.map((r) => ({ recordId: r.recordId, reason: r.reason })) },
+          'records set aside: they cannot be stored or read as they are (GET /admin/events?status=dead)',
+        );
+      }
+    }
+  }
+
+  /**
+   * A page as inbox events and records set aside; moves `totals.maxChanged` to the newest
+   * last-changed time on the page.
+   */
+  private inboxRows(
+    page: ListPage<T>,
+    origin: 'poller' | 'reconcile',
+    totals: ReadTotals,
+  ): { events: NewInboxEvent[]; setAside: RejectedInboxRecord[] } {
+    const { system, recordType } = this;
+    const events: NewInboxEvent[] = [];
+    const setAside: RejectedInboxRecord[] = page.rejected.map((item) => ({
+      source: system,
+      origin,
+      recordType,
+      recordId: item.recordId,
+      raw: item.raw,
+      reason: item.reason,
+    }));
+    for (const record of page.records) {
+      const { recordId, parentId, lastChanged, payload } = this.source.describe(record);
+      // The cursor moves past a record set aside too: it waits for an operator's retry
+      // or its next change, never holding back the rest of the feed.
+      const changedMs = lastChanged != null ? parseTimestamp(lastChanged) : undefined;
+      const { maxChanged } = totals;
+      if (changedMs !== undefined && (maxChanged === undefined || changedMs > maxChanged)) {
+        totals.maxChanged = changedMs;
+      }
+      const unstorable = unstorableReason(payload);
+      if (unstorable !== undefined) {
+        setAside.push({
+          source: system,
+          origin,
+          recordType,
+          recordId,
+          parentId: parentId ?? null,
+          raw: payload,
+          reason: unstorable,
+        });
+        continue;
+      }
+      events.push({
+        source: system,
+        origin,
+        // No event id: the database makes it of the content hash (a re-read of an
+        // unchanged record is the same event).
+        eventType: `${recordType}.updated`,
+        recordType,
+        recordId,
+        parentId: parentId ?? null,
+        payload,
+        isThin: false,
+        occurredAt: changedMs !== undefined ? new Date(changedMs) : null,
+      });
+    }
+    return { events, setAside };
+  }
+
+  /** Logs a failed read and records it on the cursor row (the cursor stays where it was). */
+  private async recordFailure(error: unknown, term: HeldTerm | undefined): Promise<void> {
+    const { system, recordType } = this;
+    const message = error instanceof Error ? error.message : String(error);
+    this.logger.error({ err: error }, 'poll failed; the cursor stays where it was');
+    try {
+      await recordPollFailure(this.db, { system, recordType, error: message.slice(0, 2000) }, term);
+    } catch (recordError) {
+      this.logger.error({ err: recordError }, 'could not record the poll failure');
+    }
+  }
+}
+
+/** Running totals of one read. */
+interface ReadTotals {
+  pages: number;
+  records: number;
+  inserted: number;
+  rejected: number;
+  /** The newest last-changed time read (epoch ms): the next cursor. */
+  maxChanged: number | undefined;
 }
 
 /**
