@@ -222,43 +222,12 @@ export class Reconciler {
     const signal = this.abort.signal;
     let gateClosed = false;
 
-    // Progress writes are serialized (last one wins in order) and never fail the run.
-    let writes: Promise<void> = Promise.resolve();
-    let savedAt = 0;
-    let trailing: NodeJS.Timeout | undefined;
-    const notify = (): ReconcileProgress => {
-      progress.heartbeatAt = new Date().toISOString();
-      const snapshot = structuredClone(progress);
-      for (const listener of this.listeners) listener(snapshot);
-      return snapshot;
-    };
-    const store = (snapshot: ReconcileProgress): Promise<void> => {
-      savedAt = Date.now();
-      clearTimeout(trailing);
-      trailing = undefined;
-      writes = writes
-        .then(() => updateReconcileProgress(db, run.id, snapshot, this.leaseTtlMs))
-        .catch((err: unknown) => {
-          logger.warn({ err }, 'could not store reconcile progress');
-        });
-      return writes;
-    };
-    const save = (): Promise<void> => store(notify());
-    // Counts that move often (pages, events left, first-sync batches) reach the listeners at
-    // once and the database at most about once a second (the last one always); phase changes
-    // are stored at once.
-    const saveSoon = (): void => {
-      const snapshot = notify();
-      const wait = savedAt + 1000 - Date.now();
-      if (wait <= 0) {
-        void store(snapshot);
-        return;
-      }
-      trailing ??= setTimeout(() => void save(), wait);
-      trailing.unref();
-    };
-    const heartbeat = setInterval(() => void save(), this.heartbeatMs);
+    const saver = new ProgressSaver(progress, this.listeners, logger, (snapshot) =>
+      updateReconcileProgress(db, run.id, snapshot, this.leaseTtlMs),
+    );
+    const heartbeat = setInterval(() => void saver.save(), this.heartbeatMs);
     heartbeat.unref();
+    const step: RunStep = { progress, saver, signal, logger };
 
     logger.info(
       { pollers: pollers.map((p) => `${p.system}/${p.recordType}`) },
@@ -268,95 +237,123 @@ export class Reconciler {
       await engine.closeLinkGate(db);
       gateClosed = true;
 
-      progress.phase = 'reading';
-      await save();
-      // One poller after another: pollers of one system share its pacer, so reading them
-      // in parallel would not be faster, only less readable in the progress.
-      for (const [index, poller] of pollers.entries()) {
-        signal.throwIfAborted();
-        const entry = progress.read[index]!;
-        entry.status = 'reading';
-        await save();
-        try {
-          const result = await poller.fullRead({
-            origin: 'reconcile',
-            onPage: (read) => {
-              Object.assign(entry, read);
-              saveSoon();
-            },
-          });
-          Object.assign(entry, {
-            status: 'done',
-            pages: result.pages,
-            records: result.records,
-            inserted: result.inserted,
-          });
-          progress.recordsRead += result.records;
-        } catch (err) {
-          entry.status = 'failed';
-          throw new Error(`full read of ${poller.system}/${poller.recordType} failed`, {
-            cause: err,
-          });
-        }
-        await save();
-      }
-
-      progress.phase = 'draining';
-      await save();
-      const upToEventId = await getMaxInboundEventId(db);
-      await engine.waitForInboxDrained(db, {
-        ...(upToEventId !== undefined ? { upToEventId } : {}),
-        timeoutMs: this.drainTimeoutMs,
-        signal,
-        onPending: (pending) => {
-          progress.pending = pending;
-          saveSoon();
-        },
-      });
-
-      progress.phase = 'linking';
-      progress.pending = 0;
-      await save();
-      const sweep = await engine.runLinkSweep({
-        db,
-        logger,
-        config: this.deps.config,
-        onProgress: (flows) => {
-          progress.linking = flows;
-          saveSoon();
-        },
-      });
+      await this.readAll(step);
+      await this.drain(step);
+      const sweep = await this.link(step);
       gateClosed = false;
       progress.linksMade = sweep.linksMade;
       progress.conflicts = sweep.conflicts;
       progress.commandsQueued = sweep.commandsQueued;
       progress.phase = 'done';
       clearInterval(heartbeat);
-      await save();
+      await saver.save();
       logger.info({ ...sweep, recordsRead: progress.recordsRead }, 'reconcile done');
       return await finishReconcileRun(db, run.id, { status: 'done', progress });
     } catch (err) {
       clearInterval(heartbeat);
-      const message = describeError(err);
-      logger.error({ err }, 'reconcile failed');
-      if (gateClosed) await this.reopenGate(logger);
-      progress.phase = 'failed';
-      await save();
-      try {
-        return await finishReconcileRun(db, run.id, {
-          status: 'failed',
-          progress,
-          error: message.slice(0, 2000),
-        });
-      } catch (finishErr) {
-        // The heartbeat has stopped: the row turns stale and the next start marks it failed.
-        logger.error({ err: finishErr }, 'could not record the failed reconcile run');
-        return undefined;
-      }
+      return await this.fail(run, step, err, gateClosed);
     } finally {
       clearInterval(heartbeat);
-      clearTimeout(trailing);
-      await writes;
+      await saver.settle();
+    }
+  }
+
+  /** Reading: a full read of every poller, one after the other, with its progress. */
+  private async readAll({ progress, saver, signal }: RunStep): Promise<void> {
+    progress.phase = 'reading';
+    await saver.save();
+    // One poller after another: pollers of one system share its pacer, so reading them
+    // in parallel would not be faster, only less readable in the progress.
+    for (const [index, poller] of this.deps.pollers.entries()) {
+      signal.throwIfAborted();
+      const entry = progress.read[index]!;
+      entry.status = 'reading';
+      await saver.save();
+      try {
+        const result = await poller.fullRead({
+          origin: 'reconcile',
+          onPage: (read) => {
+            Object.assign(entry, read);
+            saver.saveSoon();
+          },
+        });
+        Object.assign(entry, {
+          status: 'done',
+          pages: result.pages,
+          records: result.records,
+          inserted: result.inserted,
+        });
+        progress.recordsRead += result.records;
+      } catch (err) {
+        entry.status = 'failed';
+        throw new Error(`full read of ${poller.system}/${poller.recordType} failed`, {
+          cause: err,
+        });
+      }
+      await saver.save();
+    }
+  }
+
+  /** Draining: waits until the worker has processed every inbox event read so far. */
+  private async drain({ progress, saver, signal }: RunStep): Promise<void> {
+    const { db, engine } = this.deps;
+    progress.phase = 'draining';
+    await saver.save();
+    const upToEventId = await getMaxInboundEventId(db);
+    await engine.waitForInboxDrained(db, {
+      ...(upToEventId !== undefined ? { upToEventId } : {}),
+      timeoutMs: this.drainTimeoutMs,
+      signal,
+      onPending: (pending) => {
+        progress.pending = pending;
+        saver.saveSoon();
+      },
+    });
+  }
+
+  /** Linking: the link sweep over the whole mirror (it reopens the gate); its counts. */
+  private async link({
+    progress,
+    saver,
+    logger,
+  }: RunStep): Promise<{ linksMade: number; conflicts: number; commandsQueued: number }> {
+    const { db, engine, config } = this.deps;
+    progress.phase = 'linking';
+    progress.pending = 0;
+    await saver.save();
+    return engine.runLinkSweep({
+      db,
+      logger,
+      config,
+      onProgress: (flows) => {
+        progress.linking = flows;
+        saver.saveSoon();
+      },
+    });
+  }
+
+  /** A failed run: logged, the gate reopened when it closed it, and the run recorded failed. */
+  private async fail(
+    run: ReconcileRunRow,
+    { progress, saver, logger }: RunStep,
+    err: unknown,
+    gateClosed: boolean,
+  ): Promise<ReconcileRunRow | undefined> {
+    const message = describeError(err);
+    logger.error({ err }, 'reconcile failed');
+    if (gateClosed) await this.reopenGate(logger);
+    progress.phase = 'failed';
+    await saver.save();
+    try {
+      return await finishReconcileRun(this.deps.db, run.id, {
+        status: 'failed',
+        progress,
+        error: message.slice(0, 2000),
+      });
+    } catch (finishErr) {
+      // The heartbeat has stopped: the row turns stale and the next start marks it failed.
+      logger.error({ err: finishErr }, 'could not record the failed reconcile run');
+      return undefined;
     }
   }
 
@@ -369,6 +366,75 @@ export class Reconciler {
     } catch (err) {
       logger.error({ err }, 'could not reopen the link gate after a failed reconcile');
     }
+  }
+}
+
+/** What each step of a run works with. */
+interface RunStep {
+  progress: ReconcileProgress;
+  saver: ProgressSaver;
+  signal: AbortSignal;
+  logger: Logger;
+}
+
+/**
+ * A run's progress, told to the listeners and stored in its row. Writes are serialized (last
+ * one wins in order) and never fail the run.
+ */
+class ProgressSaver {
+  private writes: Promise<void> = Promise.resolve();
+  private savedAt = 0;
+  private trailing: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly progress: ReconcileProgress,
+    private readonly listeners: ReadonlySet<ProgressListener>,
+    private readonly logger: Logger,
+    private readonly write: (snapshot: ReconcileProgress) => Promise<void>,
+  ) {}
+
+  /** Tells the listeners and stores the progress now. */
+  save(): Promise<void> {
+    return this.store(this.notify());
+  }
+
+  // Counts that move often (pages, events left, first-sync batches) reach the listeners at
+  // once and the database at most about once a second (the last one always); phase changes
+  // are stored at once.
+  saveSoon(): void {
+    const snapshot = this.notify();
+    const wait = this.savedAt + 1000 - Date.now();
+    if (wait <= 0) {
+      void this.store(snapshot);
+      return;
+    }
+    this.trailing ??= setTimeout(() => void this.save(), wait);
+    this.trailing.unref();
+  }
+
+  /** Drops a pending trailing save and waits for the writes under way. */
+  async settle(): Promise<void> {
+    clearTimeout(this.trailing);
+    await this.writes;
+  }
+
+  private notify(): ReconcileProgress {
+    this.progress.heartbeatAt = new Date().toISOString();
+    const snapshot = structuredClone(this.progress);
+    for (const listener of this.listeners) listener(snapshot);
+    return snapshot;
+  }
+
+  private store(snapshot: ReconcileProgress): Promise<void> {
+    this.savedAt = Date.now();
+    clearTimeout(this.trailing);
+    this.trailing = undefined;
+    this.writes = this.writes
+      .then(() => this.write(snapshot))
+      .catch((err: unknown) => {
+        this.logger.warn({ err }, 'could not store reconcile progress');
+      });
+    return this.writes;
   }
 }
 
