@@ -50,6 +50,69 @@ async function waitConverged(
 
 const ADMIN_TOKEN = 'sync-crash-admin-token-0123456789';
 
+/**
+ * The service as a child process on `env`'s store, started and settled (its first `firstGets`
+ * Tidsbanken reads done, nothing written for 1.5 s); the marks are the fakes' last request then.
+ */
+async function startSettled(
+  env: Record<string, string>,
+  fakes: { tb: FakeTidsbanken; po: FakePowerOffice },
+  firstGets: number,
+  settleMs: number,
+) {
+  const { tb, po } = fakes;
+  const port = Number(env.PORT);
+  const service = { run: runService(env) };
+  cleanup.push(async () => {
+    service.run.signal('SIGKILL');
+    await service.run.exited;
+  });
+  await waitReady(port, 90_000);
+  await waitFor(
+    'the first polls',
+    () => tb.requests.filter((r) => r.method === 'GET').length >= firstGets,
+    30_000,
+  );
+  await waitConverged(tb, po, () => true, 1500, settleMs);
+  const marks = { tb: tb.requests.at(-1)?.seq ?? 0, po: po.requests.at(-1)?.seq ?? 0 };
+  const writesSince = () =>
+    tb.requests.filter((r) => r.seq > marks.tb && isWrite(r)).length +
+    po.requests.filter((r) => r.seq > marks.po && isWrite(r)).length;
+  return {
+    get run() {
+      return service.run;
+    },
+    marks,
+    writesSince,
+    /**
+     * SIGKILL once some writes of the burst reached the fakes, not all. A request the dead
+     * process had already written to its socket still reaches the fake after the kill (under
+     * load, after the test's next edits could). A Tidsbanken PUT replaces the whole record, so
+     * one landing after a user's edit would undo that edit — the read-then-replace race of the
+     * vendor's API (README "Known limits"), not a crash effect. Let what was on the wire land
+     * first, as it would at a real vendor: the dead process's connections close once the fakes
+     * have read everything it sent on them. Returns the dead process's output.
+     */
+    async killMidBurst(): Promise<string> {
+      await waitFor('the first writes of the burst', () => writesSince() >= 3, 20_000);
+      service.run.signal('SIGKILL');
+      expect(await service.run.exited).toBe(-1);
+      const output = service.run.output();
+      await waitFor(
+        "the killed process's connections to close",
+        () => tb.openConnections === 0 && po.openConnections === 0,
+        20_000,
+      );
+      return output;
+    },
+    /** Starts it again on the same store. */
+    async restart(): Promise<void> {
+      service.run = runService(env);
+      await waitReady(port, 90_000);
+    },
+  };
+}
+
 const cleanup = cleanupAfterEach();
 
 describe('a service process killed mid-burst', () => {
@@ -72,21 +135,9 @@ describe('a service process killed mid-burst', () => {
       ADMIN_TOKEN,
     };
 
-    let run = runService(env);
-    cleanup.push(async () => {
-      run.signal('SIGKILL');
-      await run.exited;
-    });
-    await waitReady(port, 90_000);
     // Start-up: first full reads, then the pairs link (nothing differs, so nothing is written).
-    await waitFor(
-      'the first polls',
-      () => tb.requests.filter((r) => r.method === 'GET').length >= 4,
-      30_000,
-    );
-    await waitConverged(tb, po, () => true, 1500, 20_000);
-    const tbMark = tb.requests.at(-1)?.seq ?? 0;
-    const poMark = po.requests.at(-1)?.seq ?? 0;
+    const service = await startSettled(env, { tb, po }, 4, 20_000);
+    const { tb: tbMark, po: poMark } = service.marks;
 
     // The burst: titles edited in Tidsbanken, phone numbers in PowerOffice, new Ansatte that
     // get an Employee each. One create POST lands but its answer is lost.
@@ -108,26 +159,8 @@ describe('a service process killed mid-burst', () => {
         Epost: `n${id}@firma.no`,
       });
 
-    // SIGKILL once some of the writes have reached the fakes, not all.
-    const writesSince = () =>
-      tb.requests.filter((r) => r.seq > tbMark && isWrite(r)).length +
-      po.requests.filter((r) => r.seq > poMark && isWrite(r)).length;
-    await waitFor('the first writes of the burst', () => writesSince() >= 3, 20_000);
-    run.signal('SIGKILL');
-    expect(await run.exited).toBe(-1);
-    const firstOutput = run.output();
-    // A request the dead process had already written to its socket still reaches the fake
-    // after the kill (under load, after this test's next edits could). A Tidsbanken PUT
-    // replaces the whole record, so one landing after a user's edit would undo that edit —
-    // the read-then-replace race of the vendor's API (README "Known limits"), not a crash
-    // effect. Let what was on the wire land first, as it would at a real vendor: the dead
-    // process's connections close once the fakes have read everything it sent on them.
-    await waitFor(
-      "the killed process's connections to close",
-      () => tb.openConnections === 0 && po.openConnections === 0,
-      20_000,
-    );
-    const writesBeforeKill = writesSince();
+    const firstOutput = await service.killMidBurst();
+    const writesBeforeKill = service.writesSince();
 
     // Edits keep coming while the service is down: a second round on half of the pairs.
     for (let i = 1; i <= PAIRS; i += 2) {
@@ -135,8 +168,7 @@ describe('a service process killed mid-burst', () => {
       po.editEmployee(employeeOf(i + 1), { PhoneNumber: phone(i + 1, 2) });
     }
 
-    run = runService(env);
-    await waitReady(port, 90_000);
+    await service.restart();
     const lastTitle = (i: number) => title(i, i % 2 === 1 ? 2 : 1);
     const lastPhone = (i: number) => phone(i, i % 2 === 0 ? 2 : 1);
     const agree = () => {
@@ -168,14 +200,17 @@ describe('a service process killed mid-burst', () => {
           po: [po.getEmployee(employeeOf(i))!.JobTitle, po.getEmployee(employeeOf(i))!.PhoneNumber],
           want: [lastTitle(i), lastPhone(i)],
         }));
-        writeFileSync(join(tmpdir(), 'tbpo-crash-test-output.log'), firstOutput + run.output());
+        writeFileSync(
+          join(tmpdir(), 'tbpo-crash-test-output.log'),
+          firstOutput + service.run.output(),
+        );
         throw new Error(
-          `${(err as Error).message}\n${JSON.stringify(pairs)}\n${run.output().slice(-3000)}`,
+          `${(err as Error).message}\n${JSON.stringify(pairs)}\n${service.run.output().slice(-3000)}`,
         );
       },
     );
-    run.signal('SIGTERM');
-    expect(await run.exited).toBe(0);
+    service.run.signal('SIGTERM');
+    expect(await service.run.exited).toBe(0);
 
     // Every pair holds the last edit on both sides.
     for (let i = 1; i <= PAIRS; i++) {
@@ -291,20 +326,7 @@ describe('a service process killed mid-burst', () => {
       FLOW_PROSJEKT_PROJECT_ON_UNMATCHED: 'create-in-poweroffice',
     };
 
-    let run = runService(env);
-    cleanup.push(async () => {
-      run.signal('SIGKILL');
-      await run.exited;
-    });
-    await waitReady(port, 90_000);
-    await waitFor(
-      'the first polls',
-      () => tb.requests.filter((r) => r.method === 'GET').length >= 6,
-      30_000,
-    );
-    await waitConverged(tb, po, () => true, 1500, 30_000);
-    const tbMark = tb.requests.at(-1)?.seq ?? 0;
-    const poMark = po.requests.at(-1)?.seq ?? 0;
+    const service = await startSettled(env, { tb, po }, 6, 30_000);
 
     // The burst: names and customers edited in Tidsbanken, end dates in PowerOffice, new
     // Prosjekter that get a Project each. One create POST lands but its answer is lost.
@@ -322,17 +344,7 @@ describe('a service process killed mid-burst', () => {
     for (const id of NEW)
       tb.seedProsjekt({ Id: id, Navn: `Ny ${id}`, KundeId: 'K1', AnsvarligId: 2 });
 
-    const writesSince = () =>
-      tb.requests.filter((r) => r.seq > tbMark && isWrite(r)).length +
-      po.requests.filter((r) => r.seq > poMark && isWrite(r)).length;
-    await waitFor('the first writes of the burst', () => writesSince() >= 3, 20_000);
-    run.signal('SIGKILL');
-    expect(await run.exited).toBe(-1);
-    await waitFor(
-      "the killed process's connections to close",
-      () => tb.openConnections === 0 && po.openConnections === 0,
-      20_000,
-    );
+    await service.killMidBurst();
 
     // Edits while the service is down: a second round on half of the projects.
     codes.forEach((code, i) => {
@@ -340,8 +352,7 @@ describe('a service process killed mid-burst', () => {
       else po.editProject(projectOf.get(code)!, { EndDate: end(i, 2) });
     });
 
-    run = runService(env);
-    await waitReady(port, 90_000);
+    await service.restart();
     const lastName = (code: string, i: number) => name(code, i % 2 === 0 ? 2 : 1);
     const lastEnd = (i: number) => end(i, i % 2 === 1 ? 2 : 1);
     const agree = () =>
@@ -370,11 +381,11 @@ describe('a service process killed mid-burst', () => {
         po: po.getProject(projectOf.get(code)!),
       }));
       throw new Error(
-        `${(err as Error).message}\n${JSON.stringify(state)}\n${run.output().slice(-3000)}`,
+        `${(err as Error).message}\n${JSON.stringify(state)}\n${service.run.output().slice(-3000)}`,
       );
     });
-    run.signal('SIGTERM');
-    expect(await run.exited).toBe(0);
+    service.run.signal('SIGTERM');
+    expect(await service.run.exited).toBe(0);
 
     // Creates: exactly one Project per new Prosjekt (Code = Id) and one POST for it, the one
     // whose answer was lost included (the code is looked up before every POST).
