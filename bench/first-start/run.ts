@@ -18,7 +18,7 @@ import { spawn } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import pg from 'pg';
-import { createScratchDatabase, machine, sleep } from '../lib/common.js';
+import { createScratchDatabase, machine, runBench, sleep } from '../lib/common.js';
 import { startFakesProcess } from '../lib/fakes-process.js';
 import { sampleDatabaseCpu, sampleTreeMemory } from '../lib/process-stats.js';
 
@@ -158,12 +158,4 @@ function run(command: string, args: string[]): Promise<void> {
   });
 }
 
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    process.stderr.write(
-      `bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
-    );
-    process.exit(1);
-  },
-);
+runBench(main);

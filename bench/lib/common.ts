@@ -113,3 +113,16 @@ export function table(rows: (string | number)[][]): string {
 
 export const fmt = (n: number, digits = 1) =>
   Number.isFinite(n) ? (Number.isInteger(n) ? String(n) : n.toFixed(digits)) : String(n);
+
+/** A bench's entry point: exits with `process.exitCode` (0 unless set), or 1 with the error. */
+export function runBench(main: () => Promise<unknown>): void {
+  main().then(
+    () => process.exit(process.exitCode ?? 0),
+    (err: unknown) => {
+      process.stderr.write(
+        `bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
+      );
+      process.exit(1);
+    },
+  );
+}

@@ -34,6 +34,7 @@ import { linkGateEngine } from '../../src/sync/sweep.js';
 import { startSyncWorker } from '../../src/sync/worker.js';
 import { TidsbankenClient } from '../../src/tidsbanken/client.js';
 import { createTidsbankenPollers } from '../../src/tidsbanken/poller.js';
+import { runBench } from '../lib/common.js';
 import { startFakesProcess } from '../lib/fakes-process.js';
 import { sampleDatabaseCpu } from '../lib/process-stats.js';
 
@@ -294,12 +295,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    process.stderr.write(
-      `bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
-    );
-    process.exit(1);
-  },
-);
+runBench(main);

@@ -16,7 +16,7 @@
 import { writeFile } from 'node:fs/promises';
 import { startFakePowerOffice, type FakePowerOffice } from '../../test/fakes/poweroffice.js';
 import { startFakeTidsbanken, type FakeTidsbanken } from '../../test/fakes/tidsbanken.js';
-import { fmt, machine, percentile, postWebhook, table, waitFor } from '../lib/common.js';
+import { fmt, machine, percentile, postWebhook, runBench, table, waitFor } from '../lib/common.js';
 import { startInProcessService, type InProcessService } from '../lib/in-process.js';
 
 const QUICK = process.argv.includes('--quick') || process.env.BENCH_QUICK === '1';
@@ -353,12 +353,4 @@ async function main(): Promise<void> {
   process.exitCode = Object.keys(errors).length > 0 ? 1 : 0;
 }
 
-main().then(
-  () => process.exit(process.exitCode ?? 0),
-  (err: unknown) => {
-    process.stderr.write(
-      `bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
-    );
-    process.exit(1);
-  },
-);
+runBench(main);
