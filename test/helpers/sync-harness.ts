@@ -40,6 +40,11 @@ export interface SyncHarness {
   pollCycle(options?: { timeoutMs?: number }): Promise<void>;
   /** Requests to a fake that write (POST/PUT/PATCH/DELETE on the API, not the token endpoint). */
   writes(fake: FakeTidsbanken | FakePowerOffice): { method: string; path: string; body: unknown }[];
+  /**
+   * No echo: clears both fakes' request logs, lets one poll cycle run and the service settle,
+   * and returns the writes each fake received meanwhile.
+   */
+  writesOverQuietCycle(): Promise<Record<'tb' | 'po', ReturnType<SyncHarness['writes']>>>;
   close(): Promise<void>;
 }
 
@@ -150,7 +155,7 @@ export async function startSyncHarness(options: HarnessOptions = {}): Promise<Sy
     }
   };
 
-  return {
+  const harness: SyncHarness = {
     tb,
     po,
     database,
@@ -172,6 +177,13 @@ export async function startSyncHarness(options: HarnessOptions = {}): Promise<Sy
         await new Promise((r) => setTimeout(r, 50));
       }
     },
+    async writesOverQuietCycle() {
+      tb.clearRequests();
+      po.clearRequests();
+      await harness.pollCycle();
+      await harness.settle();
+      return { tb: harness.writes(tb), po: harness.writes(po) };
+    },
     writes(fake) {
       return fake.requests
         .filter(
@@ -186,6 +198,7 @@ export async function startSyncHarness(options: HarnessOptions = {}): Promise<Sy
       if (options.fakes?.po === undefined) await po.close();
     },
   };
+  return harness;
 }
 
 /** Posts a webhook signed with `secret` to the harness's app and expects it accepted (202). */

@@ -71,12 +71,7 @@ describe('flow prosjekt-project', { timeout: 120_000 }, () => {
     });
 
     // No echo: with both sides agreeing, further poll cycles write nothing anywhere.
-    s.tb.clearRequests();
-    s.po.clearRequests();
-    await s.pollCycle();
-    await s.settle();
-    expect(s.writes(s.tb)).toEqual([]);
-    expect(s.writes(s.po)).toEqual([]);
+    expect(await s.writesOverQuietCycle()).toEqual({ tb: [], po: [] });
     // The code is never written: set on create only.
     expect(s.po.getProject(project)!.Code).toBe(' p-100 ');
     expect(s.tb.prosjekter.size).toBe(1);
