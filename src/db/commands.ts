@@ -309,8 +309,8 @@ export async function claimCommands(
  * them back to pending would make two pending updates of one record (which the schema
  * refuses), and dropping them would lose the fields only they carry.
  */
-async function foldStrandedUpdates(db: DbOrTrx, which: RawBuilder<boolean>): Promise<void> {
-  await sql`
+async function foldStrandedUpdates(db: DbOrTrx, which: RawBuilder<boolean>): Promise<number> {
+  const result = await sql<{ id: string }>`
     with stranded as (
       select s.id, s.payload, p.id as pending_id
         from outbound_commands s
@@ -332,7 +332,9 @@ async function foldStrandedUpdates(db: DbOrTrx, which: RawBuilder<boolean>): Pro
        set status = 'superseded', locked_at = null, locked_by = null,
            result = jsonb_build_object('supersededBy', st.pending_id::text), updated_at = now()
       from stranded st
-     where s.id = st.id`.execute(db);
+     where s.id = st.id
+    returning s.id`.execute(db);
+  return result.rows.length;
 }
 
 /** Rows `which` selects, back to pending (after folding those a newer update overtook). */
@@ -352,13 +354,6 @@ export async function requeueSendingCommands(db: DbOrTrx, term: LeaseTerm): Prom
     db,
     sql<boolean>`system = ${term.system} and status = 'sending' and ${termIsCurrent(term)}`,
   );
-}
-
-/** A claimed command's row is no longer the claimer's (taken over); nothing was changed. */
-export class LostClaimError extends Error {
-  constructor(readonly commandId: string) {
-    super(`command ${commandId} is no longer held by this claim`);
-  }
 }
 
 /**
@@ -445,17 +440,18 @@ export interface RetryWait {
 
 /**
  * Back to pending, due after `wait`: the command waits in the outbox, still absorbable. An
- * update whose record got a newer pending update meanwhile folds into that one instead.
+ * update whose record got a newer pending update meanwhile folds into that one instead
+ * ('superseded'); 'lost' when the claim is no longer this claimer's (nothing changed).
  */
 export async function markCommandRetry(
   db: DbOrTrx,
   claim: CommandClaim,
   error: unknown,
   wait: RetryWait = {},
-): Promise<void> {
-  await foldStrandedUpdates(db, whereClaimed(claim));
+): Promise<'retry' | 'superseded' | 'lost'> {
+  if ((await foldStrandedUpdates(db, whereClaimed(claim))) > 0) return 'superseded';
   const afterMs = wait.afterMs === undefined ? null : Math.max(0, Math.round(wait.afterMs));
-  await sql`
+  const result = await sql<{ id: string }>`
     update outbound_commands
        set status = 'pending', locked_at = null, locked_by = null,
            attempts = attempts - ${wait.uncounted === true ? 1 : 0},
@@ -465,49 +461,9 @@ export async function markCommandRetry(
                                            interval '1 second' * power(2, least(attempts, 12))
                                              * (0.75 + random() / 2))),
            updated_at = now()
-     where ${whereClaimed(claim)}`.execute(db);
-}
-
-/**
- * A failed update whose record meanwhile got a newer pending update: its fields fold into
- * that one (the newer values win) and it is marked superseded, so only one write is sent.
- * Returns false when there is no newer pending update.
- */
-export async function foldIntoPendingUpdate(
-  db: DbOrTrx,
-  failed: OutboundCommandRow,
-): Promise<boolean> {
-  if (failed.operation !== 'update' || failed.record_id === null) return false;
-  const newer = await lockPendingUpdate(db, {
-    system: failed.system,
-    recordType: failed.record_type,
-    recordId: failed.record_id,
-  });
-  if (newer === undefined) return false;
-  await db
-    .updateTable('outbound_commands')
-    .set({
-      payload: JSON.stringify({
-        ...newer.payload,
-        fields: { ...fieldsOf(failed), ...fieldsOf(newer) },
-      }),
-      updated_at: sql<Date>`now()`,
-    })
-    .where('id', '=', newer.id)
-    .execute();
-  const updated = await db
-    .updateTable('outbound_commands')
-    .set({
-      status: 'superseded',
-      locked_at: null,
-      result: JSON.stringify({ supersededBy: newer.id }),
-      updated_at: sql<Date>`now()`,
-    })
-    .where(whereClaimed(failed))
-    .executeTakeFirst();
-  // A lost claim changes nothing (the caller's transaction is rolled back by the throw).
-  if (Number(updated.numUpdatedRows) === 0) throw new LostClaimError(failed.id);
-  return true;
+     where ${whereClaimed(claim)}
+    returning id`.execute(db);
+  return result.rows.length > 0 ? 'retry' : 'lost';
 }
 
 /**

@@ -3,8 +3,6 @@ import type { Config } from '../config.js';
 import { insertAuditEntries } from '../db/audit.js';
 import {
   claimCommands,
-  foldIntoPendingUpdate,
-  LostClaimError,
   markCommandDead,
   markCommandDone,
   markCommandRetry,
@@ -396,17 +394,12 @@ export class Dispatcher {
       }
       return;
     }
-    let folded: boolean;
-    try {
-      folded = await db.transaction().execute((trx) => foldIntoPendingUpdate(trx, command));
-    } catch (foldError) {
-      if (foldError instanceof LostClaimError) return;
-      throw foldError;
-    }
-    if (!folded) await markCommandRetry(db, command, error, wait);
-    this.count(command, folded ? 'superseded' : 'retry');
+    // A newer pending update of the record takes this one's fields (the newer values win).
+    const outcome = await markCommandRetry(db, command, error, wait);
+    if (outcome === 'lost') return;
+    this.count(command, outcome);
     logger.info(
-      { ...log, decision: folded ? 'superseded' : 'retry', error, waitMs: wait.afterMs },
+      { ...log, decision: outcome, error, waitMs: wait.afterMs },
       'command will be retried',
     );
   }
