@@ -288,7 +288,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
 type Env = z.infer<typeof EnvSchema>;
 
 function parseEnv(env: NodeJS.ProcessEnv): Env {
-  const parsed = EnvSchema.safeParse(env);
+  // An empty variable is an unset one (`.env.example` leaves optional ones empty, a Secret may
+  // hold ''): its default applies. Else a number would coerce to 0 (polling, retention and the
+  // scheduled reconcile silently off, PORT random) and other values would be refused.
+  const set = Object.fromEntries(
+    Object.entries(env).filter(([, value]) => value !== undefined && value.trim() !== ''),
+  );
+  const parsed = EnvSchema.safeParse(set);
   if (!parsed.success) {
     // Never echo the value: it may be a secret.
     const problems = parsed.error.issues.map((issue) => {

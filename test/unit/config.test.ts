@@ -1,3 +1,5 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig, secretsOf, unmatchedVariableName } from '../../src/config.js';
 
@@ -36,6 +38,20 @@ describe('loadConfig', () => {
     expect(config.adminToken).toBeUndefined();
     expect(config.poweroffice.contactParentId).toBeUndefined();
     expect(Object.isFrozen(config)).toBe(true);
+  });
+
+  it('an empty variable means unset, for every variable: its default applies, never 0 or an error', () => {
+    const names = [
+      ...readFileSync(join(import.meta.dirname, '..', '..', '.env.example'), 'utf8').matchAll(
+        /^([A-Z][A-Z0-9_]+)=/gm,
+      ),
+    ].map((m) => m[1]!);
+    expect(names.length).toBeGreaterThan(20);
+    const empty = Object.fromEntries(names.map((name) => [name, '']));
+    expect(loadConfig(empty)).toEqual(loadConfig({}));
+    expect(loadConfig(Object.fromEntries(names.map((name) => [name, '  '])))).toEqual(
+      loadConfig({}),
+    );
   });
 
   it('when PORT is not a number, names PORT', () => {

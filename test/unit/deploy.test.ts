@@ -2,6 +2,7 @@ import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
+import { loadConfig } from '../../src/config.js';
 
 // The deploy/ files: valid YAML holding what deploy/README.md promises. (No container engine
 // or cluster runs here; this is the syntax and the contract, not a deployment.)
@@ -123,5 +124,27 @@ describe('.env.example', () => {
     const read = [...config.matchAll(/^\s+([A-Z][A-Z0-9_]+[A-Z0-9]):/gm)].map((m) => m[1]!);
     expect(read.length).toBeGreaterThan(20);
     expect(read.filter((name) => !listed.has(name))).toEqual([]);
+  });
+
+  it('the README Configuration table documents every one of them too', () => {
+    const readme = readFileSync(join(root, 'README.md'), 'utf8');
+    const table = /^## Configuration\n([\s\S]*?)^## /m.exec(readme)?.[1] ?? '';
+    const documented = new Set(
+      table
+        .split('\n')
+        .filter((l) => l.startsWith('| `'))
+        .flatMap((l) => [...l.split('|')[1]!.matchAll(/`([A-Z][A-Z0-9_]+)`/g)].map((m) => m[1])),
+    );
+    const config = readFileSync(join(root, 'src', 'config.ts'), 'utf8');
+    const read = [...config.matchAll(/^\s+([A-Z][A-Z0-9_]+[A-Z0-9]):/gm)].map((m) => m[1]!);
+    expect(read.filter((name) => !documented.has(name))).toEqual([]);
+  });
+
+  it('holds the defaults: loaded as the environment, it configures what an empty one does', () => {
+    const example = readFileSync(join(root, '.env.example'), 'utf8');
+    const env = Object.fromEntries(
+      [...example.matchAll(/^([A-Z][A-Z0-9_]+)=(.*)$/gm)].map((m) => [m[1]!, m[2]!]),
+    );
+    expect(loadConfig(env)).toEqual(loadConfig({}));
   });
 });
