@@ -1,5 +1,8 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import request from 'supertest';
 import { afterEach, describe, expect, it } from 'vitest';
+import { createTestApp } from '../helpers/app.js';
 import { startSyncHarness, type SyncHarness } from '../helpers/sync-harness.js';
 
 let h: SyncHarness | undefined;
@@ -70,5 +73,50 @@ describe('service metrics', () => {
       );
     expect(commands('dry_run')).toBe(1);
     expect(commands('sent')).toBeUndefined();
+  });
+});
+
+describe('the README Metrics section', () => {
+  const readme = readFileSync(join(import.meta.dirname, '..', '..', 'README.md'), 'utf8');
+  const section = /^### Metrics\n([\s\S]*?)^### /m.exec(readme)?.[1] ?? '';
+  const cells = (line: string) => line.split(/(?<!\\)\|/).map((c) => c.trim());
+
+  it('lists exactly the service metrics /metrics exposes, with their type and labels', async () => {
+    const t = await createTestApp();
+    try {
+      await request(t.app).get('/metrics'); // the database-derived gauges are registered
+      const exposed = (await t.metrics.registry.getMetricsAsJSON())
+        .filter((m) => m.name.startsWith('tbpo_'))
+        .map((m) => {
+          const labels = (t.metrics.registry.getSingleMetric(m.name) as { labelNames?: string[] })
+            .labelNames;
+          return `${m.name} ${m.type} ${(labels ?? []).join(', ')}`.trim();
+        })
+        .sort();
+      const documented = section
+        .split('\n')
+        .filter((l) => /^\| `tbpo_/.test(l))
+        .map((l) => {
+          const [, name, type, labels] = cells(l);
+          return `${name!.replaceAll('`', '')} ${type} ${labels}`.trim();
+        })
+        .sort();
+      expect(documented).toEqual(exposed);
+    } finally {
+      await t.close();
+    }
+  });
+
+  it('alerts only on metrics that exist', () => {
+    const documented = new Set([...section.matchAll(/^\| `(tbpo_[a-z_]+)`/gm)].map((m) => m[1]!));
+    const alerts = section
+      .split('\n')
+      .filter((l) => l.startsWith('| ') && l.includes('tbpo_') && !/^\| `tbpo_/.test(l));
+    expect(alerts.length).toBeGreaterThan(5);
+    for (const alert of alerts) {
+      for (const [name] of cells(alert)[2]!.matchAll(/tbpo_[a-z_]+/g)) {
+        expect(documented, alert).toContain(name.replace(/_(bucket|sum|count)$/, ''));
+      }
+    }
   });
 });
