@@ -7,7 +7,7 @@ import {
   parseWebhookData,
 } from '../../src/http/webhook-schemas.js';
 import { RECORD_ADAPTERS } from '../../src/record-types.js';
-import { componentSchema, validateAgainst } from '../helpers/openapi.js';
+import { closedSchema, componentSchema, validateAgainst } from '../helpers/openapi.js';
 
 // openapi.yaml and the code must say the same about webhook bodies: every body below is
 // accepted by both or refused by both. The spec is what senders read; the code is what
@@ -204,5 +204,40 @@ describe('error codes', () => {
   it('openapi.yaml lists exactly the codes of src/errors.ts', async () => {
     const schema = (await componentSchema('ErrorCode')) as { enum: string[] };
     expect([...schema.enum].sort()).toEqual([...ERROR_CODES].sort());
+  });
+});
+
+describe('response bodies as the contract tests check them (closedSchema)', () => {
+  const link = {
+    id: '1',
+    flow: 'kunde-customer',
+    tidsbankenId: 'K1',
+    powerofficeId: '5',
+    linkedBy: 'email',
+    lastSyncedAt: null,
+    shadow: { Navn: 'Firma AS' },
+  };
+
+  it('a field the spec does not name is a mismatch, also inside oneOf and nested objects', async () => {
+    const schema = closedSchema(await componentSchema('Link'));
+    expect(validateAgainst(schema, link)).toEqual([]);
+    expect(validateAgainst(schema, { ...link, linkId: '1' })).not.toEqual([]);
+    const page = closedSchema({
+      type: 'object',
+      properties: { items: { type: 'array', items: { oneOf: [await componentSchema('Link')] } } },
+    });
+    expect(validateAgainst(page, { items: [link] })).toEqual([]);
+    expect(validateAgainst(page, { items: [{ ...link, extra: 1 }] })).not.toEqual([]);
+    expect(validateAgainst(page, { items: [], extra: 1 })).not.toEqual([]);
+  });
+
+  it('where the spec allows other members (a record, the shadow, a Problem) they stay allowed', async () => {
+    const schema = closedSchema(await componentSchema('Link'));
+    expect(validateAgainst(schema, { ...link, shadow: { Anything: 1 } })).toEqual([]);
+    const problem = closedSchema(await componentSchema('Problem'));
+    const body = { type: 'urn:tidsbanken-poweroffice-sync:problem:conflict', code: 'conflict' };
+    expect(
+      validateAgainst(problem, { ...body, title: 'Conflict', status: 409, detail: 'x', extra: 1 }),
+    ).toEqual([]);
   });
 });
