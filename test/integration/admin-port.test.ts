@@ -31,7 +31,7 @@ describe('ADMIN_PORT', () => {
     expect(() => loadConfig({ ADMIN_PORT: 'eighty' })).toThrow(/ADMIN_PORT: must be a port/);
   });
 
-  it('the public port serves webhooks and probes, but not /metrics or /admin', async () => {
+  it('the public port serves webhooks and probes, but not /metrics, /admin or the console', async () => {
     expect((await request(publicApp).get('/healthz')).status).toBe(200);
     expect((await request(publicApp).get('/readyz')).status).toBe(200);
     // A webhook route answers (401: unsigned), not 404.
@@ -45,9 +45,10 @@ describe('ADMIN_PORT', () => {
       .get('/admin/links')
       .set('authorization', `Bearer ${ADMIN_TOKEN}`);
     expect(admin.status).toBe(404);
+    expect((await request(publicApp).get('/console')).status).toBe(404);
   });
 
-  it('the admin port serves /metrics and /admin and probes, but no webhooks', async () => {
+  it('the admin port serves /metrics, /admin, the console and probes, but no webhooks', async () => {
     expect((await request(adminApp).get('/healthz')).status).toBe(200);
     const metrics = await request(adminApp).get('/metrics');
     expect(metrics.status).toBe(200);
@@ -56,6 +57,7 @@ describe('ADMIN_PORT', () => {
       .get('/admin/links')
       .set('authorization', `Bearer ${ADMIN_TOKEN}`);
     expect(admin.status).toBe(200);
+    expect((await request(adminApp).get('/console')).status).not.toBe(404);
     const webhook = await request(adminApp)
       .post('/webhooks/tidsbanken')
       .set('content-type', 'application/json')
