@@ -104,6 +104,18 @@ describe('deploy/Dockerfile and compose', () => {
     expect(existsSync(join(root, cmd!.replace(/^dist\//, '').replace(/\.js$/, '.ts')))).toBe(true);
   });
 
+  it('the embedded database folder is writable by the service, also with the .env.example value', () => {
+    // DATA_DIR unset or from .env.example (./data): relative to WORKDIR, owned by the user.
+    expect(dockerfile).not.toMatch(/DATA_DIR=/);
+    const workdir = [...dockerfile.matchAll(/^WORKDIR (\S+)$/gm)].at(-1)?.[1];
+    const example = readFileSync(join(root, '.env.example'), 'utf8');
+    const dataDir = /^DATA_DIR=(.*)$/m.exec(example)?.[1] || './data';
+    const path = join(workdir!, dataDir);
+    expect(dockerfile).toMatch(
+      new RegExp(`^RUN mkdir -p ${path} && chown node:node ${path}$`, 'm'),
+    );
+  });
+
   it('compose runs the service against PostgreSQL', () => {
     const [compose] = documents(join('deploy', 'compose.yaml'));
     expect(compose?.services.postgres.image).toMatch(/^postgres:/);
