@@ -8,8 +8,8 @@ import type { SystemStatus } from './service.js';
 import { errorHandler, notFoundHandler } from './http/error-handler.js';
 import { healthRouter, metricsRouter } from './http/health.js';
 import { requestLog } from './http/request-log.js';
-import { apiSecurityHeaders } from './http/security-headers.js';
-import { registerWebhookRoutes } from './http/webhooks.js';
+import { apiSecurityHeaderSetter, apiSecurityHeaders } from './http/security-headers.js';
+import { answerWebhooksFirst, registerWebhookRoutes, webhookRoutes } from './http/webhooks.js';
 import type { Logger } from './lib/logger.js';
 import type { Metrics } from './lib/metrics.js';
 import { registerOpsMetrics } from './lib/ops-metrics.js';
@@ -45,12 +45,19 @@ export function createApp(deps: AppDeps, part: AppPart = 'all'): Express {
   // Nothing here is cacheable (webhooks, health, admin, metrics): no ETag, which would cost
   // every response a SHA-1 of its body.
   app.set('etag', false);
+  const log = requestLog(deps.logger, deps.metrics);
+  const webhooks = part === 'admin' ? undefined : webhookRoutes(deps);
+  if (webhooks !== undefined) {
+    answerWebhooksFirst(app, webhooks, {
+      setSecurityHeaders: apiSecurityHeaderSetter(),
+      track: log.track,
+    });
+  }
   app.use(apiSecurityHeaders());
-
-  app.use(requestLog(deps.logger, deps.metrics));
+  app.use(log.middleware);
 
   // Webhooks first: they are the hot path, and routes are tried in order.
-  if (part !== 'admin') registerWebhookRoutes(app, deps);
+  if (webhooks !== undefined) registerWebhookRoutes(app, webhooks);
   app.use(healthRouter(deps));
   if (part !== 'public') {
     app.use(metricsRouter(deps));

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { RequestHandler, Response } from 'express';
 import type { Logger } from '../lib/logger.js';
 import type { Metrics } from '../lib/metrics.js';
@@ -35,10 +36,25 @@ interface RequestState {
   id: string;
   start: number;
   quiet: boolean;
+  /** The route label when no Express route matched (the webhook fast path names its own). */
+  route: string | undefined;
 }
 type LoggedResponse = Response & { [STATE]?: RequestState };
 
-export function requestLog(parent: Logger, metrics: Metrics): RequestHandler {
+/**
+ * Starts tracking one request: its id (the caller's sane X-Request-Id, or a new UUID) on
+ * `req.id` and the X-Request-Id header, and its metrics and log line when it closes. `route`
+ * labels the metrics of a request no Express route will match (the webhook fast path).
+ */
+export type TrackRequest = (req: IncomingMessage, res: ServerResponse, route?: string) => void;
+
+export interface RequestLog {
+  track: TrackRequest;
+  /** `track` as the app's middleware; a request tracked before Express saw it is left alone. */
+  middleware: RequestHandler;
+}
+
+export function requestLog(parent: Logger, metrics: Metrics): RequestLog {
   // The line holds no field a redaction path could match: skip redaction for it. (Configured
   // secrets are still scrubbed from every line by the logger's stream hook.)
   const logger = parent.child({ module: 'http' }, { redact: [] });
@@ -54,7 +70,8 @@ export function requestLog(parent: Logger, metrics: Metrics): RequestHandler {
       // The matched route pattern keeps label cardinality bounded; unmatched → "unmatched".
       const matched = req.route as { path?: unknown } | undefined;
       const route =
-        typeof matched?.path === 'string' ? `${req.baseUrl}${matched.path}` : 'unmatched';
+        state.route ??
+        (typeof matched?.path === 'string' ? `${req.baseUrl}${matched.path}` : 'unmatched');
       const labels = { method: req.method, route, code: String(status) };
       metrics.httpRequests.inc(labels);
       metrics.httpDuration.observe(labels, seconds);
@@ -67,7 +84,8 @@ export function requestLog(parent: Logger, metrics: Metrics): RequestHandler {
     if (routine && !logger.isLevelEnabled('debug')) return;
     const line = {
       requestId: state.id,
-      req: { method: req.method, url: req.originalUrl },
+      // originalUrl is Express's; a request answered before Express saw it has only url.
+      req: { method: req.method, url: req.originalUrl ?? req.url },
       res: { statusCode: status },
       responseTime: ms,
     };
@@ -78,13 +96,24 @@ export function requestLog(parent: Logger, metrics: Metrics): RequestHandler {
     else if (routine) logger.debug(line, 'request completed');
     else logger.info(line, 'request completed');
   }
-  return (req, res, next) => {
+  const track: TrackRequest = (req, res, route) => {
     const given = req.headers['x-request-id'];
     const id = typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
     req.id = id;
     res.setHeader('X-Request-Id', id);
-    (res as LoggedResponse)[STATE] = { id, start: performance.now(), quiet: QUIET.has(req.url) };
+    (res as LoggedResponse)[STATE] = {
+      id,
+      start: performance.now(),
+      quiet: QUIET.has(req.url ?? ''),
+      route,
+    };
     res.on('close', onClose);
-    next();
+  };
+  return {
+    track,
+    middleware: (req, res, next) => {
+      if ((res as LoggedResponse)[STATE] === undefined) track(req, res);
+      next();
+    },
   };
 }

@@ -971,6 +971,85 @@ describe('response headers', () => {
   });
 });
 
+describe('the fast path and Express answer alike', () => {
+  // POST /webhooks/{system} spelled exactly is answered before Express (answerWebhooksFirst);
+  // any other spelling Express routes to the same handler. A caller must not tell them apart.
+  const spellings = ['/webhooks/tidsbanken', '/WEBHOOKS/Tidsbanken', '/webhooks/tidsbanken/?x=1'];
+  const VARYING = new Set(['date', 'x-request-id', 'content-length', 'connection', 'keep-alive']);
+  const stable = (headers: Record<string, string>) =>
+    Object.fromEntries(Object.entries(headers).filter(([name]) => !VARYING.has(name)));
+
+  async function post(path: string, body: unknown, options: { secret?: string } = {}) {
+    const raw = JSON.stringify(body);
+    const id = `msg_${randomUUID()}`;
+    const signature = signWebhook(options.secret ?? TB_SECRET, id, now(), raw);
+    return request(t.app)
+      .post(path)
+      .set('content-type', 'application/json')
+      .set('webhook-id', id)
+      .set('webhook-timestamp', String(now()))
+      .set('webhook-signature', signature)
+      .set('X-Request-Id', `alike-${randomUUID()}`)
+      .send(raw);
+  }
+
+  const requestsTotal = async (code: string) => {
+    const { values } = await t.metrics.httpRequests.get();
+    return values
+      .filter((v) => v.labels.route === '/webhooks/tidsbanken' && v.labels.code === code)
+      .reduce((n, v) => n + v.value, 0);
+  };
+
+  it('the same status, headers, body, stored row, metrics and request line', async () => {
+    const accepted = [];
+    const refused = [];
+    const before = { accepted: await requestsTotal('202'), refused: await requestsTotal('401') };
+    for (const path of spellings) {
+      accepted.push(await post(path, valid.tidsbanken()));
+      refused.push(await post(path, valid.tidsbanken(), { secret: OLD_SECRET }));
+    }
+    expect(accepted.map((r) => r.status)).toEqual([202, 202, 202]);
+    expect(refused.map((r) => r.status)).toEqual([401, 401, 401]);
+    for (const group of [accepted, refused]) {
+      const [fast, ...others] = group;
+      for (const other of others) {
+        expect(stable(other.headers)).toEqual(stable(fast!.headers));
+        expect(Object.keys(other.body as object).sort()).toEqual(
+          Object.keys(fast!.body as object).sort(),
+        );
+      }
+    }
+    for (const res of refused) {
+      const { requestId, ...problem } = res.body as { requestId: string };
+      expect(requestId).toBe(res.headers['x-request-id']);
+      expect(problem).toEqual({
+        type: 'urn:tidsbanken-poweroffice-sync:problem:unauthorized',
+        code: 'unauthorized',
+        title: 'Unauthorized',
+        status: 401,
+        detail: 'The webhook signature is missing or invalid.',
+      });
+      await expectDocumentedResponse('POST', '/webhooks/tidsbanken', res);
+    }
+    for (const res of accepted) {
+      const { id } = res.body as { id: string };
+      expect(await rows({ source: 'tidsbanken', eventId: id })).toHaveLength(1);
+      await expectDocumentedResponse('POST', '/webhooks/tidsbanken', res);
+    }
+    expect(await requestsTotal('202')).toBe(before.accepted + 3);
+    expect(await requestsTotal('401')).toBe(before.refused + 3);
+    for (const res of [...accepted, ...refused]) {
+      const lines = t.logs.lines
+        .map((l) => JSON.parse(l) as { requestId?: string; msg: string; req?: { url?: string } })
+        .filter(
+          (l) => l.requestId === res.headers['x-request-id'] && l.msg === 'request completed',
+        );
+      expect(lines).toHaveLength(1);
+      expect(lines[0]!.req?.url?.toLowerCase()).toContain('/webhooks/tidsbanken');
+    }
+  });
+});
+
 describe('arbitrary input (property-based)', () => {
   const headerValue = fc.oneof(
     fc.string({ maxLength: 60 }),

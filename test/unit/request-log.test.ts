@@ -17,7 +17,9 @@ describe('request log levels', () => {
   function appWith(elapsedMs: number) {
     const logs = new LogCapture();
     const app = express();
-    app.use(requestLog(createLogger({ level: 'debug', destination: logs }), createMetrics()));
+    app.use(
+      requestLog(createLogger({ level: 'debug', destination: logs }), createMetrics()).middleware,
+    );
     let offset = 0;
     const now = performance.now.bind(performance);
     vi.spyOn(performance, 'now').mockImplementation(() => now() + offset);
