@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, beforeEach, describe, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, inject, it, vi } from 'vitest';
 import { sql } from 'kysely';
 import { getPollerCursor, haveFullReads } from '../../src/db/poller-cursors.js';
 import { createLogger } from '../../src/lib/logger.js';
@@ -7,7 +7,11 @@ import { Pacer } from '../../src/lib/pacer.js';
 import { fullReadAll, stopPollers, type Poller } from '../../src/lib/pollers.js';
 import { TidsbankenClient } from '../../src/tidsbanken/client.js';
 import { createTidsbankenPollers } from '../../src/tidsbanken/poller.js';
-import { startFakeTidsbanken, type FakeTidsbanken } from '../fakes/tidsbanken.js';
+import {
+  startFakeTidsbanken,
+  TIDSBANKEN_TEST_PAGE_CAP,
+  type FakeTidsbanken,
+} from '../fakes/tidsbanken.js';
 import { PowerOfficeClient } from '../../src/poweroffice/client.js';
 import { createPowerOfficePollers } from '../../src/poweroffice/poller.js';
 import { startFakePowerOffice, type FakePowerOffice } from '../fakes/poweroffice.js';
@@ -68,6 +72,9 @@ beforeEach(async () => {
   fake.kunder.clear();
   fake.faults.clear();
   fake.clearRequests();
+  // Server-driven paging as every test runs it, whatever a test before this one changed.
+  fake.pageCap = TIDSBANKEN_TEST_PAGE_CAP;
+  fake.pageCapNextLink = true;
   po.employees.clear();
   po.customers.clear();
   po.contactPersons.clear();
@@ -131,16 +138,11 @@ describe('Tidsbanken change pollers', () => {
       fake.kunder.clear();
       fake.pageCap = 40;
       fake.pageCapNextLink = nextLink;
-      try {
-        for (let n = 1; n <= 130; n++) fake.seedKunde({ Id: `K${String(n).padStart(3, '0')}` });
-        const { kunde } = pollers({ pageSize: 100 });
-        const result = await kunde.pollOnce();
-        expect(result).toMatchObject({ records: 130, inserted: 130 });
-        expect(await inbox('kunde')).toHaveLength(130);
-      } finally {
-        fake.pageCap = undefined;
-        fake.pageCapNextLink = true;
-      }
+      for (let n = 1; n <= 130; n++) fake.seedKunde({ Id: `K${String(n).padStart(3, '0')}` });
+      const { kunde } = pollers({ pageSize: 100 });
+      const result = await kunde.pollOnce();
+      expect(result).toMatchObject({ records: 130, inserted: 130 });
+      expect(await inbox('kunde')).toHaveLength(130);
     }
   });
 
@@ -241,8 +243,22 @@ describe('Tidsbanken change pollers', () => {
     await stopPollers([ansatt]);
     expect(ansatt.isRunning).toBe(false);
     const seen = fake.requests.length;
-    await new Promise((resolve) => setTimeout(resolve, 60));
-    expect(fake.requests.length).toBe(seen);
+    const reads = ansatt.readsStarted;
+    // A clock that is not the wall's: a second poller on the same interval completes three
+    // cycles, in which a poller that had not stopped would have started three reads.
+    const { kunde: clock } = pollers({ intervalMs: 20 });
+    const mark = clock.readsCompleted;
+    clock.start();
+    try {
+      await vi.waitFor(() => expect(clock.readsCompleted).toBeGreaterThanOrEqual(mark + 3), {
+        timeout: 10_000,
+        interval: 5,
+      });
+    } finally {
+      await stopPollers([clock]);
+    }
+    expect(ansatt.readsStarted).toBe(reads);
+    expect(fake.requests.slice(seen).filter((r) => /ansatt/i.test(r.path))).toEqual([]);
     expect((await inbox('ansatt')).length).toBe(1);
   });
 
@@ -252,8 +268,19 @@ describe('Tidsbanken change pollers', () => {
     const all: Poller[] = [ansatt, kunde];
     for (const p of all) p.start();
     expect(all.map((p) => p.isRunning)).toEqual([false, false]);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-    expect(fake.requests).toHaveLength(0);
+    // Meanwhile a poller with an interval completes two cycles (its own reads are of Kunde).
+    const { kunde: clock } = pollers({ intervalMs: 20 });
+    clock.start();
+    try {
+      await vi.waitFor(() => expect(clock.readsCompleted).toBeGreaterThanOrEqual(2), {
+        timeout: 10_000,
+        interval: 5,
+      });
+    } finally {
+      await stopPollers([clock]);
+    }
+    expect(all.map((p) => p.readsStarted)).toEqual([0, 0]);
+    expect(fake.requests.filter((r) => /ansatt/i.test(r.path))).toHaveLength(0);
   });
 
   it('without credentials (no client) there is nothing to poll', () => {

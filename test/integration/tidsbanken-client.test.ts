@@ -5,7 +5,11 @@ import { createLogger } from '../../src/lib/logger.js';
 import { createMetrics, type Metrics } from '../../src/lib/metrics.js';
 import { Pacer } from '../../src/lib/pacer.js';
 import { TidsbankenClient } from '../../src/tidsbanken/client.js';
-import { startFakeTidsbanken, type FakeTidsbanken } from '../fakes/tidsbanken.js';
+import {
+  startFakeTidsbanken,
+  TIDSBANKEN_TEST_PAGE_CAP,
+  type FakeTidsbanken,
+} from '../fakes/tidsbanken.js';
 import { LogCapture } from '../helpers/app.js';
 
 let fake: FakeTidsbanken;
@@ -41,6 +45,9 @@ afterEach(() => {
   fake.kunder.clear();
   fake.faults.clear();
   fake.clearRequests();
+  // Server-driven paging as every test runs it, whatever this test changed.
+  fake.pageCap = TIDSBANKEN_TEST_PAGE_CAP;
+  fake.pageCapNextLink = true;
 });
 
 /** The records of each page; every item of these fixtures reads, so none is set aside. */
@@ -105,35 +112,26 @@ describe('TidsbankenClient against the fake API', () => {
 
   it('listAllKunder follows @odata.nextLink when the server caps a page below $top', async () => {
     fake.pageCap = 2;
-    try {
-      for (let n = 1; n <= 13; n++) fake.seedKunde({ Id: `K${String(n).padStart(2, '0')}` });
-      const wide = makeClient({ pageSize: 5 });
-      const ids = (await collect(wide.listAllKunder())).flat().map((k) => k.Id);
-      expect(ids).toHaveLength(13);
-      expect(new Set(ids).size).toBe(13);
-      // Each capped page's next link was followed (its $top and $skip, not our own).
-      expect(fake.requests.slice(0, 3).map((r) => [r.query.$skip, r.query.$top])).toEqual([
-        ['0', '5'],
-        ['2', '3'],
-        ['4', '1'],
-      ]);
-    } finally {
-      fake.pageCap = undefined;
-    }
+    for (let n = 1; n <= 13; n++) fake.seedKunde({ Id: `K${String(n).padStart(2, '0')}` });
+    const wide = makeClient({ pageSize: 5 });
+    const ids = (await collect(wide.listAllKunder())).flat().map((k) => k.Id);
+    expect(ids).toHaveLength(13);
+    expect(new Set(ids).size).toBe(13);
+    // Each capped page's next link was followed (its $top and $skip, not our own).
+    expect(fake.requests.slice(0, 3).map((r) => [r.query.$skip, r.query.$top])).toEqual([
+      ['0', '5'],
+      ['2', '3'],
+      ['4', '1'],
+    ]);
   });
 
   it('listAllKunder reads every record when the server caps pages without a next link', async () => {
     fake.pageCap = 2;
     fake.pageCapNextLink = false;
-    try {
-      for (let n = 1; n <= 13; n++) fake.seedKunde({ Id: `K${String(n).padStart(2, '0')}` });
-      const wide = makeClient({ pageSize: 5 });
-      const ids = (await collect(wide.listAllKunder())).flat().map((k) => k.Id);
-      expect(ids).toEqual([...fake.kunder.keys()].sort());
-    } finally {
-      fake.pageCap = undefined;
-      fake.pageCapNextLink = true;
-    }
+    for (let n = 1; n <= 13; n++) fake.seedKunde({ Id: `K${String(n).padStart(2, '0')}` });
+    const wide = makeClient({ pageSize: 5 });
+    const ids = (await collect(wide.listAllKunder())).flat().map((k) => k.Id);
+    expect(ids).toEqual([...fake.kunder.keys()].sort());
   });
 
   it('listAnsatteChangedSince filters on SistEndretDato', async () => {
