@@ -54,8 +54,12 @@ describe('pacing against the fakes', () => {
     const polls = Array.from({ length: 30 }, (_, i) =>
       client.getAnsatt(i + 1, { priority: 'poll' }),
     );
-    // Queued behind 30 poll reads, a write arrives: it goes at the next free slot.
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    // Queued behind 30 poll reads, a write arrives (once the first polls have reached the
+    // server): it goes at the next free slot.
+    await vi.waitFor(() => expect(tidsbanken.requests.length).toBeGreaterThan(0), {
+      timeout: 5_000,
+      interval: 2,
+    });
     const write = client.createAnsatt({ Id: 1000, Fornavn: 'Urgent' }, { priority: 'write' });
     await Promise.all([...polls, write]);
 
@@ -94,7 +98,10 @@ describe('pacing against the fakes', () => {
     const polls = Array.from({ length: 30 }, () =>
       client.getCustomer(parent.Id as number, { priority: 'poll' }),
     );
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    await vi.waitFor(() => expect(poweroffice.requests.length).toBeGreaterThan(0), {
+      timeout: 5_000,
+      interval: 2,
+    });
     const writes = [1, 2, 3].map((n) =>
       client.patchCustomer(
         parent.Id as number,

@@ -67,8 +67,26 @@ describe('a restart after edits on both sides of a pair', () => {
       .slice(mark)
       .filter((r) => r.method === 'PATCH' && JSON.stringify(r.body).includes('old from'));
     expect(patches).toEqual([]);
-    // And it stays so (nothing queued writes the old value later).
-    await new Promise((r) => setTimeout(r, 1500));
+    // And it stays so: after a poll cycle of every poller of the restarted service, begun
+    // now, nothing is queued or in flight that could write the old value later.
+    const running = second.service.pollers.filter((p) => p.isRunning);
+    expect(running.length).toBeGreaterThan(0);
+    const marks = running.map((p) => p.readsStarted);
+    await waitFor(
+      'a poll cycle and an empty outbox',
+      async () =>
+        running.every((p, i) => p.readsCompleted > marks[i]!) &&
+        (await database.db
+          .selectFrom('outbound_commands')
+          .select('id')
+          .where('status', 'in', ['pending', 'sending'])
+          .executeTakeFirst()) === undefined,
+      30_000,
+    );
+    const oldValueWrites = po.requests
+      .slice(mark)
+      .filter((r) => r.method === 'PATCH' && JSON.stringify(r.body).includes('old from'));
+    expect(oldValueWrites).toEqual([]);
     expect(po.getEmployee(employeeId)?.JobTitle).toBe('newer from PowerOffice');
     expect(tb.getAnsatt(2)?.Tittel).toBe('newer from PowerOffice');
   }, 60_000);
