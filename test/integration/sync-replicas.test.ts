@@ -25,6 +25,8 @@ import { waitFor } from '../helpers/wait.js';
 // with DATABASE_URL as well, where this file runs.
 
 const PAIRS = 20;
+/** The lease length both replicas run with (the default): a lease left to expire takes this long. */
+const LEASE_TTL_MS = 15_000;
 const TB_SECRET = `whsec_${randomBytes(32).toString('base64')}`;
 const PO_SECRET = `whsec_${randomBytes(32).toString('base64')}`;
 
@@ -116,6 +118,7 @@ async function scenario(options: {
     POLL_INTERVAL_MS: '1000',
     TIDSBANKEN_WEBHOOK_SECRET: TB_SECRET,
     POWEROFFICE_WEBHOOK_SECRET: PO_SECRET,
+    LEASE_TTL_MS: String(LEASE_TTL_MS),
   };
   h = await startSyncHarness({ fakes: { tb, po }, env, via: options.via });
   // The second replica: its own pool on the same database, its own clients and pacers.
@@ -250,7 +253,7 @@ async function scenario(options: {
 
   await h.settle({ timeoutMs: 40_000, quietMs: 2500 });
 
-  // Every edit landed, and both sides agree (collected; asserted by one of the tests below).
+  // Every edit landed, and both sides agree (collected; asserted by expectEveryPromise).
   const disagreements: string[] = [];
   const check = (i: number, field: string, ansatt: unknown, employee: unknown, want: unknown) => {
     if (ansatt !== want || employee !== want)
@@ -373,37 +376,39 @@ async function scenario(options: {
   };
 }
 
-describe.runIf(process.env.DATABASE_URL)('two service instances on one database', () => {
-  it('never write one edit twice, keep one leader per system, and keep each vendor under its limit in every sliding second', async () => {
-    const outcome = await scenario({ stopLeaderMidBurst: false });
-    // PowerOffice's 10/s is shared by both replicas: counted over every request the fake
-    // received (token, polls, reads, writes); Tidsbanken likewise at 5.
-    expect(outcome.poMax).toBeLessThanOrEqual(10);
-    expect(outcome.po429).toEqual([]);
-    expect(outcome.tbMax).toBeLessThanOrEqual(5);
-    expect(outcome.tb429).toEqual([]);
-  }, 180_000);
-
-  it('when the PowerOffice leader stops mid-burst, the other replica takes the dispatcher over and no edit is written twice', async () => {
-    const outcome = await scenario({ stopLeaderMidBurst: true });
-    // Measured from the old leader stepping down to the new one taking over: the survivor
-    // retries the lock every 2 s, so it must hold it within a few retries, not eventually.
+/**
+ * Every promise the scenario measures, asserted in every run: each vendor under its limit in
+ * every sliding second (counted over every request the fake received: token, polls, reads,
+ * writes of both replicas) and no 429; every edit landed on both sides; at most one write per
+ * edit; and, when the leader stopped, the survivor took over because the lease was released,
+ * not because it ran out. A lease left to run out ends 10–15 s after the stop (renewed every
+ * third of its 15 s), so a take-over within two thirds of the TTL can only be a release; a
+ * released one takes one acquire retry (≤ 2 s). How fast exactly is the soak bench's to
+ * measure, not this test's to assert.
+ */
+function expectEveryPromise(outcome: Outcome, stopLeaderMidBurst: boolean): void {
+  expect(outcome.poMax).toBeLessThanOrEqual(10);
+  expect(outcome.po429).toEqual([]);
+  expect(outcome.tbMax).toBeLessThanOrEqual(5);
+  expect(outcome.tb429).toEqual([]);
+  expect(outcome.disagreements).toEqual([]);
+  expect(outcome.excessWrites).toEqual([]);
+  if (stopLeaderMidBurst) {
     expect(outcome.takeoverMs).toBeGreaterThanOrEqual(0);
-    expect(outcome.takeoverMs).toBeLessThanOrEqual(3 * 2_000);
-    // The handover loses no edit and writes none twice.
-    expect(outcome.disagreements).toEqual([]);
-    expect(outcome.excessWrites).toEqual([]);
-  }, 180_000);
+    expect(outcome.takeoverMs).toBeLessThan((LEASE_TTL_MS * 2) / 3);
+  } else {
+    expect(outcome.takeoverMs).toBeUndefined();
+  }
+}
 
+describe.runIf(process.env.DATABASE_URL)('two service instances on one database', () => {
   // Regressions this caught: two update commands for one Ansatt in flight at once (the later
   // full-record PUT carried a phone number read before the earlier PUT landed); and our PUT's
   // result, fed back with the same millisecond SistEndretDato as a user's edit right after it,
   // replacing that edit in the mirror (see sync-mirror-order.test.ts). Set REPLICA_DEBUG_DIR
   // to keep both fakes' request logs and both replicas' logs of a run that disagrees.
-  it('every edit lands: after the burst both sides agree and hold the last edit, with one write per edit', async () => {
-    const outcome = await scenario({ stopLeaderMidBurst: false });
-    expect(outcome.disagreements).toEqual([]);
-    expect(outcome.excessWrites).toEqual([]);
+  it('never write one edit twice, keep one leader per system, land every edit, and keep each vendor under its limit in every sliding second', async () => {
+    expectEveryPromise(await scenario({ stopLeaderMidBurst: false }), false);
   }, 180_000);
 
   // Regressions this caught: on a handover the new holder's start-up failed on every retry
@@ -411,12 +416,8 @@ describe.runIf(process.env.DATABASE_URL)('two service instances on one database'
   // one-pending-update rule), so nothing more reached Tidsbanken; and the new holder's pacer
   // started with an empty window while the old holder's last requests were still inside the
   // sliding second.
-  it('across a leadership handover, each vendor stays under its limit in every sliding second', async () => {
-    const outcome = await scenario({ stopLeaderMidBurst: true });
-    expect(outcome.poMax).toBeLessThanOrEqual(10);
-    expect(outcome.po429).toEqual([]);
-    expect(outcome.tbMax).toBeLessThanOrEqual(5);
-    expect(outcome.tb429).toEqual([]);
+  it('when the PowerOffice leader stops mid-burst, the other replica takes the dispatcher over: no edit lost or written twice, every limit held', async () => {
+    expectEveryPromise(await scenario({ stopLeaderMidBurst: true }), true);
   }, 180_000);
 
   // Leases, claims, fencing and the worker's record locks keep no session state: through
@@ -426,15 +427,7 @@ describe.runIf(process.env.DATABASE_URL)('two service instances on one database'
   describe.runIf(pgbouncerBinary)('through PgBouncer in transaction pooling mode', () => {
     it('a leader that stops mid-burst is replaced: no edit lost or written twice, every limit held', async () => {
       bouncer = await startPgBouncer(process.env.DATABASE_URL!, 4);
-      const outcome = await scenario({ stopLeaderMidBurst: true, via: bouncer.via });
-      expect(outcome.takeoverMs).toBeGreaterThanOrEqual(0);
-      expect(outcome.takeoverMs).toBeLessThanOrEqual(3 * 2_000);
-      expect(outcome.disagreements).toEqual([]);
-      expect(outcome.excessWrites).toEqual([]);
-      expect(outcome.poMax).toBeLessThanOrEqual(10);
-      expect(outcome.po429).toEqual([]);
-      expect(outcome.tbMax).toBeLessThanOrEqual(5);
-      expect(outcome.tb429).toEqual([]);
+      expectEveryPromise(await scenario({ stopLeaderMidBurst: true, via: bouncer.via }), true);
     }, 180_000);
   });
 });
