@@ -117,8 +117,10 @@ describe('TidsbankenClient against the fake API', () => {
     const ids = (await collect(wide.listAllKunder())).flat().map((k) => k.Id);
     expect(ids).toHaveLength(13);
     expect(new Set(ids).size).toBe(13);
-    // Each capped page's next link was followed (its $top and $skip, not our own).
-    expect(fake.requests.slice(0, 3).map((r) => [r.query.$skip, r.query.$top])).toEqual([
+    // Each capped page's next link was followed (its $top and $skip, not our own). Distinct
+    // queries in order: a request that timed out on a loaded machine is sent again as it was.
+    const queries = [...new Set(fake.requests.map((r) => `${r.query.$skip},${r.query.$top}`))];
+    expect(queries.slice(0, 3).map((q) => q.split(','))).toEqual([
       ['0', '5'],
       ['2', '3'],
       ['4', '1'],
