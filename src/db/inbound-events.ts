@@ -467,13 +467,49 @@ export async function claimDueFullEvents(db: DbOrTrx, limit: number): Promise<In
     .execute();
 }
 
+// A record set aside (a rejected record: dead, with its raw text) is resolved by a later valid
+// read of the same record: it is done, its reason kept after this note.
+const RESOLVED_NOTE = 'resolved: the record was read again and is valid; it had been set aside: ';
+
+/**
+ * Marks processed events done, in one statement with what they settle: each is a valid read of
+ * its record, so the records set aside for that record before it (a smaller id) are resolved.
+ */
 export async function markEventsDone(db: DbOrTrx, ids: readonly string[]): Promise<void> {
   if (ids.length === 0) return;
-  await db
-    .updateTable('inbound_events')
-    .set({ status: 'done', processed_at: sql<Date>`now()`, attempts: sql<number>`attempts + 1` })
-    .where('id', 'in', ids)
-    .execute();
+  await sql`
+    with done as (
+      update inbound_events
+         set status = 'done', processed_at = now(), attempts = attempts + 1
+       where id in (${sql.join(ids)})
+      returning id, source, record_type, record_id)
+    update inbound_events d
+       set status = 'done', processed_at = now(),
+           last_error = left(${RESOLVED_NOTE} || coalesce(d.last_error, ''), 2000)
+      from done
+     where d.status = 'dead' and d.raw_record is not null and d.source = done.source
+       and d.record_type = done.record_type and d.record_id = done.record_id
+       and d.id < done.id`.execute(db);
+}
+
+/**
+ * A poll or reconcile read these records valid (stored or not: content already known is not
+ * stored again): the records set aside for them are resolved.
+ */
+export async function resolveRejectedRecords(
+  db: DbOrTrx,
+  source: SystemName,
+  recordType: string,
+  recordIds: readonly string[],
+): Promise<number> {
+  if (recordIds.length === 0) return 0;
+  const result = await sql`
+    update inbound_events
+       set status = 'done', processed_at = now(),
+           last_error = left(${RESOLVED_NOTE} || coalesce(last_error, ''), 2000)
+     where status = 'dead' and raw_record is not null and source = ${source}
+       and record_type = ${recordType} and record_id in (${sql.join([...recordIds])})`.execute(db);
+  return Number(result.numAffectedRows ?? 0);
 }
 
 /** Done without processing, with the reason kept in last_error (e.g. gone upstream). */

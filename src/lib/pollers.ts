@@ -1,6 +1,7 @@
 import type { Db } from '../db/database.js';
 import {
   insertRejectedRecords,
+  resolveRejectedRecords,
   unstorableReason,
   type NewInboxEvent,
   type RejectedInboxRecord,
@@ -353,6 +354,16 @@ export class ChangePoller<T = unknown> implements Poller {
     totals.inserted += stored.inserted;
     if (stored.processed > 0) {
       this.metrics?.eventsProcessed.inc({ system, result: 'done' }, stored.processed);
+    }
+    // A record read valid settles what was set aside for it before.
+    const resolved = await resolveRejectedRecords(
+      this.db,
+      system,
+      this.recordType,
+      events.map((e) => e.recordId),
+    );
+    if (resolved > 0) {
+      this.logger.info({ resolved }, 'records set aside before were read again valid: resolved');
     }
     if (setAside.length > 0) {
       const stored = await insertRejectedRecords(this.db, setAside);

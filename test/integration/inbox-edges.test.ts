@@ -158,12 +158,11 @@ describe('rejected records', () => {
     const again = await admin(s).get('/events?status=dead');
     expect((again.body as { items: unknown[] }).items).toHaveLength(2);
 
-    // Fixed in Tidsbanken, then retried by the operator: read again and synced.
+    // Fixed in Tidsbanken, then retried by the operator: read again and synced. The poller is
+    // stopped first: its next read of the fixed record would resolve the rejection by itself
+    // (next test).
+    await s.service.pollers.find((p) => p.recordType === 'kunde')!.stop();
     s.tb.kunder.get('72002')!.Navn = 'Kunde 2 AS';
-    // The operator retries after the fix, not during a poll that read the page before it: such
-    // a poll sets the old content aside again once the retry has cleared it, and a later good
-    // read of the record does not clear that stale rejected record (a known gap).
-    await s.pollCycle();
     const retried = await admin(s).post(`/events/${String(byId.get('72002')!.id)}/retry`);
     expect(retried.status).toBe(202);
     await expectDocumentedResponse('POST', '/admin/events/{id}/retry', retried);
@@ -177,5 +176,72 @@ describe('rejected records', () => {
     expect(
       (left.body as { items: Record<string, unknown>[] }).items.map((i) => i.recordId),
     ).toEqual(['72003']);
+  });
+
+  it('a later valid read of a set-aside record resolves it without a retry: a poll, a re-read of content already known, a webhook', async () => {
+    h = await startSyncHarness({
+      env: { ADMIN_TOKEN: TOKEN, TIDSBANKEN_WEBHOOK_SECRET: SECRET },
+      seed: (tb, po) => {
+        for (const n of [1, 2, 3]) {
+          tb.seedKunde({ Id: `7300${n}`, Navn: `Kunde ${n} AS`, Epost: `r${n}@kunde.no` });
+          po.seedCustomer({ Name: `Kunde ${n} AS`, EmailAddress: `r${n}@kunde.no` });
+        }
+      },
+    });
+    const s = h;
+    await s.settle();
+    const dead = async () =>
+      (
+        (await admin(s).get('/events?status=dead')).body as { items: Record<string, unknown>[] }
+      ).items
+        .map((i) => i.recordId)
+        .sort();
+
+    // All three turn unreadable; 73003 without its change time moving (the poll's overlap
+    // window reads it again all the same).
+    s.tb.editKunde('73001', { Navn: 'Null\u0000One AS' });
+    s.tb.editKunde('73002', { Navn: 'Null\u0000Two AS' });
+    const before = s.tb.getKunde('73003')!;
+    s.tb.kunder.get('73003')!.Navn = 'Null\u0000Three AS';
+    await s.pollCycle();
+    await s.settle();
+    expect(await dead()).toEqual(['73001', '73002', '73003']);
+
+    // 73001 fixed at its source: the next poll reads it valid, and its rejection is resolved.
+    s.tb.editKunde('73001', { Navn: 'Kunde 1 AS' });
+    // 73003 back to the content read before: a duplicate the inbox does not store again, yet a
+    // valid read all the same.
+    s.tb.kunder.get('73003')!.Navn = before.Navn;
+    await s.pollCycle();
+    await s.settle();
+    expect(await dead()).toEqual(['73002']);
+
+    // With polling stopped, 73002 fixed and delivered by a webhook with the full record.
+    await s.service.pollers.find((p) => p.recordType === 'kunde')!.stop();
+    s.tb.editKunde('73002', { Navn: 'Kunde 2 AS' });
+    expect(
+      await webhook(s, 'tidsbanken', {
+        type: 'kunde.updated',
+        timestamp: new Date().toISOString(),
+        data: s.tb.getKunde('73002'),
+      }),
+    ).toEqual({ status: 202, duplicate: false });
+    await s.settle();
+    expect(await dead()).toEqual([]);
+
+    // A resolved rejection is done, its reason kept, in the record's history.
+    for (const id of ['73001', '73002', '73003']) {
+      const history = await admin(s).get(`/records/tidsbanken/kunde/${id}/history`);
+      const rejected = (history.body as { items: Record<string, unknown>[] }).items.filter((i) =>
+        (i.detail as { lastError?: string | null }).lastError?.includes('NUL'),
+      );
+      expect(rejected.map((i) => (i.detail as { status: string }).status)).toEqual(['done']);
+    }
+    expect(
+      (await activeLinks(s))
+        .filter((l) => l.flow === 'kunde-customer')
+        .map((l) => l.tidsbanken_id)
+        .sort(),
+    ).toEqual(['73001', '73002', '73003']);
   });
 });
