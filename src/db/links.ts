@@ -91,8 +91,8 @@ export async function unlinkLink(db: DbOrTrx, id: string, reason: string): Promi
 
 /**
  * Links every one-to-one merge-rule match of a flow in one statement (docs/ARCHITECTURE.md "Linking"): a pair
- * links when each record is the only live match of the other over the whole mirror and
- * neither is linked in the flow yet. In the same statement it closes the two records' open
+ * links when each record is the only live match of the other over the whole mirror (a pair
+ * held apart is no match: `mergeDegrees`) and neither is linked in the flow yet. In the same statement it closes the two records' open
  * ambiguous-match conflicts and writes the 'link' audit entry of each side. Returns how many
  * links it made.
  */
@@ -107,9 +107,6 @@ export async function insertMergeRuleLinks(db: DbOrTrx, spec: MergeSpec): Promis
           and l.unlinked_at is null and l.tidsbanken_id = dt.tb_id)
         and not exists (select 1 from links l where l.flow = ${spec.flow}
           and l.unlinked_at is null and l.poweroffice_id = dt.po_id)
-        -- A pair an operator unlinked is held apart: only a manual link joins it again.
-        and not exists (select 1 from link_holds h where h.flow = ${spec.flow}
-          and h.tidsbanken_id = dt.tb_id and h.poweroffice_id = dt.po_id)
     ),
     made as (
       insert into links (flow, tidsbanken_type, tidsbanken_id, poweroffice_type, poweroffice_id,

@@ -187,11 +187,15 @@ export function mergeEdges(spec: MergeSpec): RawBuilder<unknown> {
 /**
  * The degree of every matched record: `deg_t` (per Tidsbanken record: how many PowerOffice
  * records match it, and the first of them) and `deg_p` (the same the other way), as CTEs
- * after `edges`.
+ * after `edges`. A pair an operator unlinked is held apart: its edge is out of the graph, so
+ * it never links by a merge rule and the other matches of either record are judged without it.
  */
 export function mergeDegrees(spec: MergeSpec): RawBuilder<unknown> {
   return sql`
-    edges as (${mergeEdges(spec)}),
+    edges as (
+      select e.tb_id, e.po_id from (${mergeEdges(spec)}) e
+      where not exists (select 1 from link_holds h where h.flow = ${spec.flow}
+        and h.tidsbanken_id = e.tb_id and h.poweroffice_id = e.po_id)),
     deg_t as (select tb_id, count(*)::int as n, min(po_id) as po_id from edges group by tb_id),
     deg_p as (select po_id, count(*)::int as n, min(tb_id) as tb_id from edges group by po_id)`;
 }

@@ -191,25 +191,26 @@ async function linkByMergeRules(
 ): Promise<LinkOutcome> {
   const otherSide = OTHER[side];
   const mine = keysOfRow(record);
-  const matches = await findMirrorRecordsByKeys(
+  const found = await findMirrorRecordsByKeys(
     ctx.db,
     otherSide,
     typeOn(flow, otherSide),
     ruleKeys(flow, mine),
   );
-  // A pair held apart still counts for uniqueness (as in the set-based sweep's match graph):
-  // a hold stops that one link; it does not make the record's other matches unique.
-  if (matches.length === 0) {
+  if (found.length === 0) {
     return { commandQueued: await queueCreateIfConfigured(ctx, flow, side, record) };
   }
+  // A pair held apart is no match (as in the set-based sweep's match graph): the record's
+  // other matches are judged without it. One whose only matches are held apart stays unlinked,
+  // and is not created either (the create policy acts on records no merge rule matches).
+  const matches = found.filter((m) => !heldApart.has(m.record_id));
+  if (matches.length === 0) return {};
   const ambiguity = await whyNotOneToOne(ctx, flow, side, record, matches);
   if (ambiguity !== undefined) {
     await recordAmbiguousMatch(ctx, flow, side, record, ambiguity.reason, ambiguity.candidates);
     return { conflict: true };
   }
   const counterpart = matches[0]!;
-  // Its one and only match is held apart from it: it stays unlinked (and is not created).
-  if (heldApart.has(counterpart.record_id)) return {};
   const [tb, po] = side === 'tidsbanken' ? [record, counterpart] : [counterpart, record];
   const rule = matchedRule(flow, mine, keysOfRow(counterpart));
   const link = await insertLink(
@@ -241,12 +242,20 @@ async function whyNotOneToOne(
     };
   }
   const counterpart = matches[0]!;
-  const rivals = await findMirrorRecordsByKeys(
+  const counterpartHeldApart = await listHeldApart(
     ctx.db,
-    side,
-    record.record_type,
-    ruleKeys(flow, keysOfRow(counterpart)),
+    flow.id,
+    otherSide,
+    counterpart.record_id,
   );
+  const rivals = (
+    await findMirrorRecordsByKeys(
+      ctx.db,
+      side,
+      record.record_type,
+      ruleKeys(flow, keysOfRow(counterpart)),
+    )
+  ).filter((r) => !counterpartHeldApart.has(r.record_id));
   if (rivals.length !== 1 || rivals[0]!.record_id !== id) {
     return {
       reason: 'the counterpart matches several records on this side',

@@ -349,19 +349,24 @@ describe('the set-based link sweep', () => {
     ]);
   });
 
-  it('a pair held apart never links, and still counts for uniqueness: neither record links to anything else by a merge rule, on both paths', async () => {
+  it('a pair held apart never links and is out of the match: the other matches of either record are judged without it, on both paths', async () => {
     const mirror = [
-      // K1's only match is 31, and the two are held apart.
+      // K1's only match is 31, and the two are held apart: K1 stays unlinked, no conflict.
       kunde('K1', 'one@x.no'),
       customer(31, 'one@x.no'),
-      // K2 matches 32 and 33; it is held apart from 32. 33 is not its one and only match.
+      // K2 matches 32 and 33; it is held apart from 32, so 33 is its one and only match.
       kunde('K2', 'two@x.no'),
       customer(32, 'two@x.no'),
       customer(33, 'two@x.no'),
-      // K3 and K4 both match 34; K3 is held apart from it. 34 is not K4's alone.
+      // K3 and K4 both match 34; K3 is held apart from it, so 34 is K4's alone.
       kunde('K3', 'three@x.no'),
       kunde('K4', 'three@x.no'),
       customer(34, 'three@x.no'),
+      // K6 matches 36, 37 and 38, held apart from 36 only: still ambiguous, between 37 and 38.
+      kunde('K6', 'six@x.no'),
+      customer(36, 'six@x.no'),
+      customer(37, 'six@x.no'),
+      customer(38, 'six@x.no'),
       // An unrelated unique pair still links.
       kunde('K5', 'five@x.no'),
       customer(35, 'five@x.no'),
@@ -370,29 +375,26 @@ describe('the set-based link sweep', () => {
       await hold('kunde-customer', 'K1', '31');
       await hold('kunde-customer', 'K2', '32');
       await hold('kunde-customer', 'K3', '34');
+      await hold('kunde-customer', 'K6', '36');
     };
     await seed(mirror);
     await holds();
     await runLinkSweep({ db, config, logger });
     const swept = { links: await links(), ambiguous: await ambiguous() };
-    expect(swept.links).toEqual(['kunde-customer K5=35 by email']);
-    const po = (id: string) => ({ system: 'poweroffice', recordId: id });
-    const tb = (id: string) => ({ system: 'tidsbanken', recordId: id });
-    expect(swept.ambiguous.map((c) => `${c.system} ${c.recordId}`)).toEqual([
-      'poweroffice 32',
-      'poweroffice 33',
-      'poweroffice 34',
-      'tidsbanken K2',
-      'tidsbanken K3',
-      'tidsbanken K4',
+    expect(swept.links).toEqual([
+      'kunde-customer K2=33 by email',
+      'kunde-customer K4=34 by email',
+      'kunde-customer K5=35 by email',
     ]);
-    expect(swept.ambiguous.find((c) => c.recordId === 'K2')).toMatchObject({
+    const po = (id: string) => ({ system: 'poweroffice', recordId: id });
+    expect(swept.ambiguous.map((c) => `${c.system} ${c.recordId}`)).toEqual([
+      'poweroffice 37',
+      'poweroffice 38',
+      'tidsbanken K6',
+    ]);
+    expect(swept.ambiguous.find((c) => c.recordId === 'K6')).toMatchObject({
       reason: 'several records match',
-      candidates: [po('32'), po('33')],
-    });
-    expect(swept.ambiguous.find((c) => c.recordId === '34')).toMatchObject({
-      reason: 'several records match',
-      candidates: [tb('K3'), tb('K4')],
+      candidates: [po('37'), po('38')],
     });
 
     await clear();
