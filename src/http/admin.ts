@@ -125,6 +125,8 @@ const BulkRetrySchema = z.object({ status: z.literal('dead'), system: system.opt
 const FlowParamSchema = z.enum(FLOW_IDS, { error: `must be one of ${FLOW_IDS.join(', ')}` });
 
 const HistoryQuerySchema = z.object({ limit, cursor: keyCursorSchema }).strict();
+/** A short list in a fixed order (the flows, the systems): paged like every other. */
+const FixedListQuerySchema = z.object({ limit, cursor: keyCursorSchema }).strict();
 const EmptyQuerySchema = z.object({}).strict();
 
 const HistoryParamsSchema = z
@@ -269,7 +271,7 @@ function eventRoutes(router: Router, deps: AdminDeps): void {
 /** Each system's state on this replica; the flows, and pausing or resuming one. */
 function systemAndFlowRoutes(router: Router, deps: AdminDeps): void {
   router.get('/systems', (req, res) => {
-    parse(EmptyQuerySchema, req.query);
+    const q = parse(FixedListQuerySchema, req.query);
     const items = (deps.systemStatus?.() ?? []).map((status) => ({
       system: status.system,
       configured: status.configured,
@@ -279,12 +281,12 @@ function systemAndFlowRoutes(router: Router, deps: AdminDeps): void {
       credentialsRefusedSince: status.credentials?.since.toISOString() ?? null,
       credentialsError: status.credentials?.message ?? null,
     }));
-    res.json({ items, nextCursor: null });
+    res.json(fixedPage(items, (i) => i.system, q));
   });
 
   router.get('/flows', async (req, res) => {
-    parse(EmptyQuerySchema, req.query);
-    res.json({ items: await listFlows(deps), nextCursor: null });
+    const q = parse(FixedListQuerySchema, req.query);
+    res.json(fixedPage(await listFlows(deps), (f) => f.flow, q));
   });
 
   for (const action of ['pause', 'resume'] as const) {
@@ -330,6 +332,28 @@ function reconcileRoutes(router: Router, deps: AdminDeps): void {
     if (run === undefined) throw new NotFoundError('No reconcile has run yet.');
     res.json(toReconcileRunDto(run));
   });
+}
+
+/**
+ * One page of a short list in a fixed order: the items after the one the cursor names. A
+ * cursor naming no item is refused (400).
+ */
+function fixedPage<Item>(
+  items: Item[],
+  keyOf: (item: Item) => string,
+  page: { limit: number; cursor: string | undefined },
+): { items: Item[]; nextCursor: string | null } {
+  let start = 0;
+  if (page.cursor !== undefined) {
+    const at = items.findIndex((item) => keyOf(item) === page.cursor);
+    if (at < 0) {
+      throw new ValidationError('Invalid parameter cursor: is not a cursor this API returned.', {
+        parameter: 'cursor',
+      });
+    }
+    start = at + 1;
+  }
+  return pageOf(items.slice(start, start + page.limit + 1), page.limit, keyOf, (item) => item);
 }
 
 /** Every flow with its pause state (a flow never paused has no stored row). */

@@ -1,8 +1,9 @@
 import request from 'supertest';
 import { describe, expect, it } from 'vitest';
+import { createApp } from '../../src/app.js';
 import { adminAuth, seedCommand as seedDbCommand, useAdminApp } from '../helpers/admin.js';
 import type { TestApp } from '../helpers/app.js';
-import { expectDocumentedResponse } from '../helpers/openapi.js';
+import { expectDocumentedResponse, loadOpenApi } from '../helpers/openapi.js';
 
 // Operator actions on rows the engine left behind (seeded directly), and cursor paging of
 // every list, over HTTP on the real app and a real database.
@@ -317,6 +318,85 @@ describe('cursor paging', () => {
     ]) {
       const res = await request(t.app).get(path).set(auth);
       expect(res.status, path).toBe(400);
+    }
+  });
+
+  it('every list in openapi.yaml documents limit and cursor, and the app takes them', async () => {
+    const doc = (await loadOpenApi()) as unknown as {
+      paths: Record<
+        string,
+        Record<
+          string,
+          {
+            parameters?: { name: string; in: string }[];
+            responses: Record<
+              string,
+              { content?: Record<string, { schema?: { properties?: object } }> }
+            >;
+          }
+        >
+      >;
+    };
+    const lists = Object.entries(doc.paths).filter(([, item]) => {
+      const props = item.get?.responses['200']?.content?.['application/json']?.schema?.properties;
+      return props !== undefined && 'items' in props && 'nextCursor' in props;
+    });
+    expect(lists.map(([path]) => path).sort()).toEqual([
+      '/admin/commands',
+      '/admin/conflicts',
+      '/admin/events',
+      '/admin/flows',
+      '/admin/links',
+      '/admin/records/{system}/{type}/{id}/history',
+      '/admin/systems',
+    ]);
+    for (const [path, item] of lists) {
+      const names = (item.get!.parameters ?? []).filter((p) => p.in === 'query').map((p) => p.name);
+      expect(names, path).toEqual(expect.arrayContaining(['limit', 'cursor']));
+      const url = path.replace('{system}/{type}/{id}', 'tidsbanken/ansatt/1');
+      const res = await request(t.app).get(`${url}?limit=1`).set(auth);
+      expect(res.status, url).toBe(200);
+      expect(Object.keys(res.body), url).toEqual(expect.arrayContaining(['items', 'nextCursor']));
+    }
+  });
+
+  it('pages the flows and the systems too: limit and cursor walk each list once, a forged cursor is refused', async () => {
+    const app = createApp({
+      config: t.config,
+      db: t.database.db,
+      logger: t.logger,
+      metrics: t.metrics,
+      systemStatus: () =>
+        (['tidsbanken', 'poweroffice'] as const).map((system) => ({
+          system,
+          configured: true,
+          leader: true,
+          credentials: undefined,
+        })),
+    });
+    for (const [path, key] of [
+      ['/admin/flows', 'flow'],
+      ['/admin/systems', 'system'],
+    ] as const) {
+      const all = await request(app).get(path).set(auth);
+      expect(all.status).toBe(200);
+      const everything = all.body.items.map((i: Record<string, string>) => i[key]);
+      expect(everything.length).toBeGreaterThan(1);
+      const seen: string[] = [];
+      let cursor: string | null = null;
+      do {
+        const query: string = `${path}?limit=1${cursor !== null ? `&cursor=${cursor}` : ''}`;
+        const res = await request(app).get(query).set(auth);
+        expect(res.status, query).toBe(200);
+        await expectDocumentedResponse('GET', path, res);
+        expect(res.body.items).toHaveLength(1);
+        seen.push(res.body.items[0][key]);
+        cursor = res.body.nextCursor;
+      } while (cursor !== null);
+      expect(seen).toEqual(everything);
+      const forged = Buffer.from('{"k":"nope"}').toString('base64url');
+      expect((await request(app).get(`${path}?cursor=${forged}`).set(auth)).status).toBe(400);
+      expect((await request(app).get(`${path}?limit=0`).set(auth)).status).toBe(400);
     }
   });
 
