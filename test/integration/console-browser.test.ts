@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startSyncHarness, type SyncHarness } from '../helpers/sync-harness.js';
+import { sendSignedWebhook, startSyncHarness, type SyncHarness } from '../helpers/sync-harness.js';
 import { waitFor } from '../helpers/wait.js';
 
 // The console in a real browser (Debian's chromium, driven by playwright-core) against the
@@ -30,6 +30,8 @@ const cspViolations: string[] = [];
 let customerId: string;
 let employee5: number;
 let employee6: number;
+let nullpunktId: number;
+const PO_SECRET = 'whsec_YnJvd3Nlci13ZWJob29rLXNlY3JldC0wMTIzNDU2Nzg=';
 
 beforeAll(async () => {
   if (!existsSync(CHROMIUM)) {
@@ -39,12 +41,13 @@ beforeAll(async () => {
   }
   axeSource = await readFile(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
   h = await startSyncHarness({
-    env: { ADMIN_TOKEN: TOKEN },
+    env: { ADMIN_TOKEN: TOKEN, POWEROFFICE_WEBHOOK_SECRET: PO_SECRET },
     seed(tb, po) {
       tb.seedKunde({ Id: 'K1', Navn: 'Fjord AS', Epost: 'post@fjord.no', Telefon: '22 00 00 01' });
       tb.seedKunde({ Id: 'K2', Navn: 'Fjord Holding AS', Epost: 'post@fjord.no' });
       tb.seedKunde({ Id: 'K9', Navn: 'Null\u0000punkt AS', Epost: 'post@nullpunkt.no' });
-      po.seedCustomer({ Name: 'Nullpunkt AS', EmailAddress: 'post@nullpunkt.no' });
+      nullpunktId = po.seedCustomer({ Name: 'Nullpunkt AS', EmailAddress: 'post@nullpunkt.no' })
+        .Id as number;
       customerId = String(po.seedCustomer({ Name: 'Fjord AS', EmailAddress: 'post@fjord.no' }).Id);
       tb.seedAnsatt({ Id: 5, Fornavn: 'Kari', Etternavn: 'Nordmann', Epost: 'kari@firma.no' });
       employee5 = po.seedEmployee({ Number: 5, FirstName: 'Kari', LastName: 'Nordmann' })
@@ -204,22 +207,105 @@ describe('the console in a browser', () => {
     expect(archives().map((r) => r.status)).toEqual([400, 200]);
   });
 
-  it('retries every dead inbox event at once: a record fixed at its source is read again and linked', async () => {
+  it('a record set aside leaves the dead list by itself once it is fixed at its source, and links', async () => {
     // K9 could not be stored (a NUL character in its name): set aside as a dead event.
-    const retryAll = page.getByRole('button', { name: 'Retry all' });
     await waitFor('the unreadable Kunde on the dead list', async () => {
       await page.goto(`${base}/console/dead`);
       return (await page.getByRole('row').filter({ hasText: 'kunde K9' }).count()) === 1;
     });
-    // Fixed in Tidsbanken; the operator retries every dead event.
-    h.tb.kunder.get('K9')!.Navn = 'Nullpunkt AS';
-    await retryAll.click();
-    await page.getByRole('status').filter({ hasText: '1 event(s) queued again' }).waitFor();
-    expect(await page.getByRole('row').filter({ hasText: 'kunde K9' }).count()).toBe(0);
+    // Fixed in Tidsbanken: the next read of it resolves the rejection, no retry needed.
+    h.tb.editKunde('K9', { Navn: 'Nullpunkt AS' });
+    await waitFor('K9 off the dead list', async () => {
+      await page.goto(`${base}/console/dead`);
+      return (await page.getByRole('row').filter({ hasText: 'kunde K9' }).count()) === 0;
+    });
     await waitFor('K9 read again and linked', async () => {
       await page.goto(`${base}/console/links?search=K9`);
       return (await page.getByRole('row').filter({ hasText: 'TB kunde K9' }).count()) === 1;
     });
+  });
+
+  it('retries a dead inbox event, then all the others at once: the worker completes them', async () => {
+    // The integration loses its Customer privilege: the GET completing a thin webhook is
+    // refused (403) and the event goes dead.
+    const granted = h.po.privileges;
+    h.po.privileges = granted.filter((p) => !p.startsWith('Customer_'));
+    h.po.editCustomer(Number(customerId), { PhoneNumber: '22 00 00 02' });
+    h.po.editCustomer(nullpunktId, { PhoneNumber: '33 00 00 03' });
+    for (const id of [Number(customerId), nullpunktId]) {
+      await sendSignedWebhook(h, 'poweroffice', PO_SECRET, {
+        type: 'customer.updated',
+        timestamp: new Date().toISOString(),
+        data: { Id: id },
+      });
+    }
+    const retryOne = page.getByRole('button', { name: /^Retry event / });
+    await waitFor('both thin events on the dead list', async () => {
+      await page.goto(`${base}/console/dead`);
+      return (await retryOne.count()) === 2;
+    });
+    await expectAccessible();
+    h.po.privileges = granted;
+
+    const name = (await retryOne.first().getAttribute('aria-label'))!;
+    await page.getByRole('button', { name }).click();
+    await page.getByRole('status').filter({ hasText: 'The event is queued again.' }).waitFor();
+    expect(await page.getByRole('button', { name }).count()).toBe(0);
+    await page.getByRole('button', { name: 'Retry all' }).click();
+    await page.getByRole('status').filter({ hasText: '1 event(s) queued again' }).waitFor();
+    expect(await retryOne.count()).toBe(0);
+    await waitFor('both changes in Tidsbanken', () =>
+      h.tb.getKunde('K1')?.Telefon === '22 00 00 02' &&
+      h.tb.getKunde('K9')?.Telefon === '33 00 00 03'
+        ? true
+        : undefined,
+    );
+    const events = await h.database.db
+      .selectFrom('inbound_events')
+      .select(['status', 'attempts'])
+      .where('source', '=', 'poweroffice')
+      .where('is_thin', '=', false)
+      .where('last_error', 'like', '%403%')
+      .execute();
+    expect(events).toEqual([
+      { status: 'done', attempts: 1 },
+      { status: 'done', attempts: 1 },
+    ]);
+  });
+
+  it('drops one refused command and replays the others at once', async () => {
+    // Employee writes refused (403: read-only privilege): two edits go dead.
+    const granted = h.po.privileges;
+    h.po.privileges = [...granted.filter((p) => !p.startsWith('Employee_')), 'Employee_Read'];
+    h.tb.editAnsatt(5, { Tittel: 'Regnskap' });
+    h.tb.editAnsatt(6, { Tittel: 'Lager' });
+    const replayOne = page.getByRole('button', { name: /^Replay command / });
+    await waitFor('both refused writes on the dead list', async () => {
+      await page.goto(`${base}/console/dead`);
+      return (await replayOne.count()) === 2;
+    });
+    h.po.privileges = granted;
+    const patches = (id: number) =>
+      h.po.requests.filter((r) => r.method === 'PATCH' && r.path.endsWith(`/Employees/${id}`));
+    const sent5 = patches(employee5).length;
+
+    const drop = page
+      .getByRole('row')
+      .filter({ hasText: `PO employee ${employee5}` })
+      .getByRole('button', { name: /^Drop command / });
+    await drop.click();
+    await page.getByRole('status').filter({ hasText: 'dropped' }).waitFor();
+    expect(await replayOne.count()).toBe(1);
+    await page.getByRole('button', { name: 'Replay all' }).click();
+    await page.getByRole('status').filter({ hasText: '1 command(s) queued again' }).waitFor();
+    expect(await replayOne.count()).toBe(0);
+    await waitFor('the replayed write at the fake', () =>
+      h.po.getEmployee(employee6)?.JobTitle === 'Lager' ? true : undefined,
+    );
+    // The dropped one was never sent again.
+    await h.settle();
+    expect(patches(employee5).length).toBe(sent5);
+    expect(h.po.getEmployee(employee5)?.JobTitle).not.toBe('Regnskap');
   });
 
   it('pauses a flow: an edit is not sent until the flow is resumed', async () => {
@@ -233,6 +319,7 @@ describe('the console in a browser', () => {
     const sentBefore = h
       .writes(h.po)
       .filter((w) => w.path.endsWith(`/Employees/${employee6}`)).length;
+    // Two edits while paused: they wait as one command.
     h.tb.editAnsatt(6, { Tittel: 'Innkjøper' });
     await waitFor('the edit queued as a waiting command', async () => {
       const rows = await h.database.db
@@ -245,6 +332,22 @@ describe('the console in a browser', () => {
         (r) => (r.payload.fields as Record<string, unknown>)?.JobTitle === 'Innkjøper',
       );
     });
+    h.tb.editAnsatt(6, { Mobil: '90 00 00 06' });
+    // Another flow's edit is delivered meanwhile: the dispatcher runs, and leaves this one.
+    h.tb.editKunde('K1', { Telefon: '22 00 00 07' });
+    await waitFor('the other flow delivered', () =>
+      h.po.getCustomer(Number(customerId))?.PhoneNumber === '22 00 00 07' ? true : undefined,
+    );
+    await waitFor('both edits in one waiting command', async () => {
+      const rows = await h.database.db
+        .selectFrom('outbound_commands')
+        .select('payload')
+        .where('record_id', '=', String(employee6))
+        .where('status', '=', 'pending')
+        .execute();
+      const fields = rows.map((r) => r.payload.fields as Record<string, unknown>);
+      return fields.length === 1 && fields[0]!.PhoneNumber === '90 00 00 06';
+    });
     expect(h.writes(h.po).filter((w) => w.path.endsWith(`/Employees/${employee6}`)).length).toBe(
       sentBefore,
     );
@@ -255,6 +358,10 @@ describe('the console in a browser', () => {
     await waitFor('the waiting write delivered', () =>
       h.po.getEmployee(employee6)?.JobTitle === 'Innkjøper' ? true : undefined,
     );
+    // One write carried both edits.
+    const sent = h.writes(h.po).filter((w) => w.path.endsWith(`/Employees/${employee6}`));
+    expect(sent.length).toBe(sentBefore + 1);
+    expect(h.po.getEmployee(employee6)?.PhoneNumber).toBe('90 00 00 06');
   });
 
   it('starts a reconcile and the progress bar reaches done', async () => {
@@ -284,6 +391,39 @@ describe('the console in a browser', () => {
     expect(timeline).toContain('update command');
     await expectAccessible();
     await shot('record');
+  });
+
+  it('unlinks a pair from the links page (held apart, shown in its timeline) and dismisses a conflict', async () => {
+    await page.goto(`${base}/console/links?search=Kari`);
+    const unlink = page.getByRole('button', { name: /^Unlink link / });
+    expect(await unlink.count()).toBe(1);
+    await unlink.click();
+    await page.getByRole('status').filter({ hasText: 'Unlinked.' }).waitFor();
+    // An edit and a poll later the merge rule has not linked them again.
+    h.tb.editAnsatt(5, { Mobil: '90 00 00 05' });
+    await h.pollCycle();
+    await h.settle();
+    const active = await h.database.db
+      .selectFrom('links')
+      .select('id')
+      .where('flow', '=', 'ansatt-employee')
+      .where('tidsbanken_id', '=', '5')
+      .where('unlinked_at', 'is', null)
+      .execute();
+    expect(active).toEqual([]);
+    await page.goto(`${base}/console/records/tidsbanken/ansatt/5`);
+    await expect(
+      page.getByRole('table', { name: /Events, decisions and commands/ }).textContent(),
+    ).resolves.toMatch(/unlink/i);
+
+    await page.goto(`${base}/console/conflicts`);
+    const dismiss = page.getByRole('button', { name: /^Dismiss conflict / });
+    const before = await dismiss.count();
+    expect(before).toBeGreaterThan(0);
+    await dismiss.first().click();
+    await page.getByRole('status').filter({ hasText: 'Conflict dismissed.' }).waitFor();
+    expect(await dismiss.count()).toBe(before - 1);
+    await expectAccessible();
   });
 
   it('fits a phone screen without sideways scrolling', async () => {
