@@ -1,5 +1,7 @@
 import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createLogger } from '../../src/lib/logger.js';
+import { createRuntime, type Runtime } from '../../src/runtime.js';
 import { startSyncHarness, type SyncHarness } from '../helpers/sync-harness.js';
 import { expectDocumentedResponse } from '../helpers/openapi.js';
 import { waitFor } from '../helpers/wait.js';
@@ -41,7 +43,9 @@ beforeAll(async () => {
   });
   await h.settle();
 });
+let restarted: Runtime | undefined;
 afterAll(async () => {
+  await restarted?.close();
   await h.close();
 });
 
@@ -223,5 +227,63 @@ describe('pausing a flow', () => {
     const res = await request(h.app).post('/admin/flows/nope/pause').set(auth);
     expect(res.status).toBe(400);
     await expectDocumentedResponse('POST', '/admin/flows/{flow}/pause', res);
+  });
+});
+
+describe('a paused flow across a restart', () => {
+  // Last in the file: it stops the harness's service and goes on with a new one.
+  it('stays paused: the restarted service receives the edit and holds its write until resumed', async () => {
+    expect((await request(h.app).post('/admin/flows/ansatt-employee/pause').set(auth)).status).toBe(
+      200,
+    );
+    await h.service.stop();
+    const second = await createRuntime({
+      config: h.config,
+      logger: createLogger({ level: 'silent' }),
+      // The harness closes the database at the end.
+      database: { ...h.database, close: () => Promise.resolve() },
+      databaseUrl: h.database.url,
+      clientOptions: { timeoutMs: 5000, backoffBaseMs: 20, credentialsRetryMs: 500 },
+      workerIdleMs: 30,
+    });
+    restarted = second;
+    second.service.start();
+    const flows = await request(second.app).get('/admin/flows').set(auth);
+    expect(flows.body.items).toContainEqual(
+      expect.objectContaining({ flow: 'ansatt-employee', paused: true }),
+    );
+
+    const employeePath = `/Employees/${employee3}`;
+    const writesToEmployee = () =>
+      h.writes(h.po).filter((w) => w.path.endsWith(employeePath)).length;
+    const sentBefore = writesToEmployee();
+    h.tb.editAnsatt(3, { Tittel: 'Innkjøpssjef' });
+    await waitFor('the edit received and its write queued', async () => {
+      const rows = await h.database.db
+        .selectFrom('outbound_commands')
+        .select('payload')
+        .where('record_id', '=', String(employee3))
+        .where('status', '=', 'pending')
+        .execute();
+      return rows.some(
+        (r) => (r.payload.fields as Record<string, unknown>)?.JobTitle === 'Innkjøpssjef',
+      );
+    });
+    // Two more poll cycles of the restarted service (its dispatcher runs meanwhile): not sent.
+    const running = second.service.pollers.filter((p) => p.isRunning);
+    expect(running.length).toBeGreaterThan(0);
+    const marks = running.map((p) => p.readsCompleted);
+    await waitFor('two poll cycles', () =>
+      running.every((p, i) => p.readsCompleted >= marks[i]! + 2),
+    );
+    expect(writesToEmployee()).toBe(sentBefore);
+
+    const resume = await request(second.app).post('/admin/flows/ansatt-employee/resume').set(auth);
+    expect(resume.body.paused).toBe(false);
+    await waitFor(
+      'the write delivered',
+      () => h.po.getEmployee(employee3)?.JobTitle === 'Innkjøpssjef',
+    );
+    expect(writesToEmployee()).toBe(sentBefore + 1);
   });
 });
