@@ -570,7 +570,16 @@ function conflictsPages(router: Router, deps: ConsoleDeps): void {
   router.get('/conflicts', async (req, res) => {
     const q = parse(ConflictsQuery, req.query);
     const kind = q.kind;
-    const status = q.status === undefined ? 'open' : q.status === '' ? undefined : q.status;
+    // Open conflicts by default; field conflicts are resolved by the conflict policy when they
+    // are recorded, so asking for that kind shows them whatever their status.
+    const status =
+      q.status === undefined
+        ? kind === 'field_conflict'
+          ? undefined
+          : 'open'
+        : q.status === ''
+          ? undefined
+          : q.status;
     const limit = 25;
     const rows = await listConflicts(deps.db, { kind, status, before: q.cursor, limit });
     const shown = rows.slice(0, limit).map(toConflictDto);
@@ -599,6 +608,14 @@ function conflictsPages(router: Router, deps: ConsoleDeps): void {
       res,
       { title: 'Conflicts', nav: 'conflicts', notice: noticeOf(req) },
       html`${conflictFilters(kind, status)}
+      ${
+        kind === undefined
+          ? html`<p>
+              Fields changed on both sides are resolved by the conflict policy and kept for review:
+              <a href="/console/conflicts?kind=field_conflict">field conflicts</a>.
+            </p>`
+          : ''
+      }
       ${cards.length === 0 ? html`<p class="muted">No conflicts here.</p>` : cards}
       ${pager(rows.length > limit ? `/console/conflicts?${params.toString()}&cursor=${encodeCursor(shown[shown.length - 1]!.id)}` : null)}`,
     );

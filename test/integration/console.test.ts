@@ -110,6 +110,38 @@ describe('console session', () => {
     ]);
   });
 
+  it('shows field conflicts, resolved by the conflict policy, with both values and the resolution', async () => {
+    const { cookie } = await logIn();
+    await t.database.db
+      .insertInto('conflicts')
+      .values({
+        flow: 'ansatt-employee',
+        kind: 'field_conflict',
+        system: 'poweroffice',
+        record_type: 'employee',
+        record_id: '7',
+        field: 'Mobil',
+        tidsbanken_value: JSON.stringify('+47 900 00 001'),
+        poweroffice_value: JSON.stringify('+47 900 00 002'),
+        resolution: 'poweroffice-wins (newest)',
+        status: 'resolved',
+      })
+      .execute();
+    // The default page (open conflicts) points to them.
+    const open = await request(t.app).get('/console/conflicts').set('Cookie', cookie);
+    expect(open.status).toBe(200);
+    expect(open.text).toContain('href="/console/conflicts?kind=field_conflict"');
+    // Choosing the kind shows them, whatever their status, side by side.
+    const res = await request(t.app)
+      .get('/console/conflicts?kind=field_conflict')
+      .set('Cookie', cookie);
+    expect(res.status).toBe(200);
+    expect(res.text).toContain('Mobil');
+    expect(res.text).toContain('+47 900 00 001');
+    expect(res.text).toContain('+47 900 00 002');
+    expect(res.text).toContain('poweroffice-wins (newest)');
+  });
+
   it('escapes record data on the page', async () => {
     const { cookie } = await logIn();
     await t.database.db
