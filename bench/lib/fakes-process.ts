@@ -94,20 +94,17 @@ async function runFakes(scenario: FakesScenario): Promise<void> {
         Epost: `ansatt${i}@bench.no`,
       });
       tb.seedKunde({ Id: `K${i}`, Navn: `Kunde ${i}`, Epost: `kunde${i}@bench.no` });
+      // Employee Number i matches Ansatt i for even i; the odd ones miss (Number + 10N).
       po.seedEmployee({
         FirstName: `Employee${i}`,
         LastName: 'Bench',
+        Number: i % 2 === 0 ? i : i + 10 * N,
         ...(i % 2 === 0 ? {} : { EmailAddress: `employee${i}@bench.no` }),
       });
       po.seedCustomer({
         Name: `Customer ${i}`,
         EmailAddress: i % 2 === 0 ? `kunde${i}@bench.no` : `customer${i}@bench.no`,
       });
-    }
-    // Employee Numbers run 1..N: make the odd ones miss (Number + 10N) so half match.
-    for (const employee of po.employees.values()) {
-      const number = employee.Number as number;
-      if (number % 2 === 1) employee.Number = number + 10 * N;
     }
     const customerIds = [...po.customers.keys()];
     for (let i = 1; i <= contacts; i++) {

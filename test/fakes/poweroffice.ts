@@ -211,6 +211,8 @@ export class FakePowerOffice extends FakeHttpServer {
   privileges: string[];
   private readonly tokens = new Map<string, number>();
   private nextId = 100_001;
+  /** The highest Number ever stored per store (customers, employees): new ones continue after it. */
+  private readonly highestNumber = new Map<Map<number, PoRecord>, number>();
   private lastTicks = 0n;
   private readonly resources: Record<Kind, Resource>;
 
@@ -479,6 +481,7 @@ export class FakePowerOffice extends FakeHttpServer {
       if (partial[field] !== undefined) record[field] = partial[field];
     }
     resource.store.set(record.Id as number, record);
+    this.noteNumber(resource.store, record);
     return this.toDto(record);
   }
 
@@ -493,6 +496,7 @@ export class FakePowerOffice extends FakeHttpServer {
     const addressOnly = Object.keys(rest).length === 0 && resource.kind !== 'ContactPerson';
     if (patch.LastChangedDateTimeOffset !== undefined || !addressOnly)
       record.LastChangedDateTimeOffset = patch.LastChangedDateTimeOffset ?? this.timestamp();
+    this.noteNumber(resource.store, record);
     return this.toDto(record);
   }
 
@@ -562,11 +566,17 @@ export class FakePowerOffice extends FakeHttpServer {
     return record;
   }
 
+  /** The next number of the series: one after the highest stored, O(1) (seeding 100 000). */
   private nextNumber(store: Map<number, PoRecord>, first: number): number {
-    let max = first - 1;
-    for (const record of store.values())
-      if (typeof record.Number === 'number') max = Math.max(max, record.Number);
-    return max + 1;
+    return Math.max(first - 1, this.highestNumber.get(store) ?? -Infinity) + 1;
+  }
+
+  /** Call after a record's Number may have been stored or changed (seed, create, edit, patch). */
+  private noteNumber(store: Map<number, PoRecord>, record: PoRecord): void {
+    if (typeof record.Number !== 'number') return;
+    const highest = this.highestNumber.get(store);
+    if (highest === undefined || record.Number > highest)
+      this.highestNumber.set(store, record.Number);
   }
 
   /** A project's CustomerNo / ProjectManagerEmployeeNo follow its CustomerId / manager's Id. */
@@ -1120,6 +1130,7 @@ export class FakePowerOffice extends FakeHttpServer {
       record.MailAddress = this.address(resource, MailAddress, record.MailAddress);
     if (resource.kind === 'Project') this.deriveProjectNumbers(record);
     resource.store.set(record.Id as number, record);
+    this.noteNumber(resource.store, record);
     if (record.IsDefault === true) this.clearOtherDefaults(record);
     return jsonResponse(201, this.toDto(record));
   }
@@ -1160,6 +1171,7 @@ export class FakePowerOffice extends FakeHttpServer {
     void oldAddress;
     const mainChanged = !isDeepStrictEqualJson(oldRest, rest);
     Object.assign(record, rest);
+    this.noteNumber(resource.store, record);
     if (resource.kind === 'Project') this.deriveProjectNumbers(record);
     if (resource.address !== undefined && !isDeepStrictEqualJson(view.MailAddress, MailAddress)) {
       // A replaced address keeps its Id; fields the new value leaves out become null.

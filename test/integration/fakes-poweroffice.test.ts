@@ -436,6 +436,26 @@ describe('fake PowerOffice: what the API refuses or does not report (docs/vendor
     expect((await call('GET', `/Employees/${String(e.Id)}`)).status).toBe(404);
   });
 
+  it('numbers a new record after the highest Number stored: seeded, created or patched, also once deleted', async () => {
+    fake.seedCustomer({ Name: 'A' });
+    fake.seedCustomer({ Name: 'B', Number: 20000 });
+    expect(fake.seedCustomer({ Name: 'C' }).Number).toBe(20001);
+    const created = await call('POST', '/Customers', { Name: 'D', EmailAddress: 'd@x.no' });
+    expect(created.body.Number).toBe(20002);
+    const renumbered = await patch(`/Customers/${String(created.body.Id)}`, [
+      { op: 'replace', path: '/Number', value: 30000 },
+    ]);
+    expect(renumbered.status).toBe(200);
+    fake.editCustomer(created.body.Id as number, { Number: 40000 });
+    const e = fake.seedCustomer({ Name: 'E' });
+    expect(e.Number).toBe(40001);
+    // A number series does not hand a deleted record's number out again.
+    expect((await call('DELETE', `/Customers/${String(e.Id)}`)).status).toBe(200);
+    expect(fake.seedCustomer({ Name: 'F' }).Number).toBe(40002);
+    // Each series on its own: employees start at 1.
+    expect(fake.seedEmployee({ FirstName: 'A', LastName: 'B' }).Number).toBe(1);
+  });
+
   it('refuses employee numbers outside the ledger series and national ids that fail the syntax check', async () => {
     fake.employeeNumberSeries = { from: 1, to: 999 };
     const outside = await call('POST', '/Employees', {
