@@ -42,5 +42,8 @@ export default tseslint.config(
     },
   },
   // Plain JavaScript run by node before anything is compiled (npm start's build step).
-  { files: ['eslint.config.js', 'scripts/**/*.js'], ...tseslint.configs.disableTypeChecked },
+  {
+    files: ['eslint.config.js', 'scripts/**/*.js', 'bench/**/*.js'],
+    ...tseslint.configs.disableTypeChecked,
+  },
 );

@@ -6,10 +6,16 @@
 //        BENCH_RATE (requests/s for the fakes and our pacers, default 1000),
 //        BENCH_TIMEOUT_MS (default 20 min), BENCH_LOG_LEVEL (default warn; to stderr),
 //        BENCH_RESULT (file name of the result next to this script, default last-result.json),
-//        BENCH_KEEP_DB=1 (keep the database afterwards, to look at its plans; drop it yourself)
+//        BENCH_KEEP_DB=1 (keep the database afterwards, to look at its plans; drop it yourself),
+//        BENCH_MEMORY_LIMIT_MIB (the service process in a memory cgroup with that limit, as in a
+//        container: bench/lib/memory-cgroup.ts), BENCH_PROFILE=cpu,heap (profiles of the
+//        service process, summarized to profiles/<result name>-cpu.md / -heap.md:
+//        bench/lib/service-profile.ts)
 //
-// Seeds the fake APIs — in a process of their own (bench/lib/fakes-process.ts), so this
-// process's memory is the service's — with N Ansatte, N Kunder, N Employees, N Customers and
+// Three processes: this one orchestrates; it seeds the fake APIs in a process of their own
+// (bench/lib/fakes-process.ts) and runs the service as a child (this script again, with
+// BENCH_RECONCILE_ROLE=service, in the memory cgroup if there is one), so the child's memory
+// is the service's alone. The fakes hold N Ansatte, N Kunder, N Employees, N Customers and
 // N/10 contact persons (half of each matching a counterpart by its merge rule), then runs one
 // reconcile exactly as the service does — Reconciler + the engine's link gate, worker and
 // sweep — against a fresh PostgreSQL database this script creates and drops. The fakes and our
@@ -17,9 +23,11 @@
 // fakes' answers is measured (the client's request-duration histogram) and taken out of the
 // engine time; what the real limits would cost (requests × pace) is computed from the
 // requests the fakes received.
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { cpus, totalmem } from 'node:os';
+import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { loadConfig } from '../../src/config.js';
 import { migrateToLatest, openPostgres } from '../../src/db/database.js';
@@ -35,13 +43,21 @@ import { startSyncWorker } from '../../src/sync/worker.js';
 import { TidsbankenClient } from '../../src/tidsbanken/client.js';
 import { createTidsbankenPollers } from '../../src/tidsbanken/poller.js';
 import { runBench } from '../lib/common.js';
-import { startFakesProcess } from '../lib/fakes-process.js';
+import { startFakesProcess, type FakesStats } from '../lib/fakes-process.js';
+import { createMemoryCgroup, type MemoryCgroup } from '../lib/memory-cgroup.js';
 import { sampleDatabaseCpu } from '../lib/process-stats.js';
+import { serviceProfile } from '../lib/service-profile.js';
 
 const N = Math.min(100_000, Math.max(1, Number(process.env.BENCH_RECORDS ?? 20_000)));
 const RATE = Math.max(1, Number(process.env.BENCH_RATE ?? 1000));
 const TIMEOUT_MS = Number(process.env.BENCH_TIMEOUT_MS ?? 20 * 60_000);
 const SERVER_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+const MEMORY_LIMIT_MIB =
+  process.env.BENCH_MEMORY_LIMIT_MIB === undefined || process.env.BENCH_MEMORY_LIMIT_MIB === ''
+    ? undefined
+    : Number(process.env.BENCH_MEMORY_LIMIT_MIB);
+const RESULT = process.env.BENCH_RESULT ?? 'last-result.json';
+const RESULT_URL = new URL(`./${RESULT}`, import.meta.url);
 // The README's configuration defaults: what a real first reconcile is paced at.
 const REAL_RATE = { tidsbanken: 5, poweroffice: 10 };
 
@@ -61,13 +77,79 @@ async function admin(text: string): Promise<void> {
   }
 }
 
-async function main(): Promise<void> {
-  const contacts = Math.max(2, Math.floor(N / 10));
+/** The orchestrator: fakes, the memory cgroup, the service child, the result file. */
+async function orchestrate(): Promise<void> {
   const seedStart = performance.now();
   const fakes = await startFakesProcess({ scenario: 'reconcile', records: N, rate: RATE });
-  const seedMs = performance.now() - seedStart;
-
+  const seedSeconds = +((performance.now() - seedStart) / 1000).toFixed(1);
   const name = `tbpo_bench_reconcile_${randomBytes(4).toString('hex')}`;
+  let cgroup: MemoryCgroup | undefined;
+  try {
+    const profile = serviceProfile();
+    if (MEMORY_LIMIT_MIB !== undefined) {
+      cgroup = await createMemoryCgroup(MEMORY_LIMIT_MIB, 'tbpo_bench_reconcile');
+    }
+    // The same node, loader (tsx's, when run through it) and script, as the service.
+    const args = [...process.execArgv, ...profile.nodeArgs, fileURLToPath(import.meta.url)];
+    const [command, spawnArgs] = cgroup?.wrap(process.execPath, args) ?? [process.execPath, args];
+    const child = spawn(command, spawnArgs, {
+      env: {
+        ...process.env,
+        ...profile.env,
+        BENCH_RECONCILE_ROLE: 'service',
+        BENCH_DATABASE_NAME: name,
+        BENCH_FAKES_ENV: JSON.stringify(fakes.env),
+      },
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
+    // The service asks for the fakes' request counts at its end.
+    child.on('message', (message) => {
+      if (message === 'stats') void fakes.stats().then((stats) => child.send(stats));
+    });
+    const [code, signal] = await new Promise<[number | null, string | null]>((resolve) =>
+      child.once('exit', (c, s) => resolve([c, s])),
+    );
+    const memoryLimit = (await cgroup?.stats()) ?? null;
+    if (code !== 0) {
+      throw new Error(
+        `the service process ended (${code ?? signal})` +
+          (memoryLimit !== null ? `; memory cgroup: ${JSON.stringify(memoryLimit)}` : ''),
+      );
+    }
+    const result = JSON.parse(await readFile(RESULT_URL, 'utf8')) as Record<string, unknown>;
+    const merged = {
+      ...result,
+      seedSeconds,
+      memoryLimit,
+      profiles: await profile.summarize({
+        profilesDir: new URL('./profiles/', import.meta.url),
+        name: RESULT.replace(/\.json$/, ''),
+        title: `reconcile ${N} per side${MEMORY_LIMIT_MIB !== undefined ? `, ${MEMORY_LIMIT_MIB} MiB limit` : ''}: the service`,
+      }),
+    };
+    process.stdout.write(`${JSON.stringify(merged, null, 2)}\n`);
+    await writeFile(RESULT_URL, `${JSON.stringify(merged, null, 2)}\n`);
+  } finally {
+    // The service drops its database; this is for a service that did not get that far.
+    if (process.env.BENCH_KEEP_DB !== '1')
+      await admin(`drop database if exists ${name} with (force)`);
+    await fakes.close();
+    await cgroup?.remove();
+  }
+}
+
+/** The service: one reconcile against the fakes the orchestrator runs. */
+async function main(): Promise<void> {
+  const contacts = Math.max(2, Math.floor(N / 10));
+  const fakes = {
+    env: JSON.parse(process.env.BENCH_FAKES_ENV ?? '{}') as Record<string, string>,
+    stats: () =>
+      new Promise<FakesStats>((resolve) => {
+        process.once('message', (stats) => resolve(stats as FakesStats));
+        process.send!('stats');
+      }),
+  };
+  const name = process.env.BENCH_DATABASE_NAME!;
   await admin(`create database ${name}`);
   const handle = openPostgres(databaseUrl(name), 10);
   const logger = createLogger({
@@ -236,7 +318,6 @@ async function main(): Promise<void> {
       recordsPerSide: N,
       contactPersons: contacts,
       recordsRead: progress.recordsRead,
-      seedSeconds: +(seedMs / 1000).toFixed(1),
       wallSeconds: +(wallMs / 1000).toFixed(1),
       phaseStartSeconds: Object.fromEntries(
         Object.entries(phaseAt).map(([k, v]) => [k, +(v / 1000).toFixed(1)]),
@@ -249,7 +330,7 @@ async function main(): Promise<void> {
       exposedWaitSeconds: +exposedWaitSeconds.toFixed(1),
       serviceCpuSeconds: +((cpu.user + cpu.system) / 1e6).toFixed(1),
       postgresCpuSeconds,
-      // This process is the service (the fakes run in their own).
+      // This process is the service (the fakes and the orchestrator run in their own).
       peakRssMiB: Math.round(Math.max(peakRss, process.resourceUsage().maxRSS * 1024) / 2 ** 20),
       memoryAtPeakMiB: {
         heapTotal: Math.round(atPeak.heapTotal / 2 ** 20),
@@ -282,17 +363,12 @@ async function main(): Promise<void> {
         node: process.version,
       },
     };
-    process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
-    await writeFile(
-      new URL(`./${process.env.BENCH_RESULT ?? 'last-result.json'}`, import.meta.url),
-      `${JSON.stringify(result, null, 2)}\n`,
-    );
+    await writeFile(RESULT_URL, `${JSON.stringify(result, null, 2)}\n`);
   } finally {
     await handle.close();
     if (process.env.BENCH_KEEP_DB === '1') process.stderr.write(`kept database ${name}\n`);
     else await admin(`drop database if exists ${name} with (force)`);
-    await fakes.close();
   }
 }
 
-runBench(main);
+runBench(process.env.BENCH_RECONCILE_ROLE === 'service' ? main : orchestrate);
