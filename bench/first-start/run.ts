@@ -170,6 +170,7 @@ async function main(): Promise<void> {
       profiles: await profile.summarize({
         profilesDir: new URL('./profiles/', import.meta.url),
         name: RESULT.replace(/\.json$/, ''),
+        root: SERVICE_DIR,
         title: `first-start ${N} × ${N}${MEMORY_LIMIT_MIB !== undefined ? `, ${MEMORY_LIMIT_MIB} MiB limit` : ''}: the service`,
       }),
     };

@@ -21,7 +21,13 @@ export interface ServiceProfile {
   /** Environment for the service process. */
   env: Record<string, string>;
   /** Writes the summaries; returns their paths (and the raw files'). */
-  summarize(opts: { profilesDir: URL; name: string; title: string }): Promise<string[]>;
+  summarize(opts: {
+    profilesDir: URL;
+    name: string;
+    title: string;
+    /** The checkout the service ran from (module names are relative to it). */
+    root: string;
+  }): Promise<string[]>;
 }
 
 export function serviceProfile(): ServiceProfile {
@@ -53,7 +59,7 @@ export function serviceProfile(): ServiceProfile {
   return {
     nodeArgs,
     env,
-    async summarize({ profilesDir, name, title }) {
+    async summarize({ profilesDir, name, title, root }) {
       const written: string[] = [];
       mkdirSync(profilesDir, { recursive: true });
       const raw = readdirSync(dir).map((f) => join(dir, f));
@@ -67,7 +73,7 @@ export function serviceProfile(): ServiceProfile {
       for (const [kind, file] of parts) {
         if (file === undefined || !raw.includes(file)) continue;
         const out = new URL(`./${name}-${kind}.md`, profilesDir);
-        await writeFile(out, await summarizeProfile(file, { title: `${title} (${kind})` }));
+        await writeFile(out, await summarizeProfile(file, { title: `${title} (${kind})`, root }));
         written.push(fileURLToPath(out), file);
       }
       return written;

@@ -26,7 +26,7 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
-import { cpus, totalmem } from 'node:os';
+import { cpus, loadavg, totalmem } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { loadConfig } from '../../src/config.js';
@@ -124,6 +124,7 @@ async function orchestrate(): Promise<void> {
       profiles: await profile.summarize({
         profilesDir: new URL('./profiles/', import.meta.url),
         name: RESULT.replace(/\.json$/, ''),
+        root: fileURLToPath(new URL('../../', import.meta.url)),
         title: `reconcile ${N} per side${MEMORY_LIMIT_MIB !== undefined ? `, ${MEMORY_LIMIT_MIB} MiB limit` : ''}: the service`,
       }),
     };
@@ -150,6 +151,7 @@ async function main(): Promise<void> {
       }),
   };
   const name = process.env.BENCH_DATABASE_NAME!;
+  const loadAtStart = loadavg()[0]!;
   await admin(`create database ${name}`);
   const handle = openPostgres(databaseUrl(name), 10);
   const logger = createLogger({
@@ -361,6 +363,8 @@ async function main(): Promise<void> {
         cpuModel: cpus()[0]?.model ?? 'unknown',
         memoryGiB: +(totalmem() / 2 ** 30).toFixed(1),
         node: process.version,
+        // The 1-minute load average at the start and at the end (the machine is shared).
+        loadAvg1m: [+loadAtStart.toFixed(1), +loadavg()[0]!.toFixed(1)],
       },
     };
     await writeFile(RESULT_URL, `${JSON.stringify(result, null, 2)}\n`);
