@@ -9,7 +9,8 @@
 //        BENCH_RESULT (default last-result.json), BENCH_TIMEOUT_MS (default 10 min),
 //        DATABASE_URL (server),
 //        BENCH_MEMORY_LIMIT_MIB (the service in a memory cgroup with that limit, as in a
-//        container: bench/lib/memory-cgroup.ts), BENCH_PROFILE=cpu,heap (profiles of the
+//        container: bench/lib/memory-cgroup.ts), BENCH_SERVICE_NODE_OPTIONS (the service's
+//        NODE_OPTIONS alone, e.g. deploy/'s --max-old-space-size=192), BENCH_PROFILE=cpu,heap (profiles of the
 //        service, summarized to profiles/<result name>-cpu.md / -heap.md:
 //        bench/lib/service-profile.ts)
 //
@@ -26,7 +27,7 @@ import { createScratchDatabase, machine, runBench, sleep } from '../lib/common.j
 import { startFakesProcess } from '../lib/fakes-process.js';
 import { createMemoryCgroup, type MemoryCgroup } from '../lib/memory-cgroup.js';
 import { sampleDatabaseCpu, sampleTreeMemory } from '../lib/process-stats.js';
-import { serviceProfile } from '../lib/service-profile.js';
+import { serviceNodeOptions, serviceProfile } from '../lib/service-profile.js';
 
 const N = Number(process.env.BENCH_RECORDS ?? 20_000);
 const AMBIGUOUS = Number(process.env.BENCH_AMBIGUOUS ?? 250);
@@ -80,6 +81,7 @@ async function main(): Promise<void> {
       env: {
         ...process.env,
         ...profile.env,
+        ...serviceNodeOptions(),
         ...fakes.env,
         DATABASE_URL: scratch.url,
         PORT: '0',

@@ -184,7 +184,13 @@ export async function summarizeProfile(
   const count = options.top ?? 15;
   const root = options.root ?? process.cwd();
   const json = JSON.parse(await readFile(file, 'utf8')) as CpuProfile | HeapProfile;
-  const lines: string[] = [`# ${options.title ?? file.split('/').pop()!}`, ''];
+  const lines: string[] = [
+    `# ${options.title ?? file.split('/').pop()!}`,
+    '',
+    'Modules are files of this repository (`src/…`), packages (`node_modules`) or Node areas ' +
+      '(`node:…`); a line number is that of the file that ran (`dist/…js` when compiled).',
+    '',
+  ];
   if ('nodes' in json) {
     const rows = aggregate(cpuTree(json), root);
     const ms = (us: number) => (us / 1000).toFixed(0);

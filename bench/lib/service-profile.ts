@@ -80,3 +80,13 @@ export function serviceProfile(): ServiceProfile {
     },
   };
 }
+
+/**
+ * BENCH_SERVICE_NODE_OPTIONS as the service's NODE_OPTIONS (e.g. deploy/'s
+ * `--max-old-space-size=192`), without limiting the bench's other processes (the fakes hold
+ * every seeded record).
+ */
+export function serviceNodeOptions(): Record<string, string> {
+  const options = process.env.BENCH_SERVICE_NODE_OPTIONS;
+  return options === undefined || options === '' ? {} : { NODE_OPTIONS: options };
+}

@@ -8,8 +8,9 @@
 //        BENCH_RESULT (file name of the result next to this script, default last-result.json),
 //        BENCH_KEEP_DB=1 (keep the database afterwards, to look at its plans; drop it yourself),
 //        BENCH_MEMORY_LIMIT_MIB (the service process in a memory cgroup with that limit, as in a
-//        container: bench/lib/memory-cgroup.ts), BENCH_PROFILE=cpu,heap (profiles of the
-//        service process, summarized to profiles/<result name>-cpu.md / -heap.md:
+//        container: bench/lib/memory-cgroup.ts), BENCH_SERVICE_NODE_OPTIONS (the service
+//        process's NODE_OPTIONS alone, e.g. deploy/'s --max-old-space-size=192),
+//        BENCH_PROFILE=cpu,heap (profiles of the service process, summarized to profiles/<result name>-cpu.md / -heap.md:
 //        bench/lib/service-profile.ts)
 //
 // Three processes: this one orchestrates; it seeds the fake APIs in a process of their own
@@ -46,7 +47,7 @@ import { runBench } from '../lib/common.js';
 import { startFakesProcess, type FakesStats } from '../lib/fakes-process.js';
 import { createMemoryCgroup, type MemoryCgroup } from '../lib/memory-cgroup.js';
 import { sampleDatabaseCpu } from '../lib/process-stats.js';
-import { serviceProfile } from '../lib/service-profile.js';
+import { serviceNodeOptions, serviceProfile } from '../lib/service-profile.js';
 
 const N = Math.min(100_000, Math.max(1, Number(process.env.BENCH_RECORDS ?? 20_000)));
 const RATE = Math.max(1, Number(process.env.BENCH_RATE ?? 1000));
@@ -96,6 +97,7 @@ async function orchestrate(): Promise<void> {
       env: {
         ...process.env,
         ...profile.env,
+        ...serviceNodeOptions(),
         BENCH_RECONCILE_ROLE: 'service',
         BENCH_DATABASE_NAME: name,
         BENCH_FAKES_ENV: JSON.stringify(fakes.env),
