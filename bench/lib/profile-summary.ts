@@ -2,6 +2,7 @@
 // many MiB; these pages are what the README's reasoning links to).
 //
 //   npx tsx bench/lib/profile-summary.ts <file.cpuprofile|file.heapprofile> [--top 15] [--title …]
+//     [--root <the checkout the service ran from; default the working directory>]
 //
 // .cpuprofile (node --cpu-prof): sampled time split into idle / GC / program / JavaScript and
 // native code; the functions with the most self time; self time by module (a dependency's
@@ -282,10 +283,11 @@ if (process.argv[1] !== undefined && fileURLToPath(import.meta.url) === process.
   };
   const topCount = option('--top');
   const title = option('--title');
+  const root = option('--root');
   const file = args[0];
   if (file === undefined) {
     process.stderr.write(
-      'usage: profile-summary.ts <file.cpuprofile|file.heapprofile> [--top N] [--title T]\n',
+      'usage: profile-summary.ts <file.cpuprofile|file.heapprofile> [--top N] [--title T] [--root DIR]\n',
     );
     process.exit(2);
   }
@@ -293,6 +295,7 @@ if (process.argv[1] !== undefined && fileURLToPath(import.meta.url) === process.
     await summarizeProfile(file, {
       ...(topCount !== undefined ? { top: Number(topCount) } : {}),
       ...(title !== undefined ? { title } : {}),
+      ...(root !== undefined ? { root } : {}),
     }),
   );
 }
