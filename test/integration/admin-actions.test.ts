@@ -39,6 +39,7 @@ describe('dead commands', () => {
 
     const again = await request(t.app).post(`/admin/commands/${dead}/drop`).set(auth);
     expect(again.status).toBe(409);
+    await expectDocumentedResponse('POST', '/admin/commands/{id}/drop', again);
     const unknown = await request(t.app).post('/admin/commands/987654/drop').set(auth);
     expect(unknown.status).toBe(404);
     await expectDocumentedResponse('POST', '/admin/commands/{id}/drop', unknown);
@@ -122,6 +123,7 @@ describe('dead inbox events', () => {
 
     const again = await request(t.app).post(`/admin/events/${row.id}/retry`).set(auth);
     expect(again.status).toBe(409);
+    await expectDocumentedResponse('POST', '/admin/events/{id}/retry', again);
   });
   async function seedDeadEvent(values: {
     eventId: string;
@@ -221,12 +223,12 @@ describe('conflicts', () => {
     await expectDocumentedResponse('POST', '/admin/conflicts/{id}/dismiss', res);
     expect(res.body).toMatchObject({ status: 'resolved', resolution: 'dismissed by an operator' });
     expect(await historyKinds('tidsbanken', 'kunde', 'K3')).toContain('operator:dismiss');
-    expect((await request(t.app).post(`/admin/conflicts/${row.id}/dismiss`).set(auth)).status).toBe(
-      409,
-    );
-    expect((await request(t.app).post('/admin/conflicts/424242/dismiss').set(auth)).status).toBe(
-      404,
-    );
+    const again = await request(t.app).post(`/admin/conflicts/${row.id}/dismiss`).set(auth);
+    expect(again.status).toBe(409);
+    await expectDocumentedResponse('POST', '/admin/conflicts/{id}/dismiss', again);
+    const unknown = await request(t.app).post('/admin/conflicts/424242/dismiss').set(auth);
+    expect(unknown.status).toBe(404);
+    await expectDocumentedResponse('POST', '/admin/conflicts/{id}/dismiss', unknown);
   });
 });
 

@@ -374,8 +374,10 @@ describe('GET /admin/events and retry', () => {
     await expectDocumentedResponse('POST', '/admin/events/{id}/retry', notDead);
     const unknown = await request(t.app).post('/admin/events/999999/retry').set(auth);
     expect(unknown.status).toBe(404);
+    await expectDocumentedResponse('POST', '/admin/events/{id}/retry', unknown);
     const bad = await request(t.app).get('/admin/events?cursor=abc').set(auth);
     expect(bad.status).toBe(400);
+    await expectDocumentedResponse('GET', '/admin/events', bad);
     expect(bad.body.detail).toMatch(/cursor/);
   });
 

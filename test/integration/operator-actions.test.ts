@@ -172,6 +172,7 @@ describe('pausing a flow', () => {
     await expectDocumentedResponse('POST', '/admin/flows/{flow}/pause', pause);
     expect(pause.body).toMatchObject({ flow: 'ansatt-employee', paused: true });
     const flows = await request(h.app).get('/admin/flows').set(auth);
+    await expectDocumentedResponse('GET', '/admin/flows', flows);
     expect(flows.body.items).toContainEqual(
       expect.objectContaining({ flow: 'ansatt-employee', paused: true }),
     );
@@ -214,6 +215,7 @@ describe('pausing a flow', () => {
 
     const resume = await request(h.app).post('/admin/flows/ansatt-employee/resume').set(auth);
     expect(resume.status).toBe(200);
+    await expectDocumentedResponse('POST', '/admin/flows/{flow}/resume', resume);
     expect(resume.body.paused).toBe(false);
     await waitFor(
       'the write delivered',
