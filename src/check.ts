@@ -1,4 +1,7 @@
 import type { Config } from './config.js';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { DataDirInUseError, dataDirHolder } from './db/data-dir-lock.js';
 import { openDatabase, pendingMigrations, pingDatabase } from './db/database.js';
 import type { SystemName } from './db/schema.js';
 import { UpstreamError } from './errors.js';
@@ -211,13 +214,7 @@ async function checkPrivileges(client: PowerOfficeClient): Promise<CheckLine> {
 
 async function checkDatabase(config: Readonly<Config>): Promise<CheckLine> {
   const check = 'database';
-  if (config.databaseUrl === undefined) {
-    return {
-      check,
-      status: 'ok',
-      detail: `embedded PostgreSQL in ${config.dataDir} (not opened here: one process only; the service migrates it at start). Set DATABASE_URL for production.`,
-    };
-  }
+  if (config.databaseUrl === undefined) return checkEmbeddedDatabase(config);
   let handle;
   try {
     handle = await openDatabase(config);
@@ -232,6 +229,53 @@ async function checkDatabase(config: Readonly<Config>): Promise<CheckLine> {
         };
   } catch (err) {
     return { check, status: 'fail', detail: `not reachable: ${describe(err)}` };
+  } finally {
+    await handle?.close().catch(() => undefined);
+  }
+}
+
+/**
+ * The embedded database in DATA_DIR. Held by a running process (one at a time, see
+ * db/data-dir-lock.ts): not opened, reported as in use. Free: opened for a moment to read
+ * which migrations it has. Not there yet: the service creates it at its first start.
+ */
+async function checkEmbeddedDatabase(config: Readonly<Config>): Promise<CheckLine> {
+  const check = 'database';
+  const where = `embedded PostgreSQL in ${config.dataDir}`;
+  const production = 'Set DATABASE_URL for production.';
+  const inUse = (holder: { pid: number; command: string }): CheckLine => ({
+    check,
+    status: 'ok',
+    detail:
+      `${where}: in use by ${holder.command === 'main' ? 'the running service' : `a running ${holder.command}`} ` +
+      `(pid ${holder.pid}), not opened here; the service migrates it at start. ${production}`,
+  });
+  const holder = await dataDirHolder(config.dataDir);
+  if (holder !== undefined) return inUse(holder);
+  if (!existsSync(join(config.dataDir, 'PG_VERSION'))) {
+    return {
+      check,
+      status: 'ok',
+      detail: `${where}: not created yet; the service creates and migrates it at its first start. ${production}`,
+    };
+  }
+  let handle;
+  try {
+    handle = await openDatabase(config);
+    const pending = await pendingMigrations(handle.db);
+    return pending.length === 0
+      ? { check, status: 'ok', detail: `${where}: migrations done. ${production}` }
+      : {
+          check,
+          status: 'fail',
+          detail: `${where}: ${pending.length} migration(s) pending: run \`npm run migrate\` (or start the service)`,
+        };
+  } catch (err) {
+    // Taken by a process that started meanwhile.
+    if (err instanceof DataDirInUseError) {
+      return inUse({ pid: err.holderPid, command: err.holderCommand });
+    }
+    return { check, status: 'fail', detail: `${where}: cannot be opened: ${describe(err)}` };
   } finally {
     await handle?.close().catch(() => undefined);
   }

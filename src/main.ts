@@ -1,6 +1,7 @@
 import type { Server } from 'node:http';
 import type { Express } from 'express';
 import { loadConfigOrExit, secretsOf } from './config.js';
+import { logStartupFailure } from './db/data-dir-lock.js';
 import { createLogger, type Logger } from './lib/logger.js';
 import { createRuntime, type Runtime } from './runtime.js';
 
@@ -127,7 +128,6 @@ function installCrashHandlers(logger: Logger): void {
 
 main().catch((err: unknown) => {
   // A JSON line like every other, through the logger that scrubs configured secrets.
-  logger.fatal({ err }, 'start-up failed');
-  logger.flush();
+  logStartupFailure(logger, err, 'start-up failed');
   process.exit(1);
 });

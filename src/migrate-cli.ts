@@ -1,4 +1,5 @@
 import { loadConfigOrExit, secretsOf } from './config.js';
+import { logStartupFailure } from './db/data-dir-lock.js';
 import { migrateToLatest, openDatabase } from './db/database.js';
 import { createLogger } from './lib/logger.js';
 
@@ -23,8 +24,7 @@ async function main(): Promise<void> {
 main().then(
   () => process.exit(0),
   (err: unknown) => {
-    logger.fatal({ err }, 'migration failed');
-    logger.flush();
+    logStartupFailure(logger, err, 'migration failed');
     process.exit(1);
   },
 );

@@ -1,4 +1,5 @@
 import { loadConfigOrExit, secretsOf } from './config.js';
+import { logStartupFailure } from './db/data-dir-lock.js';
 import { createLogger } from './lib/logger.js';
 import { createRuntime } from './runtime.js';
 import type { ReconcileProgress } from './sync/reconcile.js';
@@ -13,11 +14,19 @@ import { startSyncWorker } from './sync/worker.js';
 // that what it reads is processed while it waits; it runs no dispatcher: the commands it
 // queues are sent by the service (the dispatcher holder of each system).
 
+const config = loadConfigOrExit();
+const logger = createLogger({ level: config.logLevel, secrets: secretsOf(config) });
+
 async function main(): Promise<number> {
-  const config = loadConfigOrExit();
-  const logger = createLogger({ level: config.logLevel, secrets: secretsOf(config) });
   // A heartbeat every 2 s keeps the progress line moving (it is also the stored progress).
-  const runtime = await createRuntime({ config, logger, reconcileHeartbeatMs: 2000 });
+  let runtime;
+  try {
+    runtime = await createRuntime({ config, logger, reconcileHeartbeatMs: 2000 });
+  } catch (err) {
+    // Not started (e.g. DATA_DIR held by the running service): one JSON line, like the service.
+    logStartupFailure(logger, err, 'start-up failed');
+    return 1;
+  }
   const { reconciler } = runtime;
   if (runtime.pollers.length === 0) {
     process.stderr.write(

@@ -1,9 +1,9 @@
-import { mkdir } from 'node:fs/promises';
 import { PGlite, types as pgliteTypes } from '@electric-sql/pglite';
 import { Kysely, Migrator, PostgresDialect, sql, type Transaction } from 'kysely';
 import { PGliteDialect } from 'kysely-pglite-dialect';
 import pg from 'pg';
 import { migrations } from '../../migrations/index.js';
+import { acquireDataDirLock } from './data-dir-lock.js';
 import type { Database } from './schema.js';
 
 export type Db = Kysely<Database>;
@@ -107,17 +107,28 @@ export async function openPglite(
   dataDir: string | undefined,
   options: { loadDataDir?: Blob } = {},
 ): Promise<DatabaseHandle & { pglite: PGlite }> {
-  if (dataDir !== undefined) await mkdir(dataDir, { recursive: true });
-  const pglite = await PGlite.create({
-    ...(dataDir !== undefined ? { dataDir } : {}),
-    ...(options.loadDataDir !== undefined ? { loadDataDir: options.loadDataDir } : {}),
-    parsers: { [pgliteTypes.INT8]: (v: string) => v },
-  });
+  // One process at a time in a data directory (data-dir-lock.ts): a second one is refused.
+  const lock = dataDir !== undefined ? await acquireDataDirLock(dataDir) : undefined;
+  let pglite: PGlite;
+  try {
+    pglite = await PGlite.create({
+      ...(dataDir !== undefined ? { dataDir } : {}),
+      ...(options.loadDataDir !== undefined ? { loadDataDir: options.loadDataDir } : {}),
+      parsers: { [pgliteTypes.INT8]: (v: string) => v },
+    });
+  } catch (err) {
+    await lock?.release();
+    throw err;
+  }
   const db = new Kysely<Database>({ dialect: new PGliteDialect(pglite) });
   const close = async () => {
     // Kysely skips the driver's destroy when it never ran a query; close PGlite ourselves.
-    await db.destroy();
-    if (!pglite.closed) await pglite.close();
+    try {
+      await db.destroy();
+      if (!pglite.closed) await pglite.close();
+    } finally {
+      await lock?.release();
+    }
   };
   return { db, kind: 'pglite', pglite, close };
 }

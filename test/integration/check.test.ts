@@ -1,4 +1,6 @@
 import { spawn } from 'node:child_process';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { WRITE_PRIVILEGES, formatCheckTable, runChecks, type CheckLine } from '../../src/check.js';
 import { loadConfig } from '../../src/config.js';
@@ -37,6 +39,8 @@ function env(overrides: Record<string, string | undefined> = {}): Record<string,
     ...fakesEnv(tb, po),
     TIDSBANKEN_WEBHOOK_SECRET: 'whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQ=',
     DATABASE_URL: database.url,
+    // Embedded: a DATA_DIR of its own that no service has created yet (never the checkout's ./data).
+    DATA_DIR: join(tmpdir(), `tbpo-check-none-${process.pid}`),
     ...overrides,
   };
   return Object.fromEntries(

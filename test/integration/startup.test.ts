@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { sql } from 'kysely';
 import { inject } from 'vitest';
@@ -26,6 +27,43 @@ function runService(env: Record<string, string>) {
   child.stderr.on('data', (d: Buffer) => (output += d.toString()));
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
   return { child, exited, output: () => output };
+}
+
+/** A CLI (`src/<file>`) run to its end with only `env`: its exit code and output. */
+async function runCli(file: string, env: Record<string, string>) {
+  const child = spawn(TSX, [`src/${file}`], {
+    env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  return { code, stdout, stderr };
+}
+
+/** The pid of a process that has ended (a lock left by a process killed with -9). */
+async function deadPid(): Promise<number> {
+  const child = spawn(process.execPath, ['-e', '']);
+  await new Promise((resolve) => child.on('exit', resolve));
+  return child.pid!;
+}
+
+const lockOf = (dataDir: string) => join(dataDir, 'tbpo.lock');
+
+async function writeStaleLock(dataDir: string): Promise<number> {
+  const pid = await deadPid();
+  await writeFile(
+    lockOf(dataDir),
+    JSON.stringify({
+      pid,
+      hostname: hostname(),
+      since: '2026-01-05T10:00:00.000Z',
+      command: 'main',
+    }),
+  );
+  return pid;
 }
 
 const dirs: string[] = [];
@@ -66,23 +104,73 @@ describe('npm start (src/main.ts)', () => {
     async () => {
       const dataDir = await mkdtemp(join(tmpdir(), 'tbpo-start-'));
       dirs.push(dataDir);
+      const env = { DATA_DIR: dataDir };
+
+      // Before the first start: nothing to open, and the check does not create it.
+      const before = await runCli('check-cli.ts', env);
+      expect(before.stdout).toMatch(/database\s+OK\s+embedded PostgreSQL in .*: not created yet/);
+      expect(before.code).toBe(0);
+      expect(existsSync(join(dataDir, 'PG_VERSION'))).toBe(false);
+
       const port = await freePort();
-      const run = runService({ PORT: String(port), DATA_DIR: dataDir });
+      const run = runService({ PORT: String(port), ...env });
       try {
         const res = await waitReady(port, EMBEDDED_START_MS);
         expect(await res.json()).toMatchObject({ status: 'ready' });
         expect(run.output()).toContain('"database":"pglite"');
+
+        // One process at a time in DATA_DIR: the service holds it.
+        const pid = run.child.pid!;
+        expect(JSON.parse(await readFile(lockOf(dataDir), 'utf8'))).toMatchObject({
+          pid,
+          command: 'main',
+        });
+        // A migrate (or a second service, or a reconcile) is refused with one JSON line.
+        const migrate = await runCli('migrate-cli.ts', env);
+        expect(migrate.code).toBe(1);
+        const lines = migrate.stdout
+          .trim()
+          .split('\n')
+          .map((l) => JSON.parse(l) as Record<string, unknown>);
+        expect(lines.at(-1)).toMatchObject({ level: 60, dataDir, holderPid: pid });
+        expect(lines.at(-1)!.msg).toContain(`DATA_DIR ${dataDir} is in use by another process`);
+        const reconcile = await runCli('reconcile-cli.ts', env);
+        expect(reconcile.code).toBe(1);
+        expect(JSON.parse(reconcile.stdout.trim().split('\n').at(-1)!)).toMatchObject({
+          level: 60,
+          dataDir,
+          holderPid: pid,
+        });
+        // The check reports it without opening it.
+        const check = await runCli('check-cli.ts', env);
+        expect(check.stdout).toMatch(
+          new RegExp(`database\\s+OK\\s+.*in use by the running service \\(pid ${pid}\\)`),
+        );
+        expect(check.code).toBe(0);
       } finally {
         run.child.kill('SIGTERM');
       }
       expect(await run.exited).toBe(0);
       expect(run.output()).toContain('"msg":"stopped"');
+      expect(existsSync(lockOf(dataDir))).toBe(false);
 
-      // The data survives a restart: migrations are not re-applied.
-      const again = runService({ PORT: String(port), DATA_DIR: dataDir });
+      // A lock whose process died (kill -9) is taken over: by the check, which opens the
+      // database for a moment and leaves no lock behind...
+      await writeStaleLock(dataDir);
+      const check = await runCli('check-cli.ts', env);
+      expect(check.stdout).toMatch(/database\s+OK\s+embedded PostgreSQL in .*: migrations done/);
+      expect(check.code).toBe(0);
+      expect(existsSync(lockOf(dataDir))).toBe(false);
+
+      // ...and by the service. The data survives a restart: migrations are not re-applied.
+      await writeStaleLock(dataDir);
+      const again = runService({ PORT: String(port), ...env });
       try {
         await waitReady(port, EMBEDDED_START_MS);
         expect(again.output()).toContain('"applied":[]');
+        expect(JSON.parse(await readFile(lockOf(dataDir), 'utf8'))).toMatchObject({
+          pid: again.child.pid,
+        });
       } finally {
         again.child.kill('SIGTERM');
       }
