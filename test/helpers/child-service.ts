@@ -62,18 +62,38 @@ export interface ChildService {
   logs(): Record<string, unknown>[];
 }
 
-/** Runs `tsx src/main.ts` in its own process group with exactly `env` (plus PATH). */
-export function runService(env: Record<string, string>): ChildService {
-  const child = spawn(TSX, ['src/main.ts'], {
-    env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'info', ...env },
+/**
+ * Spawns `command` with exactly `env` (plus PATH), collecting stdout and stderr together.
+ * `exited` resolves to the exit code, or -1 when a signal ended the process.
+ */
+export function spawnCollecting(
+  command: string,
+  args: string[],
+  env: Record<string, string>,
+  options: { cwd?: string; detached?: boolean } = {},
+): Pick<ChildService, 'child' | 'exited' | 'output'> {
+  const child = spawn(command, args, {
+    cwd: options.cwd,
+    env: { PATH: process.env.PATH ?? '', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
-    detached: true,
+    detached: options.detached ?? false,
   });
   let output = '';
   child.stdout?.on('data', (d: Buffer) => (output += d.toString()));
   child.stderr?.on('data', (d: Buffer) => (output += d.toString()));
   const exited = new Promise<number | null>((resolve) =>
     child.on('exit', (code, signal) => resolve(code ?? (signal === null ? null : -1))),
+  );
+  return { child, exited, output: () => output };
+}
+
+/** Runs `tsx src/main.ts` in its own process group with exactly `env` (plus PATH). */
+export function runService(env: Record<string, string>): ChildService {
+  const { child, exited, output } = spawnCollecting(
+    TSX,
+    ['src/main.ts'],
+    { LOG_LEVEL: 'info', ...env },
+    { detached: true },
   );
   return {
     child,
@@ -85,9 +105,9 @@ export function runService(env: Record<string, string>): ChildService {
         // already gone
       }
     },
-    output: () => output,
+    output,
     logs: () =>
-      output
+      output()
         .split('\n')
         .filter((line) => line.startsWith('{'))
         .flatMap((line) => {

@@ -274,3 +274,18 @@ export function activeLinks(s: Pick<SyncHarness, 'database'>, flow: string) {
     .orderBy('tidsbanken_id')
     .execute();
 }
+
+/** The `fields` of each pending (waiting) outbox command of a record, oldest first. */
+export async function pendingCommandFields(
+  s: Pick<SyncHarness, 'database'>,
+  recordId: string | number,
+): Promise<Record<string, unknown>[]> {
+  const rows = await s.database.db
+    .selectFrom('outbound_commands')
+    .select('payload')
+    .where('record_id', '=', String(recordId))
+    .where('status', '=', 'pending')
+    .orderBy('id')
+    .execute();
+  return rows.map((r) => (r.payload.fields ?? {}) as Record<string, unknown>);
+}

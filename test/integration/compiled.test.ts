@@ -1,4 +1,4 @@
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { copyFileSync, existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -9,6 +9,7 @@ import {
   childServiceStore,
   cleanupAfterEach,
   freePort,
+  spawnCollecting,
   startFakes,
   waitReady,
 } from '../helpers/child-service.js';
@@ -48,16 +49,7 @@ const cleanup = cleanupAfterEach();
 
 /** `node <entry>` in the production folder with exactly `env` (plus PATH). */
 function node(entry: string, env: Record<string, string>) {
-  const child = spawn('node', [entry], {
-    cwd: app,
-    env: { PATH: process.env.PATH ?? '', POLL_INTERVAL_MS: '0', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let output = '';
-  child.stdout.on('data', (d: Buffer) => (output += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (output += d.toString()));
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  return { child, exited, output: () => output };
+  return spawnCollecting('node', [entry], { POLL_INTERVAL_MS: '0', ...env }, { cwd: app });
 }
 
 describe('the compiled service with production dependencies only', () => {

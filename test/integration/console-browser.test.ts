@@ -7,7 +7,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { sendSignedWebhook, startSyncHarness, type SyncHarness } from '../helpers/sync-harness.js';
+import {
+  pendingCommandFields,
+  sendSignedWebhook,
+  startSyncHarness,
+  type SyncHarness,
+} from '../helpers/sync-harness.js';
 import { waitFor } from '../helpers/wait.js';
 
 // The console in a real browser (Debian's chromium, driven by playwright-core) against the
@@ -321,17 +326,9 @@ describe('the console in a browser', () => {
       .filter((w) => w.path.endsWith(`/Employees/${employee6}`)).length;
     // Two edits while paused: they wait as one command.
     h.tb.editAnsatt(6, { Tittel: 'Innkjøper' });
-    await waitFor('the edit queued as a waiting command', async () => {
-      const rows = await h.database.db
-        .selectFrom('outbound_commands')
-        .select('payload')
-        .where('record_id', '=', String(employee6))
-        .where('status', '=', 'pending')
-        .execute();
-      return rows.some(
-        (r) => (r.payload.fields as Record<string, unknown>)?.JobTitle === 'Innkjøper',
-      );
-    });
+    await waitFor('the edit queued as a waiting command', async () =>
+      (await pendingCommandFields(h, employee6)).some((f) => f.JobTitle === 'Innkjøper'),
+    );
     h.tb.editAnsatt(6, { Mobil: '90 00 00 06' });
     // Another flow's edit is delivered meanwhile: the dispatcher runs, and leaves this one.
     h.tb.editKunde('K1', { Telefon: '22 00 00 07' });
@@ -339,13 +336,7 @@ describe('the console in a browser', () => {
       h.po.getCustomer(Number(customerId))?.PhoneNumber === '22 00 00 07' ? true : undefined,
     );
     await waitFor('both edits in one waiting command', async () => {
-      const rows = await h.database.db
-        .selectFrom('outbound_commands')
-        .select('payload')
-        .where('record_id', '=', String(employee6))
-        .where('status', '=', 'pending')
-        .execute();
-      const fields = rows.map((r) => r.payload.fields as Record<string, unknown>);
+      const fields = await pendingCommandFields(h, employee6);
       return fields.length === 1 && fields[0]!.PhoneNumber === '90 00 00 06';
     });
     expect(h.writes(h.po).filter((w) => w.path.endsWith(`/Employees/${employee6}`)).length).toBe(

@@ -2,7 +2,11 @@ import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/lib/logger.js';
 import { createRuntime, type Runtime } from '../../src/runtime.js';
-import { startSyncHarness, type SyncHarness } from '../helpers/sync-harness.js';
+import {
+  pendingCommandFields,
+  startSyncHarness,
+  type SyncHarness,
+} from '../helpers/sync-harness.js';
 import { expectDocumentedResponse } from '../helpers/openapi.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -260,17 +264,9 @@ describe('a paused flow across a restart', () => {
       h.writes(h.po).filter((w) => w.path.endsWith(employeePath)).length;
     const sentBefore = writesToEmployee();
     h.tb.editAnsatt(3, { Tittel: 'Innkjøpssjef' });
-    await waitFor('the edit received and its write queued', async () => {
-      const rows = await h.database.db
-        .selectFrom('outbound_commands')
-        .select('payload')
-        .where('record_id', '=', String(employee3))
-        .where('status', '=', 'pending')
-        .execute();
-      return rows.some(
-        (r) => (r.payload.fields as Record<string, unknown>)?.JobTitle === 'Innkjøpssjef',
-      );
-    });
+    await waitFor('the edit received and its write queued', async () =>
+      (await pendingCommandFields(h, employee3)).some((f) => f.JobTitle === 'Innkjøpssjef'),
+    );
     // Two more poll cycles of the restarted service (its dispatcher runs meanwhile): not sent.
     const running = second.service.pollers.filter((p) => p.isRunning);
     expect(running.length).toBeGreaterThan(0);

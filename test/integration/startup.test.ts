@@ -9,7 +9,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { migrateToLatest, openPostgres } from '../../src/db/database.js';
 import { migrations } from '../../migrations/index.js';
-import { freePort, TSX, waitReady } from '../helpers/child-service.js';
+import { freePort, spawnCollecting, TSX, waitReady } from '../helpers/child-service.js';
 
 // The real entry point as an operator runs it: `tsx src/main.ts` in a child process.
 
@@ -18,15 +18,11 @@ import { freePort, TSX, waitReady } from '../helpers/child-service.js';
 const EMBEDDED_START_MS = 120_000;
 
 function runService(env: Record<string, string>) {
-  const child = spawn(TSX, ['src/main.ts'], {
-    env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'info', POLL_INTERVAL_MS: '0', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
+  return spawnCollecting(TSX, ['src/main.ts'], {
+    LOG_LEVEL: 'info',
+    POLL_INTERVAL_MS: '0',
+    ...env,
   });
-  let output = '';
-  child.stdout.on('data', (d: Buffer) => (output += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (output += d.toString()));
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  return { child, exited, output: () => output };
 }
 
 /** A CLI (`src/<file>`) run to its end with only `env`: its exit code and output. */
