@@ -1,8 +1,5 @@
-import { randomUUID } from 'node:crypto';
-import request from 'supertest';
 import { afterEach, expect, inject } from 'vitest';
 import type { Express } from 'express';
-import { signWebhook } from '../../src/http/webhook-signature.js';
 import { loadConfig, secretsOf, type Config } from '../../src/config.js';
 import { openPostgres } from '../../src/db/database.js';
 import { createLogger, type Logger } from '../../src/lib/logger.js';
@@ -13,6 +10,7 @@ import type { FaultKind } from '../fakes/fake-server.js';
 import { startFakePowerOffice, type FakePowerOffice } from '../fakes/poweroffice.js';
 import { startFakeTidsbanken, type FakeTidsbanken } from '../fakes/tidsbanken.js';
 import { LogCapture } from './app.js';
+import { signedWebhook } from './webhook-client.js';
 import { createTestDatabase, type TestDatabase } from './database.js';
 
 // The whole service (worker, dispatchers, pollers), built by createRuntime as src/main.ts
@@ -229,16 +227,7 @@ export async function sendSignedWebhook(
   secret: string,
   body: unknown,
 ): Promise<void> {
-  const raw = JSON.stringify(body);
-  const id = `msg_${randomUUID()}`;
-  const ts = Math.floor(Date.now() / 1000);
-  const res = await request(h.app)
-    .post(`/webhooks/${system}`)
-    .set('content-type', 'application/json')
-    .set('webhook-id', id)
-    .set('webhook-timestamp', String(ts))
-    .set('webhook-signature', signWebhook(secret, id, ts, raw))
-    .send(raw);
+  const res = await signedWebhook(h.app, `/webhooks/${system}`, secret, JSON.stringify(body));
   expect(res.status).toBe(202);
 }
 

@@ -1,7 +1,33 @@
+import { randomUUID } from 'node:crypto';
+import type { RequestListener } from 'node:http';
+import request from 'supertest';
 import { signWebhook } from '../../src/http/webhook-signature.js';
 
-// Signed webhooks over real HTTP (fetch), for tests that need a request timeout: "answered
-// within N s" is a request that gives up after N s.
+// Signed webhooks: through supertest against an app, or over real HTTP (fetch) for tests that
+// need a request timeout ("answered within N s" is a request that gives up after N s).
+
+/**
+ * `POST path` of the JSON text `raw` to `app` (supertest), signed with `secret` as a Standard
+ * Webhooks sender signs it, with `headers` besides. Awaiting it sends it.
+ */
+export function signedWebhook(
+  app: RequestListener,
+  path: string,
+  secret: string,
+  raw: string,
+  options: { id?: string; headers?: Record<string, string> } = {},
+) {
+  const id = options.id ?? `msg_${randomUUID()}`;
+  const ts = Math.floor(Date.now() / 1000);
+  let req = request(app)
+    .post(path)
+    .set('content-type', 'application/json')
+    .set('webhook-id', id)
+    .set('webhook-timestamp', String(ts))
+    .set('webhook-signature', signWebhook(secret, id, ts, raw));
+  for (const [name, value] of Object.entries(options.headers ?? {})) req = req.set(name, value);
+  return req.send(raw);
+}
 
 export interface WebhookAnswer {
   status: number;

@@ -2,11 +2,11 @@ import { sql } from 'kysely';
 import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApp } from '../../src/app.js';
-import { signWebhook } from '../../src/http/webhook-signature.js';
 import { createMetrics } from '../../src/lib/metrics.js';
 import { Reconciler } from '../../src/sync/reconcile.js';
 import { linkGateEngine } from '../../src/sync/sweep.js';
 import { ADMIN_TOKEN, adminAuth } from '../helpers/admin.js';
+import { signedWebhook } from '../helpers/webhook-client.js';
 import { createTestApp, type TestApp } from '../helpers/app.js';
 import { expectDocumentedResponse, loadOpenApi } from '../helpers/openapi.js';
 
@@ -180,14 +180,7 @@ it('the probes, /metrics and the webhooks answer a database fault without a 500'
     timestamp: new Date().toISOString(),
     data: { Id: 7, Fornavn: 'Kari', Etternavn: 'Nordmann', Epost: 'kari@firma.no' },
   });
-  const ts = Math.floor(Date.now() / 1000);
-  const webhook = await request(brokenApp)
-    .post('/webhooks/tidsbanken')
-    .set('content-type', 'application/json')
-    .set('webhook-id', 'msg_contract_1')
-    .set('webhook-timestamp', String(ts))
-    .set('webhook-signature', signWebhook(SECRET, 'msg_contract_1', ts, raw))
-    .send(raw);
+  const webhook = await signedWebhook(brokenApp, '/webhooks/tidsbanken', SECRET, raw);
   expect(webhook.status).toBe(503);
   expect(webhook.body.code).toBe('storage_unavailable');
   await expectDocumentedResponse('POST', '/webhooks/tidsbanken', webhook);

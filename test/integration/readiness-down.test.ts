@@ -1,7 +1,7 @@
 import request from 'supertest';
 import { describe, expect, it } from 'vitest';
-import { signWebhook } from '../../src/http/webhook-signature.js';
 import { createTestApp } from '../helpers/app.js';
+import { signedWebhook } from '../helpers/webhook-client.js';
 import { expectDocumentedResponse } from '../helpers/openapi.js';
 
 const SECRET = 'whsec_ZGF0YWJhc2UtZG93bi10ZXN0LXNlY3JldC0wMTIz';
@@ -20,14 +20,7 @@ describe('when the database is gone', () => {
     const t = await createTestApp({ TIDSBANKEN_WEBHOOK_SECRET: SECRET });
     await t.close();
     const raw = JSON.stringify({ type: 'ansatt.updated', data: { Id: 5 } });
-    const ts = Math.floor(Date.now() / 1000);
-    const res = await request(t.app)
-      .post('/webhooks/tidsbanken')
-      .set('content-type', 'application/json')
-      .set('webhook-id', 'msg_db_down')
-      .set('webhook-timestamp', String(ts))
-      .set('webhook-signature', signWebhook(SECRET, 'msg_db_down', ts, raw))
-      .send(raw);
+    const res = await signedWebhook(t.app, '/webhooks/tidsbanken', SECRET, raw);
     expect(res.status).toBe(503);
     expect(res.headers['retry-after']).toBe('5');
     expect(JSON.parse(res.text)).toMatchObject({

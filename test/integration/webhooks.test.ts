@@ -13,6 +13,7 @@ import { createLogger } from '../../src/lib/logger.js';
 import { createMetrics } from '../../src/lib/metrics.js';
 import { createTestApp, LogCapture, type TestApp } from '../helpers/app.js';
 import { expectDocumentedResponse } from '../helpers/openapi.js';
+import { signedWebhook } from '../helpers/webhook-client.js';
 
 type System = 'tidsbanken' | 'poweroffice';
 
@@ -979,19 +980,10 @@ describe('the fast path and Express answer alike', () => {
   const stable = (headers: Record<string, string>) =>
     Object.fromEntries(Object.entries(headers).filter(([name]) => !VARYING.has(name)));
 
-  async function post(path: string, body: unknown, options: { secret?: string } = {}) {
-    const raw = JSON.stringify(body);
-    const id = `msg_${randomUUID()}`;
-    const signature = signWebhook(options.secret ?? TB_SECRET, id, now(), raw);
-    return request(t.app)
-      .post(path)
-      .set('content-type', 'application/json')
-      .set('webhook-id', id)
-      .set('webhook-timestamp', String(now()))
-      .set('webhook-signature', signature)
-      .set('X-Request-Id', `alike-${randomUUID()}`)
-      .send(raw);
-  }
+  const post = (path: string, body: unknown, options: { secret?: string } = {}) =>
+    signedWebhook(t.app, path, options.secret ?? TB_SECRET, JSON.stringify(body), {
+      headers: { 'X-Request-Id': `alike-${randomUUID()}` },
+    });
 
   const requestsTotal = async (code: string) => {
     const { values } = await t.metrics.httpRequests.get();
