@@ -124,9 +124,8 @@ const BulkReplaySchema = z
 const BulkRetrySchema = z.object({ status: z.literal('dead'), system: system.optional() }).strict();
 const FlowParamSchema = z.enum(FLOW_IDS, { error: `must be one of ${FLOW_IDS.join(', ')}` });
 
-const HistoryQuerySchema = z.object({ limit, cursor: keyCursorSchema }).strict();
-/** A short list in a fixed order (the flows, the systems): paged like every other. */
-const FixedListQuerySchema = z.object({ limit, cursor: keyCursorSchema }).strict();
+/** Only `limit` and a key cursor: a record's history, and the short fixed lists (flows, systems). */
+const KeyPageQuerySchema = z.object({ limit, cursor: keyCursorSchema }).strict();
 const EmptyQuerySchema = z.object({}).strict();
 
 const HistoryParamsSchema = z
@@ -271,7 +270,7 @@ function eventRoutes(router: Router, deps: AdminDeps): void {
 /** Each system's state on this replica; the flows, and pausing or resuming one. */
 function systemAndFlowRoutes(router: Router, deps: AdminDeps): void {
   router.get('/systems', (req, res) => {
-    const q = parse(FixedListQuerySchema, req.query);
+    const q = parse(KeyPageQuerySchema, req.query);
     const items = (deps.systemStatus?.() ?? []).map((status) => ({
       system: status.system,
       configured: status.configured,
@@ -285,7 +284,7 @@ function systemAndFlowRoutes(router: Router, deps: AdminDeps): void {
   });
 
   router.get('/flows', async (req, res) => {
-    const q = parse(FixedListQuerySchema, req.query);
+    const q = parse(KeyPageQuerySchema, req.query);
     res.json(fixedPage(await listFlows(deps), (f) => f.flow, q));
   });
 
@@ -302,7 +301,7 @@ function systemAndFlowRoutes(router: Router, deps: AdminDeps): void {
 /** One record's history. */
 function historyRoutes(router: Router, deps: AdminDeps): void {
   router.get('/records/:system/:type/:id/history', async (req, res) => {
-    const q = parse(HistoryQuerySchema, req.query);
+    const q = parse(KeyPageQuerySchema, req.query);
     const params = parse(HistoryParamsSchema, req.params);
     const key: RecordKey = { system: params.system, recordType: params.type, recordId: params.id };
     res.json(await readRecordHistory(deps.db, key, q));
