@@ -572,14 +572,8 @@ function conflictsPages(router: Router, deps: ConsoleDeps): void {
     const kind = q.kind;
     // Open conflicts by default; field conflicts are resolved by the conflict policy when they
     // are recorded, so asking for that kind shows them whatever their status.
-    const status =
-      q.status === undefined
-        ? kind === 'field_conflict'
-          ? undefined
-          : 'open'
-        : q.status === ''
-          ? undefined
-          : q.status;
+    const byDefault = kind === 'field_conflict' ? undefined : 'open';
+    const status = q.status === '' ? undefined : (q.status ?? byDefault);
     const limit = 25;
     const rows = await listConflicts(deps.db, { kind, status, before: q.cursor, limit });
     const shown = rows.slice(0, limit).map(toConflictDto);
