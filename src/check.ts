@@ -272,9 +272,7 @@ async function checkEmbeddedDatabase(config: Readonly<Config>): Promise<CheckLin
         };
   } catch (err) {
     // Taken by a process that started meanwhile.
-    if (err instanceof DataDirInUseError) {
-      return inUse({ pid: err.holderPid, command: err.holderCommand });
-    }
+    if (err instanceof DataDirInUseError) return inUse(err.holder);
     return { check, status: 'fail', detail: `${where}: cannot be opened: ${describe(err)}` };
   } finally {
     await handle?.close().catch(() => undefined);

@@ -24,14 +24,11 @@ interface LockContent {
 export class DataDirInUseError extends Error {
   constructor(
     readonly dataDir: string,
-    readonly holderPid: number,
-    readonly holderHostname: string,
-    readonly holderSince: string,
-    readonly holderCommand: string,
+    readonly holder: LockContent,
   ) {
     super(
-      `DATA_DIR ${dataDir} is in use by another process (pid ${holderPid} on ${holderHostname}, ` +
-        `since ${holderSince}): the embedded database takes one process at a time. Stop that ` +
+      `DATA_DIR ${dataDir} is in use by another process (pid ${holder.pid} on ${holder.hostname}, ` +
+        `since ${holder.since}): the embedded database takes one process at a time. Stop that ` +
         `process first (or use POST /admin/reconcile on the running service), or set ` +
         `DATABASE_URL to share a PostgreSQL. If no such process runs, delete ` +
         `${join(dataDir, LOCK_FILE)}.`,
@@ -69,15 +66,7 @@ export async function acquireDataDirLock(dataDir: string): Promise<DataDirLock> 
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || attempt >= 3) throw err;
     }
     const holder = await readLock(path);
-    if (holder !== undefined && isLive(holder)) {
-      throw new DataDirInUseError(
-        dataDir,
-        holder.pid,
-        holder.hostname,
-        holder.since,
-        holder.command,
-      );
-    }
+    if (holder !== undefined && isLive(holder)) throw new DataDirInUseError(dataDir, holder);
     // Stale (its process is gone) or unreadable: taken over.
     await unlink(path).catch(() => undefined);
   }
@@ -86,10 +75,7 @@ export async function acquireDataDirLock(dataDir: string): Promise<DataDirLock> 
     const holder = await readLock(path);
     throw new DataDirInUseError(
       dataDir,
-      holder?.pid ?? 0,
-      holder?.hostname ?? 'unknown',
-      holder?.since ?? 'unknown',
-      holder?.command ?? 'unknown',
+      holder ?? { pid: 0, hostname: 'unknown', since: 'unknown', command: 'unknown' },
     );
   }
   let released = false;
@@ -164,10 +150,10 @@ export function logStartupFailure(
     logger.fatal(
       {
         dataDir: err.dataDir,
-        holderPid: err.holderPid,
-        holderHostname: err.holderHostname,
-        holderSince: err.holderSince,
-        holderCommand: err.holderCommand,
+        holderPid: err.holder.pid,
+        holderHostname: err.holder.hostname,
+        holderSince: err.holder.since,
+        holderCommand: err.holder.command,
       },
       err.message,
     );

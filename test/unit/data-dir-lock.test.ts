@@ -44,7 +44,7 @@ describe('the DATA_DIR lock', () => {
     await writeLock(dir, { pid: process.ppid, hostname: hostname(), since: 'x', command: 'main' });
     const refused = await acquireDataDirLock(dir).catch((err: unknown) => err);
     expect(refused).toBeInstanceOf(DataDirInUseError);
-    expect((refused as DataDirInUseError).holderPid).toBe(process.ppid);
+    expect((refused as DataDirInUseError).holder.pid).toBe(process.ppid);
     expect((refused as Error).message).toContain(`DATA_DIR ${dir} is in use`);
     expect(await dataDirHolder(dir)).toMatchObject({ pid: process.ppid, command: 'main' });
     // Release removes only its own lock.
