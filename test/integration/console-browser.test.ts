@@ -265,13 +265,17 @@ describe('the console in a browser', () => {
         ? true
         : undefined,
     );
-    const events = await h.database.db
-      .selectFrom('inbound_events')
-      .select(['status', 'attempts'])
-      .where('source', '=', 'poweroffice')
-      .where('is_thin', '=', false)
-      .where('last_error', 'like', '%403%')
-      .execute();
+    // The poller may carry a change over before the worker completes its retried event.
+    const events = await waitFor('both retried events processed', async () => {
+      const rows = await h.database.db
+        .selectFrom('inbound_events')
+        .select(['status', 'attempts'])
+        .where('source', '=', 'poweroffice')
+        .where('is_thin', '=', false)
+        .where('last_error', 'like', '%403%')
+        .execute();
+      return rows.every((r) => r.status !== 'pending') ? rows : undefined;
+    });
     expect(events).toEqual([
       { status: 'done', attempts: 1 },
       { status: 'done', attempts: 1 },
